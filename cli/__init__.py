@@ -1,0 +1,58 @@
+"""The ``img2img`` command line: a thin click front end over the img2img library.
+
+This folder is installed as the package ``img2img.cli`` (see pyproject.toml),
+so ``python -m img2img.cli`` and the ``img2img`` console script both run it.
+It parses and validates options and calls the library; it holds no logic.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from img2img.errors import UserError
+
+from .sample import sample
+from .train import train
+
+
+class _Group(click.Group):
+    """Turns the library's :class:`UserError` into click's one-line error and exit code 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except UserError as error:
+            raise click.ClickException(str(error)) from None
+
+
+class _ConsoleFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        return message if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {message}"
+
+
+def _setup_logging(verbose: bool) -> None:
+    logger = logging.getLogger("img2img")
+    if not any(getattr(h, "_img2img_console", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(_ConsoleFormatter("%(message)s"))
+        handler._img2img_console = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.option("-v", "--verbose", is_flag=True, help="Log every detail.")
+@click.version_option(package_name="img2img")
+def main(verbose: bool) -> None:
+    """img2img: image-to-image translation with GANs (pix2pix, CycleGAN, DiscoGAN) and the MNIST baseline GAN."""
+    _setup_logging(verbose)
+
+
+main.add_command(train)
+main.add_command(sample)
+
+__all__ = ["main"]

@@ -1,0 +1,95 @@
+"""Options every ``img2img train`` command takes, and how they become a run configuration."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from img2img.config import RunConfig, TrainConfig
+from img2img.losses import LOSSES
+
+# name in TrainConfig -> the option that sets it
+TRAIN_OPTIONS = {
+    "steps": "--steps", "batch_size": "--batch-size", "seed": "--seed", "device": "--device", "lr": "--lr",
+    "decay_steps": "--decay-steps", "save_every_steps": "--save-every", "sample_every_steps": "--sample-every",
+    "log_every_steps": "--log-every", "num_workers": "--workers", "amp": "--amp/--no-amp",
+}
+# options that may accompany --resume: they do not change what the run computes
+RESUMABLE = {"steps", "device", "resume", "out", "dry_run"}
+
+
+def train_options(defaults: TrainConfig, default_loss: str) -> Callable:
+    """Decorate a ``train MODEL`` command with the shared options, showing this model's defaults."""
+    positive = click.IntRange(min=1)
+    options = [
+        click.option("--out", type=click.Path(file_okay=False), default=None,
+                     help="Run folder to create.  [default: runs/MODEL-TIME]"),
+        click.option("--resume", type=click.Path(), default=None,
+                     help="Continue the run in this folder (or from this checkpoint) with its saved settings."),
+        click.option("--steps", type=positive, default=defaults.steps, help="Training steps in all."),
+        click.option("--batch-size", type=positive, default=defaults.batch_size, help="Examples per step."),
+        click.option("--loss", type=click.Choice(list(LOSSES)), default=default_loss, help="Adversarial loss."),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=defaults.lr,
+                     help="Adam learning rate."),
+        click.option("--decay-steps", type=click.IntRange(min=0), default=defaults.decay_steps,
+                     help="Final steps over which the learning rate falls linearly to zero."),
+        click.option("--seed", type=int, default=defaults.seed, help="Random seed."),
+        click.option("--device", default=defaults.device, help="auto (CUDA when present), cpu, cuda or cuda:N."),
+        click.option("--amp/--no-amp", default=defaults.amp, help="bf16 autocast on CUDA."),
+        click.option("--save-every", type=positive, default=defaults.save_every_steps,
+                     help="Write a checkpoint every N steps (and at the end)."),
+        click.option("--sample-every", type=positive, default=defaults.sample_every_steps,
+                     help="Write a sample grid every N steps (and at the end)."),
+        click.option("--log-every", type=positive, default=defaults.log_every_steps,
+                     help="Log losses and speed every N steps."),
+        click.option("--workers", type=click.IntRange(min=0), default=defaults.num_workers,
+                     help="Data-loading worker processes."),
+        click.option("--dry-run", is_flag=True, help="Print the resolved configuration and exit."),
+    ]
+
+    def decorate(command: Callable) -> Callable:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def train_config(values: dict[str, Any]) -> TrainConfig:
+    return TrainConfig(
+        steps=values["steps"], batch_size=values["batch_size"], seed=values["seed"], device=values["device"],
+        lr=values["lr"], decay_steps=values["decay_steps"], save_every_steps=values["save_every"],
+        sample_every_steps=values["sample_every"], log_every_steps=values["log_every"],
+        num_workers=values["workers"], amp=values["amp"])
+
+
+def check_resume_options(ctx: click.Context) -> None:
+    """With --resume, refuse options that would change what the saved run computes."""
+    for name in ctx.params:
+        if name in RESUMABLE:
+            continue
+        if ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None):
+            flag = next(p for p in ctx.command.params if p.name == name).opts[0]
+            raise click.UsageError(f"{flag} cannot be changed when resuming; --resume uses the run's saved "
+                                   "settings (only --steps and --device may be given)", ctx)
+    if ctx.get_parameter_source("out") is not click.core.ParameterSource.DEFAULT:
+        raise click.UsageError("--out cannot be given with --resume: a resumed run stays in its own folder", ctx)
+
+
+def default_out(model: str) -> str:
+    return f"runs/{model}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def report_config(run: RunConfig) -> None:
+    click.echo(f"resolved configuration:\n{run.to_json()}")
+
+
+def run_config(model: str, options: Any, values: dict[str, Any]) -> RunConfig:
+    return RunConfig(model=model, train=train_config(values), options=options)
+
+
+__all__ = ["check_resume_options", "dataclasses", "default_out", "report_config", "run_config", "train_options"]

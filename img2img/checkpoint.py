@@ -1,0 +1,142 @@
+"""The checkpoint file: one self-describing file per save, written atomically, loaded without running code.
+
+A checkpoint is a ``torch.save``d dict of plain containers and tensors only,
+so ``torch.load(weights_only=True)`` reads it and no pickled code ever runs::
+
+    format, format_version   "img2img-checkpoint", 1
+    config                   the resolved RunConfig as a dict (model name, loop and model options)
+    step                     training steps completed
+    networks                 {name: state_dict} for every network of the model
+    optimizers, schedulers   {phase: state_dict}
+    rng                      torch CPU/CUDA, Python and NumPy generator states
+    model_state              the model's extra state (e.g. image pools)
+
+Saving writes a temporary file in the same folder, fsyncs it and renames it
+over the target, so a crash mid-save leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from img2img.errors import UserError
+
+FORMAT = "img2img-checkpoint"
+FORMAT_VERSION = 1
+LAST_NAME = "last.ckpt"
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some platforms cannot open folders; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_save(payload: Any, path: str | Path) -> Path:
+    """``torch.save`` ``payload`` to ``path`` through a temporary file, fsync and rename."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_link(target: Path, link: Path) -> None:
+    """Make ``link`` name the same file as ``target`` (a hard link, else a copy), replacing it atomically."""
+    temporary = link.with_name(f".{link.name}.tmp-{os.getpid()}")
+    temporary.unlink(missing_ok=True)
+    try:
+        try:
+            os.link(target, temporary)
+        except OSError:  # no hard links on this file system: copy instead
+            with open(target, "rb") as source, open(temporary, "wb") as handle:
+                while chunk := source.read(1 << 20):
+                    handle.write(chunk)
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(temporary, link)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _fsync_dir(link.parent)
+
+
+def resolve(path: str | Path, option: str = "checkpoint") -> Path:
+    """The checkpoint file that ``path`` means: the file itself, or a run folder's ``last.ckpt``."""
+    path = Path(path)
+    if path.is_dir():
+        last = path / LAST_NAME
+        if not last.is_file():
+            raise UserError(f"{option}: {path} holds no checkpoint (no {LAST_NAME})")
+        return last
+    if not path.exists():
+        raise UserError(f"{option}: {path} does not exist")
+    return path
+
+
+def read(path: str | Path, option: str = "checkpoint") -> dict[str, Any]:
+    """Load and check a checkpoint (file or run folder) on the CPU, without executing code from it."""
+    file = resolve(path, option)
+    try:
+        payload = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - a corrupt file raises many kinds of error
+        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        raise UserError(f"{option}: {file} is not a readable checkpoint ({reason})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise UserError(f"{option}: {file} is not an img2img checkpoint "
+                        "(official CycleGAN/pix2pix weights need --arch, or `img2img import`)")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"{option}: {file} has checkpoint format version {payload.get('format_version')}, "
+                        f"this img2img reads version {FORMAT_VERSION}")
+    for key in ("config", "step", "networks"):
+        if key not in payload:
+            raise UserError(f"{option}: {file} is an incomplete img2img checkpoint (no {key!r})")
+    payload["path"] = str(file)
+    return payload
+
+
+def capture_rng() -> dict[str, Any]:
+    """Every random generator the training loop may draw from, as tensors and plain containers."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np_state = state["numpy"]
+    np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["cached_gaussian"]))
+    if "cuda" in state and torch.cuda.is_available():
+        for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, index)

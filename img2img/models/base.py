@@ -1,0 +1,92 @@
+"""What a GAN model gives the training loop: networks, phases and loss terms.
+
+A model owns no loop.  It names its networks (``self.nets``), the phases of
+one training step (each phase updates some networks with one optimizer),
+and, for each phase, a loss.  The trainer runs the phases in order: it
+freezes every network the phase does not update, computes the phase's loss
+under autocast, and steps that phase's optimizer.
+
+Tensors pass between the phases of one step through ``carry``, a plain dict
+the trainer creates for each step (for example the generator's output, which
+the discriminator phase then judges), never through attributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from img2img.config import TrainConfig
+from img2img.data.batches import BatchSource
+
+Logs = dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One optimiser step of a training step: its name (also its optimiser's) and the networks it updates."""
+
+    name: str
+    networks: tuple[str, ...]
+
+
+class GANModel(nn.Module):
+    """Base class of every model; subclasses set ``name``, ``Config`` and ``phases``."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+    phases: ClassVar[tuple[Phase, ...]]
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        self.config = config
+        self.nets = nn.ModuleDict()
+
+    # -- training ---------------------------------------------------------------------------------
+    def phase_loss(self, phase: str, nets: Mapping[str, nn.Module], batch: Any,
+                   carry: dict[str, Any]) -> tuple[Tensor, Logs]:
+        """The loss that ``phase`` minimises, and scalars to log.
+
+        ``nets`` maps network names to the modules to call in this phase: the
+        networks being updated may be wrapped (DistributedDataParallel), the
+        others are plain and frozen.
+        """
+        raise NotImplementedError
+
+    @classmethod
+    def build_data(cls, config: Any, train: TrainConfig, device: torch.device,
+                   rank: int = 0, world_size: int = 1) -> BatchSource:
+        """The training data, validated, as a step-indexed batch source."""
+        raise NotImplementedError
+
+    def move_batch(self, batch: Any, device: torch.device) -> Any:
+        """Put a batch from the data source on ``device`` (a no-op for data already there)."""
+        if isinstance(batch, Tensor):
+            return batch.to(device, non_blocking=True)
+        if isinstance(batch, (tuple, list)):
+            return type(batch)(self.move_batch(item, device) for item in batch)
+        if isinstance(batch, dict):
+            return {key: self.move_batch(value, device) for key, value in batch.items()}
+        return batch
+
+    # -- monitoring -------------------------------------------------------------------------------
+    def sample_inputs(self, data: BatchSource, seed: int, device: torch.device) -> Any:
+        """A fixed set of inputs for the sample grids written during training."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def sample_grid(self, inputs: Any) -> tuple[Tensor, int]:
+        """Images for a sample grid, ``(N, C, H, W)`` in [-1, 1], and the number per row."""
+        raise NotImplementedError
+
+    # -- state beyond the networks (e.g. image pools) ----------------------------------------------
+    def extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if state:
+            raise ValueError(f"{self.name} keeps no extra state, got {sorted(state)}")

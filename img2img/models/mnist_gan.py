@@ -1,0 +1,97 @@
+"""The MNIST baseline GAN (Goodfellow et al. 2014) with the seeds' MLP networks.
+
+G: noise 100 → 256 → 512 → 1024 → 784 (LeakyReLU 0.2 + BatchNorm, tanh);
+D: 784 → 512 → 256 → 1 (LeakyReLU 0.2, logit output).  One step is a
+generator phase then a discriminator phase that judges the same fakes,
+detached, as in the PyTorch reference implementations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from img2img.config import TrainConfig
+from img2img.data.batches import StepSampler, TensorBatches
+from img2img.data.mnist import load_digits
+from img2img.losses import get_loss
+from img2img.models.base import GANModel, Logs, Phase
+from img2img.nn import MLPDiscriminator, MLPGenerator, init_weights
+
+SAMPLE_GRID_SIDE = 10
+
+
+@dataclass(frozen=True)
+class MnistGanConfig:
+    loss: str = "non-saturating"
+    noise_dim: int = 100
+    mnist_root: str | None = None  # None: the embedded digits
+
+
+class MnistGan(GANModel):
+    name = "mnist-gan"
+    Config = MnistGanConfig
+    phases = (Phase("g", ("g",)), Phase("d", ("d",)))
+
+    def __init__(self, config: MnistGanConfig) -> None:
+        super().__init__(config)
+        self.adversarial = get_loss(config.loss)
+        self.nets["g"] = init_weights(MLPGenerator(noise_dim=config.noise_dim))
+        self.nets["d"] = init_weights(MLPDiscriminator())
+
+    @classmethod
+    def build_data(cls, config: MnistGanConfig, train: TrainConfig, device: torch.device,
+                   rank: int = 0, world_size: int = 1) -> TensorBatches:
+        digits = load_digits(config.mnist_root, split="train")
+        sampler = StepSampler(len(digits.labels), train.batch_size, train.seed, rank, world_size)
+        return TensorBatches(digits.as_float(device), sampler)
+
+    def noise(self, count: int, device: torch.device, generator: torch.Generator | None = None) -> Tensor:
+        """Noise vectors ``(count, noise_dim)`` ~ N(0, I); drawn on the CPU when a generator is given."""
+        if generator is not None:
+            return torch.randn(count, self.config.noise_dim, generator=generator).to(device)
+        return torch.randn(count, self.config.noise_dim, device=device)
+
+    def phase_loss(self, phase: str, nets: Mapping[str, nn.Module], batch: Tensor,
+                   carry: dict[str, Any]) -> tuple[Tensor, Logs]:
+        real = batch
+        if phase == "g":
+            fake = nets["g"](self.noise(real.shape[0], real.device))
+            carry["fake"] = fake.detach()
+            loss = self.adversarial.generator_loss(nets["d"](fake))
+            return loss, {"g_loss": loss.detach()}
+        if phase == "d":
+            fake = carry.get("fake")
+            if fake is None:  # a discriminator-only step draws its own fakes
+                with torch.no_grad():
+                    fake = nets["g"](self.noise(real.shape[0], real.device))
+            loss, parts = self.adversarial.discriminator_loss(nets["d"], real, fake)
+            return loss, {"d_loss": loss.detach(), **parts}
+        raise KeyError(phase)
+
+    @torch.no_grad()
+    def generate(self, count: int, generator: torch.Generator | None = None, batch_size: int = 1000) -> Tensor:
+        """``count`` images ``(count, 1, 28, 28)`` in [-1, 1], with G in evaluation mode."""
+        g = self.nets["g"]
+        was_training = g.training
+        g.eval()
+        device = next(g.parameters()).device
+        try:
+            chunks = [g(self.noise(min(batch_size, count - start), device, generator))
+                      for start in range(0, count, batch_size)]
+        finally:
+            g.train(was_training)
+        return torch.cat(chunks).float() if chunks else torch.empty(0, 1, 28, 28)
+
+    def sample_inputs(self, data: Any, seed: int, device: torch.device) -> torch.Generator:
+        return torch.Generator().manual_seed(seed)
+
+    @torch.no_grad()
+    def sample_grid(self, inputs: torch.Generator) -> tuple[Tensor, int]:
+        # A fresh generator from the same seed each time: every grid shows the same noise.
+        generator = torch.Generator().manual_seed(inputs.initial_seed())
+        return self.generate(SAMPLE_GRID_SIDE ** 2, generator), SAMPLE_GRID_SIDE

@@ -1,0 +1,6 @@
+"""Network building blocks and the networks built from them."""
+
+from img2img.nn.init import init_weights
+from img2img.nn.mlp import MLPDiscriminator, MLPGenerator
+
+__all__ = ["MLPDiscriminator", "MLPGenerator", "init_weights"]

@@ -1,0 +1,45 @@
+"""Images from an unconditional generator (the MNIST GAN), written as PNG files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torchvision.io import write_png
+from torchvision.utils import save_image
+
+from img2img.errors import UserError
+from img2img.train import load_model, resolve_device
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1], ``(N, C, H, W)``, as uint8 in [0, 255] on the CPU."""
+    return images.float().add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).cpu()
+
+
+def sample_to_folder(checkpoint: str | Path, count: int, out: str | Path, seed: int = 0, grid: str | Path | None = None,
+                     device: str = "auto", overwrite: bool = False) -> list[Path]:
+    """Write ``count`` images from the checkpoint's generator to ``out/000000.png`` ...; same seed, same images."""
+    model, run, _ = load_model(checkpoint, resolve_device(device), option="CHECKPOINT")
+    if not hasattr(model, "generate"):
+        raise UserError(f"CHECKPOINT: {run.model} translates images; sample needs an unconditional model "
+                        "(use `img2img translate`)")
+    out = Path(out)
+    width = max(6, len(str(count - 1)))
+    paths = [out / f"{index:0{width}d}.png" for index in range(count)]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"--out: cannot create {out} ({error.strerror or error})") from None
+    if not overwrite:
+        existing = [p for p in paths if p.exists()]
+        if existing:
+            raise UserError(f"--out: {existing[0]} exists ({len(existing)} files would be replaced); "
+                            "pass --overwrite or choose another folder")
+    images = model.generate(count, torch.Generator().manual_seed(seed))
+    for path, image in zip(paths, to_uint8(images)):
+        write_png(image, str(path))
+    if grid is not None:
+        side = max(1, int(count ** 0.5))
+        save_image(images.cpu(), str(grid), nrow=side, normalize=True, value_range=(-1, 1))
+    return paths

@@ -1,0 +1,295 @@
+"""The one training loop, shared by every model.
+
+The trainer knows nothing of any model: it asks the model for its networks,
+the phases of a step and each phase's loss, and does the rest: device
+placement, seeding, optimisers and learning-rate schedules, bf16 autocast on
+CUDA, the progress bar and log, sample grids, and atomic checkpoints that
+resume bit for bit.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torchvision.utils import save_image
+from tqdm import tqdm
+
+from img2img import checkpoint
+from img2img.config import RunConfig, TrainConfig, from_dict
+from img2img.errors import UserError
+from img2img.models import GANModel, Phase, get_model_class
+from img2img.run import RunDir
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` means CUDA when a GPU is present, else the CPU; anything else must exist here."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device: {name!r} is not a device (try auto, cpu or cuda)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device: {name} asked for, but CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device: {name} asked for, but there are {torch.cuda.device_count()} CUDA devices")
+    elif device.type != "cpu":
+        raise UserError(f"--device: {name!r} is not supported (auto, cpu or cuda)")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def linear_decay(steps: int, decay_steps: int):
+    """Learning-rate factor: 1 for the first ``steps - decay_steps`` steps, then linearly down to 0 at ``steps``."""
+    constant = steps - decay_steps
+
+    def factor(step: int) -> float:
+        if decay_steps == 0 or step < constant:
+            return 1.0
+        return max(0.0, (steps - step) / decay_steps)
+
+    return factor
+
+
+def build_model(run: RunConfig) -> GANModel:
+    return get_model_class(run.model)(run.options)
+
+
+def run_config_from_dict(values: dict[str, Any], what: str = "config") -> RunConfig:
+    """Rebuild a :class:`RunConfig` from its dict form (as in config.json or a checkpoint)."""
+    model_class = get_model_class(values["model"])
+    return RunConfig(model=values["model"], train=from_dict(TrainConfig, values["train"], what),
+                     options=from_dict(model_class.Config, values["options"], what))
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu",
+               option: str = "checkpoint") -> tuple[GANModel, RunConfig, dict[str, Any]]:
+    """Rebuild a model from a checkpoint file or run folder alone, in evaluation mode."""
+    payload = checkpoint.read(path, option)
+    run = run_config_from_dict(payload["config"], f"{option}: {payload['path']}")
+    model = build_model(run)
+    try:
+        for name, net in model.nets.items():
+            net.load_state_dict(payload["networks"][name])
+    except (KeyError, RuntimeError) as error:
+        raise UserError(f"{option}: {payload['path']} does not match its {run.model} model ({error})") from None
+    return model.to(device).eval(), run, payload
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    checkpoint: Path
+    sample_grid: Path | None
+    step: int
+    seconds: float
+
+
+class Trainer:
+    """Trains any :class:`GANModel` for ``run.train.steps`` steps into a run folder."""
+
+    def __init__(self, run: RunConfig, run_dir: str | Path, device: torch.device | None = None,
+                 resume: dict[str, Any] | None = None) -> None:
+        run.train.validate()
+        self.run, self.config = run, run.train
+        self.dirs = RunDir(run_dir)
+        self.device = device or resolve_device(self.config.device)
+        self.step = 0
+        seed_everything(self.config.seed)
+        self.model = build_model(run).to(self.device)
+        self.optimizers = {phase.name: self._optimizer(phase) for phase in self.model.phases}
+        factor = linear_decay(self.config.steps, self.config.decay_steps)
+        self.schedulers = {name: torch.optim.lr_scheduler.LambdaLR(opt, factor)
+                           for name, opt in self.optimizers.items()}
+        self.autocast = self.config.amp and self.device.type == "cuda"
+        if resume is not None:
+            self._load_state(resume)
+        self.data = self.model.build_data(run.options, self.config, self.device)
+
+    def _optimizer(self, phase: Phase) -> torch.optim.Optimizer:
+        params = [p for name in phase.networks for p in self.model.nets[name].parameters()]
+        extra = {"fused": True} if self.device.type == "cuda" else {}
+        return torch.optim.Adam(params, lr=self.config.lr, betas=(self.config.beta1, self.config.beta2), **extra)
+
+    # -- one step -----------------------------------------------------------------------------------
+    def train_phase(self, phase: Phase, batch: Any, carry: dict[str, Any]) -> dict[str, Tensor]:
+        """Update ``phase.networks`` by one optimiser step; every other network stays frozen."""
+        for name, net in self.model.nets.items():
+            net.requires_grad_(name in phase.networks)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            loss, logs = self.model.phase_loss(phase.name, self.model.nets, batch, carry)
+        optimizer = self.optimizers[phase.name]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return logs
+
+    def train_step(self, batch: Any) -> dict[str, Tensor]:
+        """One training step: every phase of the model in order, then the schedules advance."""
+        carry: dict[str, Any] = {}
+        logs: dict[str, Tensor] = {}
+        for phase in self.model.phases:
+            logs.update(self.train_phase(phase, batch, carry))
+        for scheduler in self.schedulers.values():
+            scheduler.step()
+        self.step += 1
+        return logs
+
+    # -- state ----------------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "format": checkpoint.FORMAT,
+            "format_version": checkpoint.FORMAT_VERSION,
+            "config": self.run.to_dict(),
+            "step": self.step,
+            "networks": {name: net.state_dict() for name, net in self.model.nets.items()},
+            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+            "schedulers": {name: sch.state_dict() for name, sch in self.schedulers.items()},
+            "rng": checkpoint.capture_rng(),
+            "model_state": self.model.extra_state(),
+        }
+
+    def _load_state(self, payload: dict[str, Any]) -> None:
+        for name, net in self.model.nets.items():
+            net.load_state_dict(payload["networks"][name])
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(payload["optimizers"][name])
+        for name, sch in self.schedulers.items():
+            sch.load_state_dict(payload["schedulers"][name])
+        self.model.load_extra_state(payload.get("model_state", {}))
+        self.step = int(payload["step"])
+        checkpoint.restore_rng(payload["rng"])
+
+    def save(self) -> Path:
+        path = checkpoint.atomic_save(self.state(), self.dirs.checkpoint(self.step))
+        checkpoint.atomic_link(path, self.dirs.last)
+        self.dirs.prune_checkpoints(max(1, self.config.keep_checkpoints))
+        return self.dirs.last
+
+    def write_samples(self, inputs: Any) -> Path:
+        images, per_row = self.model.sample_grid(inputs)
+        path = self.dirs.sample(self.step)
+        save_image(images.float().cpu(), path, nrow=per_row, normalize=True, value_range=(-1, 1))
+        save_image(images.float().cpu(), self.dirs.samples / "last.png", nrow=per_row, normalize=True,
+                   value_range=(-1, 1))
+        return path
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def fit(self, stop_after_steps: int | None = None) -> TrainResult:
+        """Train to ``config.steps`` (or stop early after ``stop_after_steps`` more, for tests)."""
+        config = self.config
+        file_log = logging.FileHandler(self.dirs.log)
+        file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logging.getLogger("img2img").addHandler(file_log)
+        try:
+            return self._fit(config, stop_after_steps)
+        finally:
+            logging.getLogger("img2img").removeHandler(file_log)
+            file_log.close()
+
+    def _fit(self, config: TrainConfig, stop_after_steps: int | None) -> TrainResult:
+        end = config.steps if stop_after_steps is None else min(config.steps, self.step + stop_after_steps)
+        log.info("training %s on %s from step %d to %d, batch %d", self.run.model, self.device, self.step,
+                 config.steps, config.batch_size)
+        sample_inputs = self.model.sample_inputs(self.data, config.seed, self.device)
+        batches: Iterator[Any] = self.data.iterate(self.step)
+        self.model.train()
+        totals: dict[str, list[Tensor]] = defaultdict(list)
+        started = window_start = time.perf_counter()
+        window_step = self.step
+        grid: Path | None = None
+        last = self.dirs.last if self.dirs.last.exists() else None
+        bar = tqdm(total=config.steps, initial=self.step, unit="step", dynamic_ncols=True, disable=None,
+                   desc=self.run.model)
+        try:
+            while self.step < end:
+                batch = self.model.move_batch(next(batches), self.device)
+                for key, value in self.train_step(batch).items():
+                    totals[key].append(value)
+                bar.update(1)
+                if self.step % config.log_every_steps == 0 or self.step == end:
+                    now = time.perf_counter()
+                    record = self._log_record(totals, (self.step - window_step) / max(now - window_start, 1e-9))
+                    totals.clear()
+                    window_start, window_step = now, self.step
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k != "step"}, refresh=False)
+                    self.dirs.append_metrics(record)
+                    log.log(logging.INFO if bar.disable else logging.DEBUG, "%s",
+                            " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                     for k, v in record.items()))
+                if self.step % config.sample_every_steps == 0 or self.step == config.steps:
+                    grid = self.write_samples(sample_inputs)
+                if self.step % config.save_every_steps == 0 or self.step == end:
+                    last = self.save()
+        finally:
+            bar.close()
+        seconds = time.perf_counter() - started
+        if last is None:
+            last = self.save()
+        log.info("finished at step %d in %.1f s", self.step, seconds)
+        return TrainResult(self.dirs.root, last, grid, self.step, seconds)
+
+    def _log_record(self, totals: dict[str, list[Tensor]], steps_per_second: float) -> dict[str, Any]:
+        record: dict[str, Any] = {"step": self.step}
+        for key, values in totals.items():  # one host sync per log line, not per step
+            record[key] = float(torch.stack(values).float().mean())
+        record["lr"] = float(next(iter(self.schedulers.values())).get_last_lr()[0])
+        record["steps_per_s"] = steps_per_second
+        if any(not math.isfinite(v) for v in record.values() if isinstance(v, float)):
+            log.warning("a loss is not finite at step %d", self.step)
+        return record
+
+
+def train(run: RunConfig, out: str | Path) -> TrainResult:
+    """Start a new run in ``out`` (which must not hold one already) and train it to the end."""
+    run.train.validate()
+    device = resolve_device(run.train.device)
+    dirs = RunDir(out)
+    trainer_model = get_model_class(run.model)  # fail on an unknown model before touching the disk
+    del trainer_model
+    dirs.create("--out", fresh=True)
+    dirs.write_config(run)
+    return Trainer(run, dirs.root, device).fit()
+
+
+def resume(path: str | Path, steps: int | None = None, device: str | None = None,
+           stop_after_steps: int | None = None) -> TrainResult:
+    """Continue the run whose checkpoint (or run folder) is ``path``, in that run's folder."""
+    payload = checkpoint.read(path, "--resume")
+    run = run_config_from_dict(payload["config"], f"--resume: {payload['path']}")
+    changes: dict[str, Any] = {}
+    if steps is not None:
+        if steps < int(payload["step"]):
+            raise UserError(f"--steps: {steps} is fewer than the {payload['step']} steps the run has done")
+        changes["steps"] = steps
+    if device is not None:
+        changes["device"] = device
+    if changes:
+        run = run.replace_train(**changes)
+    run_root = Path(payload["path"]).resolve().parent
+    if run_root.name == "checkpoints":
+        run_root = run_root.parent
+    dirs = RunDir(run_root)
+    dirs.create("--resume", fresh=False)
+    dirs.write_config(run)
+    trainer = Trainer(run, run_root, resolve_device(run.train.device), resume=payload)
+    return trainer.fit(stop_after_steps)
