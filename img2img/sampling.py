@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torchvision.io import write_png
+from PIL import Image
 from torchvision.utils import save_image
 
 from img2img.errors import UserError
@@ -38,7 +38,9 @@ def sample_to_folder(checkpoint: str | Path, count: int, out: str | Path, seed: 
                             "pass --overwrite or choose another folder")
     images = model.generate(count, torch.Generator().manual_seed(seed))
     for path, image in zip(paths, to_uint8(images)):
-        write_png(image, str(path))
+        # Pillow (torchvision's own PNG writer is deprecated in favour of torchcodec)
+        array = image.permute(1, 2, 0).numpy()
+        Image.fromarray(array[..., 0] if array.shape[2] == 1 else array).save(path)
     if grid is not None:
         side = max(1, int(count ** 0.5))
         save_image(images.cpu(), str(grid), nrow=side, normalize=True, value_range=(-1, 1))

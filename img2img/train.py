@@ -112,6 +112,7 @@ class Trainer:
         run.train.validate()
         self.run, self.config = run, run.train
         self.dirs = RunDir(run_dir)
+        self.dirs.create(fresh=False)
         self.device = device or resolve_device(self.config.device)
         self.step = 0
         seed_everything(self.config.seed)

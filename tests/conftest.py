@@ -1,0 +1,26 @@
+"""Shared fixtures: tiny, seeded, CPU-only configurations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from img2img.config import RunConfig, TrainConfig
+from img2img.models.mnist_gan import MnistGanConfig
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    torch.manual_seed(0)
+
+
+def tiny_mnist_run(steps: int = 20, batch_size: int = 8, loss: str = "non-saturating", **train) -> RunConfig:
+    settings = dict(steps=steps, batch_size=batch_size, device="cpu", save_every_steps=10, sample_every_steps=10,
+                    log_every_steps=5, num_workers=0)
+    settings.update(train)
+    return RunConfig("mnist-gan", TrainConfig(**settings), MnistGanConfig(loss=loss))
+
+
+@pytest.fixture
+def mnist_run():
+    return tiny_mnist_run

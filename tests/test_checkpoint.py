@@ -1,0 +1,91 @@
+"""Checkpoints: bit-exact round trip, atomic saves, clear errors on foreign or corrupt files."""
+
+import pytest
+import torch
+
+from img2img import checkpoint
+from img2img.errors import UserError
+from img2img.train import Trainer, load_model
+
+
+def _trained(tmp_path, mnist_run, steps=3):
+    trainer = Trainer(mnist_run(steps=steps), tmp_path)
+    for step in range(steps):
+        trainer.train_step(trainer.data.batch(step))
+    return trainer
+
+
+def test_round_trip_is_bit_exact_and_rebuilds_the_model_alone(tmp_path, mnist_run):
+    trainer = _trained(tmp_path, mnist_run)
+    path = trainer.save()
+    model, run, payload = load_model(tmp_path)  # a run folder means its last.ckpt
+    assert run == trainer.run and payload["step"] == 3
+    for name, net in trainer.model.nets.items():
+        saved, loaded = net.state_dict(), model.nets[name].state_dict()
+        assert saved.keys() == loaded.keys()
+        assert all(torch.equal(saved[k], loaded[k]) for k in saved)
+    for name, optimizer in trainer.optimizers.items():
+        original = optimizer.state_dict()["state"]
+        restored = payload["optimizers"][name]["state"]
+        assert all(torch.equal(original[i][key], restored[i][key]) for i in original for key in original[i])
+    assert path.samefile(tmp_path / "checkpoints" / "step-00000003.ckpt")
+
+
+def test_checkpoint_loads_with_weights_only(tmp_path, mnist_run):
+    path = _trained(tmp_path, mnist_run).save()
+    payload = torch.load(path, weights_only=True)
+    assert payload["format"] == checkpoint.FORMAT and payload["config"]["model"] == "mnist-gan"
+
+
+def test_a_crash_during_save_leaves_the_previous_checkpoint_intact(tmp_path, mnist_run, monkeypatch):
+    trainer = _trained(tmp_path, mnist_run, steps=1)
+    trainer.save()
+    before = (tmp_path / "last.ckpt").read_bytes()
+    trainer.train_step(trainer.data.batch(1))
+
+    def crash(obj, handle, *args, **kwargs):
+        handle.write(b"half a checkpoint")
+        raise KeyboardInterrupt("killed mid-save")
+
+    monkeypatch.setattr(checkpoint.torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.save()
+    assert (tmp_path / "last.ckpt").read_bytes() == before
+    assert not list(tmp_path.rglob("*.tmp-*"))
+    monkeypatch.undo()
+    assert checkpoint.read(tmp_path)["step"] == 1
+
+
+def test_a_temp_file_left_by_a_killed_save_is_ignored_and_cleaned(tmp_path, mnist_run):
+    trainer = _trained(tmp_path, mnist_run, steps=1)
+    trainer.save()
+    stale = tmp_path / "checkpoints" / ".step-00000002.ckpt.tmp-99999"
+    stale.write_bytes(b"partial")
+    assert checkpoint.read(tmp_path)["step"] == 1
+    trainer.dirs.create(fresh=False)
+    assert not stale.exists()
+
+
+def test_old_step_checkpoints_are_pruned(tmp_path, mnist_run):
+    trainer = _trained(tmp_path, mnist_run, steps=1)
+    for _ in range(4):
+        trainer.train_step(trainer.data.batch(trainer.step))
+        trainer.save()
+    names = sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*.ckpt"))
+    assert names == ["step-00000004.ckpt", "step-00000005.ckpt"]
+    assert checkpoint.read(tmp_path)["step"] == 5
+
+
+def test_corrupt_foreign_and_missing_checkpoints_are_one_line_errors(tmp_path):
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(b"\x00not a checkpoint at all")
+    with pytest.raises(UserError, match=r"corrupt\.ckpt is not a readable checkpoint"):
+        checkpoint.read(corrupt)
+    foreign = tmp_path / "latest_net_G.pth"
+    torch.save({"model.0.weight": torch.zeros(2)}, foreign)
+    with pytest.raises(UserError, match=r"latest_net_G\.pth is not an img2img checkpoint"):
+        checkpoint.read(foreign)
+    with pytest.raises(UserError, match=r"holds no checkpoint"):
+        checkpoint.read(tmp_path)
+    with pytest.raises(UserError, match=r"does not exist"):
+        checkpoint.read(tmp_path / "nope.ckpt")

@@ -1,0 +1,139 @@
+"""The command line: one-line errors that name the option or path, no tracebacks; sample and resume."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from click.testing import CliRunner
+
+from img2img.cli import main
+from img2img.train import train
+
+
+def read_image(path):
+    return torch.from_numpy(np.array(Image.open(path))).unsqueeze(0)
+
+QUICK = ["--steps", "4", "--batch-size", "4", "--device", "cpu", "--save-every", "2", "--sample-every", "4"]
+
+
+def invoke(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result, result.output
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    error_lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(error_lines) == 1, result.output
+    for fragment in fragments:
+        assert fragment in error_lines[0], result.output
+
+
+@pytest.fixture
+def finished_run(tmp_path, mnist_run):
+    out = tmp_path / "run"
+    train(mnist_run(steps=4, batch_size=4, save_every_steps=2), out)
+    return out
+
+
+def test_train_mnist_gan_writes_a_run_and_says_where(tmp_path):
+    result, output = invoke("train", "mnist-gan", "--out", tmp_path / "run", *QUICK)
+    assert result.exit_code == 0, output
+    assert f"checkpoint:  {tmp_path / 'run' / 'last.ckpt'}" in output
+    assert "sample grid:" in output and (tmp_path / "run" / "samples" / "step-00000004.png").is_file()
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["model"] == "mnist-gan" and config["train"]["steps"] == 4
+    assert config["options"]["loss"] == "non-saturating"
+
+
+def test_dry_run_prints_the_resolved_config_and_writes_nothing(tmp_path):
+    result, output = invoke("train", "mnist-gan", "--out", tmp_path / "run", "--loss", "hinge", "--dry-run")
+    assert result.exit_code == 0
+    assert '"loss": "hinge"' in output and '"steps": 8000' in output
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_loss(tmp_path):
+    result, _ = invoke("train", "mnist-gan", "--loss", "wasserstein", "--out", tmp_path / "r")
+    assert result.exit_code == 2 and "--loss" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("option", ["--steps", "--batch-size", "--save-every"])
+def test_negative_counts(tmp_path, option):
+    result, _ = invoke("train", "mnist-gan", option, "-5", "--out", tmp_path / "r")
+    assert result.exit_code == 2 and option in result.output and "Traceback" not in result.output
+
+
+def test_unwritable_out(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result, _ = invoke("train", "mnist-gan", "--out", blocker / "run", *QUICK)
+    assert_one_line_error(result, "--out", str(blocker / "run"))
+
+
+def test_out_that_already_holds_a_run_is_refused(finished_run):
+    before = (finished_run / "last.ckpt").read_bytes()
+    result, _ = invoke("train", "mnist-gan", "--out", finished_run, *QUICK)
+    assert_one_line_error(result, "--out", "already holds a run", "--resume")
+    assert (finished_run / "last.ckpt").read_bytes() == before
+
+
+def test_resume_folder_without_checkpoint(tmp_path):
+    result, _ = invoke("train", "mnist-gan", "--resume", tmp_path)
+    assert_one_line_error(result, "--resume", str(tmp_path), "holds no checkpoint")
+
+
+def test_resume_corrupt_and_foreign_checkpoints(tmp_path):
+    corrupt = tmp_path / "bad.ckpt"
+    corrupt.write_bytes(b"PK\x03\x04 truncated")
+    result, _ = invoke("train", "mnist-gan", "--resume", corrupt)
+    assert_one_line_error(result, "--resume", str(corrupt), "not a readable checkpoint")
+    foreign = tmp_path / "latest_net_G_A.pth"
+    torch.save({"model.1.weight": torch.ones(3)}, foreign)
+    result, _ = invoke("sample", foreign, "--out", tmp_path / "s")
+    assert_one_line_error(result, "CHECKPOINT", str(foreign), "not an img2img checkpoint")
+
+
+def test_resume_refuses_changed_settings(finished_run):
+    result, _ = invoke("train", "mnist-gan", "--resume", finished_run, "--loss", "hinge")
+    assert result.exit_code == 2 and "--loss cannot be changed when resuming" in result.output
+
+
+def test_resume_extends_a_finished_run(finished_run):
+    result, output = invoke("train", "mnist-gan", "--resume", finished_run, "--steps", "6")
+    assert result.exit_code == 0, output
+    assert torch.load(finished_run / "last.ckpt", weights_only=True)["step"] == 6
+
+
+def test_sample_writes_n_pngs_and_the_same_seed_gives_the_same_images(finished_run, tmp_path):
+    result, output = invoke("sample", finished_run, "--n", 12, "--out", tmp_path / "a", "--seed", 5,
+                            "--grid", tmp_path / "grid.png")
+    assert result.exit_code == 0, output
+    files = sorted((tmp_path / "a").glob("*.png"))
+    assert len(files) == 12 and (tmp_path / "grid.png").is_file()
+    first = read_image(str(files[0]))
+    assert first.shape == (1, 28, 28) and first.dtype == torch.uint8
+    invoke("sample", finished_run, "--n", 12, "--out", tmp_path / "b", "--seed", 5)
+    invoke("sample", finished_run, "--n", 12, "--out", tmp_path / "c", "--seed", 6)
+    same = [torch.equal(read_image(str(f)), read_image(str(tmp_path / "b" / f.name))) for f in files]
+    other = [torch.equal(read_image(str(f)), read_image(str(tmp_path / "c" / f.name))) for f in files]
+    assert all(same) and not any(other)
+
+
+def test_sample_never_overwrites_without_asking(finished_run, tmp_path):
+    invoke("sample", finished_run, "--n", 3, "--out", tmp_path / "a")
+    result, _ = invoke("sample", finished_run, "--n", 3, "--out", tmp_path / "a")
+    assert_one_line_error(result, "--out", "exists", "--overwrite")
+    result, _ = invoke("sample", finished_run, "--n", 3, "--out", tmp_path / "a", "--overwrite")
+    assert result.exit_code == 0
+
+
+def test_unavailable_device_is_a_one_line_error(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result, _ = invoke("train", "mnist-gan", "--out", tmp_path / "r", "--device", "cuda", "--steps", "2")
+    assert_one_line_error(result, "--device", "CUDA is not available")
+    assert not (tmp_path / "r").exists()
