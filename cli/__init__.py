@@ -13,6 +13,7 @@ import click
 
 from img2img.errors import UserError
 
+from .demo import demo
 from .sample import sample
 from .train import train
 
@@ -54,5 +55,6 @@ def main(verbose: bool) -> None:
 
 main.add_command(train)
 main.add_command(sample)
+main.add_command(demo)
 
 __all__ = ["main"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -12,31 +11,31 @@ import click
 from img2img.config import RunConfig, TrainConfig
 from img2img.losses import LOSSES
 
-# name in TrainConfig -> the option that sets it
-TRAIN_OPTIONS = {
-    "steps": "--steps", "batch_size": "--batch-size", "seed": "--seed", "device": "--device", "lr": "--lr",
-    "decay_steps": "--decay-steps", "save_every_steps": "--save-every", "sample_every_steps": "--sample-every",
-    "log_every_steps": "--log-every", "num_workers": "--workers", "amp": "--amp/--no-amp",
-}
 # options that may accompany --resume: they do not change what the run computes
 RESUMABLE = {"steps", "device", "resume", "out", "dry_run"}
 
 
-def train_options(defaults: TrainConfig, default_loss: str) -> Callable:
-    """Decorate a ``train MODEL`` command with the shared options, showing this model's defaults."""
+def train_options(defaults: TrainConfig, default_loss: str, steps_help: str = "Training steps in all.",
+                  decay_help: str = "Final steps over which the learning rate falls linearly to zero.",
+                  epoch_schedule: bool = False) -> Callable:
+    """Decorate a ``train MODEL`` command with the shared options, showing this model's defaults.
+
+    With ``epoch_schedule``, --steps and --decay-steps default to None: the
+    command derives them from the dataset's size (see :func:`epoch_steps`).
+    """
     positive = click.IntRange(min=1)
     options = [
         click.option("--out", type=click.Path(file_okay=False), default=None,
                      help="Run folder to create.  [default: runs/MODEL-TIME]"),
         click.option("--resume", type=click.Path(), default=None,
                      help="Continue the run in this folder (or from this checkpoint) with its saved settings."),
-        click.option("--steps", type=positive, default=defaults.steps, help="Training steps in all."),
+        click.option("--steps", type=positive, default=None if epoch_schedule else defaults.steps, help=steps_help),
         click.option("--batch-size", type=positive, default=defaults.batch_size, help="Examples per step."),
         click.option("--loss", type=click.Choice(list(LOSSES)), default=default_loss, help="Adversarial loss."),
         click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=defaults.lr,
                      help="Adam learning rate."),
-        click.option("--decay-steps", type=click.IntRange(min=0), default=defaults.decay_steps,
-                     help="Final steps over which the learning rate falls linearly to zero."),
+        click.option("--decay-steps", type=click.IntRange(min=0),
+                     default=None if epoch_schedule else defaults.decay_steps, help=decay_help),
         click.option("--seed", type=int, default=defaults.seed, help="Random seed."),
         click.option("--device", default=defaults.device, help="auto (CUDA when present), cpu, cuda or cuda:N."),
         click.option("--amp/--no-amp", default=defaults.amp, help="bf16 autocast on CUDA."),
@@ -48,6 +47,8 @@ def train_options(defaults: TrainConfig, default_loss: str) -> Callable:
                      help="Log losses and speed every N steps."),
         click.option("--workers", type=click.IntRange(min=0), default=defaults.num_workers,
                      help="Data-loading worker processes."),
+        click.option("--ema", type=click.FloatRange(min=0, max=1, max_open=True), default=defaults.ema_decay,
+                     help="Decay of the moving average of the generator weights used for samples (0: off)."),
         click.option("--dry-run", is_flag=True, help="Print the resolved configuration and exit."),
     ]
 
@@ -59,12 +60,24 @@ def train_options(defaults: TrainConfig, default_loss: str) -> Callable:
     return decorate
 
 
+def epoch_steps(values: dict[str, Any], dataset_size: int, epochs: int, decay_epochs: int) -> None:
+    """Fill in --steps and --decay-steps left unset: ``epochs`` passes over the data, the last ``decay_epochs``
+    of them decaying (the papers' 100 + 100 epochs)."""
+    per_epoch = max(1, -(-dataset_size // values["batch_size"]))
+    if values["steps"] is None:
+        values["steps"] = epochs * per_epoch
+        if values["decay_steps"] is None:
+            values["decay_steps"] = decay_epochs * per_epoch
+    elif values["decay_steps"] is None:
+        values["decay_steps"] = values["steps"] * decay_epochs // epochs
+
+
 def train_config(values: dict[str, Any]) -> TrainConfig:
     return TrainConfig(
         steps=values["steps"], batch_size=values["batch_size"], seed=values["seed"], device=values["device"],
         lr=values["lr"], decay_steps=values["decay_steps"], save_every_steps=values["save_every"],
         sample_every_steps=values["sample_every"], log_every_steps=values["log_every"],
-        num_workers=values["workers"], amp=values["amp"])
+        num_workers=values["workers"], amp=values["amp"], ema_decay=values["ema"])
 
 
 def check_resume_options(ctx: click.Context) -> None:
@@ -92,4 +105,4 @@ def run_config(model: str, options: Any, values: dict[str, Any]) -> RunConfig:
     return RunConfig(model=model, train=train_config(values), options=options)
 
 
-__all__ = ["check_resume_options", "dataclasses", "default_out", "report_config", "run_config", "train_options"]
+__all__ = ["check_resume_options", "default_out", "epoch_steps", "report_config", "run_config", "train_options"]

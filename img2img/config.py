@@ -33,6 +33,7 @@ class TrainConfig:
     keep_checkpoints: int = 2  # step checkpoints kept besides last.ckpt's target
     amp: bool = True  # bf16 autocast on CUDA; the CPU always trains in float32
     num_workers: int = 2
+    ema_decay: float = 0.0  # > 0: keep an exponential moving average of the generators' weights for inference
 
     def validate(self) -> None:
         positive = {"--steps": self.steps, "--batch-size": self.batch_size, "--save-every": self.save_every_steps,
@@ -44,6 +45,8 @@ class TrainConfig:
             raise UserError(f"--decay-steps must lie between 0 and --steps ({self.steps}), got {self.decay_steps}")
         if self.lr <= 0:
             raise UserError(f"--lr must be positive, got {self.lr}")
+        if not 0 <= self.ema_decay < 1:
+            raise UserError(f"--ema must lie in [0, 1), got {self.ema_decay}")
         if self.num_workers < 0:
             raise UserError(f"--workers must be 0 or more, got {self.num_workers}")
 

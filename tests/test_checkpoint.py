@@ -89,3 +89,14 @@ def test_corrupt_foreign_and_missing_checkpoints_are_one_line_errors(tmp_path):
         checkpoint.read(tmp_path)
     with pytest.raises(UserError, match=r"does not exist"):
         checkpoint.read(tmp_path / "nope.ckpt")
+
+
+def test_load_model_prefers_the_weight_average(tmp_path, mnist_run):
+    trainer = Trainer(mnist_run(steps=2, ema_decay=0.9), tmp_path)
+    for step in range(2):
+        trainer.train_step(trainer.data.batch(step))
+    trainer.save()
+    averaged, _, _ = load_model(tmp_path)
+    raw, _, _ = load_model(tmp_path, use_ema=False)
+    assert torch.equal(averaged.nets["g"].layers[0].weight, trainer.ema["g"].layers[0].weight)
+    assert torch.equal(raw.nets["g"].layers[0].weight, trainer.model.nets["g"].layers[0].weight)

@@ -52,7 +52,7 @@ def test_train_mnist_gan_writes_a_run_and_says_where(tmp_path):
 def test_dry_run_prints_the_resolved_config_and_writes_nothing(tmp_path):
     result, output = invoke("train", "mnist-gan", "--out", tmp_path / "run", "--loss", "hinge", "--dry-run")
     assert result.exit_code == 0
-    assert '"loss": "hinge"' in output and '"steps": 8000' in output
+    assert '"loss": "hinge"' in output and '"steps": 10000' in output
     assert not (tmp_path / "run").exists()
 
 

@@ -14,7 +14,8 @@ from img2img.train import Trainer, resume, train
 
 def _weights_and_optimizers(path):
     payload = checkpoint.read(path)
-    return payload["step"], payload["networks"], payload["optimizers"]
+    return payload["step"], {**payload["networks"], **{f"ema.{k}": v for k, v in payload["ema"].items()}}, \
+        payload["optimizers"]
 
 
 def _assert_same(a, b):
@@ -29,7 +30,7 @@ def _assert_same(a, b):
 
 
 def test_resumed_run_equals_uninterrupted_run(tmp_path, mnist_run):
-    run = mnist_run(steps=25, save_every_steps=10, decay_steps=10)
+    run = mnist_run(steps=25, save_every_steps=10, decay_steps=10, ema_decay=0.9)
     train(run, tmp_path / "whole")
     interrupted = tmp_path / "parts"
     interrupted.mkdir()

@@ -86,3 +86,18 @@ def test_fit_writes_the_run_folder(tmp_path, mnist_run):
     assert (tmp_path / "train.log").read_text().count("finished at step 10") == 1
     assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 2  # log every 5 steps
     assert copy.deepcopy(run) == run
+
+
+def test_ema_tracks_the_generator_and_is_what_inference_uses(tmp_path, mnist_run):
+    trainer = Trainer(mnist_run(ema_decay=0.5), tmp_path)
+    g, average = trainer.model.nets["g"], trainer.ema["g"]
+    expected = {k: v.detach().clone() for k, v in g.named_parameters()}
+    trainer.train_step(trainer.data.batch(0))
+    for name, param in g.named_parameters():
+        expected[name] = 0.5 * expected[name] + 0.5 * param.detach()
+        assert torch.allclose(dict(average.named_parameters())[name], expected[name])
+    assert not any(p.requires_grad for p in average.parameters())
+    assert set(trainer.state()["ema"]) == {"g"}
+    inference = trainer.inference_model()
+    assert torch.equal(inference.nets["g"].layers[0].weight, average.layers[0].weight)
+    assert not torch.equal(trainer.model.nets["g"].layers[0].weight, average.layers[0].weight)

@@ -95,3 +95,38 @@ class TensorBatches:
         while True:
             yield self.batch(step)
             step += 1
+
+
+class _StepBatches:
+    """A never-ending batch sampler: the keys of steps start, start+1, ... (for DataLoader's ``batch_sampler``)."""
+
+    def __init__(self, sampler: StepSampler, start_step: int) -> None:
+        self.sampler, self.start_step = sampler, start_step
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        step = self.start_step
+        while True:
+            yield self.sampler.keys(step)
+            step += 1
+
+
+class LoaderBatches:
+    """Batches from a map-style dataset through worker processes, pinned memory and prefetching.
+
+    The dataset is asked for ``(index, example_seed)`` keys, so which example
+    and which augmentation a step sees depends only on the step, never on
+    which worker loaded it.
+    """
+
+    def __init__(self, dataset: Any, sampler: StepSampler, num_workers: int = 2, pin_memory: bool = False) -> None:
+        self.dataset, self.sampler = dataset, sampler
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+
+    def iterate(self, start_step: int) -> Iterator[Any]:
+        from torch.utils.data import DataLoader  # noqa: PLC0415
+
+        workers = self.num_workers
+        loader = DataLoader(self.dataset, batch_sampler=_StepBatches(self.sampler, start_step), num_workers=workers,
+                            pin_memory=self.pin_memory, persistent_workers=workers > 0,
+                            prefetch_factor=4 if workers > 0 else None)
+        return iter(loader)

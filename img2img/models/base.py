@@ -40,11 +40,23 @@ class GANModel(nn.Module):
     name: ClassVar[str]
     Config: ClassVar[type]
     phases: ClassVar[tuple[Phase, ...]]
+    # networks used at inference; with --ema they are replaced by their weight averages there
+    inference_networks: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any) -> None:
         super().__init__()
         self.config = config
         self.nets = nn.ModuleDict()
+
+    @classmethod
+    def resolve(cls, config: Any) -> Any:
+        """Validate the options (and the dataset they name) once; return them with every default made explicit."""
+        return config
+
+    @classmethod
+    def dataset_size(cls, config: Any) -> int:
+        """Examples in one epoch of the (resolved) configuration's training data."""
+        raise NotImplementedError
 
     # -- training ---------------------------------------------------------------------------------
     def phase_loss(self, phase: str, nets: Mapping[str, nn.Module], batch: Any,
@@ -82,6 +94,14 @@ class GANModel(nn.Module):
     def sample_grid(self, inputs: Any) -> tuple[Tensor, int]:
         """Images for a sample grid, ``(N, C, H, W)`` in [-1, 1], and the number per row."""
         raise NotImplementedError
+
+    def refresh_statistics(self, nets: Mapping[str, nn.Module], generator: torch.Generator) -> None:
+        """Recompute the batch-norm statistics of ``nets`` (averaged inference networks) for their weights.
+
+        Draws its randomness from ``generator`` only, never from the global
+        generators, so that it leaves training exactly as it found it.
+        Models whose inference networks have no batch norm need not override it.
+        """
 
     # -- state beyond the networks (e.g. image pools) ----------------------------------------------
     def extra_state(self) -> dict[str, Any]:

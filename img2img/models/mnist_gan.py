@@ -20,9 +20,10 @@ from img2img.data.batches import StepSampler, TensorBatches
 from img2img.data.mnist import load_digits
 from img2img.losses import get_loss
 from img2img.models.base import GANModel, Logs, Phase
-from img2img.nn import MLPDiscriminator, MLPGenerator, init_weights
+from img2img.nn import MLPDiscriminator, MLPGenerator, init_weights, recompute_batch_norm
 
 SAMPLE_GRID_SIDE = 10
+STATISTICS_BATCHES = 8  # of 512 noise vectors: batch-norm statistics for averaged weights
 
 
 @dataclass(frozen=True)
@@ -36,12 +37,18 @@ class MnistGan(GANModel):
     name = "mnist-gan"
     Config = MnistGanConfig
     phases = (Phase("g", ("g",)), Phase("d", ("d",)))
+    inference_networks = ("g",)
 
     def __init__(self, config: MnistGanConfig) -> None:
         super().__init__(config)
         self.adversarial = get_loss(config.loss)
         self.nets["g"] = init_weights(MLPGenerator(noise_dim=config.noise_dim))
         self.nets["d"] = init_weights(MLPDiscriminator())
+
+    @classmethod
+    def resolve(cls, config: MnistGanConfig) -> MnistGanConfig:
+        get_loss(config.loss)
+        return config
 
     @classmethod
     def build_data(cls, config: MnistGanConfig, train: TrainConfig, device: torch.device,
@@ -72,6 +79,11 @@ class MnistGan(GANModel):
             loss, parts = self.adversarial.discriminator_loss(nets["d"], real, fake)
             return loss, {"d_loss": loss.detach(), **parts}
         raise KeyError(phase)
+
+    def refresh_statistics(self, nets: Mapping[str, nn.Module], generator: torch.Generator) -> None:
+        for net in nets.values():
+            device = next(net.parameters()).device
+            recompute_batch_norm(net, (self.noise(512, device, generator) for _ in range(STATISTICS_BATCHES)))
 
     @torch.no_grad()
     def generate(self, count: int, generator: torch.Generator | None = None, batch_size: int = 1000) -> Tensor:

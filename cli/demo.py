@@ -1,0 +1,22 @@
+"""``img2img demo``: write the small offline demo datasets made from the embedded MNIST digits."""
+
+from __future__ import annotations
+
+import click
+
+from img2img.data import demo as demo_data
+
+
+@click.group()
+def demo() -> None:
+    """Write a small demo dataset from the embedded MNIST digits (no download)."""
+
+
+@demo.command("pix2pix")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--overwrite", is_flag=True, help="Write into a folder that is not empty.")
+def pix2pix(out: str, overwrite: bool) -> None:
+    """Paired digits: skeleton (OUT/*/a) → digit (OUT/*/b), 32×32, train/ and test/ splits."""
+    counts = demo_data.write_skeleton_pairs(out, overwrite=overwrite)
+    click.echo(f"wrote {counts['train']} training and {counts['test']} held-out pairs to {out}")
+    click.echo(f"train with: img2img train pix2pix --a {out}/train/a --b {out}/train/b --size 32 --steps 3000")

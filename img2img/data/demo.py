@@ -1,0 +1,77 @@
+"""Small demo datasets made from the embedded MNIST digits, so every model can be tried offline.
+
+``write_skeleton_pairs``: paired data for pix2pix. Input A is the digit's
+skeleton (1-pixel strokes, Zhang & Suen 1984 thinning of the digit
+thresholded at half intensity), target B is the digit itself; 32×32 grey
+PNGs, paired by name, ``train/`` from the 4,000 training digits and
+``test/`` from the 1,000 held-out ones.  File names end in the digit's label
+(``00012_7.png``) so evaluation can check identities.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from img2img.data.mnist import load_embedded
+from img2img.errors import UserError
+
+DEMO_SIZE = 32
+
+
+def skeletonize(binary: np.ndarray) -> np.ndarray:
+    """Zhang-Suen thinning of a batch of binary images ``(N, H, W)`` bool → 1-pixel-wide strokes, same shape."""
+    image = np.pad(binary.astype(bool), ((0, 0), (1, 1), (1, 1)))
+    while True:
+        changed = False
+        for first_pass in (True, False):
+            # neighbours P2..P9, clockwise from the pixel above
+            p = [image[:, :-2, 1:-1], image[:, :-2, 2:], image[:, 1:-1, 2:], image[:, 2:, 2:],
+                 image[:, 2:, 1:-1], image[:, 2:, :-2], image[:, 1:-1, :-2], image[:, :-2, :-2]]
+            count = sum(n.astype(np.uint8) for n in p)
+            transitions = sum((~p[i] & p[(i + 1) % 8]).astype(np.uint8) for i in range(8))
+            p2, p4, p6, p8 = p[0], p[2], p[4], p[6]
+            if first_pass:
+                side = ~(p2 & p4 & p6) & ~(p4 & p6 & p8)
+            else:
+                side = ~(p2 & p4 & p8) & ~(p2 & p6 & p8)
+            remove = image[:, 1:-1, 1:-1] & (count >= 2) & (count <= 6) & (transitions == 1) & side
+            if remove.any():
+                image[:, 1:-1, 1:-1] &= ~remove
+                changed = True
+        if not changed:
+            return image[:, 1:-1, 1:-1]
+
+
+def _pad_to_demo_size(images: np.ndarray) -> np.ndarray:
+    margin = (DEMO_SIZE - images.shape[-1]) // 2
+    return np.pad(images, ((0, 0), (margin, margin), (margin, margin)))
+
+
+def _prepare(out: Path, overwrite: bool) -> None:
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"OUT: {out} is not empty; choose another folder or pass --overwrite")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"OUT: cannot create {out} ({error.strerror or error})") from None
+
+
+def write_skeleton_pairs(out: str | Path, overwrite: bool = False) -> dict[str, int]:
+    """Write ``out/{train,test}/{a,b}/NNNNN_L.png``: skeletons (A) and digits (B). Returns counts per split."""
+    out = Path(out)
+    _prepare(out, overwrite)
+    counts = {}
+    for split in ("train", "test"):
+        digits = load_embedded(split)
+        grey = _pad_to_demo_size(digits.images[:, 0].numpy())
+        skeleton = skeletonize(grey >= 128).astype(np.uint8) * 255
+        for side, images in (("a", skeleton), ("b", grey)):
+            folder = out / split / side
+            folder.mkdir(parents=True, exist_ok=True)
+            for index, (image, label) in enumerate(zip(images, digits.labels.tolist())):
+                Image.fromarray(image).save(folder / f"{index:05d}_{label}.png")
+        counts[split] = len(digits.labels)
+    return counts

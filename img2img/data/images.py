@@ -1,0 +1,154 @@
+"""Reading image files: any format Pillow reads, 8- or 16-bit, grey, RGB or RGBA, and finding them in folders.
+
+Images travel as float32 arrays ``(H, W, C)`` in [0, 1] until they become
+tensors in [-1, 1].  PNG files are decoded with torchvision, which keeps 16
+bits per channel in colour images too (Pillow reduces those to 8); every
+other format goes through Pillow.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from img2img.errors import UserError
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm",
+                              ".pbm", ".tga"})
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What a file's header says: size and the channels and bits it stores."""
+
+    width: int
+    height: int
+    channels: int
+    bits: int
+
+
+def _pillow_channels(image: Image.Image) -> tuple[int, int]:
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        return 1, 16
+    if mode in ("1", "L", "F"):
+        return 1, 8
+    if mode == "LA":
+        return 1, 8  # grey with alpha: the alpha is dropped
+    if mode in ("RGBA", "RGBa"):
+        return 4, 8
+    if mode == "P":
+        return (4 if "transparency" in image.info else 3), 8
+    return 3, 8
+
+
+def _png_bit_depth(path: Path) -> int | None:
+    """Bits per channel from a PNG's IHDR chunk (Pillow reports 16-bit colour PNGs as 8-bit RGB)."""
+    with open(path, "rb") as handle:
+        header = handle.read(26)
+    if len(header) == 26 and header[:8] == b"\x89PNG\r\n\x1a\n" and header[12:16] == b"IHDR":
+        return header[24]
+    return None
+
+
+def probe(path: str | Path) -> ImageInfo:
+    """Read only the header of an image; :class:`UserError` naming the file if it is not a readable image."""
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            channels, bits = _pillow_channels(image)
+            width, height = image.size
+        if path.suffix.lower() == ".png":
+            bits = 16 if _png_bit_depth(path) == 16 else 8
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise UserError(f"{path}: not a readable image ({_reason(error)})") from None
+    return ImageInfo(width, height, channels, bits)
+
+
+def _reason(error: Exception) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text[:160]
+
+
+def _read_png(path: Path) -> np.ndarray:
+    from torchvision.io import ImageReadMode, decode_png, read_file  # noqa: PLC0415
+
+    with warnings.catch_warnings():  # torchvision announces its move to torchcodec; decoding still works
+        warnings.simplefilter("ignore", DeprecationWarning)
+        data = decode_png(read_file(str(path)), mode=ImageReadMode.UNCHANGED)
+    if data.dtype == torch.uint8:
+        array = data.permute(1, 2, 0).numpy().astype(np.float32) / 255.0
+    else:  # uint16
+        array = data.permute(1, 2, 0).to(torch.int32).numpy().astype(np.float32) / 65535.0
+    if array.shape[2] == 2:  # grey + alpha
+        array = array[:, :, :1]
+    return array
+
+
+def _read_pillow(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        image.load()
+        channels, bits = _pillow_channels(image)
+        if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+            array = np.asarray(image, dtype=np.float32) / 65535.0
+        elif image.mode == "F":
+            array = np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
+        else:
+            target = {1: "L", 3: "RGB", 4: "RGBA"}[channels]
+            array = np.asarray(image.convert(target), dtype=np.float32) / 255.0
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return np.clip(array, 0.0, 1.0)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An image file as float32 ``(H, W, C)`` in [0, 1], C in {1, 3, 4}, 8- and 16-bit files alike."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".png":
+            return _read_png(path)
+        return _read_pillow(path)
+    except (UnidentifiedImageError, OSError, RuntimeError, SyntaxError, ValueError) as error:
+        raise UserError(f"{path}: not a readable image ({_reason(error)})") from None
+
+
+def convert_channels(array: np.ndarray, channels: int) -> np.ndarray:
+    """Convert ``(H, W, C)`` to ``channels`` (1 grey, 3 RGB, 4 RGBA): luminance, repetition, opaque alpha."""
+    have = array.shape[2]
+    if have == channels:
+        return array
+    if channels == 1:
+        rgb = array[:, :, :3]
+        if have == 1:
+            return array[:, :, :1]
+        return (rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[:, :, None]  # ITU-R 601, as Pillow
+    if channels == 3:
+        return np.repeat(array, 3, axis=2) if have == 1 else array[:, :, :3]
+    if channels == 4:
+        rgb = np.repeat(array, 3, axis=2) if have == 1 else array[:, :, :3]
+        return np.concatenate([rgb, np.ones_like(rgb[:, :, :1])], axis=2)
+    raise ValueError(f"channels must be 1, 3 or 4, got {channels}")
+
+
+def to_tensor(array: np.ndarray) -> torch.Tensor:
+    """``(H, W, C)`` in [0, 1] → ``(C, H, W)`` float32 in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).mul(2).sub(1)
+
+
+def list_images(folder: str | Path, option: str) -> list[Path]:
+    """Image files under ``folder`` (recursively), as sorted paths relative to it; errors name the option."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise UserError(f"{option}: {folder} does not exist")
+    if not folder.is_dir():
+        raise UserError(f"{option}: {folder} is not a folder")
+    files = sorted(p.relative_to(folder) for p in folder.rglob("*")
+                   if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+    if not files:
+        raise UserError(f"{option}: {folder} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    return files
