@@ -20,3 +20,14 @@ def pix2pix(out: str, overwrite: bool) -> None:
     counts = demo_data.write_skeleton_pairs(out, overwrite=overwrite)
     click.echo(f"wrote {counts['train']} training and {counts['test']} held-out pairs to {out}")
     click.echo(f"train with: img2img train pix2pix --a {out}/train/a --b {out}/train/b --size 32 --steps 3000")
+
+
+@demo.command("cyclegan")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--overwrite", is_flag=True, help="Write into a folder that is not empty.")
+def cyclegan(out: str, overwrite: bool) -> None:
+    """Unpaired digits: grey (OUT/train/a) and orange-on-navy (OUT/train/b) from disjoint halves, 32×32."""
+    counts = demo_data.write_colour_digits(out, overwrite=overwrite)
+    click.echo(f"wrote {counts['train_a']} + {counts['train_b']} unpaired training digits and {counts['test']} "
+               f"held-out ones to {out}")
+    click.echo(f"train with: img2img train cyclegan --a {out}/train/a --b {out}/train/b --size 32 --steps 3000")

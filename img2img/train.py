@@ -14,7 +14,9 @@ import dataclasses
 import logging
 import math
 import random
+import re
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -140,7 +142,8 @@ class Trainer:
     def _optimizer(self, phase: Phase) -> torch.optim.Optimizer:
         params = [p for name in phase.networks for p in self.model.nets[name].parameters()]
         extra = {"fused": True}  # one kernel per step instead of a dozen; CPU and CUDA both have it
-        return torch.optim.Adam(params, lr=self.config.lr, betas=(self.config.beta1, self.config.beta2), **extra)
+        return torch.optim.Adam(params, lr=self.config.lr, betas=(self.config.beta1, self.config.beta2), **extra,
+                                **self.model.optimizer_options())
 
     # -- one step -----------------------------------------------------------------------------------
     def train_phase(self, phase: Phase, batch: Any, carry: dict[str, Any]) -> dict[str, Tensor]:
@@ -157,12 +160,17 @@ class Trainer:
 
     def train_step(self, batch: Any) -> dict[str, Tensor]:
         """One training step: every phase of the model in order, then the schedules advance."""
-        carry: dict[str, Any] = {}
+        carry: dict[str, Any] = {"step": self.step}
         logs: dict[str, Tensor] = {}
-        for phase in self.model.phases:
+        batch = self.model.prepare_batch(batch)
+        for phase in self.model.phases_at(self.step):
             logs.update(self.train_phase(phase, batch, carry))
-        for scheduler in self.schedulers.values():
-            scheduler.step()
+        with warnings.catch_warnings():
+            # a model that alternates its updates (DiscoGAN) steps some optimisers only every few steps; the
+            # schedule follows the global step all the same, which is what this order-of-calls warning doubts
+            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
+            for scheduler in self.schedulers.values():
+                scheduler.step()
         if self.ema:
             self._update_ema()
         self.step += 1

@@ -6,6 +6,10 @@ thresholded at half intensity), target B is the digit itself; 32×32 grey
 PNGs, paired by name, ``train/`` from the 4,000 training digits and
 ``test/`` from the 1,000 held-out ones.  File names end in the digit's label
 (``00012_7.png``) so evaluation can check identities.
+
+``write_colour_digits``: unpaired data for CycleGAN and DiscoGAN. A is grey
+digits, B orange-on-navy digits with bolder strokes (:func:`orange_on_navy`),
+drawn from disjoint halves of the training digits so that no pair exists.
 """
 
 from __future__ import annotations
@@ -75,3 +79,52 @@ def write_skeleton_pairs(out: str | Path, overwrite: bool = False) -> dict[str, 
                 Image.fromarray(image).save(folder / f"{index:05d}_{label}.png")
         counts[split] = len(digits.labels)
     return counts
+
+
+NAVY = np.array([0.1, 0.1, 0.4], dtype=np.float32)
+ORANGE = np.array([1.0, 0.6, 0.1], dtype=np.float32)
+UNPAIRED_SPLIT_SEED = 1234
+
+
+def orange_on_navy(grey: np.ndarray) -> np.ndarray:
+    """The fixed map of the unpaired demo: 3×3 grey dilation, then background → navy, ink → orange.
+
+    ``(N, H, W)`` uint8 → ``(N, H, W, 3)`` uint8.
+    """
+    dilated = grey_dilation3(grey).astype(np.float32)[..., None] / 255.0
+    colour = NAVY + dilated * (ORANGE - NAVY)
+    return np.round(colour * 255).astype(np.uint8)
+
+
+def grey_dilation3(images: np.ndarray) -> np.ndarray:
+    """3×3 grey dilation (maximum filter) of ``(N, H, W)`` images, edges padded with the minimum."""
+    padded = np.pad(images, ((0, 0), (1, 1), (1, 1)), constant_values=images.min())
+    height, width = images.shape[1:]
+    return np.max([padded[:, dy:dy + height, dx:dx + width] for dy in range(3) for dx in range(3)], axis=0)
+
+
+def write_colour_digits(out: str | Path, overwrite: bool = False) -> dict[str, int]:
+    """Unpaired demo: ``train/a`` grey digits from one half of the training digits, ``train/b`` the other
+    half through :func:`orange_on_navy` (no digit is in both); ``test/a`` the held-out digits and ``test/b``
+    the same held-out digits mapped, the exact targets for evaluation.  32×32 PNGs named ``NNNNN_L.png``."""
+    out = Path(out)
+    _prepare(out, overwrite)
+    train = load_embedded("train")
+    order = np.random.default_rng(UNPAIRED_SPLIT_SEED).permutation(len(train.labels))
+    halves = {"a": np.sort(order[: len(order) // 2]), "b": np.sort(order[len(order) // 2:])}
+    grey = _pad_to_demo_size(train.images[:, 0].numpy())
+    labels = train.labels.numpy()
+    _write(out / "train" / "a", grey[halves["a"]], labels[halves["a"]], halves["a"])
+    _write(out / "train" / "b", orange_on_navy(grey[halves["b"]]), labels[halves["b"]], halves["b"])
+    test = load_embedded("test")
+    test_grey = _pad_to_demo_size(test.images[:, 0].numpy())
+    indices = np.arange(len(test.labels))
+    _write(out / "test" / "a", test_grey, test.labels.numpy(), indices)
+    _write(out / "test" / "b", orange_on_navy(test_grey), test.labels.numpy(), indices)
+    return {"train_a": len(halves["a"]), "train_b": len(halves["b"]), "test": len(indices)}
+
+
+def _write(folder: Path, images: np.ndarray, labels: np.ndarray, indices: np.ndarray) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for image, label, index in zip(images, labels, indices):
+        Image.fromarray(image).save(folder / f"{index:05d}_{label}.png")

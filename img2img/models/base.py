@@ -58,6 +58,18 @@ class GANModel(nn.Module):
         """Examples in one epoch of the (resolved) configuration's training data."""
         raise NotImplementedError
 
+    def phases_at(self, step: int) -> tuple[Phase, ...]:
+        """The phases of training step ``step`` (all of them, unless a model alternates its updates)."""
+        return self.phases
+
+    def optimizer_options(self) -> dict[str, Any]:
+        """Extra Adam arguments of this model (e.g. weight decay)."""
+        return {}
+
+    def prepare_batch(self, batch: Any) -> Any:
+        """Last changes to a batch on the training device (e.g. GPU-side augmentation)."""
+        return batch
+
     # -- training ---------------------------------------------------------------------------------
     def phase_loss(self, phase: str, nets: Mapping[str, nn.Module], batch: Any,
                    carry: dict[str, Any]) -> tuple[Tensor, Logs]:

@@ -1,0 +1,97 @@
+"""Unpaired image datasets for CycleGAN and DiscoGAN: two folders sampled independently.
+
+An epoch is max(|A|, |B|) draws: example ``i`` is A's image ``i mod |A|``
+with a B image drawn at random (seeded by the example's seed), as the
+official ``unaligned`` dataset does.  Each image is augmented on its own:
+resize to ``load_size``, random crop ``size``, random flip (albumentations on
+the CPU), or, with GPU augmentation, only resized here and cropped and
+flipped on the device with kornia (see :func:`gpu_augment`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import albumentations as albu
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from img2img.data.images import convert_channels, list_images, probe, read_image, to_tensor
+from img2img.data.paired import infer_channels
+from img2img.errors import UserError
+
+
+def folder_images(folder: str | Path, option: str) -> list[Path]:
+    """Every image under ``folder`` (absolute paths); a missing or empty folder is an error naming ``option``."""
+    folder = Path(folder)
+    return [folder / relative for relative in list_images(folder, option)]
+
+
+def check_folder(files: Sequence[Path], option: str) -> int:
+    """Read every header; return the channel count to use. Unreadable files are named; a folder with none
+    readable says so."""
+    channels = []
+    for path in files:
+        channels.append(probe(path).channels)
+    if not channels:
+        raise UserError(f"{option}: no readable images")
+    return infer_channels(channels)
+
+
+def single_transform(size: int, load_size: int, flip: bool, train: bool, crop: bool = True) -> albu.Compose:
+    steps: list[Any] = [albu.Resize(load_size if train else size, load_size if train else size,
+                                    interpolation=cv2.INTER_CUBIC)]
+    if train and crop:
+        steps.append(albu.RandomCrop(size, size))
+        if flip:
+            steps.append(albu.HorizontalFlip(p=0.5))
+    return albu.Compose(steps)
+
+
+class UnpairedImages(Dataset):
+    """``{"a": (C_a, S, S), "b": (C_b, S, S)}`` float tensors in [-1, 1], A and B drawn independently."""
+
+    def __init__(self, a_files: Sequence[Path], b_files: Sequence[Path], channels_a: int, channels_b: int,
+                 size: int, load_size: int, flip: bool = True, train: bool = True, cpu_crop: bool = True) -> None:
+        self.a_files, self.b_files = list(a_files), list(b_files)
+        self.channels_a, self.channels_b = channels_a, channels_b
+        self.train = train
+        self.transform = single_transform(size, load_size, flip, train, crop=cpu_crop)
+
+    def __len__(self) -> int:
+        return max(len(self.a_files), len(self.b_files))
+
+    def _load(self, path: Path, channels: int, seed: int) -> Tensor:
+        image = convert_channels(read_image(path), channels)
+        self.transform.set_random_seed(seed % 2**32)
+        out = self.transform(image=image)["image"]
+        return to_tensor(out[:, :, None] if out.ndim == 2 else out)
+
+    def __getitem__(self, key: Any) -> dict[str, Tensor]:
+        index, seed = key if isinstance(key, tuple) else (int(key), 0)
+        a_path = self.a_files[index % len(self.a_files)]
+        if self.train:
+            generator = np.random.default_rng(seed)
+            b_path = self.b_files[int(generator.integers(len(self.b_files)))]
+            seed_a, seed_b = (int(s) for s in generator.integers(2**32, size=2))
+        else:  # evaluation: deterministic partners
+            b_path, seed_a, seed_b = self.b_files[index % len(self.b_files)], 0, 0
+        return {"a": self._load(a_path, self.channels_a, seed_a), "b": self._load(b_path, self.channels_b, seed_b)}
+
+
+def gpu_augment(images: Tensor, size: int, flip: bool) -> Tensor:
+    """Random crop to ``size`` and random horizontal flip of a batch ``(N, C, L, L)`` on its own device (kornia).
+
+    Draws on torch's generator of that device, whose state checkpoints keep.
+    """
+    import kornia.augmentation as augment  # noqa: PLC0415
+
+    steps: list[Any] = [augment.RandomCrop((size, size))]
+    if flip:
+        steps.append(augment.RandomHorizontalFlip(p=0.5))
+    return augment.AugmentationSequential(*steps)(images)

@@ -1,0 +1,99 @@
+"""What CycleGAN and DiscoGAN share: unpaired data options, two generators, sample grids, translation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from img2img.config import TrainConfig
+from img2img.data.batches import LoaderBatches, StepSampler
+from img2img.data.unpaired import UnpairedImages, check_folder, folder_images, gpu_augment
+from img2img.errors import UserError
+from img2img.losses import get_loss
+from img2img.models.base import GANModel
+from img2img.models.pix2pix import as_rgb
+
+SAMPLE_PAIRS = 4
+
+
+@dataclass(frozen=True)
+class UnpairedData:
+    """Data options of the unpaired models."""
+
+    a: str | None = None
+    b: str | None = None
+    size: int = 256
+    load_size: int | None = None  # None: size × 286/256
+    channels_a: int | None = None  # None: inferred from the files
+    channels_b: int | None = None
+    flip: bool = True
+    gpu_augment: bool = False  # crop and flip on the training device with kornia
+
+
+class UnpairedModel(GANModel):
+    """Base of the two-generator models: ``g_ab`` maps a to b, ``g_ba`` b to a; ``d_a`` judges a, ``d_b`` b."""
+
+    inference_networks = ("g_ab", "g_ba")
+
+    @classmethod
+    def resolve_data(cls, config: Any) -> Any:
+        if config.a is None or config.b is None:
+            raise UserError(f"{'--a' if config.a is None else '--b'} is missing: give both --a DIR and --b DIR")
+        get_loss(config.loss)
+        load_size = config.load_size if config.load_size is not None else round(config.size * 286 / 256)
+        if load_size < config.size:
+            raise UserError(f"--load-size ({load_size}) must be at least --size ({config.size})")
+        channels_a = config.channels_a or check_folder(folder_images(config.a, "--a"), "--a")
+        channels_b = config.channels_b or check_folder(folder_images(config.b, "--b"), "--b")
+        return replace(config, load_size=load_size, channels_a=channels_a, channels_b=channels_b)
+
+    @classmethod
+    def dataset_size(cls, config: Any) -> int:
+        return max(len(folder_images(config.a, "--a")), len(folder_images(config.b, "--b")))
+
+    @classmethod
+    def dataset(cls, config: Any, train: bool = True) -> UnpairedImages:
+        return UnpairedImages(folder_images(config.a, "--a"), folder_images(config.b, "--b"), config.channels_a,
+                              config.channels_b, config.size, config.load_size, flip=config.flip, train=train,
+                              cpu_crop=not config.gpu_augment)
+
+    @classmethod
+    def build_data(cls, config: Any, train: TrainConfig, device: torch.device,
+                   rank: int = 0, world_size: int = 1) -> LoaderBatches:
+        dataset = cls.dataset(config)
+        sampler = StepSampler(len(dataset), train.batch_size, train.seed, rank, world_size)
+        return LoaderBatches(dataset, sampler, train.num_workers, pin_memory=device.type == "cuda")
+
+    def prepare_batch(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        if not self.config.gpu_augment:
+            return batch
+        return {key: gpu_augment(images, self.config.size, self.config.flip) for key, images in batch.items()}
+
+    @torch.no_grad()
+    def translate(self, images: Tensor, direction: str = "a2b") -> Tensor:
+        """``(N, C, H, W)`` in [-1, 1] from one domain into the other (``a2b`` or ``b2a``)."""
+        if direction not in ("a2b", "b2a"):
+            raise UserError(f"--direction must be a2b or b2a, got {direction!r}")
+        return self.nets["g_ab" if direction == "a2b" else "g_ba"](images)
+
+    def sample_inputs(self, data: Any, seed: int, device: torch.device) -> dict[str, Tensor]:
+        dataset = self.dataset(self.config, train=False)
+        items = [dataset[i] for i in range(min(SAMPLE_PAIRS, len(dataset)))]
+        return {key: torch.stack([item[key] for item in items]).to(device) for key in ("a", "b")}
+
+    @torch.no_grad()
+    def sample_grid(self, inputs: dict[str, Tensor]) -> tuple[Tensor, int]:
+        """Each row: real_a | fake_b | rec_a | real_b | fake_a | rec_b."""
+        g_ab, g_ba = self.nets["g_ab"], self.nets["g_ba"]
+        modes = (g_ab.training, g_ba.training)
+        g_ab.eval(), g_ba.eval()
+        try:
+            fake_b, fake_a = g_ab(inputs["a"]).float(), g_ba(inputs["b"]).float()
+            rec_a, rec_b = g_ba(fake_b).float(), g_ab(fake_a).float()
+        finally:
+            g_ab.train(modes[0]), g_ba.train(modes[1])
+        columns = [inputs["a"], fake_b, rec_a, inputs["b"], fake_a, rec_b]
+        return torch.stack([as_rgb(c) for c in columns], 1).flatten(0, 1), len(columns)
