@@ -49,6 +49,7 @@ def train_options(defaults: TrainConfig, default_loss: str, steps_help: str = "T
                      help="Data-loading worker processes."),
         click.option("--ema", type=click.FloatRange(min=0, max=1, max_open=True), default=defaults.ema_decay,
                      help="Decay of the moving average of the generator weights used for samples (0: off)."),
+        click.option("--sync-bn", is_flag=True, help="Synchronise batch norm across processes (torchrun, CUDA)."),
         click.option("--dry-run", is_flag=True, help="Print the resolved configuration and exit."),
     ]
 
@@ -77,7 +78,7 @@ def train_config(values: dict[str, Any]) -> TrainConfig:
         steps=values["steps"], batch_size=values["batch_size"], seed=values["seed"], device=values["device"],
         lr=values["lr"], decay_steps=values["decay_steps"], save_every_steps=values["save_every"],
         sample_every_steps=values["sample_every"], log_every_steps=values["log_every"],
-        num_workers=values["workers"], amp=values["amp"], ema_decay=values["ema"])
+        num_workers=values["workers"], amp=values["amp"], ema_decay=values["ema"], sync_batch_norm=values["sync_bn"])
 
 
 def check_resume_options(ctx: click.Context) -> None:

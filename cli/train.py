@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from img2img import train as training
+from img2img.distributed import from_environment
 from img2img.config import RunConfig, TrainConfig
 from img2img.models.cyclegan import GENERATORS as CYCLEGAN_GENERATORS
 from img2img.models.cyclegan import CycleGAN, CycleGANConfig
@@ -33,10 +34,13 @@ def _start(ctx: click.Context, run: RunConfig, values: dict, resolved: bool = Fa
         result = training.resume(values["resume"], steps=steps, device=device)
     else:
         run = run if resolved else training.resolve_run(run)
-        report_config(run)
+        if from_environment().is_main:
+            report_config(run)
         if values["dry_run"]:
             return
         result = training.train(run, values["out"] or default_out(run.model), resolved=True)
+    if not from_environment().is_main:
+        return
     click.echo(f"run folder:  {result.run_dir}")
     click.echo(f"checkpoint:  {result.checkpoint}")
     if result.sample_grid is not None:

@@ -33,6 +33,7 @@ class TrainConfig:
     keep_checkpoints: int = 2  # step checkpoints kept besides last.ckpt's target
     amp: bool = True  # bf16 autocast on CUDA; the CPU always trains in float32
     num_workers: int = 2
+    sync_batch_norm: bool = False  # synchronised batch norm across processes in distributed training (CUDA)
     ema_decay: float = 0.0  # > 0: keep an exponential moving average of the generators' weights for inference
 
     def validate(self) -> None:

@@ -30,7 +30,10 @@ from torchvision.utils import save_image
 from tqdm import tqdm
 
 from img2img import checkpoint
+from img2img import distributed as dist_tools
 from img2img.config import RunConfig, TrainConfig, from_dict
+from img2img.data.batches import mix_seed
+from img2img.distributed import Distributed
 from img2img.errors import UserError
 from img2img.models import GANModel, Phase, get_model_class
 from img2img.run import RunDir
@@ -117,15 +120,20 @@ class Trainer:
     """Trains any :class:`GANModel` for ``run.train.steps`` steps into a run folder."""
 
     def __init__(self, run: RunConfig, run_dir: str | Path, device: torch.device | None = None,
-                 resume: dict[str, Any] | None = None) -> None:
+                 resume: dict[str, Any] | None = None, job: Distributed | None = None) -> None:
         run.train.validate()
         self.run, self.config = run, run.train
+        self.job = job or dist_tools.from_environment()
         self.dirs = RunDir(run_dir)
-        self.dirs.create(fresh=False)
-        self.device = device or resolve_device(self.config.device)
+        if self.job.is_main:
+            self.dirs.create(fresh=False)
+        self.device = dist_tools.setup(self.job, device or resolve_device(self.config.device))
         self.step = 0
         seed_everything(self.config.seed)
         self.model = build_model(run).to(self.device)
+        if self.job.rank:  # every rank starts from rank 0's weights (DDP broadcasts them) but draws its own noise
+            seed_everything(mix_seed(self.config.seed, self.job.rank))
+        self.wrapped = self._wrap_for_distributed()
         self.optimizers = {phase.name: self._optimizer(phase) for phase in self.model.phases}
         factor = linear_decay(self.config.steps, self.config.decay_steps)
         self.schedulers = {name: torch.optim.lr_scheduler.LambdaLR(opt, factor)
@@ -137,7 +145,21 @@ class Trainer:
                 self.ema[name] = copy.deepcopy(self.model.nets[name]).requires_grad_(False)
         if resume is not None:
             self._load_state(resume)
-        self.data = self.model.build_data(run.options, self.config, self.device)
+        self.data = self.model.build_data(run.options, self.config, self.device, self.job.rank, self.job.world_size)
+
+    def _wrap_for_distributed(self) -> dict[str, nn.Module]:
+        """DistributedDataParallel views of the networks (the bare networks stay in ``model.nets``)."""
+        if not self.job.enabled:
+            return {}
+        if self.config.sync_batch_norm:
+            if self.device.type != "cuda":
+                raise UserError("--sync-bn needs CUDA: synchronised batch norm does not run on the CPU")
+            for name in list(self.model.nets):
+                self.model.nets[name] = nn.SyncBatchNorm.convert_sync_batchnorm(self.model.nets[name])
+        from torch.nn.parallel import DistributedDataParallel  # noqa: PLC0415
+
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return {name: DistributedDataParallel(net, device_ids=device_ids) for name, net in self.model.nets.items()}
 
     def _optimizer(self, phase: Phase) -> torch.optim.Optimizer:
         params = [p for name in phase.networks for p in self.model.nets[name].parameters()]
@@ -150,8 +172,12 @@ class Trainer:
         """Update ``phase.networks`` by one optimiser step; every other network stays frozen."""
         for name, net in self.model.nets.items():
             net.requires_grad_(name in phase.networks)
+        # the networks this phase updates go through DDP (gradients are averaged over ranks); the frozen
+        # ones are called bare, so DDP never waits for gradients they will not get
+        nets = {name: self.wrapped.get(name, net) if name in phase.networks else net
+                for name, net in self.model.nets.items()}
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            loss, logs = self.model.phase_loss(phase.name, self.model.nets, batch, carry)
+            loss, logs = self.model.phase_loss(phase.name, nets, batch, carry)
         optimizer = self.optimizers[phase.name]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -216,6 +242,7 @@ class Trainer:
             "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
             "schedulers": {name: sch.state_dict() for name, sch in self.schedulers.items()},
             "rng": checkpoint.capture_rng(),
+            "world_size": self.job.world_size,
             "model_state": self.model.extra_state(),
         }
 
@@ -230,10 +257,23 @@ class Trainer:
             sch.load_state_dict(payload["schedulers"][name])
         self.model.load_extra_state(payload.get("model_state", {}))
         self.step = int(payload["step"])
-        checkpoint.restore_rng(payload["rng"])
+        ranks = payload.get("rng_ranks")
+        if ranks is not None and len(ranks) == self.job.world_size:
+            checkpoint.restore_rng(ranks[self.job.rank])
+        elif self.job.rank == 0:
+            checkpoint.restore_rng(payload["rng"])
+        else:  # resumed with more processes than wrote the checkpoint: a fresh, reproducible stream per rank
+            seed_everything(mix_seed(self.config.seed, self.job.rank, self.step))
 
     def save(self) -> Path:
-        path = checkpoint.atomic_save(self.state(), self.dirs.checkpoint(self.step))
+        """Write a checkpoint (rank 0; every rank must call this, as it gathers every rank's RNG state)."""
+        rng_ranks = dist_tools.gather(checkpoint.capture_rng(), self.job) if self.job.enabled else None
+        if not self.job.is_main:
+            return self.dirs.last
+        state = self.state()
+        if rng_ranks is not None:
+            state["rng_ranks"] = rng_ranks
+        path = checkpoint.atomic_save(state, self.dirs.checkpoint(self.step))
         checkpoint.atomic_link(path, self.dirs.last)
         self.dirs.prune_checkpoints(max(1, self.config.keep_checkpoints))
         return self.dirs.last
@@ -250,6 +290,8 @@ class Trainer:
     def fit(self, stop_after_steps: int | None = None) -> TrainResult:
         """Train to ``config.steps`` (or stop early after ``stop_after_steps`` more, for tests)."""
         config = self.config
+        if not self.job.is_main:
+            return self._fit(config, stop_after_steps)
         file_log = logging.FileHandler(self.dirs.log)
         file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logging.getLogger("img2img").addHandler(file_log)
@@ -261,8 +303,12 @@ class Trainer:
 
     def _fit(self, config: TrainConfig, stop_after_steps: int | None) -> TrainResult:
         end = config.steps if stop_after_steps is None else min(config.steps, self.step + stop_after_steps)
-        log.info("training %s on %s from step %d to %d, batch %d", self.run.model, self.device, self.step,
-                 config.steps, config.batch_size)
+        main = self.job.is_main
+        if main:
+            log.info("training %s on %s from step %d to %d, batch %d%s", self.run.model, self.device, self.step,
+                     config.steps, config.batch_size,
+                     f" per process × {self.job.world_size} processes = {config.batch_size * self.job.world_size}"
+                     " global" if self.job.enabled else "")
         sample_inputs = self.model.sample_inputs(self.data, config.seed, self.device)
         batches: Iterator[Any] = self.data.iterate(self.step)
         self.model.train()
@@ -271,15 +317,15 @@ class Trainer:
         window_step = self.step
         grid: Path | None = None
         last = self.dirs.last if self.dirs.last.exists() else None
-        bar = tqdm(total=config.steps, initial=self.step, unit="step", dynamic_ncols=True, disable=None,
-                   desc=self.run.model)
+        bar = tqdm(total=config.steps, initial=self.step, unit="step", dynamic_ncols=True,
+                   disable=None if main else True, desc=self.run.model)
         try:
             while self.step < end:
                 batch = self.model.move_batch(next(batches), self.device)
                 for key, value in self.train_step(batch).items():
                     totals[key].append(value)
                 bar.update(1)
-                if self.step % config.log_every_steps == 0 or self.step == end:
+                if main and (self.step % config.log_every_steps == 0 or self.step == end):
                     now = time.perf_counter()
                     record = self._log_record(totals, (self.step - window_step) / max(now - window_start, 1e-9))
                     totals.clear()
@@ -289,7 +335,7 @@ class Trainer:
                     log.log(logging.INFO if bar.disable else logging.DEBUG, "%s",
                             " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                      for k, v in record.items()))
-                if self.step % config.sample_every_steps == 0 or self.step == config.steps:
+                if main and (self.step % config.sample_every_steps == 0 or self.step == config.steps):
                     grid = self.write_samples(sample_inputs)
                 if self.step % config.save_every_steps == 0 or self.step == end:
                     last = self.save()
@@ -298,7 +344,9 @@ class Trainer:
         seconds = time.perf_counter() - started
         if last is None:
             last = self.save()
-        log.info("finished at step %d in %.1f s", self.step, seconds)
+        dist_tools.barrier(self.job)
+        if main:
+            log.info("finished at step %d in %.1f s", self.step, seconds)
         return TrainResult(self.dirs.root, last, grid, self.step, seconds)
 
     def _log_record(self, totals: dict[str, list[Tensor]], steps_per_second: float) -> dict[str, Any]:
@@ -324,10 +372,18 @@ def train(run: RunConfig, out: str | Path, resolved: bool = False) -> TrainResul
     if not resolved:
         run = resolve_run(run)
     device = resolve_device(run.train.device)
+    job = dist_tools.from_environment()
     dirs = RunDir(out)
-    dirs.create("--out", fresh=True)
-    dirs.write_config(run)
-    return Trainer(run, dirs.root, device).fit()
+    if job.is_main:
+        dirs.create("--out", fresh=True)
+        dirs.write_config(run)
+    try:
+        result = Trainer(run, dirs.root, device, job=job).fit()
+    except BaseException:
+        dist_tools.teardown(job, wait=False)
+        raise
+    dist_tools.teardown(job)
+    return result
 
 
 def resume(path: str | Path, steps: int | None = None, device: str | None = None,
@@ -348,7 +404,15 @@ def resume(path: str | Path, steps: int | None = None, device: str | None = None
     if run_root.name == "checkpoints":
         run_root = run_root.parent
     dirs = RunDir(run_root)
-    dirs.create("--resume", fresh=False)
-    dirs.write_config(run)
-    trainer = Trainer(run, run_root, resolve_device(run.train.device), resume=payload)
-    return trainer.fit(stop_after_steps)
+    job = dist_tools.from_environment()
+    if job.is_main:
+        dirs.create("--resume", fresh=False)
+        dirs.write_config(run)
+    try:
+        trainer = Trainer(run, run_root, resolve_device(run.train.device), resume=payload, job=job)
+        result = trainer.fit(stop_after_steps)
+    except BaseException:
+        dist_tools.teardown(job, wait=False)
+        raise
+    dist_tools.teardown(job)
+    return result
