@@ -19,7 +19,8 @@ def pix2pix(out: str, overwrite: bool) -> None:
     """Paired digits: skeleton (OUT/*/a) → digit (OUT/*/b), 32×32, train/ and test/ splits."""
     counts = demo_data.write_skeleton_pairs(out, overwrite=overwrite)
     click.echo(f"wrote {counts['train']} training and {counts['test']} held-out pairs to {out}")
-    click.echo(f"train with: img2img train pix2pix --a {out}/train/a --b {out}/train/b --size 32 --steps 3000")
+    click.echo(f"train with: img2img train pix2pix --a {out}/train/a --b {out}/train/b --size 32 --load-size 32 "
+               "--no-flip --batch-size 16 --steps 3000 --decay-steps 1000")
 
 
 @demo.command("cyclegan")
@@ -30,4 +31,5 @@ def cyclegan(out: str, overwrite: bool) -> None:
     counts = demo_data.write_colour_digits(out, overwrite=overwrite)
     click.echo(f"wrote {counts['train_a']} + {counts['train_b']} unpaired training digits and {counts['test']} "
                f"held-out ones to {out}")
-    click.echo(f"train with: img2img train cyclegan --a {out}/train/a --b {out}/train/b --size 32 --steps 3000")
+    click.echo(f"train with: img2img train cyclegan --a {out}/train/a --b {out}/train/b --size 32 --load-size 32 "
+               "--no-flip --batch-size 4 --steps 3000 --decay-steps 1000 --ngf 32 --ndf 32")

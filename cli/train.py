@@ -65,12 +65,13 @@ def mnist_gan(ctx: click.Context, **values) -> None:
     _start(ctx, run_config("mnist-gan", options, values), values)
 
 
-PIX2PIX_DEFAULTS = TrainConfig(batch_size=1, save_every_steps=5000, sample_every_steps=1000, log_every_steps=100,
-                               num_workers=4)
+# pix2pix, CycleGAN and DiscoGAN: batch 1 as in the papers, steps from the papers' epochs (see epoch_steps)
+IMAGE_DEFAULTS = TrainConfig(batch_size=1, save_every_steps=5000, sample_every_steps=1000, log_every_steps=100,
+                             num_workers=4)
 
 
 @train.command("pix2pix")
-@train_options(PIX2PIX_DEFAULTS, default_loss=Pix2PixConfig.loss,
+@train_options(IMAGE_DEFAULTS, default_loss=Pix2PixConfig.loss,
                steps_help="Training steps in all.  [default: 200 epochs, as in the paper]",
                decay_help="Final steps with a linearly falling learning rate.  [default: the second half]",
                epoch_schedule=True)
@@ -150,12 +151,8 @@ def _start_epoch_schedule(ctx: click.Context, model_class, options, values: dict
     _start(ctx, run, values, resolved=True)
 
 
-UNPAIRED_DEFAULTS = TrainConfig(batch_size=1, save_every_steps=5000, sample_every_steps=1000, log_every_steps=100,
-                                num_workers=4)
-
-
 @train.command("cyclegan")
-@train_options(UNPAIRED_DEFAULTS, default_loss=CycleGANConfig.loss,
+@train_options(IMAGE_DEFAULTS, default_loss=CycleGANConfig.loss,
                steps_help="Training steps in all.  [default: 200 epochs of max(|A|, |B|) images, as in the paper]",
                decay_help="Final steps with a linearly falling learning rate.  [default: the second half]",
                epoch_schedule=True)
@@ -180,7 +177,7 @@ def cyclegan(ctx: click.Context, **values) -> None:
 
 
 @train.command("discogan")
-@train_options(UNPAIRED_DEFAULTS, default_loss=DiscoGANConfig.loss,
+@train_options(IMAGE_DEFAULTS, default_loss=DiscoGANConfig.loss,
                steps_help="Training steps in all.  [default: 200 epochs of max(|A|, |B|) images]",
                decay_help="Final steps with a linearly falling learning rate.  [default: the second half]",
                epoch_schedule=True)

@@ -17,7 +17,6 @@ from typing import Any
 import albumentations as albu
 import cv2
 import numpy as np
-import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 

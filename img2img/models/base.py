@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from img2img.config import TrainConfig
-from img2img.data.batches import BatchSource
+from img2img.data.batches import BatchSource, LoaderBatches, StepSampler
 
 Logs = dict[str, Tensor]
 
@@ -82,10 +82,18 @@ class GANModel(nn.Module):
         raise NotImplementedError
 
     @classmethod
+    def dataset(cls, config: Any, train: bool = True) -> Any:
+        """The map-style dataset of a (resolved) configuration: augmented for training, else deterministic."""
+        raise NotImplementedError
+
+    @classmethod
     def build_data(cls, config: Any, train: TrainConfig, device: torch.device,
                    rank: int = 0, world_size: int = 1) -> BatchSource:
-        """The training data, validated, as a step-indexed batch source."""
-        raise NotImplementedError
+        """The training data as a step-indexed batch source: by default :meth:`dataset` through worker
+        processes and pinned memory, this rank's shard of every batch."""
+        dataset = cls.dataset(config)
+        sampler = StepSampler(len(dataset), train.batch_size, train.seed, rank, world_size)
+        return LoaderBatches(dataset, sampler, train.num_workers, pin_memory=device.type == "cuda")
 
     def move_batch(self, batch: Any, device: torch.device) -> Any:
         """Put a batch from the data source on ``device`` (a no-op for data already there)."""

@@ -20,8 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from img2img.config import TrainConfig
-from img2img.data.batches import LoaderBatches, StepSampler
 from img2img.data.paired import PairedImages, aligned_files, check_pairs, match_folders
 from img2img.errors import UserError
 from img2img.losses import get_loss
@@ -136,13 +134,6 @@ class Pix2Pix(GANModel):
         return PairedImages(cls._pairs(config), config.channels_a, config.channels_b, config.size,
                             config.load_size, flip=config.flip, train=train, b_to_a=config.direction == "b2a")
 
-    @classmethod
-    def build_data(cls, config: Pix2PixConfig, train: TrainConfig, device: torch.device,
-                   rank: int = 0, world_size: int = 1) -> LoaderBatches:
-        dataset = cls.dataset(config)
-        sampler = StepSampler(len(dataset), train.batch_size, train.seed, rank, world_size)
-        return LoaderBatches(dataset, sampler, train.num_workers, pin_memory=device.type == "cuda")
-
     # -- training -------------------------------------------------------------------------------------
     def phase_loss(self, phase: str, nets: Mapping[str, nn.Module], batch: dict[str, Tensor],
                    carry: dict[str, Any]) -> tuple[Tensor, Logs]:
@@ -176,10 +167,8 @@ class Pix2Pix(GANModel):
             raise UserError("--direction: pix2pix translates one way only (a2b)")
         return self.nets["g"](images)
 
-    def sample_inputs(self, data: LoaderBatches, seed: int, device: torch.device) -> dict[str, Tensor]:
-        dataset = self.dataset(self.config, train=False)
-        items = [dataset[i] for i in range(min(SAMPLE_PAIRS, len(dataset)))]
-        return {key: torch.stack([item[key] for item in items]).to(device) for key in ("a", "b")}
+    def sample_inputs(self, data: Any, seed: int, device: torch.device) -> dict[str, Tensor]:
+        return spread_examples(self.dataset(self.config, train=False), SAMPLE_PAIRS, device)
 
     @torch.no_grad()
     def sample_grid(self, inputs: dict[str, Tensor]) -> tuple[Tensor, int]:
@@ -192,6 +181,13 @@ class Pix2Pix(GANModel):
             g.train(was_training)
         rows = [as_rgb(x) for x in (inputs["a"], fake_b, inputs["b"])]
         return torch.stack(rows, 1).flatten(0, 1), 3  # each row: input | output | target
+
+
+def spread_examples(dataset: Any, count: int, device: torch.device) -> dict[str, Tensor]:
+    """``count`` examples spread evenly over ``dataset`` (folders are often sorted by class), batched."""
+    count = min(count, len(dataset))
+    items = [dataset[index * len(dataset) // count] for index in range(count)]
+    return {key: torch.stack([item[key] for item in items]).to(device) for key in items[0]}
 
 
 def as_rgb(images: Tensor) -> Tensor:

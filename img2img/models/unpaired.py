@@ -8,13 +8,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from img2img.config import TrainConfig
-from img2img.data.batches import LoaderBatches, StepSampler
 from img2img.data.unpaired import UnpairedImages, check_folder, folder_images, gpu_augment
 from img2img.errors import UserError
 from img2img.losses import get_loss
 from img2img.models.base import GANModel
-from img2img.models.pix2pix import as_rgb
+from img2img.models.pix2pix import as_rgb, spread_examples
 
 SAMPLE_PAIRS = 4
 
@@ -60,13 +58,6 @@ class UnpairedModel(GANModel):
                               config.channels_b, config.size, config.load_size, flip=config.flip, train=train,
                               cpu_crop=not config.gpu_augment)
 
-    @classmethod
-    def build_data(cls, config: Any, train: TrainConfig, device: torch.device,
-                   rank: int = 0, world_size: int = 1) -> LoaderBatches:
-        dataset = cls.dataset(config)
-        sampler = StepSampler(len(dataset), train.batch_size, train.seed, rank, world_size)
-        return LoaderBatches(dataset, sampler, train.num_workers, pin_memory=device.type == "cuda")
-
     def prepare_batch(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         if not self.config.gpu_augment:
             return batch
@@ -80,9 +71,7 @@ class UnpairedModel(GANModel):
         return self.nets["g_ab" if direction == "a2b" else "g_ba"](images)
 
     def sample_inputs(self, data: Any, seed: int, device: torch.device) -> dict[str, Tensor]:
-        dataset = self.dataset(self.config, train=False)
-        items = [dataset[i] for i in range(min(SAMPLE_PAIRS, len(dataset)))]
-        return {key: torch.stack([item[key] for item in items]).to(device) for key in ("a", "b")}
+        return spread_examples(self.dataset(self.config, train=False), SAMPLE_PAIRS, device)
 
     @torch.no_grad()
     def sample_grid(self, inputs: dict[str, Tensor]) -> tuple[Tensor, int]:
