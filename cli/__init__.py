@@ -26,6 +26,8 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except UserError as error:
             raise click.ClickException(str(error)) from None
+        except KeyboardInterrupt:  # the trainer has saved a checkpoint and said so
+            raise click.exceptions.Exit(130) from None
 
 
 class _ConsoleFormatter(logging.Formatter):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from img2img import train as training
@@ -67,7 +69,7 @@ def mnist_gan(ctx: click.Context, **values) -> None:
 
 # pix2pix, CycleGAN and DiscoGAN: batch 1 as in the papers, steps from the papers' epochs (see epoch_steps)
 IMAGE_DEFAULTS = TrainConfig(batch_size=1, save_every_steps=5000, sample_every_steps=1000, log_every_steps=100,
-                             num_workers=4)
+                             num_workers=min(4, os.cpu_count() or 1))
 
 
 @train.command("pix2pix")

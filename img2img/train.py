@@ -339,6 +339,13 @@ class Trainer:
                     grid = self.write_samples(sample_inputs)
                 if self.step % config.save_every_steps == 0 or self.step == end:
                     last = self.save()
+        except KeyboardInterrupt:
+            bar.close()
+            if not self.job.enabled:  # a distributed save would wait on ranks that are stopping too
+                saved = self.save()
+                log.warning("interrupted at step %d; checkpoint %s; continue with --resume %s",
+                            self.step, saved, self.dirs.root)
+            raise
         finally:
             bar.close()
         seconds = time.perf_counter() - started

@@ -100,3 +100,18 @@ def test_load_model_prefers_the_weight_average(tmp_path, mnist_run):
     raw, _, _ = load_model(tmp_path, use_ema=False)
     assert torch.equal(averaged.nets["g"].layers[0].weight, trainer.ema["g"].layers[0].weight)
     assert torch.equal(raw.nets["g"].layers[0].weight, trainer.model.nets["g"].layers[0].weight)
+
+
+def test_ctrl_c_saves_a_checkpoint_before_stopping(tmp_path, mnist_run, monkeypatch):
+    trainer = Trainer(mnist_run(steps=50, save_every_steps=100), tmp_path)
+    original = trainer.train_step
+
+    def interrupted(batch):
+        if trainer.step == 7:
+            raise KeyboardInterrupt
+        return original(batch)
+
+    monkeypatch.setattr(trainer, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert checkpoint.read(tmp_path)["step"] == 7
