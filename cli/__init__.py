@@ -16,6 +16,7 @@ from img2img.errors import UserError
 from .demo import demo
 from .sample import sample
 from .train import train
+from .translate import export, import_weights, translate
 
 
 class _Group(click.Group):
@@ -58,5 +59,8 @@ def main(verbose: bool) -> None:
 main.add_command(train)
 main.add_command(sample)
 main.add_command(demo)
+main.add_command(translate)
+main.add_command(import_weights)
+main.add_command(export)
 
 __all__ = ["main"]

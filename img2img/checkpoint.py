@@ -98,14 +98,24 @@ def resolve(path: str | Path, option: str = "checkpoint") -> Path:
 def read(path: str | Path, option: str = "checkpoint") -> dict[str, Any]:
     """Load and check a checkpoint (file or run folder) on the CPU, without executing code from it."""
     file = resolve(path, option)
+    return validate(load_file(file, option), file, option)
+
+
+def load_file(file: Path, option: str = "checkpoint") -> Any:
+    """Whatever ``torch.load(weights_only=True)`` reads from ``file``; a one-line error if it cannot."""
     try:
-        payload = torch.load(file, map_location="cpu", weights_only=True)
+        return torch.load(file, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - a corrupt file raises many kinds of error
         reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
         raise UserError(f"{option}: {file} is not a readable checkpoint ({reason})") from None
+
+
+def validate(payload: Any, file: Path, option: str = "checkpoint") -> dict[str, Any]:
+    """``payload`` (loaded from ``file``) if it is an img2img checkpoint this version reads; else a UserError."""
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{option}: {file} is not an img2img checkpoint "
-                        "(official CycleGAN/pix2pix weights need --arch, or `img2img import`)")
+                        "(official CycleGAN/pix2pix weights: `img2img translate` reads them, `img2img import` "
+                        "converts them)")
     if payload.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{option}: {file} has checkpoint format version {payload.get('format_version')}, "
                         f"this img2img reads version {FORMAT_VERSION}")

@@ -397,6 +397,9 @@ def resume(path: str | Path, steps: int | None = None, device: str | None = None
            stop_after_steps: int | None = None) -> TrainResult:
     """Continue the run whose checkpoint (or run folder) is ``path``, in that run's folder."""
     payload = checkpoint.read(path, "--resume")
+    if "optimizers" not in payload:
+        raise UserError(f"--resume: {payload['path']} holds imported generator weights only; it translates and "
+                        "exports but cannot continue training")
     run = run_config_from_dict(payload["config"], f"--resume: {payload['path']}")
     changes: dict[str, Any] = {}
     if steps is not None:

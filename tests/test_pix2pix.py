@@ -197,7 +197,8 @@ def test_one_channel_and_16_bit_pngs_survive_loading(tmp_path):
     cv2.imwrite(str(tmp_path / "c16.png"), rgb16[:, :, ::-1])  # OpenCV writes BGR
     loaded = read_image(tmp_path / "c16.png")
     assert loaded.shape == (32, 32, 3) and np.allclose(loaded * 65535, rgb16, atol=0.01)
-    assert check_pairs(match_folders(*_pair_dirs(tmp_path, "g16.png"))).bits == 16
+    summary = check_pairs(match_folders(*_pair_dirs(tmp_path, "g16.png")))
+    assert (summary.bits_a, summary.bits_b) == (16, 16)
 
 
 def _pair_dirs(root, name):

@@ -23,16 +23,20 @@ from img2img.train import Trainer
 from test_pix2pix import smooth_images
 
 
-@pytest.fixture
-def unpaired(tmp_path):
+def write_unpaired(root):
     """Grey images in A, their RGB negatives (different images) in B: a mapping both ways exists."""
     for index, image in enumerate(smooth_images(6, seed=1)):
-        (tmp_path / "a").mkdir(exist_ok=True)
-        Image.fromarray(image.astype(np.uint8)).convert("RGB").save(tmp_path / "a" / f"{index}.png")
+        (root / "a").mkdir(exist_ok=True)
+        Image.fromarray(image.astype(np.uint8)).convert("RGB").save(root / "a" / f"{index}.png")
     for index, image in enumerate(smooth_images(5, seed=2)):
-        (tmp_path / "b").mkdir(exist_ok=True)
-        Image.fromarray(255 - image.astype(np.uint8)).convert("RGB").save(tmp_path / "b" / f"{index}.png")
-    return tmp_path
+        (root / "b").mkdir(exist_ok=True)
+        Image.fromarray(255 - image.astype(np.uint8)).convert("RGB").save(root / "b" / f"{index}.png")
+    return root
+
+
+@pytest.fixture
+def unpaired(tmp_path):
+    return write_unpaired(tmp_path)
 
 
 def cyclegan_trainer(root, tmp_path, steps=30, lr=2e-4, **changes):

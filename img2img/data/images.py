@@ -12,6 +12,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -20,6 +21,8 @@ from img2img.errors import UserError
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm",
                               ".pbm", ".tga"})
+# what encode_image writes (OpenCV): 16 bits survive in PNG and TIFF only
+WRITABLE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 
 
 @dataclass(frozen=True)
@@ -75,22 +78,22 @@ def _reason(error: Exception) -> str:
     return text[:160]
 
 
-def _read_png(path: Path) -> np.ndarray:
+def _read_png(path: Path) -> tuple[np.ndarray, int]:
     from torchvision.io import ImageReadMode, decode_png, read_file  # noqa: PLC0415
 
     with warnings.catch_warnings():  # torchvision announces its move to torchcodec; decoding still works
         warnings.simplefilter("ignore", DeprecationWarning)
         data = decode_png(read_file(str(path)), mode=ImageReadMode.UNCHANGED)
     if data.dtype == torch.uint8:
-        array = data.permute(1, 2, 0).numpy().astype(np.float32) / 255.0
+        array, bits = data.permute(1, 2, 0).numpy().astype(np.float32) / 255.0, 8
     else:  # uint16
-        array = data.permute(1, 2, 0).to(torch.int32).numpy().astype(np.float32) / 65535.0
+        array, bits = data.permute(1, 2, 0).to(torch.int32).numpy().astype(np.float32) / 65535.0, 16
     if array.shape[2] == 2:  # grey + alpha
         array = array[:, :, :1]
-    return array
+    return array, bits
 
 
-def _read_pillow(path: Path) -> np.ndarray:
+def _read_pillow(path: Path) -> tuple[np.ndarray, int]:
     with Image.open(path) as image:
         image.load()
         channels, bits = _pillow_channels(image)
@@ -103,18 +106,61 @@ def _read_pillow(path: Path) -> np.ndarray:
             array = np.asarray(image.convert(target), dtype=np.float32) / 255.0
     if array.ndim == 2:
         array = array[:, :, None]
-    return np.clip(array, 0.0, 1.0)
+    return np.clip(array, 0.0, 1.0), bits
+
+
+def read_image_bits(path: str | Path) -> tuple[np.ndarray, int]:
+    """:func:`read_image` and the bits per channel the file stores (8 or 16)."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".png":
+            try:
+                return _read_png(path)
+            except RuntimeError:  # not a PNG inside, or torchvision cannot read it: Pillow says which
+                pass
+        return _read_pillow(path)
+    except (UnidentifiedImageError, OSError, RuntimeError, SyntaxError, ValueError) as error:
+        raise UserError(f"{path}: not a readable image ({_reason(error)})") from None
 
 
 def read_image(path: str | Path) -> np.ndarray:
     """An image file as float32 ``(H, W, C)`` in [0, 1], C in {1, 3, 4}, 8- and 16-bit files alike."""
-    path = Path(path)
-    try:
-        if path.suffix.lower() == ".png":
-            return _read_png(path)
-        return _read_pillow(path)
-    except (UnidentifiedImageError, OSError, RuntimeError, SyntaxError, ValueError) as error:
-        raise UserError(f"{path}: not a readable image ({_reason(error)})") from None
+    return read_image_bits(path)[0]
+
+
+def quantize(array: np.ndarray, bits: int = 8) -> np.ndarray:
+    """``(H, W, C)`` floats in [0, 1] → uint8 (``bits=8``) or uint16 (16), rounded to the nearest level."""
+    top = 255 if bits == 8 else 65535
+    return np.clip(np.rint(array * top), 0, top).astype(np.uint8 if bits == 8 else np.uint16)
+
+
+def encode_image(array: np.ndarray, suffix: str) -> bytes:
+    """A uint8/uint16 ``(H, W, C)`` image (C in {1, 3, 4}, RGB order) as the bytes of a ``suffix`` file.
+
+    OpenCV writes 8- and 16-bit PNG and TIFF in grey, RGB and RGBA; JPEG
+    (quality 95) keeps 8 bits and drops alpha.
+    """
+    suffix = suffix.lower()
+    if suffix in (".jpg", ".jpeg"):
+        if array.dtype != np.uint8:
+            array = (array.astype(np.float32) / 257.0).round().astype(np.uint8)
+        array = array[:, :, :3]
+        params = [cv2.IMWRITE_JPEG_QUALITY, 95]
+    else:
+        params = []
+    if array.shape[2] == 3:
+        array = array[:, :, ::-1]  # OpenCV stores BGR
+    elif array.shape[2] == 4:
+        array = array[:, :, [2, 1, 0, 3]]
+    ok, buffer = cv2.imencode(suffix, np.ascontiguousarray(array), params)
+    if not ok:
+        raise ValueError(f"cannot encode a {array.dtype} image as {suffix}")
+    return buffer.tobytes()
+
+
+def can_write(suffix: str) -> bool:
+    """Whether :func:`encode_image` can write files of this extension."""
+    return suffix.lower() in WRITABLE_EXTENSIONS and cv2.haveImageWriter(f"x{suffix.lower()}")
 
 
 def convert_channels(array: np.ndarray, channels: int) -> np.ndarray:

@@ -82,16 +82,18 @@ def infer_channels(channel_counts: Sequence[int]) -> int:
 class PairSummary:
     channels_a: int
     channels_b: int
-    bits: int
+    bits_a: int  # 16 when any A file stores 16 bits per channel, else 8
+    bits_b: int
 
 
 def check_pairs(pairs: Sequence[PairFiles]) -> PairSummary:
     """Read every header: unreadable files and aligned files of odd width are errors naming the file."""
-    a_channels, b_channels, bits = [], [], 8
+    a_channels, b_channels, bits_a, bits_b = [], [], 8, 8
     for pair in pairs:
         info_a = probe(pair.a)
-        bits = max(bits, info_a.bits)
+        bits_a = max(bits_a, info_a.bits)
         if pair.b is None:
+            bits_b = bits_a
             if info_a.width % 2:
                 raise UserError(f"{pair.a}: an aligned file holds A and B side by side, so its width must be even "
                                 f"(it is {info_a.width}×{info_a.height}: the halves would differ in size)")
@@ -99,10 +101,10 @@ def check_pairs(pairs: Sequence[PairFiles]) -> PairSummary:
             b_channels.append(info_a.channels)
         else:
             info_b = probe(pair.b)
-            bits = max(bits, info_b.bits)
+            bits_b = max(bits_b, info_b.bits)
             a_channels.append(info_a.channels)
             b_channels.append(info_b.channels)
-    return PairSummary(infer_channels(a_channels), infer_channels(b_channels), bits)
+    return PairSummary(infer_channels(a_channels), infer_channels(b_channels), bits_a, bits_b)
 
 
 def paired_transform(size: int, load_size: int, flip: bool, train: bool) -> albu.Compose:

@@ -31,15 +31,13 @@ def folder_images(folder: str | Path, option: str) -> list[Path]:
     return [folder / relative for relative in list_images(folder, option)]
 
 
-def check_folder(files: Sequence[Path], option: str) -> int:
-    """Read every header; return the channel count to use. Unreadable files are named; a folder with none
-    readable says so."""
-    channels = []
-    for path in files:
-        channels.append(probe(path).channels)
-    if not channels:
+def check_folder(files: Sequence[Path], option: str) -> tuple[int, int]:
+    """Read every header; return the channel count to use and the bits (16 if any file has 16 per channel).
+    Unreadable files are named; a folder with none readable says so."""
+    infos = [probe(path) for path in files]
+    if not infos:
         raise UserError(f"{option}: no readable images")
-    return infer_channels(channels)
+    return infer_channels([info.channels for info in infos]), max(info.bits for info in infos)
 
 
 def single_transform(size: int, load_size: int, flip: bool, train: bool, crop: bool = True) -> albu.Compose:

@@ -42,6 +42,8 @@ class GANModel(nn.Module):
     phases: ClassVar[tuple[Phase, ...]]
     # networks used at inference; with --ema they are replaced by their weight averages there
     inference_networks: ClassVar[tuple[str, ...]] = ()
+    # the generator that translates each direction ({"a2b": "g"}); empty for models that do not translate
+    translation_networks: ClassVar[dict[str, str]] = {}
 
     def __init__(self, config: Any) -> None:
         super().__init__()

@@ -45,6 +45,8 @@ class Pix2PixConfig:
     load_size: int | None = None  # None: size × 286/256, the official 286 for 256
     channels_a: int | None = None  # None: inferred from the files
     channels_b: int | None = None
+    bits_a: int | None = None  # bits per channel of the training files (8 or 16), found when resolving
+    bits_b: int | None = None
     flip: bool = True
     # networks
     generator: str = "auto"  # unet_256 (8 downsamplings), unet_128 (7), or auto: the depth that fits `size`
@@ -79,6 +81,7 @@ class Pix2Pix(GANModel):
     Config = Pix2PixConfig
     phases = (Phase("g", ("g",)), Phase("d", ("d",)))
     inference_networks = ("g",)
+    translation_networks = {"a2b": "g"}
 
     def __init__(self, config: Pix2PixConfig) -> None:
         super().__init__(config)
@@ -116,9 +119,10 @@ class Pix2Pix(GANModel):
         num_downs = unet_depth(config.generator, config.size)
         summary = check_pairs(cls._pairs(config))
         channels_a, channels_b = summary.channels_a, summary.channels_b
+        bits_a, bits_b = summary.bits_a, summary.bits_b
         if config.direction == "b2a":
-            channels_a, channels_b = channels_b, channels_a
-        return replace(config, load_size=load_size, num_downs=num_downs,
+            channels_a, channels_b, bits_a, bits_b = channels_b, channels_a, bits_b, bits_a
+        return replace(config, load_size=load_size, num_downs=num_downs, bits_a=bits_a, bits_b=bits_b,
                        channels_a=config.channels_a or channels_a, channels_b=config.channels_b or channels_b)
 
     @staticmethod

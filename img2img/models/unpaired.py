@@ -27,6 +27,8 @@ class UnpairedData:
     load_size: int | None = None  # None: size × 286/256
     channels_a: int | None = None  # None: inferred from the files
     channels_b: int | None = None
+    bits_a: int | None = None  # bits per channel of the training files (8 or 16), found when resolving
+    bits_b: int | None = None
     flip: bool = True
     gpu_augment: bool = False  # crop and flip on the training device with kornia
 
@@ -35,6 +37,7 @@ class UnpairedModel(GANModel):
     """Base of the two-generator models: ``g_ab`` maps a to b, ``g_ba`` b to a; ``d_a`` judges a, ``d_b`` b."""
 
     inference_networks = ("g_ab", "g_ba")
+    translation_networks = {"a2b": "g_ab", "b2a": "g_ba"}
 
     @classmethod
     def resolve_data(cls, config: Any) -> Any:
@@ -44,9 +47,10 @@ class UnpairedModel(GANModel):
         load_size = config.load_size if config.load_size is not None else round(config.size * 286 / 256)
         if load_size < config.size:
             raise UserError(f"--load-size ({load_size}) must be at least --size ({config.size})")
-        channels_a = config.channels_a or check_folder(folder_images(config.a, "--a"), "--a")
-        channels_b = config.channels_b or check_folder(folder_images(config.b, "--b"), "--b")
-        return replace(config, load_size=load_size, channels_a=channels_a, channels_b=channels_b)
+        channels_a, bits_a = check_folder(folder_images(config.a, "--a"), "--a")
+        channels_b, bits_b = check_folder(folder_images(config.b, "--b"), "--b")
+        return replace(config, load_size=load_size, channels_a=config.channels_a or channels_a,
+                       channels_b=config.channels_b or channels_b, bits_a=bits_a, bits_b=bits_b)
 
     @classmethod
     def dataset_size(cls, config: Any) -> int:

@@ -43,6 +43,11 @@ class DiscoGenerator(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.main(x)
 
+    @property
+    def size_multiple(self) -> int:
+        """Input sides must be multiples of this (one halving per encoder layer)."""
+        return 2 ** sum(isinstance(m, nn.Conv2d) for m in self.main)
+
 
 class DiscoDiscriminator(nn.Module):
     """``(N, in_channels, S, S)`` → (logits ``(N, 1, 1, 1)``, [features after each normalised layer])."""

@@ -37,6 +37,7 @@ class ResnetGenerator(nn.Module):
     """``(N, in_channels, H, W)`` → ``(N, out_channels, H, W)`` in [-1, 1]; H and W multiples of 4."""
 
     size_multiple = 4
+    min_size = 8  # the residual blocks reflect-pad by one pixel, so a quarter-size input needs 2×2
 
     def __init__(self, in_channels: int, out_channels: int, base_channels: int = 64, n_blocks: int = 9,
                  norm: str = "instance", dropout: bool = False) -> None:

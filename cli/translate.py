@@ -1,0 +1,101 @@
+"""``img2img translate``, ``img2img import`` and ``img2img export``: using a trained generator."""
+
+from __future__ import annotations
+
+import click
+
+from img2img import export as export_lib
+from img2img import official
+from img2img import translate as translate_lib
+
+ARCH_HELP = "Official weights only: the generator they hold (checked against the weights, which say it anyway)."
+
+
+def official_options(command):
+    """--arch/--norm/--ngf: describe (and check) an official pytorch-CycleGAN-and-pix2pix weights file."""
+    for option in reversed([
+        click.option("--arch", type=click.Choice(official.ARCHITECTURES), default=None, help=ARCH_HELP),
+        click.option("--norm", type=click.Choice(["batch", "instance", "none"]), default=None,
+                     help="Official weights only: their normalisation.  [default: read from the weights]"),
+        click.option("--ngf", "base_channels", type=click.IntRange(min=1), default=None,
+                     help="Official weights only: generator base width.  [default: read from the weights]"),
+    ]):
+        command = option(command)
+    return command
+
+
+@click.command()
+@click.argument("checkpoint", type=click.Path())
+@click.argument("input_path", metavar="INPUT", type=click.Path())
+@click.argument("output", type=click.Path())
+@click.option("--direction", type=click.Choice(["a2b", "b2a"]), default="a2b",
+              help="Which generator of a two-way model (CycleGAN, DiscoGAN).")
+@click.option("--format", "image_format", type=click.Choice(translate_lib.FORMATS), default="png",
+              help="Output files: PNG (lossless, 8 or 16 bits), JPEG, or the input's own format.")
+@click.option("--resize", type=click.IntRange(min=1), default=None,
+              help="Resize every input to N×N first (outputs are then N×N).  [default: keep each size]")
+@click.option("--tile", type=click.IntRange(min=1), default=None,
+              help="Translate images larger than N×N in overlapping N×N tiles.  [default: only when an image "
+                   "would not fit in memory]")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, help="Images per forward pass.")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Decoding processes.  [default: min(4, CPUs)]")
+@click.option("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N.")
+@click.option("--amp/--no-amp", default=True, help="bf16 autocast on CUDA (--no-amp: float32 throughout).")
+@click.option("--stochastic", is_flag=True, help="Keep dropout on (pix2pix's noise); batch norm stays in eval mode.")
+@click.option("--ema/--no-ema", "use_ema", default=True, help="Use the averaged weights when the run kept them.")
+@click.option("--overwrite", is_flag=True, help="Replace files that already exist in OUTPUT.")
+@official_options
+def translate(checkpoint: str, input_path: str, output: str, direction: str, image_format: str, resize: int | None,
+              tile: int | None, batch_size: int, workers: int | None, device: str, amp: bool, stochastic: bool,
+              use_ema: bool, overwrite: bool, arch: str | None, norm: str | None, base_channels: int | None) -> None:
+    """Translate the image INPUT, or every image under the folder INPUT, into the folder OUTPUT.
+
+    CHECKPOINT is an img2img checkpoint, a run folder (its last checkpoint), or
+    an official pytorch-CycleGAN-and-pix2pix generator file (latest_net_G_A.pth).
+    OUTPUT mirrors INPUT's sub-folders and file names; each output has its
+    input's size.  Existing files are kept unless --overwrite.  An unreadable
+    input is reported and skipped, and the exit code is then 3.
+    """
+    translator = translate_lib.load(checkpoint, direction, device, arch=arch, norm=norm, base_channels=base_channels,
+                                    use_ema=use_ema, amp=amp, stochastic=stochastic, batch_size=batch_size, tile=tile)
+    click.echo(f"{translator.info.description} on {translator.device}", err=True)
+    summary = translator.translate_folder(
+        input_path, output, image_format, overwrite=overwrite, resize=resize, workers=workers,
+        on_skip=lambda path, reason: click.echo(f"skipped {path}: {reason}", err=True))
+    click.echo(summary.line())
+    if not summary.ok:
+        raise click.exceptions.Exit(translate_lib.EXIT_SKIPPED)
+
+
+@click.command("import")
+@click.argument("weights", type=click.Path())
+@click.argument("weights_b", required=False, type=click.Path())
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="The img2img checkpoint to write.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@official_options
+def import_weights(weights: str, weights_b: str | None, out: str, overwrite: bool, arch: str | None,
+                   norm: str | None, base_channels: int | None) -> None:
+    """Turn official generator weights into a self-describing img2img checkpoint.
+
+    WEIGHTS is G_A (latest_net_G_A.pth, a→b) or a pix2pix G (latest_net_G.pth);
+    WEIGHTS_B, for CycleGAN, is G_B (b→a).  The checkpoint translates and
+    exports without --arch; it holds no discriminators, so it does not resume.
+    """
+    path = official.to_checkpoint(weights, weights_b, out, arch, norm, base_channels, overwrite)
+    click.echo(f"wrote {path}")
+
+
+@click.command()
+@click.argument("checkpoint", type=click.Path())
+@click.option("--format", "export_format", type=click.Choice(["onnx"]), default="onnx", help="Export format.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="The file to write.")
+@click.option("--direction", type=click.Choice(["a2b", "b2a"]), default="a2b", help="Which generator to export.")
+@click.option("--ema/--no-ema", "use_ema", default=True, help="Export the averaged weights when the run kept them.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@official_options
+def export(checkpoint: str, export_format: str, out: str, direction: str, use_ema: bool, overwrite: bool,
+           arch: str | None, norm: str | None, base_channels: int | None) -> None:
+    """Export one generator of CHECKPOINT (batch and image size dynamic; sides must be multiples of what it needs)."""
+    path = export_lib.export_onnx(checkpoint, out, direction, arch, norm, base_channels, use_ema, overwrite)
+    click.echo(f"wrote {path}")

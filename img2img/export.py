@@ -1,0 +1,63 @@
+"""Exporting a generator to ONNX, for inference without PyTorch.
+
+The exported graph is the generator alone: one direction, input ``image``
+``(N, C_in, H, W)`` in [-1, 1], output ``translated`` ``(N, C_out, H, W)``
+in [-1, 1], with the batch size and both sides dynamic.  Sides must be
+multiples of the generator's ``size_multiple`` (recorded in the model's
+metadata with the channels); pad and crop around it as
+:mod:`img2img.translate` does.  Uses PyTorch's ``torch.export``-based
+exporter, which needs the ``onnx`` and ``onnxscript`` packages (the
+``export`` extra).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import os
+from pathlib import Path
+
+import torch
+
+from img2img.errors import UserError
+from img2img.translate import load_generator
+
+OPSET = 18
+
+
+def export_onnx(checkpoint_path: str | Path, out: str | Path, direction: str = "a2b", arch: str | None = None,
+                norm: str | None = None, base_channels: int | None = None, use_ema: bool = True,
+                overwrite: bool = False) -> Path:
+    """Export the ``direction`` generator of a checkpoint (or official weights file) to the ONNX file ``out``."""
+    missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
+    if missing:  # optional: the `export` extra; torch's exporter needs both
+        raise UserError(f"--format onnx needs the onnx and onnxscript packages ({', '.join(missing)} missing): "
+                        'pip install "img2img[export]"')
+    import onnx  # noqa: PLC0415
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise UserError(f"--out: {out} exists; pass --overwrite to replace it")
+    net, info = load_generator(checkpoint_path, direction, arch, norm, base_channels, use_ema)
+    net = net.float().eval()
+    side = max(info.min_size, info.size_multiple) * 2
+    example = torch.zeros(2, info.in_channels, side, side)
+    dynamic = {"x": {0: torch.export.Dim("batch", min=1), 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}}
+    temporary = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.redirect_stdout(io.StringIO()):  # the exporter reports each stage on stdout
+            torch.onnx.export(net, (example,), str(temporary), dynamo=True, input_names=["image"],
+                              output_names=["translated"], dynamic_shapes=dynamic, opset_version=OPSET,
+                              external_data=False, verbose=False)
+        model = onnx.load(str(temporary))
+        for key, value in {"img2img.source": info.description, "img2img.direction": direction,
+                           "img2img.in_channels": info.in_channels, "img2img.out_channels": info.out_channels,
+                           "img2img.size_multiple": info.size_multiple, "img2img.range": "[-1, 1]"}.items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, str(value)
+        onnx.save(model, str(temporary))
+        os.replace(temporary, out)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return out

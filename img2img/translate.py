@@ -1,0 +1,577 @@
+"""Translating images with a trained generator: one image, a tensor, or a whole folder.
+
+:func:`load` rebuilds a generator from an img2img checkpoint (or run folder)
+or from an official pytorch-CycleGAN-and-pix2pix weights file, and returns a
+:class:`Translator`.  Any image size works: sides that are not a multiple of
+what the network needs are padded by reflection and the output is cropped
+back, so every output has its input's size.  Images too large to translate
+whole go through in overlapping tiles blended with a smooth window
+(:func:`tile_windows`).  Channels follow the model (a one-channel model reads
+and writes one-channel images); a 16-bit input gives a 16-bit output when
+the model was trained on 16-bit images.
+
+Folder translation (:meth:`Translator.translate_folder`) never touches its
+inputs: it refuses an output folder inside the input folder, never replaces
+an existing file unless asked, writes each file atomically, and reports an
+unreadable input in one line and goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from img2img import checkpoint, official
+from img2img.data.images import (IMAGE_EXTENSIONS, can_write, convert_channels, encode_image, quantize,
+                                 read_image_bits)
+from img2img.errors import UserError
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("png", "jpg", "same")
+DEFAULT_TILE = 512
+EXIT_SKIPPED = 3  # the CLI's exit code when some inputs could not be read
+
+
+@dataclass(frozen=True)
+class GeneratorInfo:
+    """What translation needs to know of one generator besides its weights."""
+
+    in_channels: int
+    out_channels: int
+    size_multiple: int  # input sides must be multiples of this
+    out_bits: int = 8  # bits per channel of the images the model learnt to produce
+    description: str = ""
+    min_size: int = 1  # smallest input side the network takes
+
+
+def generator_info(net: nn.Module, in_channels: int, out_channels: int, out_bits: int = 8,
+                   description: str = "") -> GeneratorInfo:
+    multiple = size_multiple(net)
+    return GeneratorInfo(in_channels, out_channels, multiple, out_bits, description,
+                         max(multiple, getattr(net, "min_size", 1)))
+
+
+def size_multiple(net: nn.Module) -> int:
+    """The multiple of which a generator's input sides must be (its total downsampling)."""
+    multiple = getattr(net, "size_multiple", None)
+    if multiple is None:
+        raise UserError(f"{type(net).__name__} does not say which input sizes it takes")
+    return int(multiple)
+
+
+# -- loading ----------------------------------------------------------------------------------------------
+def load(path: str | Path, direction: str = "a2b", device: str | torch.device = "auto", arch: str | None = None,
+         norm: str | None = None, base_channels: int | None = None, use_ema: bool = True, amp: bool | None = None,
+         stochastic: bool = False, batch_size: int = 8, tile: int | None = None) -> Translator:
+    """A :class:`Translator` for a checkpoint file, a run folder, or an official generator weights file.
+
+    ``direction`` (``a2b``/``b2a``) picks the generator of two-way models.
+    ``arch``/``norm``/``base_channels`` are checked against an official file's
+    weights (which say what they are; img2img checkpoints describe themselves
+    and take none of them).  ``amp``: bf16 autocast, on CUDA by default.
+    """
+    from img2img.train import resolve_device  # noqa: PLC0415 - train imports the models, which import this
+
+    device = resolve_device(str(device))
+    net, info = load_generator(path, direction, arch, norm, base_channels, use_ema)
+    return Translator(net, info, device, amp=amp, stochastic=stochastic, batch_size=batch_size, tile=tile)
+
+
+def load_generator(path: str | Path, direction: str = "a2b", arch: str | None = None, norm: str | None = None,
+                   base_channels: int | None = None, use_ema: bool = True,
+                   option: str = "CHECKPOINT") -> tuple[nn.Module, GeneratorInfo]:
+    """The generator for ``direction`` in an img2img checkpoint or an official weights file, on the CPU."""
+    if direction not in ("a2b", "b2a"):
+        raise UserError(f"--direction must be a2b or b2a, got {direction!r}")
+    file = checkpoint.resolve(path, option)
+    payload = checkpoint.load_file(file, option)
+    if official.is_state_dict(payload):
+        net, found = official.generator_from_state(payload, str(file), arch, norm, base_channels, option)
+        return net, generator_info(net, found.in_channels, found.out_channels, 8, found.describe())
+    if arch is not None or norm is not None or base_channels is not None:
+        raise UserError(f"--arch/--norm/--ngf describe official weights files; {file} is an img2img checkpoint, "
+                        "which describes itself")
+    return checkpoint_generator(checkpoint.validate(payload, file, option), direction, use_ema, option)
+
+
+def checkpoint_generator(payload: dict[str, Any], direction: str, use_ema: bool = True,
+                         option: str = "CHECKPOINT") -> tuple[nn.Module, GeneratorInfo]:
+    """The ``direction`` generator of a (validated) img2img checkpoint, with its averaged weights when the run
+    kept them."""
+    from img2img.train import build_model, run_config_from_dict  # noqa: PLC0415
+
+    run = run_config_from_dict(payload["config"], f"{option}: {payload['path']}")
+    model = build_model(run)
+    names = getattr(model, "translation_networks", {})
+    if not names:
+        raise UserError(f"{option}: {payload['path']} holds a {run.model} model, which generates images from noise "
+                        "rather than translating them (use `img2img sample`)")
+    if direction not in names:
+        raise UserError(f"--direction: a {run.model} model translates {' and '.join(names)} only, not {direction}")
+    name = names[direction]
+    weights = payload.get("ema", {}).get(name) if use_ema else None
+    if weights is None:
+        weights = payload["networks"].get(name)
+    if weights is None:
+        raise UserError(f"--direction: {payload['path']} holds no {direction} generator ({name})")
+    net = model.nets[name]
+    try:
+        net.load_state_dict(weights)
+    except RuntimeError as error:
+        raise UserError(f"{option}: {payload['path']} does not match its {run.model} model "
+                        f"({' '.join(str(error).split())[:200]})") from None
+    options = run.options
+    in_side, out_side = ("a", "b") if direction == "a2b" else ("b", "a")
+    out_bits = getattr(options, f"bits_{out_side}", None) or 8
+    info = generator_info(net, getattr(options, f"channels_{in_side}"), getattr(options, f"channels_{out_side}"),
+                          out_bits, f"{run.model} {direction} at step {payload['step']} from {payload['path']}")
+    return net, info
+
+
+# -- tiles ------------------------------------------------------------------------------------------------
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of side ``tile`` covering ``length``, neighbours overlapping by ≥ ``overlap``."""
+    if length <= tile:
+        return [0]
+    count = math.ceil((length - overlap) / (tile - overlap))
+    return sorted({round(i * (length - tile) / (count - 1)) for i in range(count)})
+
+
+def tile_window(tile: int, overlap: int, rise_start: bool, rise_end: bool, device: torch.device) -> Tensor:
+    """The 1-D blending weight of a tile along one axis.
+
+    Where a neighbouring tile overlaps (``rise_start``/``rise_end``), the
+    weight is 0 for the outer quarter of the overlap, where the tile lacks
+    context, then rises linearly to 1; neighbours' ramps cross-fade, so no
+    seam shows.  At the image's border the weight stays 1.
+    """
+    position = torch.arange(tile, device=device, dtype=torch.float32)
+    margin = overlap // 4
+    ramp = ((position - margin + 1) / (overlap - 2 * margin + 1)).clamp(0.0, 1.0)
+    weight = torch.ones(tile, device=device)
+    if rise_start:
+        weight = torch.minimum(weight, ramp)
+    if rise_end:
+        weight = torch.minimum(weight, ramp.flip(0))
+    return weight
+
+
+def reflect_pad(images: Tensor, multiple: int, minimum: tuple[int, int] = (0, 0)) -> tuple[Tensor, tuple[int, int]]:
+    """Pad ``(N, C, H, W)`` by reflection (about its centre) to sides that are multiples of ``multiple`` and at
+    least ``minimum``; return it and the offset ``(top, left)`` of the original inside it."""
+    height, width = images.shape[-2:]
+    target_h = max(math.ceil(height / multiple) * multiple, minimum[0])
+    target_w = max(math.ceil(width / multiple) * multiple, minimum[1])
+    top, left = (target_h - height) // 2, (target_w - width) // 2
+    bottom, right = target_h - height - top, target_w - width - left
+    padded = images
+    # reflection cannot reach further than the side minus one; pad in rounds for tiny images
+    while top or bottom or left or right:
+        h, w = padded.shape[-2:]
+        step = [min(left, w - 1), min(right, w - 1), min(top, h - 1), min(bottom, h - 1)]
+        if max(step) == 0:  # a one-pixel side: repeat it
+            padded = F.pad(padded, (left, right, top, bottom), mode="replicate")
+            break
+        padded = F.pad(padded, step, mode="reflect")
+        left, right, top, bottom = left - step[0], right - step[1], top - step[2], bottom - step[3]
+    return padded, ((target_h - height) // 2, (target_w - width) // 2)
+
+
+# -- the translator -----------------------------------------------------------------------------------------
+@dataclass
+class FolderSummary:
+    """What :meth:`Translator.translate_folder` did."""
+
+    translated: list[Path] = field(default_factory=list)
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)  # (input, reason)
+    kept: list[Path] = field(default_factory=list)  # outputs that existed and were not replaced
+    failed: list[tuple[Path, str]] = field(default_factory=list)  # outputs that could not be written
+    ignored: int = 0  # files under the input that are not images
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.unreadable and not self.failed
+
+    def line(self) -> str:
+        rate = len(self.translated) / self.seconds if self.seconds > 0 else 0.0
+        parts = [f"translated {len(self.translated)} images in {self.seconds:.1f} s ({rate:.1f} images/s)"]
+        if self.unreadable:
+            parts.append(f"skipped {len(self.unreadable)} unreadable")
+        if self.failed:
+            parts.append(f"failed to write {len(self.failed)}")
+        if self.kept:
+            parts.append(f"kept {len(self.kept)} existing outputs (--overwrite replaces them)")
+        if self.ignored:
+            parts.append(f"ignored {self.ignored} files that are not images")
+        return "; ".join(parts)
+
+
+class Translator:
+    """A generator in evaluation mode with everything needed to translate images of any size.
+
+    ``translate`` takes a tensor ``(C, H, W)`` or ``(N, C, H, W)`` in [-1, 1],
+    a PIL image, a NumPy array ``(H, W[, C])`` (uint8, uint16 or floats in
+    [0, 1]) or a file path, and returns the same kind (a NumPy array for a
+    path).  ``translate_folder`` translates a folder tree into another.
+    """
+
+    def __init__(self, net: nn.Module, info: GeneratorInfo, device: torch.device | str = "cpu",
+                 amp: bool | None = None, stochastic: bool = False, batch_size: int = 8,
+                 tile: int | None = None, tile_overlap: int | None = None,
+                 max_pixels: int | None = None) -> None:
+        self.device = torch.device(device)
+        self.info = info
+        self.net = net.to(self.device).eval()
+        if stochastic:  # pix2pix's noise: dropout stays on, batch norm keeps its running statistics
+            for module in self.net.modules():
+                if isinstance(module, nn.Dropout):
+                    module.train()
+        self.amp = self.device.type == "cuda" if amp is None else amp and self.device.type == "cuda"
+        self.batch_size = batch_size
+        multiple = info.size_multiple
+        self.min_size = max(info.min_size, multiple, getattr(net, "min_size", 1))
+        if tile is not None and (tile < self.min_size or tile % multiple):
+            raise UserError(f"--tile: {tile} must be a multiple of {multiple} and at least {self.min_size}, "
+                            "as this generator needs")
+        self.tile = tile
+        self.tile_overlap = tile_overlap
+        self.max_pixels = max_pixels if max_pixels is not None else self._pixel_budget()
+
+    # -- memory ----------------------------------------------------------------------------------------
+    def _pixel_budget(self) -> int:
+        """How many pixels one forward pass may hold: a quarter of the free memory over a rough cost per pixel
+        (the widest full-resolution activation, a few times over)."""
+        widths = [m.out_channels for m in self.net.modules() if isinstance(m, nn.Conv2d)]
+        bytes_per_pixel = 4 * 8 * max(widths[:1] or [64])
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+        else:
+            free = _available_memory()
+        return max(64 * 64, free // 4 // bytes_per_pixel)
+
+    def _default_tile(self) -> int:
+        multiple = self.info.size_multiple
+        side = min(DEFAULT_TILE, int(math.sqrt(self.max_pixels)))
+        return max(self.min_size, side // multiple * multiple)
+
+    # -- tensors ---------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _forward(self, images: Tensor) -> Tensor:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            return self.net(images).float()
+
+    @torch.no_grad()
+    def translate_tensor(self, images: Tensor) -> Tensor:
+        """``(N, C_in, H, W)`` in [-1, 1] on any device → ``(N, C_out, H, W)`` on the translator's device.
+
+        Pads to the sizes the network takes and crops back; tiles when a tile
+        size was given and the image is larger, or when the image would not
+        fit in memory whole (and retries in smaller tiles when CUDA runs out).
+        """
+        if images.dim() != 4 or images.shape[1] != self.info.in_channels:
+            raise UserError(f"expected images of shape (N, {self.info.in_channels}, H, W), got {tuple(images.shape)}")
+        images = images.to(self.device, torch.float32)
+        height, width = images.shape[-2:]
+        tile = self.tile
+        if tile is None and height * width * images.shape[0] > self.max_pixels:
+            tile = self._default_tile()
+        while True:
+            try:
+                if tile is not None and (height > tile or width > tile):
+                    return self._tiled(images, tile)
+                return self._whole(images)
+            except torch.OutOfMemoryError:
+                smaller = (tile or max(height, width)) // 2 // self.info.size_multiple * self.info.size_multiple
+                if smaller < self.min_size or smaller < 32:
+                    raise
+                log.info("out of memory: translating in %d-pixel tiles", smaller)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                tile = smaller
+
+    def _whole(self, images: Tensor) -> Tensor:
+        height, width = images.shape[-2:]
+        padded, (top, left) = reflect_pad(images, self.info.size_multiple, (self.min_size,) * 2)
+        outputs = [self._forward(chunk) for chunk in padded.split(self.batch_size)]
+        return torch.cat(outputs)[..., top:top + height, left:left + width]
+
+    def _tiled(self, images: Tensor, tile: int) -> Tensor:
+        height, width = images.shape[-2:]
+        multiple = self.info.size_multiple
+        padded, (top, left) = reflect_pad(images, multiple, (self.min_size,) * 2)
+        full_h, full_w = padded.shape[-2:]
+        tile_h, tile_w = min(tile, full_h), min(tile, full_w)
+        overlap = self.tile_overlap if self.tile_overlap is not None else tile // 4
+        overlap_h, overlap_w = min(overlap, tile_h // 2), min(overlap, tile_w // 2)
+        ys, xs = tile_starts(full_h, tile_h, overlap_h), tile_starts(full_w, tile_w, overlap_w)
+        output = images.new_zeros(images.shape[0], self.info.out_channels, full_h, full_w)
+        weight = images.new_zeros(1, 1, full_h, full_w)
+        corners = [(y, x) for y in ys for x in xs]
+        windows = {(y, x): tile_window(tile_h, overlap_h, y > 0, y + tile_h < full_h, self.device)[:, None]
+                   * tile_window(tile_w, overlap_w, x > 0, x + tile_w < full_w, self.device)
+                   for y, x in corners}
+        for y, x in corners:
+            weight[..., y:y + tile_h, x:x + tile_w] += windows[y, x]
+        for index in range(images.shape[0]):
+            image = padded[index:index + 1]
+            for start in range(0, len(corners), self.batch_size):
+                batch_corners = corners[start:start + self.batch_size]
+                crops = torch.cat([image[..., y:y + tile_h, x:x + tile_w] for y, x in batch_corners])
+                results = self._forward(crops)
+                for (y, x), result in zip(batch_corners, results):
+                    output[index, :, y:y + tile_h, x:x + tile_w] += result * windows[y, x]
+        return (output / weight)[..., top:top + height, left:left + width]
+
+    # -- images ----------------------------------------------------------------------------------------
+    def translate(self, image: Any) -> Any:
+        """Translate one image (or a batch of tensors); see the class docstring for what it takes."""
+        if isinstance(image, Tensor):
+            batch = image if image.dim() == 4 else image.unsqueeze(0)
+            result = self.translate_tensor(batch).to(image.device)
+            return result if image.dim() == 4 else result[0]
+        if isinstance(image, (str, Path)):
+            array, bits = read_image_bits(image)
+            return quantize(self.translate_array(array), self.output_bits(bits))
+        if isinstance(image, Image.Image):
+            alpha = "A" in image.getbands() or "transparency" in image.info
+            array = np.asarray(image.convert("RGBA" if alpha else "RGB"), dtype=np.float32) / 255.0
+            out = quantize(self.translate_array(array), 8)
+            return Image.fromarray(out[:, :, 0] if out.shape[2] == 1 else out)
+        if isinstance(image, np.ndarray):
+            if image.dtype == np.uint8:
+                array, bits = image.astype(np.float32) / 255.0, 8
+            elif image.dtype == np.uint16:
+                array, bits = image.astype(np.float32) / 65535.0, 16
+            elif np.issubdtype(image.dtype, np.floating):
+                array, bits = image.astype(np.float32), 0
+            else:
+                raise UserError(f"images must be uint8, uint16 or float arrays, got {image.dtype}")
+            squeeze = array.ndim == 2
+            out = self.translate_array(array[:, :, None] if squeeze else array)
+            if bits:
+                out = quantize(out, self.output_bits(bits))
+            return out[:, :, 0] if squeeze and out.shape[2] == 1 else out
+        raise UserError(f"cannot translate a {type(image).__name__}: give a tensor, PIL image, array or path")
+
+    def translate_array(self, array: np.ndarray) -> np.ndarray:
+        """``(H, W, C)`` floats in [0, 1], any C in {1, 3, 4} → ``(H, W, C_out)`` floats in [0, 1]."""
+        tensor = _to_tensor(convert_channels(array, self.info.in_channels))[None]
+        return _to_array(self.translate_tensor(tensor)[0])
+
+    def output_bits(self, input_bits: int) -> int:
+        """16 when the input has 16 bits and the model learnt 16-bit images; else 8."""
+        return 16 if input_bits == 16 and self.info.out_bits == 16 else 8
+
+    # -- folders ---------------------------------------------------------------------------------------
+    def translate_folder(self, source: str | Path, destination: str | Path, format: str = "png",  # noqa: A002
+                         overwrite: bool = False, resize: int | None = None, workers: int | None = None,
+                         progress: bool = True,
+                         on_skip: Callable[[Path, str], None] | None = None) -> FolderSummary:
+        """Translate the image ``source`` or every image under the folder ``source`` into ``destination``,
+        mirroring relative paths and names (extension from ``format``: png, jpg, or same as the input)."""
+        jobs, ignored = plan_folder(source, destination, format)
+        summary = FolderSummary(ignored=ignored)
+        say = on_skip or (lambda path, reason: log.warning("skipped %s: %s", path, reason))
+
+        def report(path: Path, reason: str) -> None:
+            with tqdm.external_write_mode():  # a line of its own, above the progress bar
+                say(path, reason)
+
+        pending = []
+        for job in jobs:
+            if job.output.exists() and not overwrite:
+                summary.kept.append(job.output)
+            else:
+                pending.append(job)
+        started = time.perf_counter()
+        workers = min(4, os.cpu_count() or 1) if workers is None else workers
+        loader = DataLoader(_ImageFiles(pending, self.info.in_channels, resize), batch_size=None, shuffle=False,
+                            num_workers=workers if len(pending) > 1 else 0,
+                            pin_memory=self.device.type == "cuda", prefetch_factor=4 if workers and len(pending) > 1
+                            else None)
+        bar = tqdm(total=len(pending), unit="img", disable=not progress, dynamic_ncols=True, leave=False)
+        writes: list[tuple[_Job, Future]] = []
+        with ThreadPoolExecutor(max_workers=2) as writer:
+            def flush(group: list[dict[str, Any]]) -> None:
+                batch = torch.stack([item["tensor"] for item in group])
+                results = self.translate_tensor(batch).cpu()
+                for item, result in zip(group, results):
+                    job = pending[item["index"]]
+                    bits = self.output_bits(item["bits"])
+                    writes.append((job, writer.submit(_write, job.output, _to_array(result), bits, overwrite)))
+                bar.update(len(group))
+
+            for group in _batches_by_shape(loader, self.batch_size, summary, pending, report):
+                flush(group)
+            for job, future in writes:
+                error = future.result()
+                if error is None:
+                    summary.translated.append(job.output)
+                else:
+                    summary.failed.append((job.output, error))
+                    report(job.output, error)
+        bar.close()
+        summary.seconds = time.perf_counter() - started
+        return summary
+
+
+def _batches_by_shape(loader: DataLoader, batch_size: int, summary: FolderSummary, pending: list[_Job],
+                      report: Callable[[Path, str], None]) -> Iterator[list[dict[str, Any]]]:
+    """Group decoded images of the same size into batches (sizes vary in a folder), keeping memory bounded."""
+    groups: dict[tuple[int, ...], list[dict[str, Any]]] = {}
+    for item in loader:
+        if item["error"]:
+            path = pending[item["index"]].input
+            summary.unreadable.append((path, item["error"]))
+            report(path, item["error"])
+            continue
+        key = tuple(item["tensor"].shape)
+        group = groups.setdefault(key, [])
+        group.append(item)
+        if len(group) == batch_size:
+            yield groups.pop(key)
+        if len(groups) > 4 * batch_size:  # many different sizes: do not hold them all
+            yield groups.pop(next(iter(groups)))
+    yield from groups.values()
+
+
+@dataclass(frozen=True)
+class _Job:
+    input: Path
+    output: Path
+
+
+def plan_folder(source: str | Path, destination: str | Path, format: str = "png") -> tuple[list[_Job], int]:  # noqa: A002
+    """Input and output paths of a folder translation, after every safety check; and how many files under
+    ``source`` are not images."""
+    if format not in FORMATS:
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+    source, destination = Path(source), Path(destination)
+    if not source.exists():
+        raise UserError(f"INPUT: {source} does not exist")
+    if destination.exists() and not destination.is_dir():
+        raise UserError(f"OUTPUT: {destination} is a file; give a folder for the translations")
+    real_source, real_destination = source.resolve(), destination.resolve()
+    if source.is_dir():
+        if real_destination == real_source or real_destination.is_relative_to(real_source):
+            raise UserError(f"OUTPUT: {destination} lies inside INPUT {source}; choose a folder outside it, "
+                            "so that translations never mix with (or replace) the inputs")
+        files = [p for p in sorted(source.rglob("*")) if p.is_file() and not p.name.startswith(".")]
+        inputs = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+        ignored = len(files) - len(inputs)
+        relatives = [p.relative_to(source) for p in inputs]
+    else:
+        inputs, relatives, ignored = [source], [Path(source.name)], 0
+    if not inputs:
+        raise UserError(f"INPUT: {source} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    jobs, claimed = [], {}
+    real_inputs = {p.resolve() for p in inputs}
+    for path, relative in zip(inputs, relatives):
+        suffix = {"png": ".png", "jpg": ".jpg"}.get(format, path.suffix.lower())
+        if not can_write(suffix):
+            raise UserError(f"--format same: cannot write {suffix} files (like {path}); use --format png")
+        output = destination / relative.with_suffix(suffix)
+        if output in claimed:
+            raise UserError(f"INPUT: {claimed[output]} and {path} would both be written to {output}; "
+                            "use --format same to keep their extensions")
+        if output.resolve() in real_inputs:
+            raise UserError(f"OUTPUT: translating {path} would replace the input {output}")
+        claimed[output] = path
+        jobs.append(_Job(path, output))
+    return jobs, ignored
+
+
+class _ImageFiles(Dataset):
+    """Decodes the inputs in loader workers: ``{"index", "tensor" (C, H, W) in [-1, 1], "bits", "error"}``."""
+
+    def __init__(self, jobs: list[_Job], channels: int, resize: int | None) -> None:
+        self.jobs, self.channels, self.resize = jobs, channels, resize
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        try:
+            array, bits = read_image_bits(self.jobs[index].input)
+        except UserError as error:
+            return _unreadable(index, str(error).split(": ", 1)[-1])
+        except Exception as error:  # noqa: BLE001 - e.g. Pillow's DecompressionBombError: skip, say why
+            return _unreadable(index, f"not a readable image ({type(error).__name__}: {error})"[:200])
+        array = convert_channels(array, self.channels)
+        if self.resize is not None:
+            import cv2  # noqa: PLC0415
+
+            array = cv2.resize(array, (self.resize, self.resize), interpolation=cv2.INTER_CUBIC)
+            array = np.clip(array if array.ndim == 3 else array[:, :, None], 0.0, 1.0)
+        return {"index": index, "tensor": _to_tensor(array), "bits": bits, "error": ""}
+
+
+def _unreadable(index: int, reason: str) -> dict[str, Any]:
+    return {"index": index, "tensor": torch.zeros(0), "bits": 0, "error": reason}
+
+
+def _to_tensor(array: np.ndarray) -> Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).mul(2).sub(1)
+
+
+def _to_array(tensor: Tensor) -> np.ndarray:
+    """``(C, H, W)`` in [-1, 1] → ``(H, W, C)`` float32 in [0, 1]."""
+    return tensor.float().add(1).div(2).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+
+
+def _write(path: Path, array: np.ndarray, bits: int, overwrite: bool) -> str | None:
+    """Write one output atomically (temporary file, then rename); never replace a file unless ``overwrite``.
+    Returns None, or why the file could not be written."""
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        data = encode_image(quantize(array, bits), path.suffix)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+        if overwrite:
+            os.replace(temporary, path)
+        else:
+            try:  # a hard link fails if the name exists: no check-then-write race
+                os.link(temporary, path)
+            except FileExistsError:
+                return "exists (it appeared while translating); kept"
+            except OSError:  # no hard links here
+                if path.exists():
+                    return "exists (it appeared while translating); kept"
+                os.replace(temporary, path)
+        return None
+    except (OSError, ValueError) as error:
+        return getattr(error, "strerror", None) or str(error)
+    finally:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+
+
+def _available_memory() -> int:
+    """Bytes of memory available on this machine (Linux's MemAvailable; 4 GiB where it cannot be read)."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30

@@ -1,0 +1,290 @@
+"""Translation: mirrored folders, any size, channels and bit depth, safety with the user's files, tiles,
+official weights, ONNX export and the Python API."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import img2img
+from img2img.config import RunConfig, TrainConfig
+from img2img.data.images import read_image_bits
+from img2img.models.pix2pix import Pix2Pix, Pix2PixConfig
+from img2img.nn.resnet import ResnetGenerator
+from img2img.train import train
+from img2img.translate import GeneratorInfo, Translator, tile_window
+
+from official_reference import (OfficialResnetGenerator, OfficialUnetGenerator, official_test_output,
+                                settle_batch_norm)
+from test_cli import assert_one_line_error, invoke
+from test_pix2pix import smooth_images
+from test_unpaired import cyclegan_trainer, write_unpaired
+
+
+class Invert(nn.Module):
+    """Exactly y = -x: outputs are predictable to the last bit, whatever the size."""
+
+    size_multiple = 4
+
+    def forward(self, x):
+        return -x
+
+
+def write_rgb(path, height, width, seed=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    Image.fromarray((rng.random((height, width, 3)) * 255).astype(np.uint8)).save(path)
+
+
+@pytest.fixture(scope="module")
+def cyclegan_run(tmp_path_factory):
+    """A CycleGAN run of two steps (shared: translation only reads it)."""
+    root = write_unpaired(tmp_path_factory.mktemp("cyclegan"))
+    cyclegan_trainer(root, root, steps=2).fit()
+    return root / "run"
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """A nested folder of images of several sizes and formats, a broken image and a text file."""
+    root = tmp_path / "photos"
+    write_rgb(root / "a.png", 37, 53, seed=1)
+    write_rgb(root / "sub" / "b.jpg", 64, 48, seed=2)
+    write_rgb(root / "sub" / "deeper" / "c.png", 5, 3, seed=3)
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_names_and_relative_paths_are_mirrored_and_sizes_kept(photos, tmp_path):
+    out = tmp_path / "out"
+    summary = Translator(Invert(), GeneratorInfo(3, 3, 4)).translate_folder(photos, out, progress=False)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "a.png", "sub/b.png", "sub/deeper/c.png"]
+    assert len(summary.translated) == 3 and summary.ignored == 1 and summary.ok
+    for name, size in (("a.png", (53, 37)), ("sub/b.png", (48, 64)), ("sub/deeper/c.png", (3, 5))):
+        assert Image.open(out / name).size == size
+    original = np.asarray(Image.open(photos / "a.png"), dtype=np.int32)
+    assert np.abs(np.asarray(Image.open(out / "a.png"), dtype=np.int32) - (255 - original)).max() <= 1
+    same = tmp_path / "same"
+    Translator(Invert(), GeneratorInfo(3, 3, 4)).translate_folder(photos, same, format="same", progress=False)
+    assert (same / "sub" / "b.jpg").is_file() and (same / "a.png").is_file()
+
+
+@pytest.mark.parametrize("size", [(5, 3), (33, 47), (64, 64), (1, 9)])
+def test_odd_sizes_are_padded_and_cropped_back(size):
+    net = ResnetGenerator(3, 3, base_channels=4, n_blocks=1, norm="instance").eval()
+    translator = Translator(net, GeneratorInfo(3, 3, 4))
+    image = torch.rand(2, 3, *size) * 2 - 1
+    assert translator.translate_tensor(image).shape == (2, 3, *size)
+    assert torch.equal(Translator(Invert(), GeneratorInfo(3, 3, 4)).translate_tensor(image), -image)
+
+
+def test_one_channel_16_bit_round_trip(tmp_path):
+    source = tmp_path / "in"
+    source.mkdir()
+    levels = (np.arange(40 * 30, dtype=np.uint16).reshape(30, 40) * 53 + 11)
+    Image.fromarray(levels).save(source / "deep.png")
+    Image.fromarray((levels // 257).astype(np.uint8)).save(source / "shallow.png")
+    sixteen = Translator(Invert(), GeneratorInfo(1, 1, 4, out_bits=16))
+    sixteen.translate_folder(source, tmp_path / "out16", progress=False)
+    array, bits = read_image_bits(tmp_path / "out16" / "deep.png")
+    assert bits == 16 and array.shape == (30, 40, 1)
+    assert np.array_equal(np.rint(array[:, :, 0] * 65535).astype(np.int64), 65535 - levels.astype(np.int64))
+    array, bits = read_image_bits(tmp_path / "out16" / "shallow.png")
+    assert bits == 8 and array.shape == (30, 40, 1)  # an 8-bit input stays 8-bit
+    eight = Translator(Invert(), GeneratorInfo(1, 1, 4, out_bits=8))  # a model trained on 8-bit images
+    eight.translate_folder(source, tmp_path / "out8", progress=False)
+    assert read_image_bits(tmp_path / "out8" / "deep.png")[1] == 8
+    assert Image.open(tmp_path / "out8" / "deep.png").mode == "L"
+
+
+def test_a_model_trained_on_16_bit_grey_pairs_writes_16_bit_grey(tmp_path):
+    for side, flip in (("a", False), ("b", True)):
+        (tmp_path / side).mkdir()
+        for index, image in enumerate(smooth_images(4)):
+            levels = (image * 257).astype(np.uint16)
+            Image.fromarray(65535 - levels if flip else levels).save(tmp_path / side / f"{index}.png")
+    options = Pix2Pix.resolve(Pix2PixConfig(a=str(tmp_path / "a"), b=str(tmp_path / "b"), size=32, load_size=32,
+                                            base_channels=4, d_base_channels=4))
+    assert (options.channels_a, options.channels_b, options.bits_b) == (1, 1, 16)
+    run = RunConfig("pix2pix", TrainConfig(steps=2, batch_size=2, device="cpu", num_workers=0), options)
+    train(run, tmp_path / "run")
+    result, output = invoke("translate", tmp_path / "run", tmp_path / "a", tmp_path / "out", "--device", "cpu")
+    assert result.exit_code == 0, output
+    array, bits = read_image_bits(tmp_path / "out" / "0.png")
+    assert bits == 16 and array.shape == (32, 32, 1)
+
+
+def test_output_inside_input_is_refused(photos, cyclegan_run):
+    for output in (photos, photos / "sub" / "out"):
+        result, _ = invoke("translate", cyclegan_run, photos, output)
+        assert_one_line_error(result, "OUTPUT", "inside INPUT")
+    assert not (photos / "sub" / "out").exists()
+
+
+def test_existing_files_are_kept_unless_overwrite(photos, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.png").write_bytes(b"precious")
+    translator = Translator(Invert(), GeneratorInfo(3, 3, 4))
+    summary = translator.translate_folder(photos, out, progress=False)
+    assert (out / "a.png").read_bytes() == b"precious" and summary.kept == [out / "a.png"]
+    assert len(summary.translated) == 2
+    summary = translator.translate_folder(photos, out, overwrite=True, progress=False)
+    assert Image.open(out / "a.png").size == (53, 37) and len(summary.translated) == 3
+    assert not [p for p in out.rglob(".*")]  # no temporary files left behind
+
+
+def test_unreadable_files_are_skipped_named_and_change_the_exit_code(photos, tmp_path, cyclegan_run):
+    (photos / "broken.png").write_bytes(b"\x89PNG but not really")
+    (photos / "sub" / "empty.jpg").write_bytes(b"")
+    out = tmp_path / "out"
+    result, output = invoke("translate", cyclegan_run, photos, out, "--device", "cpu", "--workers", "0")
+    assert result.exit_code == 3, output
+    assert "Traceback" not in output
+    lines = re.split(r"[\r\n]+", output)
+    assert any(line.startswith("skipped") and "broken.png" in line for line in lines), output
+    assert any(line.startswith("skipped") and "empty.jpg" in line for line in lines), output
+    assert "translated 3 images" in output and "skipped 2 unreadable" in output
+    assert sorted(p.name for p in out.rglob("*.png")) == ["a.png", "b.png", "c.png"]
+
+
+def test_two_way_models_translate_both_directions_and_refuse_unknown_ones(photos, tmp_path, cyclegan_run):
+    for direction in ("a2b", "b2a"):
+        result, output = invoke("translate", cyclegan_run, photos, tmp_path / direction, "--direction", direction,
+                                "--device", "cpu")
+        assert result.exit_code == 0, output
+    assert not np.array_equal(np.asarray(Image.open(tmp_path / "a2b" / "a.png")),
+                              np.asarray(Image.open(tmp_path / "b2a" / "a.png")))
+    result, _ = invoke("translate", cyclegan_run, photos, tmp_path / "x", "--arch", "resnet_9blocks")
+    assert_one_line_error(result, "--arch", "describes itself")
+
+
+def test_tiles_agree_with_the_whole_image_away_from_tile_borders_and_leave_no_seam():
+    torch.manual_seed(0)
+    net = settle_batch_norm(ResnetGenerator(3, 3, base_channels=8, n_blocks=1, norm="batch"), 3)
+    image = torch.rand(1, 3, 200, 256) * 2 - 1
+    whole = Translator(net, GeneratorInfo(3, 3, 4)).translate_tensor(image)
+    tiled = Translator(net, GeneratorInfo(3, 3, 4), tile=128, tile_overlap=96).translate_tensor(image)
+    assert tiled.shape == whole.shape
+    # the network sees ~23 pixels each way; tiles ignore the outer quarter (24 px) of each overlap
+    assert torch.allclose(tiled, whole, atol=1e-5)
+    small = Translator(net, GeneratorInfo(3, 3, 4), tile=64, tile_overlap=16).translate_tensor(image)
+    difference = (small - whole).abs()
+    assert difference.mean() < 0.01  # context is missing near tile edges, but blending hides it
+    # no seam: the jump between neighbouring columns is never much larger than in the whole image
+    jumps_tiled = (small[..., 1:] - small[..., :-1]).abs().amax(dim=(0, 1, 2))
+    jumps_whole = (whole[..., 1:] - whole[..., :-1]).abs().amax(dim=(0, 1, 2))
+    assert (jumps_tiled - jumps_whole).max() < 0.1
+
+
+def test_tiling_happens_by_itself_when_an_image_would_not_fit():
+    net = settle_batch_norm(ResnetGenerator(3, 3, base_channels=8, n_blocks=1, norm="batch"), 3)
+    image = torch.rand(1, 3, 160, 160) * 2 - 1
+    whole = Translator(net, GeneratorInfo(3, 3, 4)).translate_tensor(image)
+    calls = []
+    tight = Translator(net, GeneratorInfo(3, 3, 4), max_pixels=64 * 64)
+    forward = tight._forward
+    tight._forward = lambda batch: calls.append(batch.shape) or forward(batch)
+    assert torch.allclose(tight.translate_tensor(image), whole, atol=0.05)
+    assert calls and all(shape[-1] == 64 and shape[-2] == 64 for shape in calls)
+
+
+def test_tile_window_is_one_inside_and_at_image_borders():
+    window = tile_window(64, 16, True, False, torch.device("cpu"))
+    assert window[:4].eq(0).all() and window[16:].eq(1).all() and (window[4:12].diff() > 0).all()
+
+
+@pytest.mark.parametrize("kind", ["resnet", "unet"])
+def test_official_state_dicts_load_and_translate_as_the_official_test_does(kind, tmp_path):
+    torch.manual_seed(1)
+    if kind == "resnet":
+        reference = OfficialResnetGenerator(3, 3, ngf=8, norm="instance", n_blocks=6).eval()
+        arch, sizes = "resnet_6blocks", ((32, 48), (20, 36))
+    else:
+        reference = settle_batch_norm(OfficialUnetGenerator(1, 3, num_downs=7, ngf=4, norm="batch"), 1, size=128)
+        arch, sizes = "unet_128", ((128, 128), (128, 256))
+    weights = tmp_path / "latest_net_G.pth"
+    torch.save(reference.state_dict(), weights)
+    for index, (height, width) in enumerate(sizes):
+        write_rgb(tmp_path / "in" / f"{index}.png", height, width, seed=index)
+    result, output = invoke("translate", weights, tmp_path / "in", tmp_path / "out", "--arch", arch,
+                            "--device", "cpu")
+    assert result.exit_code == 0, output
+    input_nc = 3 if kind == "resnet" else 1
+    for index in range(len(sizes)):
+        expected = official_test_output(reference, tmp_path / "in" / f"{index}.png", input_nc).astype(np.int32)
+        ours = np.asarray(Image.open(tmp_path / "out" / f"{index}.png"), dtype=np.int32)
+        assert ours.shape == expected.shape and np.abs(ours - expected).max() <= 1
+    # import: the same translation from a self-describing checkpoint, no --arch needed
+    result, output = invoke("import", weights, "--out", tmp_path / "imported.ckpt")
+    assert result.exit_code == 0, output
+    result, output = invoke("translate", tmp_path / "imported.ckpt", tmp_path / "in", tmp_path / "out2",
+                            "--device", "cpu")
+    assert result.exit_code == 0, output
+    for index in range(len(sizes)):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / f"{index}.png")),
+                              np.asarray(Image.open(tmp_path / "out2" / f"{index}.png")))
+    result, _ = invoke("train", "cyclegan", "--resume", tmp_path / "imported.ckpt")
+    assert_one_line_error(result, "--resume", "imported generator weights only")
+
+
+def test_official_weights_with_the_wrong_options_or_foreign_files_are_one_line_errors(tmp_path):
+    weights = tmp_path / "latest_net_G_A.pth"
+    torch.save(OfficialResnetGenerator(3, 3, ngf=8, n_blocks=6).state_dict(), weights)
+    write_rgb(tmp_path / "in" / "x.png", 16, 16)
+    result, _ = invoke("translate", weights, tmp_path / "in", tmp_path / "out", "--arch", "resnet_9blocks")
+    assert_one_line_error(result, "--arch resnet_9blocks", "resnet_6blocks")
+    result, _ = invoke("translate", weights, tmp_path / "in", tmp_path / "out", "--norm", "batch")
+    assert_one_line_error(result, "--norm batch", "instance")
+    torch.save({"conv.weight": torch.zeros(3, 3)}, tmp_path / "other.pth")
+    result, _ = invoke("translate", tmp_path / "other.pth", tmp_path / "in", tmp_path / "out")
+    assert_one_line_error(result, "other.pth", "not those of an official")
+    (tmp_path / "junk.pth").write_bytes(b"junk")
+    result, _ = invoke("translate", tmp_path / "junk.pth", tmp_path / "in", tmp_path / "out")
+    assert_one_line_error(result, "junk.pth", "not a readable")
+
+
+def test_official_cyclegan_pair_imports_both_directions(tmp_path):
+    g_a, g_b = (OfficialResnetGenerator(3, 3, ngf=8, n_blocks=6).eval() for _ in range(2))
+    torch.save(g_a.state_dict(), tmp_path / "latest_net_G_A.pth")
+    torch.save(g_b.state_dict(), tmp_path / "latest_net_G_B.pth")
+    result, output = invoke("import", tmp_path / "latest_net_G_A.pth", tmp_path / "latest_net_G_B.pth",
+                            "--out", tmp_path / "h2z.ckpt")
+    assert result.exit_code == 0, output
+    image = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        for direction, reference in (("a2b", g_a), ("b2a", g_b)):
+            translated = img2img.load(tmp_path / "h2z.ckpt", direction, device="cpu").translate(image)
+            assert torch.allclose(translated, reference(image), atol=1e-6)
+
+
+def test_python_api_translates_tensors_arrays_pil_images_and_folders(cyclegan_run, photos, tmp_path):
+    translator = img2img.load(cyclegan_run, device="cpu")
+    image = torch.rand(3, 20, 28) * 2 - 1
+    assert translator.translate(image).shape == (3, 20, 28)
+    assert translator.translate(np.zeros((9, 13, 3), np.uint8)).shape == (9, 13, 3)
+    assert translator.translate(Image.new("RGB", (30, 10))).size == (30, 10)
+    assert translator.translate(photos / "a.png").dtype == np.uint8
+    summary = translator.translate_folder(photos, tmp_path / "api", progress=False)
+    assert len(summary.translated) == 3
+
+
+def test_onnx_export_matches_pytorch(cyclegan_run, tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    result, output = invoke("export", cyclegan_run, "--format", "onnx", "--out", tmp_path / "g.onnx",
+                            "--direction", "b2a")
+    assert result.exit_code == 0, output
+    session = onnxruntime.InferenceSession(str(tmp_path / "g.onnx"))
+    translator = img2img.load(cyclegan_run, "b2a", device="cpu")
+    for shape in ((1, 3, 32, 32), (3, 3, 48, 24)):  # batch and sides are dynamic
+        image = torch.rand(*shape) * 2 - 1
+        (exported,) = session.run(None, {"image": image.numpy()})
+        assert np.abs(exported - translator.translate(image).numpy()).max() < 1e-4
+    result, _ = invoke("export", cyclegan_run, "--out", tmp_path / "g.onnx")
+    assert_one_line_error(result, "--out", "exists")
