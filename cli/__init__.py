@@ -14,6 +14,7 @@ import click
 from img2img.errors import UserError
 
 from .demo import demo
+from .evaluate import evaluate
 from .sample import sample
 from .train import train
 from .translate import export, import_weights, translate
@@ -62,5 +63,6 @@ main.add_command(demo)
 main.add_command(translate)
 main.add_command(import_weights)
 main.add_command(export)
+main.add_command(evaluate)
 
 __all__ = ["main"]

@@ -49,6 +49,15 @@ def train_options(defaults: TrainConfig, default_loss: str, steps_help: str = "T
                      help="Data-loading worker processes."),
         click.option("--ema", type=click.FloatRange(min=0, max=1, max_open=True), default=defaults.ema_decay,
                      help="Decay of the moving average of the generator weights used for samples (0: off)."),
+        click.option("--eval-every", type=click.IntRange(min=0), default=0,
+                     help="Evaluate on held-out data every N steps and at the end, logging the metrics and keeping "
+                          "RUN/best.ckpt (0: off)."),
+        click.option("--eval-metric", default="",
+                     help="Metric that picks best.ckpt.  [default: fid (MNIST GAN), psnr (pix2pix), fid_a2b]"),
+        click.option("--eval-a", type=click.Path(), default=None, help="Held-out A images for --eval-every."),
+        click.option("--eval-b", type=click.Path(), default=None, help="Held-out B images for --eval-every."),
+        click.option("--eval-aligned", type=click.Path(), default=None,
+                     help="Held-out side-by-side files for --eval-every (pix2pix)."),
         click.option("--sync-bn", is_flag=True, help="Synchronise batch norm across processes (torchrun, CUDA)."),
         click.option("--dry-run", is_flag=True, help="Print the resolved configuration and exit."),
     ]
@@ -78,7 +87,9 @@ def train_config(values: dict[str, Any]) -> TrainConfig:
         steps=values["steps"], batch_size=values["batch_size"], seed=values["seed"], device=values["device"],
         lr=values["lr"], decay_steps=values["decay_steps"], save_every_steps=values["save_every"],
         sample_every_steps=values["sample_every"], log_every_steps=values["log_every"],
-        num_workers=values["workers"], amp=values["amp"], ema_decay=values["ema"], sync_batch_norm=values["sync_bn"])
+        num_workers=values["workers"], amp=values["amp"], ema_decay=values["ema"], sync_batch_norm=values["sync_bn"],
+        eval_every_steps=values["eval_every"], eval_metric=values["eval_metric"], eval_a=values["eval_a"],
+        eval_b=values["eval_b"], eval_aligned=values["eval_aligned"])
 
 
 def check_resume_options(ctx: click.Context) -> None:

@@ -35,6 +35,12 @@ class TrainConfig:
     num_workers: int = 2
     sync_batch_norm: bool = False  # synchronised batch norm across processes in distributed training (CUDA)
     ema_decay: float = 0.0  # > 0: keep an exponential moving average of the generators' weights for inference
+    eval_every_steps: int = 0  # > 0: evaluate on held-out data every N steps and at the end; keep best.ckpt
+    eval_metric: str = ""  # the metric best.ckpt is chosen by ("": the model's default)
+    eval_a: str | None = None  # held-out data of image models (pix2pix: --eval-a/--eval-b or --eval-aligned)
+    eval_b: str | None = None
+    eval_aligned: str | None = None
+    eval_samples: int = 1000  # generated images per evaluation (MNIST GAN)
 
     def validate(self) -> None:
         positive = {"--steps": self.steps, "--batch-size": self.batch_size, "--save-every": self.save_every_steps,
@@ -48,6 +54,8 @@ class TrainConfig:
             raise UserError(f"--lr must be positive, got {self.lr}")
         if not 0 <= self.ema_decay < 1:
             raise UserError(f"--ema must lie in [0, 1), got {self.ema_decay}")
+        if self.eval_every_steps < 0:
+            raise UserError(f"--eval-every must be 0 (off) or more, got {self.eval_every_steps}")
         if self.num_workers < 0:
             raise UserError(f"--workers must be 0 or more, got {self.num_workers}")
 

@@ -8,6 +8,7 @@
     RUN/samples/step-N.png   sample grids; RUN/samples/last.png is the newest
     RUN/checkpoints/step-N.ckpt
     RUN/last.ckpt            the newest checkpoint (same file as its step-N.ckpt)
+    RUN/best.ckpt            with --eval-every: the checkpoint that scored best on held-out data
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class RunDir:
     samples = property(lambda self: self.root / "samples")
     checkpoints = property(lambda self: self.root / "checkpoints")
     last = property(lambda self: self.root / LAST_NAME)
+    best = property(lambda self: self.root / "best.ckpt")
 
     def checkpoint(self, step: int) -> Path:
         return self.checkpoints / f"step-{step:08d}.ckpt"

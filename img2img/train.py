@@ -129,6 +129,7 @@ class Trainer:
             self.dirs.create(fresh=False)
         self.device = dist_tools.setup(self.job, device or resolve_device(self.config.device))
         self.step = 0
+        self.best: dict[str, Any] | None = None  # {"metric", "value", "step"} of the best evaluation so far
         seed_everything(self.config.seed)
         self.model = build_model(run).to(self.device)
         if self.job.rank:  # every rank starts from rank 0's weights (DDP broadcasts them) but draws its own noise
@@ -143,6 +144,14 @@ class Trainer:
         if self.config.ema_decay > 0:
             for name in self.model.inference_networks:
                 self.ema[name] = copy.deepcopy(self.model.nets[name]).requires_grad_(False)
+        self.final_evaluation: float | None = None
+        self.eval_metric = ""
+        if self.config.eval_every_steps:
+            from img2img.evaluation.evaluate import EvalData, check_training_evaluation  # noqa: PLC0415
+
+            self.eval_metric = check_training_evaluation(
+                run.model, self.config.eval_metric,
+                EvalData(self.config.eval_a, self.config.eval_b, self.config.eval_aligned))
         if resume is not None:
             self._load_state(resume)
         self.data = self.model.build_data(run.options, self.config, self.device, self.job.rank, self.job.world_size)
@@ -244,6 +253,7 @@ class Trainer:
             "rng": checkpoint.capture_rng(),
             "world_size": self.job.world_size,
             "model_state": self.model.extra_state(),
+            "best": self.best,
         }
 
     def _load_state(self, payload: dict[str, Any]) -> None:
@@ -257,6 +267,7 @@ class Trainer:
             sch.load_state_dict(payload["schedulers"][name])
         self.model.load_extra_state(payload.get("model_state", {}))
         self.step = int(payload["step"])
+        self.best = payload.get("best")
         ranks = payload.get("rng_ranks")
         if ranks is not None and len(ranks) == self.job.world_size:
             checkpoint.restore_rng(ranks[self.job.rank])
@@ -337,8 +348,13 @@ class Trainer:
                                      for k, v in record.items()))
                 if main and (self.step % config.sample_every_steps == 0 or self.step == config.steps):
                     grid = self.write_samples(sample_inputs)
-                if self.step % config.save_every_steps == 0 or self.step == end:
+                evaluate = config.eval_every_steps > 0 and (self.step % config.eval_every_steps == 0
+                                                            or self.step == config.steps)
+                improved = self.evaluate() if evaluate and main else False
+                if self.step % config.save_every_steps == 0 or self.step == end or evaluate:
                     last = self.save()
+                    if improved:
+                        checkpoint.atomic_link(self.dirs.checkpoint(self.step), self.dirs.best)
         except KeyboardInterrupt:
             bar.close()
             if not self.job.enabled:  # a distributed save would wait on ranks that are stopping too
@@ -354,7 +370,35 @@ class Trainer:
         dist_tools.barrier(self.job)
         if main:
             log.info("finished at step %d in %.1f s", self.step, seconds)
+            if self.best is not None and self.final_evaluation is not None:
+                metric = self.best["metric"]
+                log.info("held-out %s: final %.4g at step %d; best %.4g at step %d (%s)", metric,
+                         self.final_evaluation, self.step, self.best["value"], self.best["step"], self.dirs.best)
         return TrainResult(self.dirs.root, last, grid, self.step, seconds)
+
+    def evaluate(self) -> bool:
+        """Evaluate the inference model on the held-out data, log it, and say whether it is the best so far."""
+        from img2img.evaluation.evaluate import EvalData, better, evaluate_model  # noqa: PLC0415
+
+        config = self.config
+        model = self.inference_model()
+        model.eval()
+        try:
+            report = evaluate_model(model, self.run, self.step,
+                                    EvalData(config.eval_a, config.eval_b, config.eval_aligned),
+                                    samples=config.eval_samples, seed=config.seed, device=self.device)
+        finally:
+            self.model.train()
+        values = {k: v for k, v in report.metrics.items() if isinstance(v, (int, float))}
+        self.dirs.append_metrics({"step": self.step, "eval": values})
+        value = float(values[self.eval_metric])
+        self.final_evaluation = value
+        improved = better(self.eval_metric, value, None if self.best is None else self.best["value"])
+        if improved:
+            self.best = {"metric": self.eval_metric, "value": value, "step": self.step}
+        log.info("eval step=%d %s%s", self.step, " ".join(f"{k}={v:.4g}" for k, v in values.items()),
+                 " (best so far)" if improved else "")
+        return improved
 
     def _log_record(self, totals: dict[str, list[Tensor]], steps_per_second: float) -> dict[str, Any]:
         record: dict[str, Any] = {"step": self.step}
@@ -371,6 +415,11 @@ def resolve_run(run: RunConfig) -> RunConfig:
     """Validate a run's options and data once and make every inferred setting explicit."""
     run.train.validate()
     resolve_device(run.train.device)
+    if run.train.eval_every_steps:
+        from img2img.evaluation.evaluate import EvalData, check_training_evaluation  # noqa: PLC0415
+
+        train = run.train
+        check_training_evaluation(run.model, train.eval_metric, EvalData(train.eval_a, train.eval_b, train.eval_aligned))
     return dataclasses.replace(run, options=get_model_class(run.model).resolve(run.options))
 
 

@@ -24,3 +24,13 @@ def tiny_mnist_run(steps: int = 20, batch_size: int = 8, loss: str = "non-satura
 @pytest.fixture
 def mnist_run():
     return tiny_mnist_run
+
+
+@pytest.fixture(scope="session")
+def cyclegan_run(tmp_path_factory):
+    """A tiny CycleGAN run of two steps, shared by the tests that only read it (translate, eval, export)."""
+    from test_unpaired import cyclegan_trainer, write_unpaired  # noqa: PLC0415
+
+    root = write_unpaired(tmp_path_factory.mktemp("cyclegan"))
+    cyclegan_trainer(root, root, steps=2).fit()
+    return root / "run"

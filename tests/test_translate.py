@@ -23,7 +23,6 @@ from official_reference import (OfficialResnetGenerator, OfficialUnetGenerator, 
                                 settle_batch_norm)
 from test_cli import assert_one_line_error, invoke
 from test_pix2pix import smooth_images
-from test_unpaired import cyclegan_trainer, write_unpaired
 
 
 class Invert(nn.Module):
@@ -39,14 +38,6 @@ def write_rgb(path, height, width, seed=0):
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     Image.fromarray((rng.random((height, width, 3)) * 255).astype(np.uint8)).save(path)
-
-
-@pytest.fixture(scope="module")
-def cyclegan_run(tmp_path_factory):
-    """A CycleGAN run of two steps (shared: translation only reads it)."""
-    root = write_unpaired(tmp_path_factory.mktemp("cyclegan"))
-    cyclegan_trainer(root, root, steps=2).fit()
-    return root / "run"
 
 
 @pytest.fixture

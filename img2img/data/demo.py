@@ -14,6 +14,7 @@ drawn from disjoint halves of the training digits so that no pair exists.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,31 @@ from img2img.data.mnist import load_embedded
 from img2img.errors import UserError
 
 DEMO_SIZE = 32
+MARKER = "demo.json"  # {"task": ...} at a demo dataset's root, so evaluation knows the exact targets
+SKELETON_TASK = "skeleton-to-digit"
+COLOUR_TASK = "grey-to-orange-on-navy"
+
+
+def _mark(out: Path, task: str) -> None:
+    (out / MARKER).write_text(json.dumps({"task": task, "size": DEMO_SIZE}) + "\n")
+
+
+def demo_task(folder: str | Path) -> str | None:
+    """The demo task a data folder belongs to (its ``demo.json`` within two levels up), or None."""
+    folder = Path(folder).resolve()
+    for candidate in (folder, *list(folder.parents)[:2]):
+        marker = candidate / MARKER
+        if marker.is_file():
+            try:
+                return json.loads(marker.read_text()).get("task")
+            except (OSError, ValueError):
+                return None
+    return None
+
+
+def label_of(path: str | Path) -> int:
+    """The digit label at the end of a demo file's name (``00012_7.png`` → 7)."""
+    return int(Path(path).stem.rsplit("_", 1)[-1])
 
 
 def skeletonize(binary: np.ndarray) -> np.ndarray:
@@ -78,6 +104,7 @@ def write_skeleton_pairs(out: str | Path, overwrite: bool = False) -> dict[str, 
             for index, (image, label) in enumerate(zip(images, digits.labels.tolist())):
                 Image.fromarray(image).save(folder / f"{index:05d}_{label}.png")
         counts[split] = len(digits.labels)
+    _mark(out, SKELETON_TASK)
     return counts
 
 
@@ -94,6 +121,20 @@ def orange_on_navy(grey: np.ndarray) -> np.ndarray:
     dilated = grey_dilation3(grey).astype(np.float32)[..., None] / 255.0
     colour = NAVY + dilated * (ORANGE - NAVY)
     return np.round(colour * 255).astype(np.uint8)
+
+
+def ink_from_colour(rgb):
+    """Inverse of the colour map for ``(N, 3, H, W)`` tensors in [0, 1]: position on the navy→orange axis,
+    ``(N, 1, H, W)`` in [0, 1] (0 navy background, 1 orange ink)."""
+    navy = rgb.new_tensor(NAVY).view(1, 3, 1, 1)
+    axis = rgb.new_tensor(ORANGE - NAVY).view(1, 3, 1, 1)
+    return (((rgb - navy) * axis).sum(1, keepdim=True) / axis.pow(2).sum()).clamp(0, 1)
+
+
+def colour_map(grey):
+    """The colour map alone, without the dilation: ``(N, 1, H, W)`` in [0, 1] → ``(N, 3, H, W)``."""
+    navy = grey.new_tensor(NAVY).view(1, 3, 1, 1)
+    return navy + grey * grey.new_tensor(ORANGE - NAVY).view(1, 3, 1, 1)
 
 
 def grey_dilation3(images: np.ndarray) -> np.ndarray:
@@ -121,6 +162,7 @@ def write_colour_digits(out: str | Path, overwrite: bool = False) -> dict[str, i
     indices = np.arange(len(test.labels))
     _write(out / "test" / "a", test_grey, test.labels.numpy(), indices)
     _write(out / "test" / "b", orange_on_navy(test_grey), test.labels.numpy(), indices)
+    _mark(out, COLOUR_TASK)
     return {"train_a": len(halves["a"]), "train_b": len(halves["b"]), "test": len(indices)}
 
 

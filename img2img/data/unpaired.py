@@ -69,6 +69,11 @@ class UnpairedImages(Dataset):
         out = self.transform(image=image)["image"]
         return to_tensor(out[:, :, None] if out.ndim == 2 else out)
 
+    def side_image(self, side: str, index: int) -> Tensor:
+        """Image ``index`` of domain ``side`` (``"a"`` or ``"b"``) alone, transformed as for evaluation."""
+        files, channels = (self.a_files, self.channels_a) if side == "a" else (self.b_files, self.channels_b)
+        return self._load(files[index], channels, 0)
+
     def __getitem__(self, key: Any) -> dict[str, Tensor]:
         index, seed = key if isinstance(key, tuple) else (int(key), 0)
         a_path = self.a_files[index % len(self.a_files)]

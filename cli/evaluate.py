@@ -1,0 +1,38 @@
+"""``img2img eval``: metrics of a checkpoint, with their baselines and floors, as a table and as JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from img2img.evaluation.features import EXTRACTORS
+from img2img.evaluation.run import evaluate_checkpoint
+
+
+@click.command("eval")
+@click.argument("checkpoint", type=click.Path())
+@click.option("--a", "data_a", type=click.Path(), default=None, help="Held-out domain-A (input) images.")
+@click.option("--b", "data_b", type=click.Path(), default=None, help="Held-out domain-B (target) images.")
+@click.option("--aligned", type=click.Path(), default=None, help="Held-out side-by-side A|B files (pix2pix).")
+@click.option("--metrics", default=None,
+              help="Comma-separated metrics that must be computed (e.g. fid,psnr).  [default: all that apply]")
+@click.option("--features", type=click.Choice(["auto", *EXTRACTORS]), default="auto",
+              help="FID/KID features: auto (digits for digit data, else Inception), digits, inception, random.")
+@click.option("--inception-weights", type=click.Path(dir_okay=False), default=None,
+              help="The FID Inception weights (pt_inception-2015-12-05-6726825d.pth); never downloaded.")
+@click.option("--samples", type=click.IntRange(min=2), default=1000, help="Generated images (MNIST GAN).")
+@click.option("--seed", type=int, default=0, help="Seed of the generated images and of the floor's draw.")
+@click.option("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Where to write the JSON.  [default: RUN/eval/step-N.json beside the checkpoint]")
+def evaluate(checkpoint: str, data_a: str | None, data_b: str | None, aligned: str | None, metrics: str | None,
+             features: str, inception_weights: str | None, samples: int, seed: int, device: str,
+             json_path: str | None) -> None:
+    """Evaluate CHECKPOINT (a checkpoint file or run folder) by the documented protocol (see the README)."""
+    wanted = tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else ()
+    report, written = evaluate_checkpoint(checkpoint, data_a, data_b, aligned, wanted, features, inception_weights,
+                                          samples, seed, device, Path(json_path) if json_path else None)
+    click.echo(f"{report.model} at step {report.step}")
+    click.echo(report.table())
+    click.echo(f"wrote {written}")

@@ -1,0 +1,285 @@
+"""Evaluating a model: what ``img2img eval`` and ``--eval-every`` compute, with baselines and floors.
+
+The protocol (also in the README):
+
+- MNIST GAN: ``samples`` digits (default 1,000) drawn with a fixed seed are
+  compared with the 1,000 held-out digits through the shipped digit
+  classifier: classifier-FID and KID, printed beside the real-vs-real floor
+  (1,000 training digits against the held-out ones); class coverage and KL to
+  uniform; and the mean nearest-neighbour distance to the 4,000 training
+  digits beside that of the held-out digits (a memorising GAN scores near 0).
+- pix2pix: every held-out pair, resized to the training size (bicubic) as in
+  training without crop or flip, translated in evaluation mode: L1, PSNR and
+  SSIM against the targets, FID/KID of outputs against targets.
+- CycleGAN/DiscoGAN: every held-out image of each domain translated to the
+  other; FID/KID against the real images of that domain.
+- The offline demo tasks (``img2img demo``) add ground truth: PSNR/SSIM
+  against the exact targets and label agreement by the digit classifier,
+  beside the trivial baselines (identity and 3×3 dilation for
+  skeleton→digit; identity and the colour map alone for grey→orange-on-navy).
+
+Features: ``digits`` for digit data (the MNIST GAN and the demos), else the
+standard Inception (local weights only); FID and KID are skipped with a note
+when those weights are missing and they were not asked for by name.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from img2img.data.demo import COLOUR_TASK, SKELETON_TASK, colour_map, demo_task, ink_from_colour, label_of
+from img2img.data.mnist import load_embedded
+from img2img.errors import UserError
+from img2img.evaluation.digits import load_classifier
+from img2img.evaluation.features import build_extractor
+from img2img.evaluation.metrics import class_statistics, fid_kid, nearest_neighbour_distance, paired_metrics
+
+log = logging.getLogger(__name__)
+
+# higher is better for these; lower for the rest (fid, kid, l1, nn distance)
+HIGHER_IS_BETTER = {"psnr", "ssim", "label_agreement", "classes_covered"}
+DEFAULT_METRIC = {"mnist-gan": "fid", "pix2pix": "psnr", "cyclegan": "fid_a2b", "discogan": "fid_a2b"}
+# what each kind of model reports (the demo tasks add l1/psnr/ssim/label_agreement to the unpaired models)
+METRICS = {"mnist-gan": ("fid", "kid", "fid_over_floor", "classes_covered", "kl_to_uniform", "nn_distance_to_train"),
+           "pix2pix": ("l1", "psnr", "ssim", "fid", "kid", "label_agreement"),
+           "cyclegan": ("fid_a2b", "kid_a2b", "fid_b2a", "kid_b2a", "l1", "psnr", "ssim", "label_agreement")}
+METRICS["discogan"] = METRICS["cyclegan"]
+
+
+def check_training_evaluation(model: str, metric: str, data: EvalData) -> str:
+    """The metric a run's --eval-every chooses best.ckpt by, after checking that it and the data can work."""
+    metric = metric or DEFAULT_METRIC.get(model, "")
+    if model not in METRICS:
+        raise UserError(f"--eval-every: no evaluation protocol for {model} models")
+    if metric not in METRICS[model]:
+        raise UserError(f"--eval-metric: {metric!r} is not a {model} metric (choose from {', '.join(METRICS[model])})")
+    if model != "mnist-gan":
+        _require(data, model)
+    return metric
+BATCH = 100
+
+
+@dataclass(frozen=True)
+class EvalData:
+    """Held-out data for image models: paired folders (``a``, ``b``), side-by-side files (``aligned``)."""
+
+    a: str | None = None
+    b: str | None = None
+    aligned: str | None = None
+
+
+@dataclass
+class Report:
+    """What an evaluation found: the model's metrics, and beside them baselines and floors."""
+
+    model: str
+    step: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+    reference: dict[str, dict[str, Any]] = field(default_factory=dict)  # name → metrics (baselines, floors)
+    notes: list[str] = field(default_factory=list)
+    protocol: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "step": self.step, "metrics": self.metrics, "reference": self.reference,
+                "notes": self.notes, "protocol": self.protocol}
+
+    def table(self) -> str:
+        """The metrics as a text table: one row per metric, the model's value, then each reference's."""
+        columns = ["model", *self.reference]
+        names = [name for name, value in self.metrics.items() if isinstance(value, (int, float))]
+        for values in self.reference.values():
+            names += [n for n, v in values.items() if isinstance(v, (int, float)) and n not in names]
+        rows = [["metric", *columns]]
+        for name in names:
+            row = [name]
+            for column in columns:
+                value = self.metrics.get(name) if column == "model" else self.reference[column].get(name)
+                row.append("" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value)))
+            rows.append(row)
+        widths = [max(len(row[i]) for row in rows) for i in range(len(columns) + 1)]
+        lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+        lines.insert(1, "  ".join("-" * width for width in widths))
+        return "\n".join(lines + [f"note: {note}" for note in self.notes])
+
+
+def better(metric: str, value: float, best: float | None) -> bool:
+    if best is None:
+        return True
+    return value > best if metric in HIGHER_IS_BETTER else value < best
+
+
+def evaluate_model(model: Any, run: Any, step: int, data: EvalData | None = None, features: str = "auto",
+                   inception_weights: str | None = None, samples: int = 1000, seed: int = 0,
+                   device: torch.device | str = "cpu", metrics: tuple[str, ...] = ()) -> Report:
+    """Evaluate ``model`` (in evaluation mode, on ``device``) by the protocol of its kind."""
+    report = Report(run.model, step, protocol={"seed": seed, "features": features})
+    if run.model == "mnist-gan":
+        _evaluate_digits_gan(model, report, samples, seed, device, features, inception_weights)
+    elif run.model == "pix2pix":
+        _evaluate_pix2pix(model, run.options, report, _require(data, run.model), device, features,
+                          inception_weights, metrics)
+    elif run.model in ("cyclegan", "discogan"):
+        _evaluate_unpaired(model, run.options, report, _require(data, run.model), device, features,
+                           inception_weights, metrics)
+    else:
+        raise UserError(f"no evaluation protocol for {run.model} models")
+    if metrics:
+        unknown = [m for m in metrics if m not in report.metrics]
+        if unknown:
+            raise UserError(f"--metrics: {', '.join(unknown)} not computed for {run.model} "
+                            f"(available: {', '.join(k for k in report.metrics if not k.endswith('_counts'))})")
+    return report
+
+
+def _require(data: EvalData | None, model: str) -> EvalData:
+    if data is None or (data.a is None and data.b is None and data.aligned is None):
+        flags = "--a DIR --b DIR (or --aligned DIR)" if model == "pix2pix" else "--a DIR --b DIR"
+        raise UserError(f"evaluating a {model} model needs held-out data: {flags}")
+    return data
+
+
+# -- the MNIST GAN -----------------------------------------------------------------------------------------
+def _evaluate_digits_gan(model: Any, report: Report, samples: int, seed: int, device: Any, features: str,
+                         inception_weights: str | None) -> None:
+    classifier = load_classifier(device)
+    extractor = classifier if features in ("auto", "digits") else build_extractor(features, inception_weights, 1)
+    generated = model.generate(samples, torch.Generator(device="cpu").manual_seed(seed)).float().cpu()
+    held_out, train = load_embedded("test").as_float(), load_embedded("train").as_float()
+    floor_draw = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:len(held_out)]]
+    report.metrics.update(_distribution(extractor, held_out, generated, device))
+    report.reference["real-vs-real floor"] = _distribution(extractor, held_out, floor_draw, device)
+    predicted = _classify(classifier, generated, device)
+    report.metrics.update(class_statistics(predicted))
+    report.reference["held-out digits"] = class_statistics(load_embedded("test").labels)
+    to_unit = lambda images: images.add(1).div(2)  # noqa: E731
+    report.metrics["nn_distance_to_train"] = nearest_neighbour_distance(to_unit(generated), to_unit(train))
+    report.reference["held-out digits"]["nn_distance_to_train"] = nearest_neighbour_distance(to_unit(held_out),
+                                                                                             to_unit(train))
+    report.metrics["fid_over_floor"] = report.metrics["fid"] / max(report.reference["real-vs-real floor"]["fid"],
+                                                                   1e-12)
+    report.protocol.update({"generated": samples, "reference": "1,000 held-out embedded digits",
+                            "floor": "1,000 training digits vs the held-out digits",
+                            "features": "digit classifier" if extractor is classifier else features})
+
+
+def _distribution(extractor: Any, real: Tensor, fake: Tensor, device: Any) -> dict[str, float]:
+    result = fid_kid(extractor, real.split(BATCH), fake.split(BATCH), device=device)
+    return {"fid": result["fid"], "kid": result["kid"]}
+
+
+@torch.no_grad()
+def _classify(classifier: Any, images: Tensor, device: Any) -> Tensor:
+    return torch.cat([classifier.classify(chunk.to(device)).argmax(1).cpu() for chunk in images.split(BATCH)])
+
+
+# -- pix2pix -------------------------------------------------------------------------------------------------
+def _evaluate_pix2pix(model: Any, options: Any, report: Report, data: EvalData, device: Any, features: str,
+                      inception_weights: str | None, metrics: tuple[str, ...]) -> None:
+    held_out = replace(options, a=data.a, b=data.b, aligned=data.aligned)
+    if (held_out.aligned is None) == (held_out.a is None or held_out.b is None):
+        raise UserError("held-out pix2pix data: give --a DIR --b DIR (paired by name) or --aligned DIR")
+    dataset = type(model).dataset(held_out, train=False)
+    inputs, targets = _stack(dataset, ("a", "b"))
+    outputs = _translate(model, inputs, "a2b", device)
+    unit = lambda images: images.add(1).div(2).clamp(0, 1)  # noqa: E731
+    report.metrics.update(paired_metrics(unit(outputs), unit(targets)))
+    report.reference["identity"] = paired_metrics(unit(_match_channels(inputs, targets)), unit(targets))
+    task = demo_task(data.a or data.aligned)
+    files = [pair.b or pair.a for pair in dataset.pairs]
+    _distribution_or_note(report, targets, outputs, device, features, inception_weights, metrics,
+                          digits=task is not None)
+    if task == SKELETON_TASK:
+        dilated = F.max_pool2d(unit(inputs), 3, 1, 1)
+        report.reference["dilation 3x3"] = paired_metrics(dilated, unit(targets))
+        classifier = load_classifier(device)
+        labels = torch.tensor([label_of(path) for path in files])
+        agreement = lambda images: (_classify(classifier, images, device) == labels).float().mean().item()  # noqa
+        report.metrics["label_agreement"] = agreement(outputs)
+        report.reference["dilation 3x3"]["label_agreement"] = agreement(dilated * 2 - 1)
+        report.reference["exact targets"] = {"label_agreement": agreement(targets)}
+    report.protocol.update({"pairs": len(dataset), "size": options.size, "resize": "bicubic to the training size",
+                            "demo_task": task})
+
+
+def _match_channels(images: Tensor, like: Tensor) -> Tensor:
+    if images.shape[1] == like.shape[1]:
+        return images
+    if images.shape[1] == 1:
+        return images.expand(-1, like.shape[1], -1, -1)
+    return images[:, :1] if like.shape[1] == 1 else images[:, :like.shape[1]]
+
+
+# -- CycleGAN and DiscoGAN -------------------------------------------------------------------------------------
+def _evaluate_unpaired(model: Any, options: Any, report: Report, data: EvalData, device: Any, features: str,
+                       inception_weights: str | None, metrics: tuple[str, ...]) -> None:
+    if data.a is None or data.b is None:
+        raise UserError("held-out unpaired data: give both --a DIR and --b DIR")
+    held_out = replace(options, a=data.a, b=data.b, gpu_augment=False)
+    dataset = type(model).dataset(held_out, train=False)
+    real_a = _stack_files(dataset, "a")
+    real_b = _stack_files(dataset, "b")
+    fake_b = _translate(model, real_a, "a2b", device)
+    fake_a = _translate(model, real_b, "b2a", device)
+    task = demo_task(data.a)
+    digits = task is not None
+    for name, real, fake in (("_a2b", real_b, fake_b), ("_b2a", real_a, fake_a)):
+        _distribution_or_note(report, real, fake, device, features, inception_weights, metrics, digits, name)
+    if task == COLOUR_TASK:
+        unit = lambda images: images.add(1).div(2).clamp(0, 1)  # noqa: E731
+        names_a = [Path(p).name for p in dataset.a_files]
+        names_b = {Path(p).name: index for index, p in enumerate(dataset.b_files)}
+        order = [names_b[name] for name in names_a if name in names_b]
+        if len(order) == len(names_a):  # test/b holds the exact targets of test/a
+            target = unit(real_b[order])
+            report.metrics.update(paired_metrics(unit(fake_b), target))
+            report.reference["colour map only"] = paired_metrics(colour_map(unit(real_a)), target)
+            report.reference["identity"] = paired_metrics(unit(real_a).expand(-1, 3, -1, -1), target)
+            classifier = load_classifier(device)
+            labels = torch.tensor([label_of(path) for path in dataset.a_files])
+            ink = lambda rgb: ink_from_colour(rgb) * 2 - 1  # noqa: E731
+            agreement = lambda images: (_classify(classifier, images, device) == labels).float().mean().item()  # noqa
+            report.metrics["label_agreement"] = agreement(ink(unit(fake_b)))
+            report.reference["colour map only"]["label_agreement"] = agreement(ink(colour_map(unit(real_a))))
+            report.reference["exact targets"] = {"label_agreement": agreement(ink(target))}
+    report.protocol.update({"images_a": len(real_a), "images_b": len(real_b), "size": options.size,
+                            "resize": "bicubic to the training size", "demo_task": task})
+
+
+def _stack(dataset: Any, keys: tuple[str, ...]) -> tuple[Tensor, ...]:
+    items = [dataset[index] for index in range(len(dataset))]
+    return tuple(torch.stack([item[key] for item in items]) for key in keys)
+
+
+def _stack_files(dataset: Any, side: str) -> Tensor:
+    """Every image of one side of an unpaired dataset (not the random partners it pairs them with)."""
+    count = len(dataset.a_files if side == "a" else dataset.b_files)
+    return torch.stack([dataset.side_image(side, index) for index in range(count)])
+
+
+@torch.no_grad()
+def _translate(model: Any, images: Tensor, direction: str, device: Any) -> Tensor:
+    return torch.cat([model.translate(chunk.to(device), direction).float().cpu() for chunk in images.split(BATCH)])
+
+
+def _distribution_or_note(report: Report, real: Tensor, fake: Tensor, device: Any, features: str,
+                          inception_weights: str | None, metrics: tuple[str, ...], digits: bool,
+                          suffix: str = "") -> None:
+    name = ("digits" if digits else "inception") if features == "auto" else features
+    try:
+        extractor = build_extractor(name, inception_weights, real.shape[1])
+    except UserError as error:
+        if any(m.startswith(("fid", "kid")) for m in metrics) or features != "auto":
+            raise
+        if f"fid/kid skipped: {error}" not in report.notes:
+            report.notes.append(f"fid/kid skipped: {error}")
+        return
+    result = _distribution(extractor, real, fake, device)
+    report.metrics[f"fid{suffix}"], report.metrics[f"kid{suffix}"] = result["fid"], result["kid"]
+    report.protocol["features"] = name

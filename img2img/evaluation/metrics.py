@@ -1,0 +1,111 @@
+"""Metric functions: distribution distances (FID, KID through torchmetrics), paired image metrics, digit
+statistics.
+
+FID (Heusel et al. 2017) is the Fréchet distance between Gaussians fitted to
+the features of two image sets, ‖μ₁ - μ₂‖² + Tr(Σ₁ + Σ₂ - 2(Σ₁Σ₂)^½); KID
+(Bińkowski et al. 2018) the unbiased squared MMD with the cubic polynomial
+kernel, averaged over subsets.  Both take any feature extractor: a module
+mapping ``(N, C, H, W)`` images in [-1, 1] to ``(N, D)`` features, with a
+``num_features`` attribute (:mod:`img2img.evaluation.features`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+
+import kornia
+import torch
+from torch import Tensor, nn
+
+from img2img.errors import UserError
+
+
+def _torchmetrics():
+    try:
+        from torchmetrics.image.fid import FrechetInceptionDistance  # noqa: PLC0415
+        from torchmetrics.image.kid import KernelInceptionDistance  # noqa: PLC0415
+    except ImportError:
+        raise UserError("FID and KID need torchmetrics: pip install torchmetrics") from None
+    return FrechetInceptionDistance, KernelInceptionDistance
+
+
+@torch.no_grad()
+def fid_kid(extractor: nn.Module, real: Iterable[Tensor], fake: Iterable[Tensor], kid_subsets: int = 10,
+            kid_subset_size: int = 1000, device: torch.device | str = "cpu") -> dict[str, float]:
+    """FID, KID mean and KID std between two streams of ``(N, C, H, W)`` batches in [-1, 1]."""
+    with warnings.catch_warnings():  # torchmetrics warns that KID keeps its features in memory; they are small
+        warnings.simplefilter("ignore", UserWarning)
+        return _fid_kid(extractor, real, fake, kid_subsets, kid_subset_size, device)
+
+
+def _fid_kid(extractor: nn.Module, real: Iterable[Tensor], fake: Iterable[Tensor], kid_subsets: int,
+             kid_subset_size: int, device: torch.device | str) -> dict[str, float]:
+    fid_class, kid_class = _torchmetrics()
+    extractor = extractor.to(device).eval()
+    fid = fid_class(feature=extractor, normalize=False, reset_real_features=True).to(device)
+    real_count = fake_count = 0
+    kid_features: dict[bool, list[Tensor]] = {True: [], False: []}
+    for is_real, stream in ((True, real), (False, fake)):
+        for batch in stream:
+            batch = batch.to(device, torch.float32)
+            fid.update(batch, real=is_real)
+            kid_features[is_real].append(extractor(batch).double().cpu())
+            real_count, fake_count = (real_count + len(batch), fake_count) if is_real else (real_count,
+                                                                                              fake_count + len(batch))
+    if min(real_count, fake_count) < 2:
+        raise UserError(f"FID needs at least 2 images on each side, got {real_count} real and {fake_count} generated")
+    subset = min(kid_subset_size, real_count, fake_count)
+    kid = kid_class(feature=_Identity(extractor.num_features), subsets=kid_subsets, subset_size=subset,
+                    normalize=False)
+    kid.update(torch.cat(kid_features[True]), real=True)
+    kid.update(torch.cat(kid_features[False]), real=False)
+    generator_state = torch.get_rng_state()
+    torch.manual_seed(0)  # KID draws its subsets at random: the same draw every time
+    kid_mean, kid_std = kid.compute()
+    torch.set_rng_state(generator_state)
+    return {"fid": float(fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std),
+            "real_images": real_count, "generated_images": fake_count}
+
+
+class _Identity(nn.Module):
+    """Features already extracted pass through (KID is fed features computed once for both metrics)."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: Tensor) -> Tensor:
+        return features
+
+
+def paired_metrics(output: Tensor, target: Tensor) -> dict[str, float]:
+    """Mean L1, PSNR (dB) and SSIM (11×11 Gaussian window) of ``(N, C, H, W)`` images in [0, 1], per image."""
+    output, target = output.float().clamp(0, 1), target.float()
+    mse = (output - target).pow(2).flatten(1).mean(1).clamp_min(1e-10)
+    return {"l1": (output - target).abs().mean().item(),
+            "psnr": (10 * torch.log10(1.0 / mse)).mean().item(),
+            "ssim": kornia.metrics.ssim(output, target, window_size=11).mean().item()}
+
+
+def class_statistics(predicted: Tensor, classes: int = 10) -> dict[str, float]:
+    """Coverage (classes predicted for at least 1% of the samples) and KL(class histogram ‖ uniform), in nats."""
+    counts = torch.bincount(predicted.flatten().cpu(), minlength=classes).double()
+    share = counts / counts.sum()
+    kl = float((share[share > 0] * (share[share > 0] * classes).log()).sum())
+    return {"classes_covered": int((share >= 0.01).sum()), "kl_to_uniform": kl,
+            "class_counts": [int(c) for c in counts]}
+
+
+@torch.no_grad()
+def nearest_neighbour_distance(samples: Tensor, reference: Tensor, chunk: int = 256) -> float:
+    """Mean over ``samples`` of the root-mean-square pixel distance to the closest image of ``reference``.
+
+    Near zero means copies of the reference (memorisation), which FID does not see.
+    """
+    flat_reference = reference.flatten(1).float()
+    distances = []
+    for start in range(0, len(samples), chunk):
+        part = samples[start:start + chunk].flatten(1).float()
+        distances.append(torch.cdist(part, flat_reference).min(1).values)
+    return (torch.cat(distances) / flat_reference.shape[1] ** 0.5).mean().item()

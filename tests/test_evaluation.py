@@ -1,0 +1,141 @@
+"""Evaluation: metric functions on known inputs, the digit classifier, `img2img eval`, best-checkpoint tracking."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from img2img.config import RunConfig, TrainConfig
+from img2img.data.mnist import load_embedded
+from img2img.errors import UserError
+from img2img.evaluation import evaluate as evaluate_module
+from img2img.evaluation.digits import held_out_accuracy, load_classifier
+from img2img.evaluation.evaluate import Report
+from img2img.evaluation.features import RandomFeatures, find_inception_weights
+from img2img.evaluation.metrics import class_statistics, fid_kid, nearest_neighbour_distance, paired_metrics
+from img2img.models.mnist_gan import MnistGanConfig
+from img2img.train import Trainer, resume, train
+
+from test_cli import assert_one_line_error, invoke
+from test_unpaired import write_unpaired
+
+
+class Flatten(nn.Module):
+    """Features = the "images" themselves: FID becomes the Fréchet distance of the input distributions."""
+
+    num_features = 4
+
+    def forward(self, images):
+        return images.flatten(1).double()
+
+
+def gaussian(count, shift, seed):
+    return (torch.randn(count, 4, 1, 1, generator=torch.Generator().manual_seed(seed)) + shift)
+
+
+def test_fid_of_identical_sets_is_zero_and_of_shifted_gaussians_the_closed_form():
+    real = gaussian(20000, 0.0, 0)
+    same = fid_kid(Flatten(), [real], [real])
+    assert abs(same["fid"]) < 1e-6 and abs(same["kid"]) < 1e-3
+    # N(0, I) against N(μ, I): ‖μ‖² + Tr(I + I - 2 I) = 4 · 0.5² = 1
+    shifted = fid_kid(Flatten(), [real], [gaussian(20000, 0.5, 1)])
+    assert shifted["fid"] == pytest.approx(1.0, abs=0.05)
+    assert shifted["kid"] > 10 * abs(fid_kid(Flatten(), [real], [gaussian(20000, 0.0, 2)])["kid"])
+
+
+def test_paired_metrics_known_values():
+    image = torch.rand(3, 1, 32, 32) * 0.6 + 0.2
+    exact = paired_metrics(image, image)
+    assert exact["l1"] == 0 and exact["ssim"] == pytest.approx(1.0, abs=1e-5) and exact["psnr"] > 90
+    offset = paired_metrics(image + 0.1, image)  # MSE 0.01: 20 dB
+    assert offset["psnr"] == pytest.approx(20.0, abs=1e-3) and offset["l1"] == pytest.approx(0.1, abs=1e-5)
+
+
+def test_class_statistics_and_nearest_neighbours():
+    uniform = class_statistics(torch.arange(10).repeat(10))
+    assert uniform["classes_covered"] == 10 and uniform["kl_to_uniform"] == pytest.approx(0.0, abs=1e-12)
+    collapsed = class_statistics(torch.full((50,), 3))
+    assert collapsed["classes_covered"] == 1 and collapsed["kl_to_uniform"] == pytest.approx(math.log(10))
+    reference = torch.rand(20, 1, 8, 8)
+    assert nearest_neighbour_distance(reference[:5], reference) == pytest.approx(0.0, abs=1e-5)
+    assert nearest_neighbour_distance(1 - reference[:5], reference) > 0.1
+
+
+def test_the_shipped_digit_classifier_reads_held_out_digits():
+    classifier = load_classifier()  # checks the file's SHA-256
+    assert held_out_accuracy(classifier) >= 0.97
+    features = classifier(load_embedded("test").as_float()[:8])
+    assert features.shape == (8, classifier.num_features)
+
+
+def test_random_features_are_fixed_and_feed_fid():
+    images = torch.rand(16, 3, 16, 16) * 2 - 1
+    assert torch.equal(RandomFeatures(3)(images), RandomFeatures(3)(images))
+    assert fid_kid(RandomFeatures(3), [images], [images])["fid"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_missing_inception_weights_are_a_one_line_error_that_says_where(tmp_path, monkeypatch):
+    monkeypatch.delenv("IMG2IMG_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(UserError, match="nothing is downloaded.*pt_inception-2015-12-05"):
+        find_inception_weights()
+    with pytest.raises(UserError, match="--inception-weights"):
+        find_inception_weights(str(tmp_path / "missing.pth"))
+
+
+def test_eval_prints_metrics_beside_the_floor_and_writes_json(tmp_path, mnist_run):
+    train(mnist_run(steps=4, batch_size=4, save_every_steps=2), tmp_path / "run")
+    result, output = invoke("eval", tmp_path / "run", "--samples", "64", "--device", "cpu")
+    assert result.exit_code == 0, output
+    assert "real-vs-real floor" in output and "fid" in output and "classes_covered" in output
+    report = json.loads((tmp_path / "run" / "eval" / "step-00000004.json").read_text())
+    assert report["step"] == 4 and report["metrics"]["fid"] > report["reference"]["real-vs-real floor"]["fid"]
+    assert report["protocol"]["generated"] == 64
+
+
+def test_eval_of_unpaired_models_needs_held_out_data_and_uses_any_extractor(cyclegan_run, tmp_path):
+    result, _ = invoke("eval", cyclegan_run)
+    assert_one_line_error(result, "held-out data", "--a DIR --b DIR")
+    data = cyclegan_run.parent
+    result, output = invoke("eval", cyclegan_run, "--a", data / "a", "--b", data / "b", "--features", "random",
+                            "--json", tmp_path / "e.json", "--device", "cpu")
+    assert result.exit_code == 0, output
+    metrics = json.loads((tmp_path / "e.json").read_text())["metrics"]
+    assert {"fid_a2b", "kid_a2b", "fid_b2a", "kid_b2a"} <= set(metrics)
+    result, _ = invoke("eval", cyclegan_run, "--a", data / "a", "--b", data / "b", "--features", "random",
+                       "--metrics", "psnr", "--json", tmp_path / "e2.json")
+    assert_one_line_error(result, "--metrics", "psnr")
+
+
+def test_best_checkpoint_follows_the_chosen_metric_and_survives_resume(tmp_path, mnist_run, monkeypatch):
+    scores = iter([3.0, 1.0, 2.0, 5.0])
+
+    def scripted(model, run, step, *args, **kwargs):
+        return Report(run.model, step, metrics={"fid": next(scores)})
+
+    monkeypatch.setattr(evaluate_module, "evaluate_model", scripted)
+    run = mnist_run(steps=6, batch_size=4, save_every_steps=100, eval_every_steps=2)
+    trainer = Trainer(run, tmp_path / "run")
+    trainer.fit(stop_after_steps=4)
+    best = torch.load(tmp_path / "run" / "best.ckpt", weights_only=True)
+    assert best["step"] == 4 and trainer.best == {"metric": "fid", "value": 1.0, "step": 4}
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["eval"]["fid"] for line in lines if "eval" in line] == [3.0, 1.0]
+    resumed = resume(tmp_path / "run")  # step 6 scores 2.0: not better than step 4's 1.0
+    assert resumed.step == 6
+    assert torch.load(tmp_path / "run" / "best.ckpt", weights_only=True)["step"] == 4
+    assert torch.load(tmp_path / "run" / "last.ckpt", weights_only=True)["best"]["value"] == 1.0
+
+
+def test_eval_every_checks_its_metric_and_data_before_training(tmp_path):
+    run = RunConfig("mnist-gan", TrainConfig(steps=2, device="cpu", eval_every_steps=1, eval_metric="psnr"),
+                    MnistGanConfig())
+    with pytest.raises(UserError, match="--eval-metric"):
+        train(run, tmp_path / "run")
+    data = write_unpaired(tmp_path)
+    result, _ = invoke("train", "cyclegan", "--a", data / "a", "--b", data / "b", "--eval-every", "5")
+    assert_one_line_error(result, "held-out data")
