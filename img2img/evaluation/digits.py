@@ -25,6 +25,9 @@ from img2img.errors import UserError
 WEIGHTS_NAME = "digit_cnn.pt"
 WEIGHTS_SHA256 = "e772c010e7238e69c695a7b95af5505fd80681994ba69c89082c88f1fb59fc7b"
 LUMA = (0.299, 0.587, 0.114)
+# features are divided by this, their RMS over the training digits, so that ‖f‖²/d ≈ 1 as with Inception
+# features: KID's cubic kernel (f·g/d + 1)³ then stays on the scale it was designed for
+FEATURE_RMS = 4.48
 
 
 class DigitClassifier(nn.Module):
@@ -62,14 +65,17 @@ class DigitClassifier(nn.Module):
                 images = images[..., top:top + 28, left:left + 28]
         return images
 
-    def forward(self, images: Tensor) -> Tensor:
+    def _hidden(self, images: Tensor) -> Tensor:
         x = self.prepare(images)
         for conv in (self.conv1, self.conv2, self.conv3):
             x = F.max_pool2d(F.relu(conv(x)), 2)
         return F.relu(self.hidden(x.flatten(1)))
 
+    def forward(self, images: Tensor) -> Tensor:
+        return self._hidden(images) / FEATURE_RMS
+
     def classify(self, images: Tensor) -> Tensor:
-        return self.logits(self(images))
+        return self.logits(self._hidden(images))
 
 
 def train_classifier(seed: int = 0, epochs: int = 12, batch_size: int = 64) -> DigitClassifier:

@@ -39,16 +39,17 @@ from img2img.data.mnist import load_embedded
 from img2img.errors import UserError
 from img2img.evaluation.digits import load_classifier
 from img2img.evaluation.features import build_extractor
-from img2img.evaluation.metrics import class_statistics, fid_kid, nearest_neighbour_distance, paired_metrics
+from img2img.evaluation.metrics import (class_statistics, fid_kid, lpips, nearest_neighbour_distance,
+                                        paired_metrics)
 
 log = logging.getLogger(__name__)
 
 # higher is better for these; lower for the rest (fid, kid, l1, nn distance)
-HIGHER_IS_BETTER = {"psnr", "ssim", "label_agreement", "classes_covered"}
+HIGHER_IS_BETTER = {"psnr", "ssim", "label_agreement", "classes_covered"}  # lpips: lower is better
 DEFAULT_METRIC = {"mnist-gan": "fid", "pix2pix": "psnr", "cyclegan": "fid_a2b", "discogan": "fid_a2b"}
 # what each kind of model reports (the demo tasks add l1/psnr/ssim/label_agreement to the unpaired models)
 METRICS = {"mnist-gan": ("fid", "kid", "fid_over_floor", "classes_covered", "kl_to_uniform", "nn_distance_to_train"),
-           "pix2pix": ("l1", "psnr", "ssim", "fid", "kid", "label_agreement"),
+           "pix2pix": ("l1", "psnr", "ssim", "lpips", "fid", "kid", "label_agreement"),
            "cyclegan": ("fid_a2b", "kid_a2b", "fid_b2a", "kid_b2a", "l1", "psnr", "ssim", "label_agreement")}
 METRICS["discogan"] = METRICS["cyclegan"]
 
@@ -191,10 +192,19 @@ def _evaluate_pix2pix(model: Any, options: Any, report: Report, data: EvalData, 
     unit = lambda images: images.add(1).div(2).clamp(0, 1)  # noqa: E731
     report.metrics.update(paired_metrics(unit(outputs), unit(targets)))
     report.reference["identity"] = paired_metrics(unit(_match_channels(inputs, targets)), unit(targets))
+    try:
+        report.metrics["lpips"] = lpips(outputs, targets, device)
+    except UserError as error:
+        if "lpips" in metrics:
+            raise
+        report.notes.append(f"lpips skipped: {error}")
     task = demo_task(data.a or data.aligned)
     files = [pair.b or pair.a for pair in dataset.pairs]
-    _distribution_or_note(report, targets, outputs, device, features, inception_weights, metrics,
-                          digits=task is not None)
+    extractor = _distribution_or_note(report, targets, outputs, device, features, inception_weights, metrics,
+                                      digits=task is not None)
+    if extractor is not None:
+        _floor(report, extractor, targets, lambda: type(model).dataset(options, train=False),
+               lambda dataset: len(dataset), lambda dataset, index: dataset[index]["b"], device)
     if task == SKELETON_TASK:
         dilated = F.max_pool2d(unit(inputs), 3, 1, 1)
         report.reference["dilation 3x3"] = paired_metrics(dilated, unit(targets))
@@ -229,8 +239,13 @@ def _evaluate_unpaired(model: Any, options: Any, report: Report, data: EvalData,
     fake_a = _translate(model, real_b, "b2a", device)
     task = demo_task(data.a)
     digits = task is not None
-    for name, real, fake in (("_a2b", real_b, fake_b), ("_b2a", real_a, fake_a)):
-        _distribution_or_note(report, real, fake, device, features, inception_weights, metrics, digits, name)
+    for name, side, real, fake in (("_a2b", "b", real_b, fake_b), ("_b2a", "a", real_a, fake_a)):
+        extractor = _distribution_or_note(report, real, fake, device, features, inception_weights, metrics,
+                                          digits, name)
+        if extractor is not None:
+            _floor(report, extractor, real, lambda: type(model).dataset(replace(options, gpu_augment=False), False),
+                   lambda dataset, side=side: len(dataset.a_files if side == "a" else dataset.b_files),
+                   lambda dataset, index, side=side: dataset.side_image(side, index), device, name)
     if task == COLOUR_TASK:
         unit = lambda images: images.add(1).div(2).clamp(0, 1)  # noqa: E731
         names_a = [Path(p).name for p in dataset.a_files]
@@ -270,7 +285,8 @@ def _translate(model: Any, images: Tensor, direction: str, device: Any) -> Tenso
 
 def _distribution_or_note(report: Report, real: Tensor, fake: Tensor, device: Any, features: str,
                           inception_weights: str | None, metrics: tuple[str, ...], digits: bool,
-                          suffix: str = "") -> None:
+                          suffix: str = "") -> Any:
+    """FID/KID into the report; the extractor used, or None when they were skipped (with a note)."""
     name = ("digits" if digits else "inception") if features == "auto" else features
     try:
         extractor = build_extractor(name, inception_weights, real.shape[1])
@@ -279,7 +295,31 @@ def _distribution_or_note(report: Report, real: Tensor, fake: Tensor, device: An
             raise
         if f"fid/kid skipped: {error}" not in report.notes:
             report.notes.append(f"fid/kid skipped: {error}")
-        return
+        return None
     result = _distribution(extractor, real, fake, device)
     report.metrics[f"fid{suffix}"], report.metrics[f"kid{suffix}"] = result["fid"], result["kid"]
     report.protocol["features"] = name
+    return extractor
+
+
+def _floor(report: Report, extractor: Any, held_out: Tensor, training: Any, count: Any, image: Any, device: Any,
+           suffix: str = "", seed: int = 0) -> None:
+    """The real-vs-real floor: as many training images of the target domain (drawn with ``seed``) against the
+    held-out ones.  ``training()`` builds the training dataset, ``count(dataset)`` and ``image(dataset, i)``
+    read it."""
+    try:
+        dataset = training()
+        size = count(dataset)
+    except (UserError, TypeError, OSError) as error:  # an imported checkpoint names no data; data moved away
+        note = f"real-vs-real floor skipped: the training data cannot be read ({error})"
+        if note not in report.notes:
+            report.notes.append(note)
+        return
+    draw = torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:len(held_out)]
+    if len(draw) < 2:
+        return
+    train = torch.stack([image(dataset, int(index)) for index in draw])
+    result = _distribution(extractor, held_out, train, device)
+    floor = report.reference.setdefault("real-vs-real floor", {})
+    floor[f"fid{suffix}"], floor[f"kid{suffix}"] = result["fid"], result["kid"]
+    report.protocol[f"floor{suffix}"] = f"{len(draw)} training images vs the {len(held_out)} held-out ones"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable
+from pathlib import Path
 
 import kornia
 import torch
@@ -109,3 +110,27 @@ def nearest_neighbour_distance(samples: Tensor, reference: Tensor, chunk: int = 
         part = samples[start:start + chunk].flatten(1).float()
         distances.append(torch.cdist(part, flat_reference).min(1).values)
     return (torch.cat(distances) / flat_reference.shape[1] ** 0.5).mean().item()
+
+
+def lpips_backbone_file() -> Path:
+    """Where torchvision keeps the AlexNet weights that LPIPS needs (torch's hub cache)."""
+    from torchvision.models import AlexNet_Weights  # noqa: PLC0415
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(AlexNet_Weights.IMAGENET1K_V1.url).name
+
+
+@torch.no_grad()
+def lpips(output: Tensor, target: Tensor, device: torch.device | str = "cpu") -> float:
+    """Mean LPIPS (AlexNet; Zhang et al. 2018) of ``(N, C, H, W)`` images in [-1, 1].  Needs the AlexNet weights
+    already in torch's hub cache: :class:`UserError` otherwise (nothing is downloaded)."""
+    backbone = lpips_backbone_file()
+    if not backbone.is_file():
+        raise UserError(f"LPIPS needs the AlexNet weights at {backbone} (nothing is downloaded)")
+    from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity  # noqa: PLC0415
+
+    metric = LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=False).to(device)
+    grey_to_rgb = lambda images: images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images[:, :3]  # noqa
+    for out_chunk, target_chunk in zip(output.split(100), target.split(100)):
+        metric.update(grey_to_rgb(out_chunk.float().clamp(-1, 1)).to(device),
+                      grey_to_rgb(target_chunk.float()).to(device))
+    return float(metric.compute())
