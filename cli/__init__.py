@@ -13,6 +13,7 @@ import click
 
 from img2img.errors import UserError
 
+from .bench import bench
 from .demo import demo
 from .evaluate import evaluate
 from .sample import sample
@@ -64,5 +65,6 @@ main.add_command(translate)
 main.add_command(import_weights)
 main.add_command(export)
 main.add_command(evaluate)
+main.add_command(bench)
 
 __all__ = ["main"]

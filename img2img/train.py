@@ -120,7 +120,9 @@ class Trainer:
     """Trains any :class:`GANModel` for ``run.train.steps`` steps into a run folder."""
 
     def __init__(self, run: RunConfig, run_dir: str | Path, device: torch.device | None = None,
-                 resume: dict[str, Any] | None = None, job: Distributed | None = None) -> None:
+                 resume: dict[str, Any] | None = None, job: Distributed | None = None,
+                 data: Any = None) -> None:
+        """``data``: a batch source to train on instead of the model's own (benchmarks use synthetic data)."""
         run.train.validate()
         self.run, self.config = run, run.train
         self.job = job or dist_tools.from_environment()
@@ -154,7 +156,8 @@ class Trainer:
                 EvalData(self.config.eval_a, self.config.eval_b, self.config.eval_aligned))
         if resume is not None:
             self._load_state(resume)
-        self.data = self.model.build_data(run.options, self.config, self.device, self.job.rank, self.job.world_size)
+        self.data = data if data is not None else self.model.build_data(run.options, self.config, self.device,
+                                                                        self.job.rank, self.job.world_size)
 
     def _wrap_for_distributed(self) -> dict[str, nn.Module]:
         """DistributedDataParallel views of the networks (the bare networks stay in ``model.nets``)."""

@@ -1,0 +1,204 @@
+"""Benchmarks: the real training step of each model, and folder translation, on synthetic data.
+
+``bench_training`` builds a model with the official default architecture for
+the size asked (U-Net 256 / 70×70 PatchGAN for pix2pix, ResNet-9 generators
+for CycleGAN at 256, ...) and times :meth:`Trainer.train_step`, the same code
+that ``img2img train`` runs, on one fixed synthetic batch already on the
+device, so the numbers measure the step and not the disk.  ``bench_translate``
+times :meth:`Translator.translate_folder` over a folder of synthetic JPEGs
+(decoding and PNG encoding included).  Both report seconds per step, images
+per second, peak memory, and the achieved TFLOP/s (floating-point operations
+counted by ``torch.utils.flop_counter`` for one step) as a fraction of the
+device's peak, measured here with a large matrix product.
+"""
+
+from __future__ import annotations
+
+import resource
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
+
+from img2img.config import RunConfig, TrainConfig
+from img2img.errors import UserError
+
+TRAINING = ("mnist-gan", "pix2pix", "cyclegan", "discogan")
+TARGETS = (*TRAINING, "translate")
+
+
+class SyntheticBatches:
+    """The same batch every step (a batch source for :class:`~img2img.train.Trainer`)."""
+
+    def __init__(self, batch: Any) -> None:
+        self._batch = batch
+
+    def iterate(self, start_step: int) -> Iterator[Any]:
+        while True:
+            yield self._batch
+
+
+def synthetic_run(model: str, size: int, batch_size: int, device: str, amp: bool) -> tuple[RunConfig, Any]:
+    """A resolved run of ``model`` with the official default networks for ``size``, and a synthetic batch."""
+    from img2img.models.cyclegan import CycleGANConfig  # noqa: PLC0415
+    from img2img.models.discogan import DiscoGANConfig  # noqa: PLC0415
+    from img2img.models.mnist_gan import MnistGanConfig  # noqa: PLC0415
+    from img2img.models.pix2pix import Pix2PixConfig, unet_depth  # noqa: PLC0415
+
+    train = TrainConfig(steps=10**9, batch_size=batch_size, device=device, amp=amp, num_workers=0,
+                        save_every_steps=10**9, sample_every_steps=10**9, log_every_steps=10**9)
+    generator = torch.Generator().manual_seed(0)
+    images = lambda: torch.rand(batch_size, 3, size, size, generator=generator) * 2 - 1  # noqa: E731
+    common = dict(size=size, load_size=size, channels_a=3, channels_b=3, bits_a=8, bits_b=8)
+    if model == "mnist-gan":
+        return RunConfig(model, train, MnistGanConfig()), torch.rand(batch_size, 1, 28, 28, generator=generator) * 2 - 1
+    if model == "pix2pix":
+        options: Any = Pix2PixConfig(num_downs=unet_depth("auto", size), **common)
+    elif model == "cyclegan":
+        if size % 4:
+            raise UserError(f"--size: {size} must be a multiple of 4 for CycleGAN")
+        options = CycleGANConfig(n_blocks=9 if size > 128 else 6, **common)
+    elif model == "discogan":
+        if size < 16 or size & (size - 1):
+            raise UserError(f"--size: {size} must be a power of two of at least 16 for DiscoGAN")
+        options = DiscoGANConfig(**common)
+    else:
+        raise UserError(f"bench: unknown target {model!r}; choose one of {', '.join(TARGETS)}")
+    return RunConfig(model, train, options), {"a": images(), "b": images()}
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_memory(device: torch.device) -> tuple[int, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device), "CUDA memory allocated by tensors"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak resident memory of the process"
+
+
+def device_peak_tflops(device: torch.device, dtype: torch.dtype) -> float:
+    """Measured peak: TFLOP/s of a large square matrix product in ``dtype`` on ``device``."""
+    side = 8192 if device.type == "cuda" else 1024
+    a = torch.randn(side, side, device=device, dtype=dtype)
+    b = torch.randn(side, side, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    _synchronize(device)
+    repeats = 20 if device.type == "cuda" else 5
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _synchronize(device)
+    return 2 * side ** 3 * repeats / (time.perf_counter() - start) / 1e12
+
+
+def _summary(device: torch.device, seconds: float, steps: int, images: int, flops: float, amp: bool,
+             settings: dict[str, Any]) -> dict[str, Any]:
+    peak_bytes, memory_kind = _peak_memory(device)
+    compute_dtype = torch.bfloat16 if amp and device.type == "cuda" else torch.float32
+    peak = device_peak_tflops(device, compute_dtype)
+    achieved = flops * steps / seconds / 1e12
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    return {"seconds_per_step": seconds / steps, "images_per_second": images / seconds,
+            "peak_memory_bytes": int(peak_bytes), "peak_memory_kind": memory_kind,
+            "flops_per_step": flops, "achieved_tflops": achieved, "device_peak_tflops": peak,
+            "fraction_of_peak": achieved / peak if peak else 0.0, "peak_dtype": str(compute_dtype).split(".")[-1],
+            "device": f"{device} ({name})", "torch_version": torch.__version__, "settings": settings}
+
+
+def bench_training(model: str, size: int = 256, batch_size: int = 1, steps: int = 20, warmup: int = 3,
+                   device: str = "auto", amp: bool = True) -> dict[str, Any]:
+    """Time ``steps`` training steps of ``model`` after ``warmup`` untimed ones."""
+    from img2img.train import Trainer, resolve_device  # noqa: PLC0415
+
+    torch_device = resolve_device(device)
+    run, batch = synthetic_run(model, size, batch_size, str(torch_device), amp)
+    with tempfile.TemporaryDirectory(prefix="img2img-bench-") as folder:
+        trainer = Trainer(run, Path(folder) / "run", torch_device, data=SyntheticBatches(None))
+        batch = trainer.model.move_batch(batch, torch_device)
+        trainer.model.train()
+        for _ in range(warmup):
+            trainer.train_step(batch)
+        with FlopCounterMode(display=False) as counter:  # one step, counted (not timed)
+            trainer.train_step(batch)
+        flops = float(counter.get_total_flops())
+        _synchronize(torch_device)
+        _reset_peak(torch_device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            trainer.train_step(batch)
+        _synchronize(torch_device)
+        seconds = time.perf_counter() - start
+    settings = {"target": model, "size": size if model != "mnist-gan" else 28, "batch_size": batch_size,
+                "steps": steps, "warmup": warmup, "amp": amp and torch_device.type == "cuda"}
+    return _summary(torch_device, seconds, steps, steps * batch_size, flops, amp, settings)
+
+
+def bench_translate(size: int = 256, batch_size: int = 8, images: int = 64, device: str = "auto",
+                    amp: bool = True, workers: int | None = None) -> dict[str, Any]:
+    """Time folder translation of ``images`` synthetic ``size``² JPEGs to PNGs with a CycleGAN ResNet generator."""
+    from img2img.nn import init_weights  # noqa: PLC0415
+    from img2img.nn.resnet import ResnetGenerator  # noqa: PLC0415
+    from img2img.train import resolve_device  # noqa: PLC0415
+    from img2img.translate import Translator, generator_info  # noqa: PLC0415
+
+    torch_device = resolve_device(device)
+    if size % 4:
+        raise UserError(f"--size: {size} must be a multiple of 4 for the ResNet generator")
+    blocks = 9 if size > 128 else 6
+    torch.manual_seed(0)
+    net = init_weights(ResnetGenerator(3, 3, 64, blocks, "instance"))
+    translator = Translator(net, generator_info(net, 3, 3), torch_device, amp=amp, batch_size=batch_size)
+    with FlopCounterMode(display=False) as counter:
+        translator.translate_tensor(torch.zeros(1, 3, size, size))
+    flops = float(counter.get_total_flops())
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory(prefix="img2img-bench-") as folder:
+        source = Path(folder) / "in"
+        source.mkdir()
+        for index in range(images):
+            low = rng.integers(0, 256, (size // 8, size // 8, 3), dtype=np.uint8)
+            Image.fromarray(low).resize((size, size), Image.BICUBIC).save(source / f"{index:05d}.jpg", quality=90)
+        warm = Path(folder) / "warm"
+        warm.mkdir()
+        for index in range(min(images, batch_size)):
+            (warm / f"{index}.jpg").write_bytes((source / f"{index:05d}.jpg").read_bytes())
+        translator.translate_folder(warm, Path(folder) / "warm-out", progress=False, workers=workers)
+        _reset_peak(torch_device)
+        summary = translator.translate_folder(source, Path(folder) / "out", progress=False, workers=workers)
+    if not summary.ok or len(summary.translated) != images:
+        raise UserError(f"bench translate: only {len(summary.translated)} of {images} images were translated")
+    settings = {"target": "translate", "size": size, "batch_size": batch_size, "images": images,
+                "generator": f"resnet_{blocks}blocks", "amp": amp and torch_device.type == "cuda",
+                "input": "JPEG", "output": "PNG"}
+    result = _summary(torch_device, summary.seconds, images, images, flops, amp, settings)
+    result["seconds_per_step"] = summary.seconds / images  # per image
+    return result
+
+
+def format_result(result: dict[str, Any]) -> str:
+    settings = result["settings"]
+    unit = "image" if settings["target"] == "translate" else "step"
+    return "\n".join([
+        f"{settings['target']} on {result['device']}, torch {result['torch_version']}: "
+        + ", ".join(f"{k} {v}" for k, v in settings.items() if k != "target"),
+        f"  {result['seconds_per_step'] * 1000:.2f} ms per {unit}, {1 / result['seconds_per_step']:.2f} {unit}s/s, "
+        f"{result['images_per_second']:.1f} images/s",
+        f"  peak memory {result['peak_memory_bytes'] / 2**30:.2f} GiB ({result['peak_memory_kind']})",
+        f"  {result['flops_per_step'] / 1e9:.1f} GFLOP per {unit}; {result['achieved_tflops']:.3f} TFLOP/s achieved, "
+        f"{100 * result['fraction_of_peak']:.1f}% of the measured {result['peak_dtype']} peak "
+        f"({result['device_peak_tflops']:.2f} TFLOP/s)",
+    ])
