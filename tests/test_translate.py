@@ -279,3 +279,16 @@ def test_onnx_export_matches_pytorch(cyclegan_run, tmp_path):
         assert np.abs(exported - translator.translate(image).numpy()).max() < 1e-4
     result, _ = invoke("export", cyclegan_run, "--out", tmp_path / "g.onnx")
     assert_one_line_error(result, "--out", "exists")
+
+
+def test_evaluation_mode_is_deterministic_and_stochastic_keeps_dropout_noise():
+    from img2img.nn.unet import UnetGenerator
+
+    # six levels: one decoder block with dropout (num_downs - 5)
+    net = settle_batch_norm(UnetGenerator(3, 3, num_downs=6, base_channels=4, dropout=True), 3, size=64)
+    image = torch.rand(2, 3, 64, 64) * 2 - 1
+    quiet = Translator(net, GeneratorInfo(3, 3, 64))
+    assert torch.equal(quiet.translate_tensor(image), quiet.translate_tensor(image))
+    noisy = Translator(net, GeneratorInfo(3, 3, 64), stochastic=True)
+    assert not torch.equal(noisy.translate_tensor(image), noisy.translate_tensor(image))
+    assert all(not m.training for m in net.modules() if isinstance(m, nn.BatchNorm2d))
