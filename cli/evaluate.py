@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from img2img.evaluation.features import EXTRACTORS
-from img2img.evaluation.run import evaluate_checkpoint
+from img2img.evaluation.evaluate import evaluate_checkpoint
 
 
 @click.command("eval")

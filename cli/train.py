@@ -148,8 +148,7 @@ def _start_epoch_schedule(ctx: click.Context, model_class, options, values: dict
         return
     options = model_class.resolve(options)
     epoch_steps(values, model_class.dataset_size(options), epochs=200, decay_epochs=100)
-    run = run_config(model_class.name, options, values)
-    run.train.validate()
+    run = training.resolve_run(run_config(model_class.name, options, values), options_resolved=True)
     _start(ctx, run, values, resolved=True)
 
 

@@ -127,7 +127,7 @@ def bench_training(model: str, size: int = 256, batch_size: int = 1, steps: int 
     torch_device = resolve_device(device)
     run, batch = synthetic_run(model, size, batch_size, str(torch_device), amp)
     with tempfile.TemporaryDirectory(prefix="img2img-bench-") as folder:
-        trainer = Trainer(run, Path(folder) / "run", torch_device, data=SyntheticBatches(None))
+        trainer = Trainer(run, Path(folder) / "run", torch_device, data=SyntheticBatches(batch))
         batch = trainer.model.move_batch(batch, torch_device)
         trainer.model.train()
         for _ in range(warmup):

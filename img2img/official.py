@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
 
-import torch
 from torch import Tensor, nn
 
+from img2img import checkpoint
 from img2img.errors import UserError
 from img2img.nn.resnet import ResnetGenerator
 from img2img.nn.unet import UnetGenerator
@@ -68,18 +68,12 @@ def is_state_dict(payload: object) -> bool:
 
 
 def read_state_dict(path: str | Path, option: str = "CHECKPOINT") -> dict[str, Tensor]:
-    """Load an official generator file without running code; strip DataParallel's ``module.`` prefix."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{option}: {path} does not exist" if not path.exists() else f"{option}: {path} is not a file")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - a corrupt or foreign file raises many kinds of error
-        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
-        raise UserError(f"{option}: {path} is not a readable weights file ({reason})") from None
+    """Load an official generator file without running code (``torch.load(weights_only=True)``)."""
+    file = checkpoint.resolve(path, option)
+    payload = checkpoint.load_file(file, option)
     if not is_state_dict(payload):
-        raise UserError(f"{option}: {path} is not a state dict of generator weights")
-    return {key.removeprefix("module."): value for key, value in payload.items()}
+        raise UserError(f"{option}: {file} is not a state dict of generator weights")
+    return payload
 
 
 def recognise(state: dict[str, Tensor], source: str) -> OfficialGenerator:
@@ -175,7 +169,6 @@ def to_checkpoint(a2b: str | Path, b2a: str | Path | None, out: str | Path, arch
     (no discriminators, optimiser state or step): it translates and exports,
     but cannot resume training.
     """
-    from img2img import checkpoint  # noqa: PLC0415 - checkpoint and config import nothing of this module
     from img2img.config import RunConfig, TrainConfig  # noqa: PLC0415
     from img2img.models.cyclegan import CycleGANConfig  # noqa: PLC0415 - the models import the networks
     from img2img.models.pix2pix import Pix2PixConfig  # noqa: PLC0415

@@ -5,16 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torchvision.utils import save_image
 
+from img2img.data.images import encode_image, quantize
 from img2img.errors import UserError
 from img2img.train import load_model, resolve_device
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Images in [-1, 1], ``(N, C, H, W)``, as uint8 in [0, 255] on the CPU."""
-    return images.float().add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).cpu()
 
 
 def sample_to_folder(checkpoint: str | Path, count: int, out: str | Path, seed: int = 0, grid: str | Path | None = None,
@@ -37,10 +32,9 @@ def sample_to_folder(checkpoint: str | Path, count: int, out: str | Path, seed: 
             raise UserError(f"--out: {existing[0]} exists ({len(existing)} files would be replaced); "
                             "pass --overwrite or choose another folder")
     images = model.generate(count, torch.Generator().manual_seed(seed))
-    for path, image in zip(paths, to_uint8(images)):
-        # Pillow (torchvision's own PNG writer is deprecated in favour of torchcodec)
-        array = image.permute(1, 2, 0).numpy()
-        Image.fromarray(array[..., 0] if array.shape[2] == 1 else array).save(path)
+    arrays = images.float().add(1).div(2).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+    for path, array in zip(paths, arrays):
+        path.write_bytes(encode_image(quantize(array), ".png"))
     if grid is not None:
         side = max(1, int(count ** 0.5))
         save_image(images.cpu(), str(grid), nrow=side, normalize=True, value_range=(-1, 1))

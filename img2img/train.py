@@ -414,15 +414,20 @@ class Trainer:
         return record
 
 
-def resolve_run(run: RunConfig) -> RunConfig:
-    """Validate a run's options and data once and make every inferred setting explicit."""
+def resolve_run(run: RunConfig, options_resolved: bool = False) -> RunConfig:
+    """Validate a run's options and data once and make every inferred setting explicit (``options_resolved``:
+    the model's options were resolved already, e.g. to size an epoch schedule)."""
     run.train.validate()
     resolve_device(run.train.device)
-    if run.train.eval_every_steps:
+    if run.train.eval_every_steps:  # checked before a run folder exists; the chosen metric made explicit
         from img2img.evaluation.evaluate import EvalData, check_training_evaluation  # noqa: PLC0415
 
         train = run.train
-        check_training_evaluation(run.model, train.eval_metric, EvalData(train.eval_a, train.eval_b, train.eval_aligned))
+        metric = check_training_evaluation(run.model, train.eval_metric,
+                                           EvalData(train.eval_a, train.eval_b, train.eval_aligned))
+        run = run.replace_train(eval_metric=metric)
+    if options_resolved:
+        return run
     return dataclasses.replace(run, options=get_model_class(run.model).resolve(run.options))
 
 

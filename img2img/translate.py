@@ -38,8 +38,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from img2img import checkpoint, official
-from img2img.data.images import (IMAGE_EXTENSIONS, can_write, convert_channels, encode_image, quantize,
-                                 read_image_bits)
+from img2img.data.images import (IMAGE_EXTENSIONS, can_write, convert_channels, encode_image, is_image_name,
+                                 quantize, read_image_bits, to_tensor, visible_files)
 from img2img.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -119,12 +119,12 @@ def checkpoint_generator(payload: dict[str, Any], direction: str, use_ema: bool 
 
     run = run_config_from_dict(payload["config"], f"{option}: {payload['path']}")
     model = build_model(run)
-    names = getattr(model, "translation_networks", {})
+    names = model.translation_networks
     if not names:
         raise UserError(f"{option}: {payload['path']} holds a {run.model} model, which generates images from noise "
                         "rather than translating them (use `img2img sample`)")
     if direction not in names:
-        raise UserError(f"--direction: a {run.model} model translates {' and '.join(names)} only, not {direction}")
+        raise UserError(f"--direction: a {run.model} model translates {' and '.join(names)}, not {direction}")
     name = names[direction]
     weights = payload.get("ema", {}).get(name) if use_ema else None
     if weights is None:
@@ -247,7 +247,7 @@ class Translator:
         self.amp = self.device.type == "cuda" if amp is None else amp and self.device.type == "cuda"
         self.batch_size = batch_size
         multiple = info.size_multiple
-        self.min_size = max(info.min_size, multiple, getattr(net, "min_size", 1))
+        self.min_size = max(info.min_size, multiple)
         if tile is not None and (tile < self.min_size or tile % multiple):
             raise UserError(f"--tile: {tile} must be a multiple of {multiple} and at least {self.min_size}, "
                             "as this generator needs")
@@ -373,7 +373,7 @@ class Translator:
 
     def translate_array(self, array: np.ndarray) -> np.ndarray:
         """``(H, W, C)`` floats in [0, 1], any C in {1, 3, 4} → ``(H, W, C_out)`` floats in [0, 1]."""
-        tensor = _to_tensor(convert_channels(array, self.info.in_channels))[None]
+        tensor = to_tensor(convert_channels(array, self.info.in_channels))[None]
         return _to_array(self.translate_tensor(tensor)[0])
 
     def output_bits(self, input_bits: int) -> int:
@@ -474,8 +474,8 @@ def plan_folder(source: str | Path, destination: str | Path, format: str = "png"
         if real_destination == real_source or real_destination.is_relative_to(real_source):
             raise UserError(f"OUTPUT: {destination} lies inside INPUT {source}; choose a folder outside it, "
                             "so that translations never mix with (or replace) the inputs")
-        files = [p for p in sorted(source.rglob("*")) if p.is_file() and not p.name.startswith(".")]
-        inputs = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+        files = visible_files(source)
+        inputs = [p for p in files if is_image_name(p)]
         ignored = len(files) - len(inputs)
         relatives = [p.relative_to(source) for p in inputs]
     else:
@@ -521,15 +521,11 @@ class _ImageFiles(Dataset):
 
             array = cv2.resize(array, (self.resize, self.resize), interpolation=cv2.INTER_CUBIC)
             array = np.clip(array if array.ndim == 3 else array[:, :, None], 0.0, 1.0)
-        return {"index": index, "tensor": _to_tensor(array), "bits": bits, "error": ""}
+        return {"index": index, "tensor": to_tensor(array), "bits": bits, "error": ""}
 
 
 def _unreadable(index: int, reason: str) -> dict[str, Any]:
     return {"index": index, "tensor": torch.zeros(0), "bits": 0, "error": reason}
-
-
-def _to_tensor(array: np.ndarray) -> Tensor:
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).mul(2).sub(1)
 
 
 def _to_array(tensor: Tensor) -> np.ndarray:

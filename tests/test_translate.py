@@ -17,7 +17,7 @@ from img2img.data.images import read_image_bits
 from img2img.models.pix2pix import Pix2Pix, Pix2PixConfig
 from img2img.nn.resnet import ResnetGenerator
 from img2img.train import train
-from img2img.translate import GeneratorInfo, Translator, tile_window
+from img2img.translate import GeneratorInfo, Translator, generator_info, tile_window
 
 from official_reference import (OfficialResnetGenerator, OfficialUnetGenerator, official_test_output,
                                 settle_batch_norm)
@@ -69,7 +69,7 @@ def test_names_and_relative_paths_are_mirrored_and_sizes_kept(photos, tmp_path):
 @pytest.mark.parametrize("size", [(5, 3), (33, 47), (64, 64), (1, 9)])
 def test_odd_sizes_are_padded_and_cropped_back(size):
     net = ResnetGenerator(3, 3, base_channels=4, n_blocks=1, norm="instance").eval()
-    translator = Translator(net, GeneratorInfo(3, 3, 4))
+    translator = Translator(net, generator_info(net, 3, 3))
     image = torch.rand(2, 3, *size) * 2 - 1
     assert translator.translate_tensor(image).shape == (2, 3, *size)
     assert torch.equal(Translator(Invert(), GeneratorInfo(3, 3, 4)).translate_tensor(image), -image)
@@ -160,12 +160,12 @@ def test_tiles_agree_with_the_whole_image_away_from_tile_borders_and_leave_no_se
     torch.manual_seed(0)
     net = settle_batch_norm(ResnetGenerator(3, 3, base_channels=8, n_blocks=1, norm="batch"), 3)
     image = torch.rand(1, 3, 200, 256) * 2 - 1
-    whole = Translator(net, GeneratorInfo(3, 3, 4)).translate_tensor(image)
-    tiled = Translator(net, GeneratorInfo(3, 3, 4), tile=128, tile_overlap=96).translate_tensor(image)
+    whole = Translator(net, generator_info(net, 3, 3)).translate_tensor(image)
+    tiled = Translator(net, generator_info(net, 3, 3), tile=128, tile_overlap=96).translate_tensor(image)
     assert tiled.shape == whole.shape
     # the network sees ~23 pixels each way; tiles ignore the outer quarter (24 px) of each overlap
     assert torch.allclose(tiled, whole, atol=1e-5)
-    small = Translator(net, GeneratorInfo(3, 3, 4), tile=64, tile_overlap=16).translate_tensor(image)
+    small = Translator(net, generator_info(net, 3, 3), tile=64, tile_overlap=16).translate_tensor(image)
     difference = (small - whole).abs()
     assert difference.mean() < 0.01  # context is missing near tile edges, but blending hides it
     # no seam: the jump between neighbouring columns is never much larger than in the whole image
@@ -177,9 +177,9 @@ def test_tiles_agree_with_the_whole_image_away_from_tile_borders_and_leave_no_se
 def test_tiling_happens_by_itself_when_an_image_would_not_fit():
     net = settle_batch_norm(ResnetGenerator(3, 3, base_channels=8, n_blocks=1, norm="batch"), 3)
     image = torch.rand(1, 3, 160, 160) * 2 - 1
-    whole = Translator(net, GeneratorInfo(3, 3, 4)).translate_tensor(image)
+    whole = Translator(net, generator_info(net, 3, 3)).translate_tensor(image)
     calls = []
-    tight = Translator(net, GeneratorInfo(3, 3, 4), max_pixels=64 * 64)
+    tight = Translator(net, generator_info(net, 3, 3), max_pixels=64 * 64)
     forward = tight._forward
     tight._forward = lambda batch: calls.append(batch.shape) or forward(batch)
     assert torch.allclose(tight.translate_tensor(image), whole, atol=0.05)
@@ -287,8 +287,8 @@ def test_evaluation_mode_is_deterministic_and_stochastic_keeps_dropout_noise():
     # six levels: one decoder block with dropout (num_downs - 5)
     net = settle_batch_norm(UnetGenerator(3, 3, num_downs=6, base_channels=4, dropout=True), 3, size=64)
     image = torch.rand(2, 3, 64, 64) * 2 - 1
-    quiet = Translator(net, GeneratorInfo(3, 3, 64))
+    quiet = Translator(net, generator_info(net, 3, 3))
     assert torch.equal(quiet.translate_tensor(image), quiet.translate_tensor(image))
-    noisy = Translator(net, GeneratorInfo(3, 3, 64), stochastic=True)
+    noisy = Translator(net, generator_info(net, 3, 3), stochastic=True)
     assert not torch.equal(noisy.translate_tensor(image), noisy.translate_tensor(image))
     assert all(not m.training for m in net.modules() if isinstance(m, nn.BatchNorm2d))

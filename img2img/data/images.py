@@ -186,6 +186,16 @@ def to_tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).mul(2).sub(1)
 
 
+def visible_files(folder: Path) -> list[Path]:
+    """Every file under ``folder`` (recursively), sorted, leaving out hidden ones (names starting with a dot)."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def is_image_name(path: Path) -> bool:
+    """Whether the file's extension is one of the image formats read here."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
 def list_images(folder: str | Path, option: str) -> list[Path]:
     """Image files under ``folder`` (recursively), as sorted paths relative to it; errors name the option."""
     folder = Path(folder)
@@ -193,8 +203,7 @@ def list_images(folder: str | Path, option: str) -> list[Path]:
         raise UserError(f"{option}: {folder} does not exist")
     if not folder.is_dir():
         raise UserError(f"{option}: {folder} is not a folder")
-    files = sorted(p.relative_to(folder) for p in folder.rglob("*")
-                   if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+    files = [p.relative_to(folder) for p in visible_files(folder) if is_image_name(p)]
     if not files:
         raise UserError(f"{option}: {folder} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
     return files

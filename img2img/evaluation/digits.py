@@ -13,6 +13,7 @@ in the CycleGAN demo's domain b, are read too).
 from __future__ import annotations
 
 import hashlib
+import io
 from importlib import resources
 
 import torch
@@ -115,8 +116,6 @@ def load_classifier(device: torch.device | str = "cpu") -> DigitClassifier:
     if digest != WEIGHTS_SHA256:
         raise UserError(f"the packaged digit classifier ({WEIGHTS_NAME}) has SHA-256 {digest[:16]}..., expected "
                         f"{WEIGHTS_SHA256[:16]}...; reinstall img2img")
-    import io  # noqa: PLC0415
-
     state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     net = DigitClassifier()
     net.load_state_dict(state)

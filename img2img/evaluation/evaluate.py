@@ -25,7 +25,7 @@ when those weights are missing and they were not asked for by name.
 
 from __future__ import annotations
 
-import logging
+import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -41,8 +41,6 @@ from img2img.evaluation.digits import load_classifier
 from img2img.evaluation.features import build_extractor
 from img2img.evaluation.metrics import (class_statistics, fid_kid, lpips, nearest_neighbour_distance,
                                         paired_metrics)
-
-log = logging.getLogger(__name__)
 
 # higher is better for these; lower for the rest (fid, kid, l1, nn distance)
 HIGHER_IS_BETTER = {"psnr", "ssim", "label_agreement", "classes_covered"}  # lpips: lower is better
@@ -110,6 +108,11 @@ class Report:
         return "\n".join(lines + [f"note: {note}" for note in self.notes])
 
 
+def unit(images: Tensor) -> Tensor:
+    """Images in [-1, 1] → [0, 1]."""
+    return images.add(1).div(2).clamp(0, 1)
+
+
 def better(metric: str, value: float, best: float | None) -> bool:
     if best is None:
         return True
@@ -152,17 +155,17 @@ def _evaluate_digits_gan(model: Any, report: Report, samples: int, seed: int, de
     classifier = load_classifier(device)
     extractor = classifier if features in ("auto", "digits") else build_extractor(features, inception_weights, 1)
     generated = model.generate(samples, torch.Generator(device="cpu").manual_seed(seed)).float().cpu()
-    held_out, train = load_embedded("test").as_float(), load_embedded("train").as_float()
+    held_out_digits = load_embedded("test")
+    held_out, train = held_out_digits.as_float(), load_embedded("train").as_float()
     floor_draw = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:len(held_out)]]
     report.metrics.update(_distribution(extractor, held_out, generated, device))
     report.reference["real-vs-real floor"] = _distribution(extractor, held_out, floor_draw, device)
     predicted = _classify(classifier, generated, device)
     report.metrics.update(class_statistics(predicted))
-    report.reference["held-out digits"] = class_statistics(load_embedded("test").labels)
-    to_unit = lambda images: images.add(1).div(2)  # noqa: E731
-    report.metrics["nn_distance_to_train"] = nearest_neighbour_distance(to_unit(generated), to_unit(train))
-    report.reference["held-out digits"]["nn_distance_to_train"] = nearest_neighbour_distance(to_unit(held_out),
-                                                                                             to_unit(train))
+    report.reference["held-out digits"] = class_statistics(held_out_digits.labels)
+    report.metrics["nn_distance_to_train"] = nearest_neighbour_distance(unit(generated), unit(train))
+    report.reference["held-out digits"]["nn_distance_to_train"] = nearest_neighbour_distance(unit(held_out),
+                                                                                             unit(train))
     report.metrics["fid_over_floor"] = report.metrics["fid"] / max(report.reference["real-vs-real floor"]["fid"],
                                                                    1e-12)
     report.protocol.update({"generated": samples, "reference": "1,000 held-out embedded digits",
@@ -189,7 +192,6 @@ def _evaluate_pix2pix(model: Any, options: Any, report: Report, data: EvalData, 
     dataset = type(model).dataset(held_out, train=False)
     inputs, targets = _stack(dataset, ("a", "b"))
     outputs = _translate(model, inputs, "a2b", device)
-    unit = lambda images: images.add(1).div(2).clamp(0, 1)  # noqa: E731
     report.metrics.update(paired_metrics(unit(outputs), unit(targets)))
     report.reference["identity"] = paired_metrics(unit(_match_channels(inputs, targets)), unit(targets))
     try:
@@ -247,7 +249,6 @@ def _evaluate_unpaired(model: Any, options: Any, report: Report, data: EvalData,
                    lambda dataset, side=side: len(dataset.a_files if side == "a" else dataset.b_files),
                    lambda dataset, index, side=side: dataset.side_image(side, index), device, name)
     if task == COLOUR_TASK:
-        unit = lambda images: images.add(1).div(2).clamp(0, 1)  # noqa: E731
         names_a = [Path(p).name for p in dataset.a_files]
         names_b = {Path(p).name: index for index, p in enumerate(dataset.b_files)}
         order = [names_b[name] for name in names_a if name in names_b]
@@ -323,3 +324,27 @@ def _floor(report: Report, extractor: Any, held_out: Tensor, training: Any, coun
     floor = report.reference.setdefault("real-vs-real floor", {})
     floor[f"fid{suffix}"], floor[f"kid{suffix}"] = result["fid"], result["kid"]
     report.protocol[f"floor{suffix}"] = f"{len(draw)} training images vs the {len(held_out)} held-out ones"
+
+
+def evaluate_checkpoint(path: str | Path, a: str | None = None, b: str | None = None, aligned: str | None = None,
+                        metrics: tuple[str, ...] = (), features: str = "auto", inception_weights: str | None = None,
+                        samples: int = 1000, seed: int = 0, device: str = "auto",
+                        json_path: Path | None = None) -> tuple[Report, Path]:
+    """Evaluate a checkpoint file or run folder (its averaged weights when it has them); write the report as
+    JSON to ``json_path``, by default ``RUN/eval/step-N.json`` beside the checkpoint."""
+    from img2img.train import load_model, resolve_device  # noqa: PLC0415 - the trainer imports this module
+
+    torch_device = resolve_device(device)
+    model, run, payload = load_model(path, torch_device, option="CHECKPOINT")
+    data = EvalData(a, b, aligned) if (a or b or aligned) else None
+    report = evaluate_model(model, run, int(payload["step"]), data, features, inception_weights, samples, seed,
+                            torch_device, metrics)
+    report.protocol["checkpoint"] = payload["path"]
+    if json_path is None:
+        folder = Path(payload["path"]).resolve().parent
+        if folder.name == "checkpoints":
+            folder = folder.parent
+        json_path = folder / "eval" / f"step-{report.step:08d}.json"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    return report, json_path

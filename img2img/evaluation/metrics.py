@@ -44,33 +44,29 @@ def _fid_kid(extractor: nn.Module, real: Iterable[Tensor], fake: Iterable[Tensor
              kid_subset_size: int, device: torch.device | str) -> dict[str, float]:
     fid_class, kid_class = _torchmetrics()
     extractor = extractor.to(device).eval()
-    fid = fid_class(feature=extractor, normalize=False, reset_real_features=True).to(device)
-    real_count = fake_count = 0
-    kid_features: dict[bool, list[Tensor]] = {True: [], False: []}
-    for is_real, stream in ((True, real), (False, fake)):
-        for batch in stream:
-            batch = batch.to(device, torch.float32)
-            fid.update(batch, real=is_real)
-            kid_features[is_real].append(extractor(batch).double().cpu())
-            real_count, fake_count = (real_count + len(batch), fake_count) if is_real else (real_count,
-                                                                                              fake_count + len(batch))
-    if min(real_count, fake_count) < 2:
-        raise UserError(f"FID needs at least 2 images on each side, got {real_count} real and {fake_count} generated")
-    subset = min(kid_subset_size, real_count, fake_count)
-    kid = kid_class(feature=_Identity(extractor.num_features), subsets=kid_subsets, subset_size=subset,
-                    normalize=False)
-    kid.update(torch.cat(kid_features[True]), real=True)
-    kid.update(torch.cat(kid_features[False]), real=False)
+    # features are extracted once, then fed to both metrics through an identity "extractor"
+    real_features, fake_features = (torch.cat([extractor(batch.to(device, torch.float32)).double()
+                                               for batch in stream]) for stream in (real, fake))
+    if min(len(real_features), len(fake_features)) < 2:
+        raise UserError(f"FID needs at least 2 images on each side, got {len(real_features)} real and "
+                        f"{len(fake_features)} generated")
+    identity = _Identity(extractor.num_features)
+    fid = fid_class(feature=identity, normalize=False).to(device)
+    subset = min(kid_subset_size, len(real_features), len(fake_features))
+    kid = kid_class(feature=identity, subsets=kid_subsets, subset_size=subset, normalize=False).to(device)
+    for metric in (fid, kid):
+        metric.update(real_features, real=True)
+        metric.update(fake_features, real=False)
     generator_state = torch.get_rng_state()
     torch.manual_seed(0)  # KID draws its subsets at random: the same draw every time
     kid_mean, kid_std = kid.compute()
     torch.set_rng_state(generator_state)
     return {"fid": float(fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std),
-            "real_images": real_count, "generated_images": fake_count}
+            "real_images": len(real_features), "generated_images": len(fake_features)}
 
 
 class _Identity(nn.Module):
-    """Features already extracted pass through (KID is fed features computed once for both metrics)."""
+    """Features already extracted pass through (both metrics are fed features computed once)."""
 
     def __init__(self, num_features: int) -> None:
         super().__init__()

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from img2img.config import TrainConfig
 from img2img.data.batches import BatchSource, LoaderBatches, StepSampler
+from img2img.errors import UserError
 
 Logs = dict[str, Tensor]
 
@@ -106,6 +107,16 @@ class GANModel(nn.Module):
         if isinstance(batch, dict):
             return {key: self.move_batch(value, device) for key, value in batch.items()}
         return batch
+
+    # -- inference --------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def translate(self, images: Tensor, direction: str = "a2b") -> Tensor:
+        """``(N, C, H, W)`` in [-1, 1] through the generator of ``direction`` (see ``translation_networks``)."""
+        name = self.translation_networks.get(direction)
+        if name is None:
+            ways = " and ".join(self.translation_networks) or "nothing"
+            raise UserError(f"--direction: a {self.name} model translates {ways}, not {direction}")
+        return self.nets[name](images)
 
     # -- monitoring -------------------------------------------------------------------------------
     def sample_inputs(self, data: BatchSource, seed: int, device: torch.device) -> Any:

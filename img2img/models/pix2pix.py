@@ -164,13 +164,6 @@ class Pix2Pix(GANModel):
         raise KeyError(phase)
 
     # -- inference and monitoring ----------------------------------------------------------------------
-    @torch.no_grad()
-    def translate(self, images: Tensor, direction: str = "a2b") -> Tensor:
-        """``(N, C_a, H, W)`` in [-1, 1] → ``(N, C_b, H, W)``; H, W multiples of ``2**num_downs``."""
-        if direction != "a2b":
-            raise UserError("--direction: pix2pix translates one way only (a2b)")
-        return self.nets["g"](images)
-
     def sample_inputs(self, data: Any, seed: int, device: torch.device) -> dict[str, Tensor]:
         return spread_examples(self.dataset(self.config, train=False), SAMPLE_PAIRS, device)
 

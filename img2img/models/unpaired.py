@@ -67,13 +67,6 @@ class UnpairedModel(GANModel):
             return batch
         return {key: gpu_augment(images, self.config.size, self.config.flip) for key, images in batch.items()}
 
-    @torch.no_grad()
-    def translate(self, images: Tensor, direction: str = "a2b") -> Tensor:
-        """``(N, C, H, W)`` in [-1, 1] from one domain into the other (``a2b`` or ``b2a``)."""
-        if direction not in ("a2b", "b2a"):
-            raise UserError(f"--direction must be a2b or b2a, got {direction!r}")
-        return self.nets["g_ab" if direction == "a2b" else "g_ba"](images)
-
     def sample_inputs(self, data: Any, seed: int, device: torch.device) -> dict[str, Tensor]:
         return spread_examples(self.dataset(self.config, train=False), SAMPLE_PAIRS, device)
 
