@@ -8,6 +8,8 @@ import click
 
 from img2img import bench as bench_lib
 
+from .options import with_speed_options
+
 
 @click.command()
 @click.argument("target", type=click.Choice(bench_lib.TARGETS))
@@ -17,24 +19,44 @@ from img2img import bench as bench_lib
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="Timed steps (translate: images).  [default: 50 on CUDA, 3 on the CPU (translate: 256, 16)]")
 @click.option("--warmup", type=click.IntRange(min=0), default=None,
-              help="Untimed steps first.  [default: 5 on CUDA, 1 on the CPU]")
+              help="Untimed steps first (at least 3 with --compile).  [default: 5 on CUDA, 1 on the CPU]")
 @click.option("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N.")
 @click.option("--amp/--no-amp", default=True, help="bf16 autocast on CUDA.")
+@with_speed_options
+@click.option("--ladder", is_flag=True,
+              help="Run once per means of going faster, each rung adding one to the last (float32 eager, bf16, "
+                   "cuDNN benchmark, channels_last, torch.compile, CUDA graphs; CUDA-only rungs skipped on the "
+                   "CPU), and print a table of each one's effect.  Ignores the speed options above.")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="translate: decoding processes.  [default: min(4, CPUs)]")
+@click.option("--io-only", is_flag=True,
+              help="translate: a 1×1 convolution instead of the ResNet, to measure decoding, transfers and "
+                   "encoding alone (the ceiling of the folder pipeline).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the summary.")
 def bench(target: str, size: int, batch_size: int | None, steps: int | None, warmup: int | None, device: str,
-          amp: bool, workers: int | None, as_json: bool) -> None:
+          amp: bool, channels_last: bool, compile_mode: str, cudnn_benchmark: bool, ladder: bool,
+          workers: int | None, io_only: bool, as_json: bool) -> None:
     """Time TARGET (a model's training step, or translate) on synthetic data: seconds per step, images/s,
     peak memory, achieved TFLOP/s and its fraction of the device's measured peak."""
     from img2img.train import resolve_device  # noqa: PLC0415
 
-    on_cuda = resolve_device(device).type == "cuda"
-    if target == "translate":
-        result = bench_lib.bench_translate(size, batch_size or 8, steps or (256 if on_cuda else 16), device, amp,
-                                           workers)
-    else:
+    torch_device = resolve_device(device)
+    on_cuda = torch_device.type == "cuda"
+    if io_only and target != "translate":
+        raise click.UsageError("--io-only applies to translate only")
+
+    def run(speed: bench_lib.SpeedSettings) -> dict:
+        if target == "translate":
+            return bench_lib.bench_translate(size, batch_size or 8, steps or (256 if on_cuda else 16), device,
+                                             speed, workers, io_only)
         default_batch = 64 if target == "mnist-gan" else 1
-        result = bench_lib.bench_training(target, size, batch_size or default_batch, steps or (50 if on_cuda else 3),
-                                          warmup if warmup is not None else (5 if on_cuda else 1), device, amp)
+        return bench_lib.bench_training(target, size, batch_size or default_batch, steps or (50 if on_cuda else 3),
+                                        warmup if warmup is not None else (5 if on_cuda else 1), device, speed)
+
+    if ladder:
+        results = bench_lib.ladder(run, torch_device)
+        click.echo(json.dumps({"ladder": results}) if as_json else bench_lib.format_ladder(results))
+        return
+    result = run(bench_lib.SpeedSettings(amp=amp, cudnn_benchmark=cudnn_benchmark, channels_last=channels_last,
+                                         compile=compile_mode))
     click.echo(json.dumps(result) if as_json else bench_lib.format_result(result))

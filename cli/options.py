@@ -8,11 +8,20 @@ from typing import Any
 
 import click
 
-from img2img.config import RunConfig, TrainConfig
+from img2img.config import RESUMABLE_SETTINGS, RunConfig, TrainConfig
 from img2img.losses import LOSSES
+from img2img.speed import COMPILE_MODES
 
 # options that may accompany --resume: they do not change what the run computes
-RESUMABLE = {"steps", "device", "resume", "out", "dry_run"}
+RESUMABLE = {*RESUMABLE_SETTINGS, "resume", "out", "dry_run"}
+OPTION_SETTINGS = {"compile_mode": "compile"}  # option names that differ from their TrainConfig field
+
+
+def resume_changes(ctx: click.Context) -> dict[str, Any]:
+    """The resumable settings given on the command line (not left at their defaults), by TrainConfig field."""
+    return {OPTION_SETTINGS.get(name, name): value for name, value in ctx.params.items()
+            if OPTION_SETTINGS.get(name, name) in RESUMABLE_SETTINGS
+            and ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)}
 
 
 def train_options(defaults: TrainConfig, default_loss: str, steps_help: str = "Training steps in all.",
@@ -59,6 +68,7 @@ def train_options(defaults: TrainConfig, default_loss: str, steps_help: str = "T
         click.option("--eval-aligned", type=click.Path(), default=None,
                      help="Held-out side-by-side files for --eval-every (pix2pix)."),
         click.option("--sync-bn", is_flag=True, help="Synchronise batch norm across processes (torchrun, CUDA)."),
+        *speed_options(defaults),
         click.option("--dry-run", is_flag=True, help="Print the resolved configuration and exit."),
     ]
 
@@ -68,6 +78,25 @@ def train_options(defaults: TrainConfig, default_loss: str, steps_help: str = "T
         return command
 
     return decorate
+
+
+def speed_options(defaults: TrainConfig) -> list[Callable]:
+    """How fast a step runs (see img2img.speed); shared by ``train`` and ``bench``."""
+    return [
+        click.option("--channels-last/--no-channels-last", default=defaults.channels_last,
+                     help="Networks and image batches in NHWC memory layout."),
+        click.option("--compile", "compile_mode", type=click.Choice(COMPILE_MODES), default=defaults.compile,
+                     help="torch.compile the networks; reduce-overhead and max-autotune also use CUDA graphs."),
+        click.option("--cudnn-benchmark/--no-cudnn-benchmark", default=defaults.cudnn_benchmark,
+                     help="Let cuDNN time and pick its fastest convolution algorithms (CUDA)."),
+    ]
+
+
+def with_speed_options(command: Callable) -> Callable:
+    """Decorate a command that runs networks (translate, bench) with the speed options and their defaults."""
+    for option in reversed(speed_options(TrainConfig())):
+        command = option(command)
+    return command
 
 
 def epoch_steps(values: dict[str, Any], dataset_size: int, epochs: int, decay_epochs: int) -> None:
@@ -89,18 +118,20 @@ def train_config(values: dict[str, Any]) -> TrainConfig:
         sample_every_steps=values["sample_every"], log_every_steps=values["log_every"],
         num_workers=values["workers"], amp=values["amp"], ema_decay=values["ema"], sync_batch_norm=values["sync_bn"],
         eval_every_steps=values["eval_every"], eval_metric=values["eval_metric"], eval_a=values["eval_a"],
-        eval_b=values["eval_b"], eval_aligned=values["eval_aligned"])
+        eval_b=values["eval_b"], eval_aligned=values["eval_aligned"], channels_last=values["channels_last"],
+        compile=values["compile_mode"], cudnn_benchmark=values["cudnn_benchmark"])
 
 
 def check_resume_options(ctx: click.Context) -> None:
     """With --resume, refuse options that would change what the saved run computes."""
     for name in ctx.params:
-        if name in RESUMABLE:
+        if OPTION_SETTINGS.get(name, name) in RESUMABLE:
             continue
         if ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None):
             flag = next(p for p in ctx.command.params if p.name == name).opts[0]
             raise click.UsageError(f"{flag} cannot be changed when resuming; --resume uses the run's saved "
-                                   "settings (only --steps and --device may be given)", ctx)
+                                   "settings (only --steps, --device, --channels-last, --compile and --cudnn-benchmark "
+                                   "may be given)", ctx)
     if ctx.get_parameter_source("out") is not click.core.ParameterSource.DEFAULT:
         raise click.UsageError("--out cannot be given with --resume: a resumed run stays in its own folder", ctx)
 
@@ -117,4 +148,6 @@ def run_config(model: str, options: Any, values: dict[str, Any]) -> RunConfig:
     return RunConfig(model=model, train=train_config(values), options=options)
 
 
-__all__ = ["check_resume_options", "default_out", "epoch_steps", "report_config", "run_config", "train_options"]
+__all__ = ["check_resume_options", "default_out", "epoch_steps", "report_config", "resume_changes", "run_config",
+           "speed_options", "train_options",
+           "with_speed_options"]

@@ -16,7 +16,8 @@ from img2img.models.mnist_gan import MnistGanConfig
 from img2img.models.pix2pix import DISCRIMINATORS, GENERATORS, Pix2Pix, Pix2PixConfig
 from img2img.nn.norm import NORMS
 
-from .options import check_resume_options, default_out, epoch_steps, report_config, run_config, train_options
+from .options import (check_resume_options, default_out, epoch_steps, report_config, resume_changes, run_config,
+                      train_options)
 
 
 @click.group()
@@ -28,12 +29,10 @@ def _start(ctx: click.Context, run: RunConfig, values: dict, resolved: bool = Fa
     """Start the run described by ``run`` or resume ``--resume``, then say where the results are."""
     if values["resume"]:
         check_resume_options(ctx)
-        steps = values["steps"] if ctx.get_parameter_source("steps").name != "DEFAULT" else None
-        device = values["device"] if ctx.get_parameter_source("device").name != "DEFAULT" else None
         if values["dry_run"]:
             click.echo(f"would resume {values['resume']}")
             return
-        result = training.resume(values["resume"], steps=steps, device=device)
+        result = training.resume(values["resume"], **resume_changes(ctx))
     else:
         run = run if resolved else training.resolve_run(run)
         if from_environment().is_main:

@@ -8,6 +8,8 @@ from img2img import export as export_lib
 from img2img import official
 from img2img import translate as translate_lib
 
+from .options import with_speed_options
+
 ARCH_HELP = "Official weights only: the generator they hold (checked against the weights, which say it anyway)."
 
 
@@ -46,9 +48,11 @@ def official_options(command):
 @click.option("--ema/--no-ema", "use_ema", default=True, help="Use the averaged weights when the run kept them.")
 @click.option("--overwrite", is_flag=True, help="Replace files that already exist in OUTPUT.")
 @official_options
+@with_speed_options
 def translate(checkpoint: str, input_path: str, output: str, direction: str, image_format: str, resize: int | None,
               tile: int | None, batch_size: int, workers: int | None, device: str, amp: bool, stochastic: bool,
-              use_ema: bool, overwrite: bool, arch: str | None, norm: str | None, base_channels: int | None) -> None:
+              use_ema: bool, overwrite: bool, arch: str | None, norm: str | None, base_channels: int | None,
+              channels_last: bool, compile_mode: str, cudnn_benchmark: bool) -> None:
     """Translate the image INPUT, or every image under the folder INPUT, into the folder OUTPUT.
 
     CHECKPOINT is an img2img checkpoint, a run folder (its last checkpoint), or
@@ -58,7 +62,8 @@ def translate(checkpoint: str, input_path: str, output: str, direction: str, ima
     input is reported and skipped, and the exit code is then 3.
     """
     translator = translate_lib.load(checkpoint, direction, device, arch=arch, norm=norm, base_channels=base_channels,
-                                    use_ema=use_ema, amp=amp, stochastic=stochastic, batch_size=batch_size, tile=tile)
+                                    use_ema=use_ema, amp=amp, stochastic=stochastic, batch_size=batch_size, tile=tile,
+                                    channels_last=channels_last, compile=compile_mode, cudnn_benchmark=cudnn_benchmark)
     click.echo(f"{translator.info.description} on {translator.device}", err=True)
     summary = translator.translate_folder(
         input_path, output, image_format, overwrite=overwrite, resize=resize, workers=workers,

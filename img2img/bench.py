@@ -14,16 +14,19 @@ device's peak, measured here with a large matrix product.
 
 from __future__ import annotations
 
+import dataclasses
 import resource
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from img2img.config import RunConfig, TrainConfig
@@ -44,15 +47,58 @@ class SyntheticBatches:
             yield self._batch
 
 
-def synthetic_run(model: str, size: int, batch_size: int, device: str, amp: bool) -> tuple[RunConfig, Any]:
+@dataclass(frozen=True)
+class SpeedSettings:
+    """The means of going faster that a benchmark can switch (see :mod:`img2img.speed`)."""
+
+    amp: bool = True  # bf16 autocast (CUDA)
+    cudnn_benchmark: bool = True  # CUDA
+    channels_last: bool = False
+    compile: str = "off"
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# each rung adds one mean to the rung above it; the CUDA-only ones are left out on the CPU
+LADDER: tuple[tuple[str, SpeedSettings, bool], ...] = (
+    ("float32, eager", SpeedSettings(amp=False, cudnn_benchmark=False), False),
+    ("+ bf16 autocast", SpeedSettings(amp=True, cudnn_benchmark=False), True),
+    ("+ cuDNN benchmark", SpeedSettings(amp=True, cudnn_benchmark=True), True),
+    ("+ channels_last", SpeedSettings(amp=True, cudnn_benchmark=True, channels_last=True), False),
+    ("+ torch.compile", SpeedSettings(amp=True, cudnn_benchmark=True, channels_last=True, compile="default"), False),
+    ("+ CUDA graphs", SpeedSettings(amp=True, cudnn_benchmark=True, channels_last=True, compile="reduce-overhead"),
+     True),
+)
+
+
+def ladder(run: Callable[[SpeedSettings], dict[str, Any]], device: torch.device) -> list[dict[str, Any]]:
+    """Run one benchmark once per rung of :data:`LADDER` (each adding one mean), and say what each rung changed."""
+    results = []
+    for name, settings, cuda_only in LADDER:
+        if cuda_only and device.type != "cuda":
+            continue
+        torch._dynamo.reset()  # a rung compiles afresh, in its own mode
+        result = run(settings)
+        result["rung"] = name
+        result["speedup_over_previous"] = (results[-1]["seconds_per_step"] / result["seconds_per_step"]
+                                           if results else 1.0)
+        result["speedup_over_first"] = (results[0]["seconds_per_step"] / result["seconds_per_step"]
+                                        if results else 1.0)
+        results.append(result)
+    torch._dynamo.reset()
+    return results
+
+
+def synthetic_run(model: str, size: int, batch_size: int, device: str, speed: SpeedSettings) -> tuple[RunConfig, Any]:
     """A resolved run of ``model`` with the official default networks for ``size``, and a synthetic batch."""
     from img2img.models.cyclegan import CycleGANConfig  # noqa: PLC0415
     from img2img.models.discogan import DiscoGANConfig  # noqa: PLC0415
     from img2img.models.mnist_gan import MnistGanConfig  # noqa: PLC0415
     from img2img.models.pix2pix import Pix2PixConfig, unet_depth  # noqa: PLC0415
 
-    train = TrainConfig(steps=10**9, batch_size=batch_size, device=device, amp=amp, num_workers=0,
-                        save_every_steps=10**9, sample_every_steps=10**9, log_every_steps=10**9)
+    train = TrainConfig(steps=10**9, batch_size=batch_size, device=device, num_workers=0, save_every_steps=10**9,
+                        sample_every_steps=10**9, log_every_steps=10**9, **speed.as_dict())
     generator = torch.Generator().manual_seed(0)
     images = lambda: torch.rand(batch_size, 3, size, size, generator=generator) * 2 - 1  # noqa: E731
     common = dict(size=size, load_size=size, channels_a=3, channels_b=3, bits_a=8, bits_b=8)
@@ -105,10 +151,12 @@ def device_peak_tflops(device: torch.device, dtype: torch.dtype) -> float:
     return 2 * side ** 3 * repeats / (time.perf_counter() - start) / 1e12
 
 
-def _summary(device: torch.device, seconds: float, steps: int, images: int, flops: float, amp: bool,
+def _summary(device: torch.device, seconds: float, steps: int, images: int, flops: float, speed: SpeedSettings,
              settings: dict[str, Any]) -> dict[str, Any]:
     peak_bytes, memory_kind = _peak_memory(device)
-    compute_dtype = torch.bfloat16 if amp and device.type == "cuda" else torch.float32
+    compute_dtype = torch.bfloat16 if speed.amp and device.type == "cuda" else torch.float32
+    settings = {**settings, **speed.as_dict(), "amp": speed.amp and device.type == "cuda",
+                "cudnn_benchmark": speed.cudnn_benchmark and device.type == "cuda"}
     peak = device_peak_tflops(device, compute_dtype)
     achieved = flops * steps / seconds / 1e12
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
@@ -119,22 +167,37 @@ def _summary(device: torch.device, seconds: float, steps: int, images: int, flop
             "device": f"{device} ({name})", "torch_version": torch.__version__, "settings": settings}
 
 
+def _step_flops(trainer: Any, batch: Any) -> float:
+    """Floating-point operations of one training step (counted, not timed; the step does happen)."""
+    trainer.model.train()
+    with FlopCounterMode(display=False) as counter:
+        trainer.train_step(trainer.model.move_batch(batch, trainer.device))
+    return float(counter.get_total_flops())
+
+
 def bench_training(model: str, size: int = 256, batch_size: int = 1, steps: int = 20, warmup: int = 3,
-                   device: str = "auto", amp: bool = True) -> dict[str, Any]:
-    """Time ``steps`` training steps of ``model`` after ``warmup`` untimed ones."""
+                   device: str = "auto", speed: SpeedSettings = SpeedSettings()) -> dict[str, Any]:
+    """Time ``steps`` training steps of ``model`` after ``warmup`` untimed ones (at least 3 when compiling:
+    the first steps compile, and CUDA graphs are recorded on the second and replayed from the third)."""
     from img2img.train import Trainer, resolve_device  # noqa: PLC0415
 
     torch_device = resolve_device(device)
-    run, batch = synthetic_run(model, size, batch_size, str(torch_device), amp)
+    run, batch = synthetic_run(model, size, batch_size, str(torch_device), speed)
+    if speed.compile != "off":
+        warmup = max(warmup, 3)
     with tempfile.TemporaryDirectory(prefix="img2img-bench-") as folder:
+        if speed.compile != "off":  # FLOPs are counted on an eager twin: the counter's hooks stay out of compiled code
+            eager = Trainer(run.replace_train(compile="off"), Path(folder) / "eager", torch_device,
+                            data=SyntheticBatches(batch))
+            flops = _step_flops(eager, batch)
+            del eager
         trainer = Trainer(run, Path(folder) / "run", torch_device, data=SyntheticBatches(batch))
+        if speed.compile == "off":
+            flops = _step_flops(trainer, batch)
         batch = trainer.model.move_batch(batch, torch_device)
         trainer.model.train()
         for _ in range(warmup):
             trainer.train_step(batch)
-        with FlopCounterMode(display=False) as counter:  # one step, counted (not timed)
-            trainer.train_step(batch)
-        flops = float(counter.get_total_flops())
         _synchronize(torch_device)
         _reset_peak(torch_device)
         start = time.perf_counter()
@@ -143,28 +206,37 @@ def bench_training(model: str, size: int = 256, batch_size: int = 1, steps: int 
         _synchronize(torch_device)
         seconds = time.perf_counter() - start
     settings = {"target": model, "size": size if model != "mnist-gan" else 28, "batch_size": batch_size,
-                "steps": steps, "warmup": warmup, "amp": amp and torch_device.type == "cuda"}
-    return _summary(torch_device, seconds, steps, steps * batch_size, flops, amp, settings)
+                "steps": steps, "warmup": warmup}
+    return _summary(torch_device, seconds, steps, steps * batch_size, flops, speed, settings)
 
 
 def bench_translate(size: int = 256, batch_size: int = 8, images: int = 64, device: str = "auto",
-                    amp: bool = True, workers: int | None = None) -> dict[str, Any]:
-    """Time folder translation of ``images`` synthetic ``size``² JPEGs to PNGs with a CycleGAN ResNet generator."""
+                    speed: SpeedSettings = SpeedSettings(), workers: int | None = None,
+                    io_only: bool = False) -> dict[str, Any]:
+    """Time folder translation of ``images`` synthetic ``size``² JPEGs to PNGs with a CycleGAN ResNet generator
+    (``io_only``: a 1×1 convolution instead, which leaves decoding, transfers and encoding to be measured)."""
     from img2img.nn import init_weights  # noqa: PLC0415
     from img2img.nn.resnet import ResnetGenerator  # noqa: PLC0415
     from img2img.train import resolve_device  # noqa: PLC0415
-    from img2img.translate import Translator, generator_info  # noqa: PLC0415
+    from img2img.translate import GeneratorInfo, Translator, generator_info  # noqa: PLC0415
 
     torch_device = resolve_device(device)
     if size % 4:
         raise UserError(f"--size: {size} must be a multiple of 4 for the ResNet generator")
     blocks = 9 if size > 128 else 6
     torch.manual_seed(0)
-    net = init_weights(ResnetGenerator(3, 3, 64, blocks, "instance"))
-    translator = Translator(net, generator_info(net, 3, 3), torch_device, amp=amp, batch_size=batch_size)
-    with FlopCounterMode(display=False) as counter:
-        translator.translate_tensor(torch.zeros(1, 3, size, size))
+    if io_only:
+        net: nn.Module = nn.Conv2d(3, 3, 1)
+        info = GeneratorInfo(3, 3, 1)
+    else:
+        net = init_weights(ResnetGenerator(3, 3, 64, blocks, "instance"))
+        info = generator_info(net, 3, 3)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:  # counted eagerly, before any compiling
+        net.eval()(torch.zeros(1, 3, size, size))
     flops = float(counter.get_total_flops())
+    translator = Translator(net, info, torch_device, amp=speed.amp, batch_size=batch_size,
+                            channels_last=speed.channels_last, compile=speed.compile,
+                            cudnn_benchmark=speed.cudnn_benchmark)
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="img2img-bench-") as folder:
         source = Path(folder) / "in"
@@ -174,7 +246,7 @@ def bench_translate(size: int = 256, batch_size: int = 8, images: int = 64, devi
             Image.fromarray(low).resize((size, size), Image.BICUBIC).save(source / f"{index:05d}.jpg", quality=90)
         warm = Path(folder) / "warm"
         warm.mkdir()
-        for index in range(min(images, batch_size)):
+        for index in range(min(images, batch_size * (3 if speed.compile != "off" else 1))):
             (warm / f"{index}.jpg").write_bytes((source / f"{index:05d}.jpg").read_bytes())
         translator.translate_folder(warm, Path(folder) / "warm-out", progress=False, workers=workers)
         _reset_peak(torch_device)
@@ -182,11 +254,29 @@ def bench_translate(size: int = 256, batch_size: int = 8, images: int = 64, devi
     if not summary.ok or len(summary.translated) != images:
         raise UserError(f"bench translate: only {len(summary.translated)} of {images} images were translated")
     settings = {"target": "translate", "size": size, "batch_size": batch_size, "images": images,
-                "generator": f"resnet_{blocks}blocks", "amp": amp and torch_device.type == "cuda",
-                "input": "JPEG", "output": "PNG"}
-    result = _summary(torch_device, summary.seconds, images, images, flops, amp, settings)
+                "generator": "1x1 convolution (--io-only)" if io_only else f"resnet_{blocks}blocks",
+                "input": "JPEG", "output": "PNG", "workers": workers}
+    result = _summary(torch_device, summary.seconds, images, images, flops, speed, settings)
     result["seconds_per_step"] = summary.seconds / images  # per image
     return result
+
+
+def format_ladder(results: list[dict[str, Any]]) -> str:
+    """The rungs of a ladder as a Markdown table (as in BENCHMARKS.md)."""
+    first = results[0]
+    unit = "image" if first["settings"]["target"] == "translate" else "step"
+    lines = [f"{first['settings']['target']} on {first['device']}, torch {first['torch_version']}, "
+             + ", ".join(f"{k} {v}" for k, v in first["settings"].items()
+                         if k in ("size", "batch_size", "steps", "images", "generator")),
+             "",
+             f"| rung | ms per {unit} | images/s | × previous | × first | peak memory | TFLOP/s | of peak |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in results:
+        lines.append(f"| {r['rung']} | {r['seconds_per_step'] * 1000:.2f} | {r['images_per_second']:.1f} | "
+                     f"{r['speedup_over_previous']:.2f} | {r['speedup_over_first']:.2f} | "
+                     f"{r['peak_memory_bytes'] / 2**30:.2f} GiB | {r['achieved_tflops']:.3f} | "
+                     f"{100 * r['fraction_of_peak']:.1f}% |")
+    return "\n".join(lines)
 
 
 def format_result(result: dict[str, Any]) -> str:

@@ -41,6 +41,10 @@ class TrainConfig:
     eval_b: str | None = None
     eval_aligned: str | None = None
     eval_samples: int = 1000  # generated images per evaluation (MNIST GAN)
+    # speed settings (img2img.speed): how the step runs, not what it computes; they may change on --resume
+    channels_last: bool = False  # networks and image batches in NHWC layout
+    compile: str = "off"  # torch.compile mode: off, default, reduce-overhead, max-autotune, ...
+    cudnn_benchmark: bool = True  # let cuDNN pick the fastest convolution algorithms (CUDA)
 
     def validate(self) -> None:
         positive = {"--steps": self.steps, "--batch-size": self.batch_size, "--save-every": self.save_every_steps,
@@ -58,6 +62,13 @@ class TrainConfig:
             raise UserError(f"--eval-every must be 0 (off) or more, got {self.eval_every_steps}")
         if self.num_workers < 0:
             raise UserError(f"--workers must be 0 or more, got {self.num_workers}")
+        from img2img.speed import check_compile_mode  # noqa: PLC0415
+
+        check_compile_mode(self.compile)
+
+
+# settings that --resume may change: they say where and how fast a run computes, not what
+RESUMABLE_SETTINGS = ("steps", "device", "channels_last", "compile", "cudnn_benchmark")
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,9 @@ from torch import Tensor, nn
 from torchvision.utils import save_image
 from tqdm import tqdm
 
-from img2img import checkpoint
+from img2img import checkpoint, speed
 from img2img import distributed as dist_tools
-from img2img.config import RunConfig, TrainConfig, from_dict
+from img2img.config import RESUMABLE_SETTINGS, RunConfig, TrainConfig, from_dict
 from img2img.data.batches import mix_seed
 from img2img.distributed import Distributed
 from img2img.errors import UserError
@@ -133,10 +133,18 @@ class Trainer:
         self.step = 0
         self.best: dict[str, Any] | None = None  # {"metric", "value", "step"} of the best evaluation so far
         seed_everything(self.config.seed)
-        self.model = build_model(run).to(self.device)
+        speed.configure_device(self.device, self.config.cudnn_benchmark)
+        self.model = build_model(run).to(self.device, memory_format=speed.memory_format(self.config.channels_last))
         if self.job.rank:  # every rank starts from rank 0's weights (DDP broadcasts them) but draws its own noise
             seed_everything(mix_seed(self.config.seed, self.job.rank))
         self.wrapped = self._wrap_for_distributed()
+        # what each phase calls: the networks it updates through DDP (gradients are averaged over ranks), the
+        # frozen ones bare (so DDP never waits for gradients they will not get); compiled when asked
+        self.phase_nets = {phase.name: {name: speed.compile_module(self.wrapped.get(name, net)
+                                                                   if name in phase.networks else net,
+                                                                   self.config.compile)
+                                        for name, net in self.model.nets.items()}
+                           for phase in self.model.phases}
         self.optimizers = {phase.name: self._optimizer(phase) for phase in self.model.phases}
         factor = linear_decay(self.config.steps, self.config.decay_steps)
         self.schedulers = {name: torch.optim.lr_scheduler.LambdaLR(opt, factor)
@@ -184,12 +192,8 @@ class Trainer:
         """Update ``phase.networks`` by one optimiser step; every other network stays frozen."""
         for name, net in self.model.nets.items():
             net.requires_grad_(name in phase.networks)
-        # the networks this phase updates go through DDP (gradients are averaged over ranks); the frozen
-        # ones are called bare, so DDP never waits for gradients they will not get
-        nets = {name: self.wrapped.get(name, net) if name in phase.networks else net
-                for name, net in self.model.nets.items()}
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            loss, logs = self.model.phase_loss(phase.name, nets, batch, carry)
+            loss, logs = self.model.phase_loss(phase.name, self.phase_nets[phase.name], batch, carry)
         optimizer = self.optimizers[phase.name]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -198,9 +202,10 @@ class Trainer:
 
     def train_step(self, batch: Any) -> dict[str, Tensor]:
         """One training step: every phase of the model in order, then the schedules advance."""
+        speed.mark_step(self.config.compile, self.device)
         carry: dict[str, Any] = {"step": self.step}
         logs: dict[str, Tensor] = {}
-        batch = self.model.prepare_batch(batch)
+        batch = speed.to_layout(self.model.prepare_batch(batch), self.config.channels_last)
         for phase in self.model.phases_at(self.step):
             logs.update(self.train_phase(phase, batch, carry))
         with warnings.catch_warnings():
@@ -450,21 +455,25 @@ def train(run: RunConfig, out: str | Path, resolved: bool = False) -> TrainResul
     return result
 
 
-def resume(path: str | Path, steps: int | None = None, device: str | None = None,
-           stop_after_steps: int | None = None) -> TrainResult:
-    """Continue the run whose checkpoint (or run folder) is ``path``, in that run's folder."""
+def resume(path: str | Path, steps: int | None = None, stop_after_steps: int | None = None,
+           **changes: Any) -> TrainResult:
+    """Continue the run whose checkpoint (or run folder) is ``path``, in that run's folder.
+
+    ``changes``: new values of the settings that do not change what the run computes (``device`` and the
+    speed settings, see :data:`~img2img.config.RESUMABLE_SETTINGS`)."""
     payload = checkpoint.read(path, "--resume")
     if "optimizers" not in payload:
         raise UserError(f"--resume: {payload['path']} holds imported generator weights only; it translates and "
                         "exports but cannot continue training")
     run = run_config_from_dict(payload["config"], f"--resume: {payload['path']}")
-    changes: dict[str, Any] = {}
+    unknown = sorted(set(changes) - set(RESUMABLE_SETTINGS))
+    if unknown:
+        raise ValueError(f"resume cannot change {', '.join(unknown)}")
+    changes = {key: value for key, value in changes.items() if value is not None}
     if steps is not None:
         if steps < int(payload["step"]):
             raise UserError(f"--steps: {steps} is fewer than the {payload['step']} steps the run has done")
         changes["steps"] = steps
-    if device is not None:
-        changes["device"] = device
     if changes:
         run = run.replace_train(**changes)
     run_root = Path(payload["path"]).resolve().parent

@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from img2img import checkpoint, official
+from img2img import checkpoint, official, speed
 from img2img.data.images import (IMAGE_EXTENSIONS, can_write, convert_channels, encode_image, is_image_name,
                                  quantize, read_image_bits, to_tensor, visible_files)
 from img2img.errors import UserError
@@ -79,19 +80,22 @@ def size_multiple(net: nn.Module) -> int:
 # -- loading ----------------------------------------------------------------------------------------------
 def load(path: str | Path, direction: str = "a2b", device: str | torch.device = "auto", arch: str | None = None,
          norm: str | None = None, base_channels: int | None = None, use_ema: bool = True, amp: bool | None = None,
-         stochastic: bool = False, batch_size: int = 8, tile: int | None = None) -> Translator:
+         stochastic: bool = False, batch_size: int = 8, tile: int | None = None, channels_last: bool = False,
+         compile: str = "off", cudnn_benchmark: bool = True) -> Translator:  # noqa: A002
     """A :class:`Translator` for a checkpoint file, a run folder, or an official generator weights file.
 
     ``direction`` (``a2b``/``b2a``) picks the generator of two-way models.
     ``arch``/``norm``/``base_channels`` are checked against an official file's
     weights (which say what they are; img2img checkpoints describe themselves
     and take none of them).  ``amp``: bf16 autocast, on CUDA by default.
+    ``channels_last``, ``compile``, ``cudnn_benchmark``: see :mod:`img2img.speed`.
     """
     from img2img.train import resolve_device  # noqa: PLC0415 - train imports the models, which import this
 
     device = resolve_device(str(device))
     net, info = load_generator(path, direction, arch, norm, base_channels, use_ema)
-    return Translator(net, info, device, amp=amp, stochastic=stochastic, batch_size=batch_size, tile=tile)
+    return Translator(net, info, device, amp=amp, stochastic=stochastic, batch_size=batch_size, tile=tile,
+                      channels_last=channels_last, compile=compile, cudnn_benchmark=cudnn_benchmark)
 
 
 def load_generator(path: str | Path, direction: str = "a2b", arch: str | None = None, norm: str | None = None,
@@ -236,10 +240,14 @@ class Translator:
     def __init__(self, net: nn.Module, info: GeneratorInfo, device: torch.device | str = "cpu",
                  amp: bool | None = None, stochastic: bool = False, batch_size: int = 8,
                  tile: int | None = None, tile_overlap: int | None = None,
-                 max_pixels: int | None = None) -> None:
+                 max_pixels: int | None = None, channels_last: bool = False, compile: str = "off",  # noqa: A002
+                 cudnn_benchmark: bool = True) -> None:
         self.device = torch.device(device)
         self.info = info
-        self.net = net.to(self.device).eval()
+        speed.configure_device(self.device, cudnn_benchmark)
+        self.channels_last, self.compile = channels_last, speed.check_compile_mode(compile)
+        self.net = net.to(self.device, memory_format=speed.memory_format(channels_last)).eval()
+        self._run = speed.compile_module(self.net, compile)
         if stochastic:  # pix2pix's noise: dropout stays on, batch norm keeps its running statistics
             for module in self.net.modules():
                 if isinstance(module, nn.Dropout):
@@ -275,8 +283,12 @@ class Translator:
     # -- tensors ---------------------------------------------------------------------------------------
     @torch.no_grad()
     def _forward(self, images: Tensor) -> Tensor:
+        speed.mark_step(self.compile, self.device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
-            return self.net(images).float()
+            output = self._run(speed.to_layout(images, self.channels_last))
+        if speed.uses_cuda_graphs(self.compile, self.device):  # the graph's output buffer is reused next call
+            return output.float() if output.dtype != torch.float32 else output.clone()
+        return output.float()
 
     @torch.no_grad()
     def translate_tensor(self, images: Tensor) -> Tensor:
@@ -311,7 +323,8 @@ class Translator:
         height, width = images.shape[-2:]
         padded, (top, left) = reflect_pad(images, self.info.size_multiple, (self.min_size,) * 2)
         outputs = [self._forward(chunk) for chunk in padded.split(self.batch_size)]
-        return torch.cat(outputs)[..., top:top + height, left:left + width]
+        output = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+        return output[..., top:top + height, left:left + width]
 
     def _tiled(self, images: Tensor, tile: int) -> Tensor:
         height, width = images.shape[-2:]
@@ -403,54 +416,91 @@ class Translator:
                 pending.append(job)
         started = time.perf_counter()
         workers = min(4, os.cpu_count() or 1) if workers is None else workers
-        loader = DataLoader(_ImageFiles(pending, self.info.in_channels, resize), batch_size=None, shuffle=False,
-                            num_workers=workers if len(pending) > 1 else 0,
-                            pin_memory=self.device.type == "cuda", prefetch_factor=4 if workers and len(pending) > 1
-                            else None)
-        bar = tqdm(total=len(pending), unit="img", disable=not progress, dynamic_ncols=True, leave=False)
-        writes: list[tuple[_Job, Future]] = []
-        with ThreadPoolExecutor(max_workers=2) as writer:
-            def flush(group: list[dict[str, Any]]) -> None:
-                batch = torch.stack([item["tensor"] for item in group])
-                results = self.translate_tensor(batch).cpu()
-                for item, result in zip(group, results):
-                    job = pending[item["index"]]
-                    bits = self.output_bits(item["bits"])
-                    writes.append((job, writer.submit(_write, job.output, _to_array(result), bits, overwrite)))
-                bar.update(len(group))
+        # each loader batch is decoded and stacked by shape in a worker, so it crosses processes as a few tensors
+        loader = DataLoader(_ImageFiles(pending, self.info.in_channels, resize), batch_size=self.batch_size,
+                            shuffle=False, collate_fn=_stack_by_shape, num_workers=workers if len(pending) > 1 else 0,
+                            pin_memory=self.device.type == "cuda",
+                            prefetch_factor=4 if workers and len(pending) > 1 else None)
 
-            for group in _batches_by_shape(loader, self.batch_size, summary, pending, report):
-                flush(group)
-            for job, future in writes:
+        def unreadable(index: int, reason: str) -> None:
+            summary.unreadable.append((pending[index].input, reason))
+            report(pending[index].input, reason)
+
+        bar = tqdm(total=len(pending), unit="img", disable=not progress, dynamic_ncols=True, leave=False)
+        writers = max(2, os.cpu_count() or 1)  # PNG encoding (~3 ms a 256² image) is the slowest stage; cv2 frees the GIL
+        writes: deque[tuple[_Job, Future]] = deque()
+
+        def collect(limit: int) -> None:  # wait for the oldest writes until at most ``limit`` are in flight
+            while len(writes) > limit:
+                job, future = writes.popleft()
                 error = future.result()
                 if error is None:
                     summary.translated.append(job.output)
                 else:
                     summary.failed.append((job.output, error))
                     report(job.output, error)
+
+        with ThreadPoolExecutor(max_workers=writers) as writer:
+            for batch in _batches_by_shape(loader, self.batch_size, unreadable):
+                inputs = batch["images"].to(self.device, non_blocking=True)
+                bits = [self.output_bits(b) for b in batch["bits"]]
+                results = self.translate_tensor(from_levels(inputs))
+                if len(set(bits)) == 1:
+                    levels = list(to_levels(results, bits[0]).cpu())
+                else:
+                    levels = [to_levels(result, b).cpu() for result, b in zip(results, bits)]
+                for index, result, b in zip(batch["indices"], levels, bits):
+                    job = pending[index]
+                    writes.append((job, writer.submit(_write, job.output, result, b, overwrite)))
+                bar.update(len(batch["indices"]))
+                collect(4 * writers + self.batch_size)  # encoded images waiting in memory stay bounded
+            collect(0)
         bar.close()
         summary.seconds = time.perf_counter() - started
         return summary
 
 
-def _batches_by_shape(loader: DataLoader, batch_size: int, summary: FolderSummary, pending: list[_Job],
-                      report: Callable[[Path, str], None]) -> Iterator[list[dict[str, Any]]]:
-    """Group decoded images of the same size into batches (sizes vary in a folder), keeping memory bounded."""
-    groups: dict[tuple[int, ...], list[dict[str, Any]]] = {}
-    for item in loader:
+def _stack_by_shape(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Collate (in a loader worker) decoded items into one batch per shape and kind:
+    ``{"batches": [{"indices", "images" (N, C, H, W), "bits"}, ...], "errors": [(index, reason), ...]}``."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    errors = []
+    for item in items:
         if item["error"]:
-            path = pending[item["index"]].input
-            summary.unreadable.append((path, item["error"]))
-            report(path, item["error"])
-            continue
-        key = tuple(item["tensor"].shape)
-        group = groups.setdefault(key, [])
-        group.append(item)
-        if len(group) == batch_size:
-            yield groups.pop(key)
-        if len(groups) > 4 * batch_size:  # many different sizes: do not hold them all
-            yield groups.pop(next(iter(groups)))
-    yield from groups.values()
+            errors.append((item["index"], item["error"]))
+        else:
+            groups.setdefault((item["tensor"].dtype, *item["tensor"].shape), []).append(item)
+    batches = [{"indices": [item["index"] for item in group], "images": torch.stack([item["tensor"] for item in group]),
+                "bits": [item["bits"] for item in group]} for group in groups.values()]
+    return {"batches": batches, "errors": errors}
+
+
+def _merge(batches: list[dict[str, Any]]) -> dict[str, Any]:
+    if len(batches) == 1:
+        return batches[0]
+    return {"indices": [i for batch in batches for i in batch["indices"]],
+            "images": torch.cat([batch["images"] for batch in batches]),
+            "bits": [b for batch in batches for b in batch["bits"]]}
+
+
+def _batches_by_shape(loader: DataLoader, batch_size: int,
+                      unreadable: Callable[[int, str], None]) -> Iterator[dict[str, Any]]:
+    """Batches of at least ``batch_size`` same-shaped images (fewer at the end, or when many sizes are waiting),
+    from the loader's per-shape pieces; sizes vary in a folder, and memory stays bounded."""
+    waiting: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for loaded in loader:
+        for index, reason in loaded["errors"]:
+            unreadable(index, reason)
+        for batch in loaded["batches"]:
+            key = (batch["images"].dtype, *batch["images"].shape[1:])
+            group = waiting.setdefault(key, [])
+            group.append(batch)
+            if sum(len(b["indices"]) for b in group) >= batch_size:
+                yield _merge(waiting.pop(key))
+            if len(waiting) > 4 * batch_size:  # many different sizes: do not hold them all
+                yield _merge(waiting.pop(next(iter(waiting))))
+    for group in waiting.values():
+        yield _merge(group)
 
 
 @dataclass(frozen=True)
@@ -500,7 +550,8 @@ def plan_folder(source: str | Path, destination: str | Path, format: str = "png"
 
 
 class _ImageFiles(Dataset):
-    """Decodes the inputs in loader workers: ``{"index", "tensor" (C, H, W) in [-1, 1], "bits", "error"}``."""
+    """Decodes the inputs in loader workers: ``{"index", "tensor", "bits", "error"}``, the tensor ``(C, H, W)``
+    uint8 levels or floats in [-1, 1] (see :func:`from_levels`)."""
 
     def __init__(self, jobs: list[_Job], channels: int, resize: int | None) -> None:
         self.jobs, self.channels, self.resize = jobs, channels, resize
@@ -515,7 +566,12 @@ class _ImageFiles(Dataset):
             return _unreadable(index, str(error).split(": ", 1)[-1])
         except Exception as error:  # noqa: BLE001 - e.g. Pillow's DecompressionBombError: skip, say why
             return _unreadable(index, f"not a readable image ({type(error).__name__}: {error})"[:200])
+        # 8-bit levels survive when no resampling or luminance mixes them: then the image travels as uint8
+        exact = bits == 8 and self.resize is None and not (self.channels == 1 and array.shape[2] > 1)
         array = convert_channels(array, self.channels)
+        if exact:
+            levels = torch.from_numpy(np.ascontiguousarray(quantize(array, 8).transpose(2, 0, 1)))
+            return {"index": index, "tensor": levels, "bits": bits, "error": ""}
         if self.resize is not None:
             import cv2  # noqa: PLC0415
 
@@ -533,12 +589,29 @@ def _to_array(tensor: Tensor) -> np.ndarray:
     return tensor.float().add(1).div(2).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
 
 
-def _write(path: Path, array: np.ndarray, bits: int, overwrite: bool) -> str | None:
-    """Write one output atomically (temporary file, then rename); never replace a file unless ``overwrite``.
-    Returns None, or why the file could not be written."""
+def from_levels(images: Tensor) -> Tensor:
+    """uint8 levels → floats in [-1, 1], exactly as :func:`~img2img.data.images.to_tensor` maps ``level / 255``;
+    float images pass through.  Runs on the translation device, so decoded images cross to it as bytes."""
+    if images.dtype != torch.uint8:
+        return images
+    return images.float().div(255).mul(2).sub(1)
+
+
+def to_levels(images: Tensor, bits: int) -> Tensor:
+    """Floats in [-1, 1] → levels of ``bits`` (8: uint8, 16: int32 holding 0..65535), rounded as
+    :func:`~img2img.data.images.quantize` rounds, on the images' device (so results cross back as bytes)."""
+    top = 255 if bits == 8 else 65535
+    levels = images.float().add(1).div(2).clamp(0, 1).mul(top).round()
+    return levels.to(torch.uint8 if bits == 8 else torch.int32)
+
+
+def _write(path: Path, levels: Tensor, bits: int, overwrite: bool) -> str | None:
+    """Write one output, ``(C, H, W)`` levels from :func:`to_levels`, atomically (temporary file, then rename);
+    never replace a file unless ``overwrite``.  Returns None, or why the file could not be written."""
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        data = encode_image(quantize(array, bits), path.suffix)
+        array = levels.permute(1, 2, 0).numpy().astype(np.uint8 if bits == 8 else np.uint16, copy=False)
+        data = encode_image(array, path.suffix)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(temporary, "wb") as handle:
             handle.write(data)

@@ -1,0 +1,79 @@
+"""Speed settings shared by training and translation: memory layout, cuDNN autotuning, ``torch.compile``.
+
+None of them changes what is computed, only how: the same networks and
+losses, to within floating-point rounding.
+
+* ``channels_last``: networks and image batches in NHWC layout, which
+  tensor-core convolution kernels prefer.
+* ``cudnn_benchmark``: cuDNN times its convolution algorithms on the first
+  batch of each shape and keeps the fastest (CUDA only; training sees one
+  shape, so it pays once).
+* ``compile``: networks go through ``torch.compile`` (TorchInductor); the
+  modes ``reduce-overhead`` and ``max-autotune`` also replay each step as
+  CUDA graphs, which removes the per-kernel launch cost that dominates at
+  batch 1.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from img2img.errors import UserError
+
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+_CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+# the compiler behind torch.compile; tests swap in "aot_eager" (the same graph capture, no code generation)
+BACKEND = "inductor"
+
+
+def check_compile_mode(mode: str, option: str = "--compile") -> str:
+    if mode not in COMPILE_MODES:
+        raise UserError(f"{option} must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
+    return mode
+
+
+def configure_device(device: torch.device, cudnn_benchmark: bool) -> None:
+    """Process-wide settings for ``device``: cuDNN autotuning on CUDA."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = cudnn_benchmark
+
+
+def memory_format(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def to_layout(value: Any, channels_last: bool) -> Any:
+    """Image batches (4-D tensors, also inside dicts, lists and tuples) in the chosen layout; others as they are."""
+    if not channels_last:
+        return value
+    if isinstance(value, Tensor):
+        return value.contiguous(memory_format=torch.channels_last) if value.dim() == 4 else value
+    if isinstance(value, dict):
+        return {key: to_layout(item, channels_last) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_layout(item, channels_last) for item in value)
+    return value
+
+
+def compile_module(module: nn.Module, mode: str) -> nn.Module:
+    """``module`` through ``torch.compile`` in ``mode`` (``off``: the module itself).
+
+    The compiled wrapper shares the module's parameters, so optimisers,
+    checkpoints and state dicts keep using the plain module.
+    """
+    if check_compile_mode(mode) == "off":
+        return module
+    return torch.compile(module, mode=None if mode == "default" else mode, backend=BACKEND)
+
+
+def uses_cuda_graphs(mode: str, device: torch.device) -> bool:
+    return device.type == "cuda" and mode in _CUDA_GRAPH_MODES and BACKEND == "inductor"
+
+
+def mark_step(mode: str, device: torch.device) -> None:
+    """Tell the CUDA-graph runtime that a new training step begins (outputs of the last one may be reused)."""
+    if uses_cuda_graphs(mode, device):
+        torch.compiler.cudagraph_mark_step_begin()

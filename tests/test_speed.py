@@ -1,0 +1,145 @@
+"""Speed settings (channels_last, torch.compile, cuDNN benchmark) change how a step runs, not what it computes;
+the folder pipeline moves images as bytes without changing a level; the bench ladder reports each mean.
+Nothing here is timed: speed is measured by `img2img bench` (see BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from img2img import speed
+from img2img.checkpoint import read
+from img2img.data.images import quantize, read_image_bits, to_tensor
+from img2img.train import Trainer, load_model, train
+from img2img.translate import GeneratorInfo, Translator, _to_array, from_levels, to_levels
+
+from test_cli import assert_one_line_error, invoke
+from test_translate import photos  # noqa: F401 - fixture
+from test_unpaired import cyclegan_trainer, write_unpaired
+
+
+@pytest.fixture
+def aot_eager(monkeypatch):
+    """torch.compile with the same graph capture and autograd tracing but no code generation (seconds, not a
+    minute, on the CPU); the inductor path itself is exercised by one MNIST test below."""
+    monkeypatch.setattr(speed, "BACKEND", "aot_eager")
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def steps_of(trainer, count):
+    batches = trainer.data.iterate(0)
+    return [{key: float(value) for key, value in trainer.train_step(next(batches)).items()} for _ in range(count)]
+
+
+@pytest.mark.parametrize("settings", [dict(channels_last=True), dict(compile="default"),
+                                      dict(channels_last=True, compile="default")])
+def test_speed_settings_train_the_same_cyclegan(settings, aot_eager, tmp_path):
+    root = write_unpaired(tmp_path)
+    torch.manual_seed(0)
+    plain = cyclegan_trainer(root, tmp_path / "plain", steps=2)
+    initial = {name: [p.detach().clone() for p in net.parameters()] for name, net in plain.model.nets.items()}
+    expected = steps_of(plain, 2)
+    torch.manual_seed(0)
+    fast = cyclegan_trainer(root, tmp_path / "fast", steps=2, train=settings)
+    assert fast.config.channels_last == settings.get("channels_last", False)
+    got = steps_of(fast, 2)
+    for want, have in zip(expected, got):
+        assert want.keys() == have.keys()
+        for key in want:
+            assert have[key] == pytest.approx(want[key], rel=1e-3, abs=1e-4), key
+    for name, net in fast.model.nets.items():  # every parameter of all four networks was trained
+        moved = [not torch.equal(p, q) for p, q in zip(net.parameters(), initial[name])]
+        assert all(moved), name
+    if settings.get("channels_last"):
+        conv = fast.model.nets["g_ab"].model[1]
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert list(fast.state()["networks"]["g_ab"]) == list(plain.state()["networks"]["g_ab"])  # no wrapper names
+
+
+def test_inductor_compiled_training_saves_plain_checkpoints_that_load_and_resume(tmp_path, mnist_run):
+    torch._dynamo.reset()
+    result = train(mnist_run(steps=2, batch_size=8, compile="default", channels_last=True), tmp_path / "run")
+    payload = read(result.checkpoint)
+    assert payload["config"]["train"]["compile"] == "default"
+    assert not any("_orig_mod" in key for net in payload["networks"].values() for key in net)
+    model, run, _ = load_model(result.checkpoint)
+    assert run.train.compile == "default" and model.nets["g"](torch.randn(2, 100)).shape[0] == 2
+    torch._dynamo.reset()
+    result, output = invoke("train", "mnist-gan", "--resume", tmp_path / "run", "--steps", 3, "--compile", "off",
+                            "--no-channels-last")
+    assert result.exit_code == 0, output
+    resumed = read(tmp_path / "run" / "last.ckpt")
+    assert resumed["step"] == 3 and resumed["config"]["train"]["compile"] == "off"
+    assert not resumed["config"]["train"]["channels_last"]
+
+
+def test_resume_accepts_speed_options_and_still_refuses_model_changes(tmp_path, mnist_run):
+    train(mnist_run(steps=2, batch_size=4), tmp_path / "run")
+    result, _ = invoke("train", "mnist-gan", "--resume", tmp_path / "run", "--lr", "0.1")
+    assert result.exit_code == 2 and "--lr cannot be changed when resuming" in result.output
+    result, output = invoke("train", "mnist-gan", "--resume", tmp_path / "run", "--steps", 3, "--channels-last")
+    assert result.exit_code == 0, output
+    assert read(tmp_path / "run" / "last.ckpt")["config"]["train"]["channels_last"]
+
+
+def test_an_unknown_compile_mode_is_a_one_line_error(tmp_path):
+    result, _ = invoke("train", "mnist-gan", "--compile", "fastest", "--out", tmp_path / "r")
+    assert result.exit_code == 2 and "--compile" in result.output and "Traceback" not in result.output
+    with pytest.raises(Exception, match="--compile must be one of"):
+        speed.check_compile_mode("fastest")
+
+
+def test_levels_cross_as_bytes_without_changing_a_value():
+    levels = torch.arange(256, dtype=torch.uint8).reshape(1, 1, 16, 16).repeat(2, 3, 1, 1)
+    array = levels[0].permute(1, 2, 0).numpy().astype(np.float32) / 255.0  # what the file reader gives
+    assert torch.equal(from_levels(levels)[0], to_tensor(array))  # bit for bit the float path's input
+    outputs = torch.rand(2, 3, 40, 40) * 2.2 - 1.1  # beyond [-1, 1] too: clamped
+    for bits in (8, 16):
+        expected = np.stack([quantize(_to_array(out), bits) for out in outputs])
+        assert np.array_equal(to_levels(outputs, bits).permute(0, 2, 3, 1).numpy(), expected)
+
+
+def test_folder_translation_matches_single_images_with_and_without_speed_settings(photos, tmp_path, aot_eager):  # noqa: F811
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Tanh(), torch.nn.Conv2d(8, 3, 1),
+                              torch.nn.Tanh())
+    info = GeneratorInfo(3, 3, 1)
+    plain = Translator(net, info, batch_size=2)
+    fast = Translator(net, info, batch_size=2, channels_last=True, compile="default")
+    plain.translate_folder(photos, tmp_path / "plain", progress=False, workers=2)
+    fast.translate_folder(photos, tmp_path / "fast", progress=False, workers=0)
+    for name in ("a.png", "sub/b.png", "sub/deeper/c.png"):
+        one = plain.translate(photos / name.replace("sub/b.png", "sub/b.jpg"))
+        folder_plain = read_image_bits(tmp_path / "plain" / name)[0]
+        folder_fast = read_image_bits(tmp_path / "fast" / name)[0]
+        assert np.array_equal(quantize(folder_plain), one), name  # the folder pipeline changes no level
+        assert np.abs(quantize(folder_fast).astype(int) - one).max() <= 1, name
+
+
+def test_bench_ladder_reports_each_rung_on_the_cpu(aot_eager):
+    result, output = invoke("bench", "pix2pix", "--size", 32, "--steps", 1, "--warmup", 0, "--device", "cpu",
+                            "--ladder", "--json")
+    assert result.exit_code == 0, output
+    rungs = json.loads(output.strip().splitlines()[-1])["ladder"]
+    assert [r["rung"] for r in rungs] == ["float32, eager", "+ channels_last", "+ torch.compile"]  # no CUDA rungs
+    assert rungs[0]["speedup_over_first"] == 1.0 and all(r["seconds_per_step"] > 0 for r in rungs)
+    assert rungs[1]["settings"]["channels_last"] and rungs[2]["settings"]["compile"] == "default"
+    assert rungs[2]["flops_per_step"] == rungs[0]["flops_per_step"]  # same work, counted eagerly
+    result, output = invoke("bench", "pix2pix", "--size", 32, "--steps", 1, "--warmup", 0, "--device", "cpu",
+                            "--ladder")
+    assert "| + torch.compile |" in output
+
+
+def test_bench_io_only_measures_the_folder_pipeline():
+    result, output = invoke("bench", "translate", "--size", 32, "--steps", 8, "--device", "cpu", "--workers", 0,
+                            "--io-only", "--json")
+    assert result.exit_code == 0, output
+    report = json.loads(output.strip().splitlines()[-1])
+    assert report["settings"]["generator"].startswith("1x1") and report["images_per_second"] > 0
+    result, _ = invoke("bench", "cyclegan", "--io-only", "--device", "cpu")
+    assert_one_line_error(result, "--io-only")
