@@ -18,6 +18,7 @@ import dataclasses
 import resource
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,9 +206,28 @@ def bench_training(model: str, size: int = 256, batch_size: int = 1, steps: int 
             trainer.train_step(batch)
         _synchronize(torch_device)
         seconds = time.perf_counter() - start
+        syncs = _host_syncs(lambda: trainer.train_step(batch), torch_device)
     settings = {"target": model, "size": size if model != "mnist-gan" else 28, "batch_size": batch_size,
                 "steps": steps, "warmup": warmup}
-    return _summary(torch_device, seconds, steps, steps * batch_size, flops, speed, settings)
+    result = _summary(torch_device, seconds, steps, steps * batch_size, flops, speed, settings)
+    if syncs is not None:
+        result["host_syncs_per_step"] = syncs
+    return result
+
+
+def _host_syncs(step: Callable[[], Any], device: torch.device) -> int | None:
+    """How many times one more step makes the host wait for the GPU (CUDA's sync debug mode; None elsewhere)."""
+    if device.type != "cuda":
+        return None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    _synchronize(device)
+    return sum("synchroniz" in str(w.message) for w in caught)
 
 
 def bench_translate(size: int = 256, batch_size: int = 8, images: int = 64, device: str = "auto",
@@ -218,11 +238,12 @@ def bench_translate(size: int = 256, batch_size: int = 8, images: int = 64, devi
     from img2img.nn import init_weights  # noqa: PLC0415
     from img2img.nn.resnet import ResnetGenerator  # noqa: PLC0415
     from img2img.train import resolve_device  # noqa: PLC0415
-    from img2img.translate import GeneratorInfo, Translator, generator_info  # noqa: PLC0415
+    from img2img.translate import GeneratorInfo, Translator, default_workers, generator_info  # noqa: PLC0415
 
     torch_device = resolve_device(device)
     if size % 4:
         raise UserError(f"--size: {size} must be a multiple of 4 for the ResNet generator")
+    workers = default_workers() if workers is None else workers
     blocks = 9 if size > 128 else 6
     torch.manual_seed(0)
     if io_only:
@@ -265,11 +286,13 @@ def format_ladder(results: list[dict[str, Any]]) -> str:
     """The rungs of a ladder as a Markdown table (as in BENCHMARKS.md)."""
     first = results[0]
     unit = "image" if first["settings"]["target"] == "translate" else "step"
+    # the CPU's figure is the process's resident peak so far, which only grows from rung to rung
+    memory = "peak memory" if first["peak_memory_kind"].startswith("CUDA") else "peak RSS so far"
     lines = [f"{first['settings']['target']} on {first['device']}, torch {first['torch_version']}, "
              + ", ".join(f"{k} {v}" for k, v in first["settings"].items()
                          if k in ("size", "batch_size", "steps", "images", "generator")),
              "",
-             f"| rung | ms per {unit} | images/s | × previous | × first | peak memory | TFLOP/s | of peak |",
+             f"| rung | ms per {unit} | images/s | × previous | × first | {memory} | TFLOP/s | of peak |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         lines.append(f"| {r['rung']} | {r['seconds_per_step'] * 1000:.2f} | {r['images_per_second']:.1f} | "
@@ -287,7 +310,9 @@ def format_result(result: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v}" for k, v in settings.items() if k != "target"),
         f"  {result['seconds_per_step'] * 1000:.2f} ms per {unit}, {1 / result['seconds_per_step']:.2f} {unit}s/s, "
         f"{result['images_per_second']:.1f} images/s",
-        f"  peak memory {result['peak_memory_bytes'] / 2**30:.2f} GiB ({result['peak_memory_kind']})",
+        f"  peak memory {result['peak_memory_bytes'] / 2**30:.2f} GiB ({result['peak_memory_kind']})"
+        + (f"; {result['host_syncs_per_step']} host synchronisations per step" if "host_syncs_per_step" in result
+           else ""),
         f"  {result['flops_per_step'] / 1e9:.1f} GFLOP per {unit}; {result['achieved_tflops']:.3f} TFLOP/s achieved, "
         f"{100 * result['fraction_of_peak']:.1f}% of the measured {result['peak_dtype']} peak "
         f"({result['device_peak_tflops']:.2f} TFLOP/s)",

@@ -415,7 +415,7 @@ class Translator:
             else:
                 pending.append(job)
         started = time.perf_counter()
-        workers = min(4, os.cpu_count() or 1) if workers is None else workers
+        workers = default_workers() if workers is None else workers
         # each loader batch is decoded and stacked by shape in a worker, so it crosses processes as a few tensors
         loader = DataLoader(_ImageFiles(pending, self.info.in_channels, resize), batch_size=self.batch_size,
                             shuffle=False, collate_fn=_stack_by_shape, num_workers=workers if len(pending) > 1 else 0,
@@ -632,6 +632,12 @@ def _write(path: Path, levels: Tensor, bits: int, overwrite: bool) -> str | None
     finally:
         with contextlib.suppress(OSError):
             temporary.unlink(missing_ok=True)
+
+
+def default_workers() -> int:
+    """Decoding processes of folder translation when not told: four at most (decoding a 256² JPEG takes under
+    a millisecond, so four keep ahead of the network), fewer on smaller machines."""
+    return min(4, os.cpu_count() or 1)
 
 
 def _available_memory() -> int:
