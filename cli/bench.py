@@ -24,9 +24,10 @@ from .options import with_speed_options
 @click.option("--amp/--no-amp", default=True, help="bf16 autocast on CUDA.")
 @with_speed_options
 @click.option("--ladder", is_flag=True,
-              help="Run once per means of going faster, each rung adding one to the last (float32 eager, bf16, "
-                   "cuDNN benchmark, channels_last, torch.compile, CUDA graphs; CUDA-only rungs skipped on the "
-                   "CPU), and print a table of each one's effect.  Ignores the speed options above.")
+              help="Run once per means of going faster, each rung adding one to the last (float32 eager with "
+                   "foreach Adam, fused Adam, bf16, cuDNN benchmark, channels_last, torch.compile, CUDA graphs; "
+                   "CUDA-only rungs skipped on the CPU), and print a table of each one's effect.  Ignores the "
+                   "speed options above.")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="translate: decoding processes.  [default: min(4, CPUs)]")
 @click.option("--io-only", is_flag=True,
@@ -54,7 +55,7 @@ def bench(target: str, size: int, batch_size: int | None, steps: int | None, war
                                         warmup if warmup is not None else (5 if on_cuda else 1), device, speed)
 
     if ladder:
-        results = bench_lib.ladder(run, torch_device)
+        results = bench_lib.ladder(run, torch_device, training=target != "translate")
         click.echo(json.dumps({"ladder": results}) if as_json else bench_lib.format_ladder(results))
         return
     result = run(bench_lib.SpeedSettings(amp=amp, cudnn_benchmark=cudnn_benchmark, channels_last=channels_last,

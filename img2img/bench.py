@@ -56,38 +56,48 @@ class SpeedSettings:
     cudnn_benchmark: bool = True  # CUDA
     channels_last: bool = False
     compile: str = "off"
+    fused_adam: bool = True  # training only
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
+@dataclass(frozen=True)
+class Rung:
+    name: str
+    speed: SpeedSettings
+    cuda_only: bool = False
+    training_only: bool = False
+
+
 # each rung adds one mean to the rung above it; the CUDA-only ones are left out on the CPU
-LADDER: tuple[tuple[str, SpeedSettings, bool], ...] = (
-    ("float32, eager", SpeedSettings(amp=False, cudnn_benchmark=False), False),
-    ("+ bf16 autocast", SpeedSettings(amp=True, cudnn_benchmark=False), True),
-    ("+ cuDNN benchmark", SpeedSettings(amp=True, cudnn_benchmark=True), True),
-    ("+ channels_last", SpeedSettings(amp=True, cudnn_benchmark=True, channels_last=True), False),
-    ("+ torch.compile", SpeedSettings(amp=True, cudnn_benchmark=True, channels_last=True, compile="default"), False),
-    ("+ CUDA graphs", SpeedSettings(amp=True, cudnn_benchmark=True, channels_last=True, compile="reduce-overhead"),
-     True),
+LADDER: tuple[Rung, ...] = (
+    Rung("float32, eager, foreach Adam", SpeedSettings(amp=False, cudnn_benchmark=False, fused_adam=False)),
+    Rung("+ fused Adam", SpeedSettings(amp=False, cudnn_benchmark=False), training_only=True),
+    Rung("+ bf16 autocast", SpeedSettings(cudnn_benchmark=False), cuda_only=True),
+    Rung("+ cuDNN benchmark", SpeedSettings(), cuda_only=True),
+    Rung("+ channels_last", SpeedSettings(channels_last=True)),
+    Rung("+ torch.compile", SpeedSettings(channels_last=True, compile="default")),
+    Rung("+ CUDA graphs", SpeedSettings(channels_last=True, compile="reduce-overhead"), cuda_only=True),
 )
 
 
-def ladder(run: Callable[[SpeedSettings], dict[str, Any]], device: torch.device) -> list[dict[str, Any]]:
+def ladder(run: Callable[[SpeedSettings], dict[str, Any]], device: torch.device,
+           training: bool = True) -> list[dict[str, Any]]:
     """Run one benchmark once per rung of :data:`LADDER` (each adding one mean), and say what each rung changed."""
     results = []
-    for name, settings, cuda_only in LADDER:
-        if cuda_only and device.type != "cuda":
+    for rung in LADDER:
+        if (rung.cuda_only and device.type != "cuda") or (rung.training_only and not training):
             continue
-        torch._dynamo.reset()  # a rung compiles afresh, in its own mode
-        result = run(settings)
-        result["rung"] = name
+        torch.compiler.reset()  # a rung compiles afresh, in its own mode
+        result = run(rung.speed)
+        result["rung"] = rung.name if training else rung.name.replace(", foreach Adam", "")
         result["speedup_over_previous"] = (results[-1]["seconds_per_step"] / result["seconds_per_step"]
                                            if results else 1.0)
         result["speedup_over_first"] = (results[0]["seconds_per_step"] / result["seconds_per_step"]
                                         if results else 1.0)
         results.append(result)
-    torch._dynamo.reset()
+    torch.compiler.reset()
     return results
 
 
@@ -158,6 +168,8 @@ def _summary(device: torch.device, seconds: float, steps: int, images: int, flop
     compute_dtype = torch.bfloat16 if speed.amp and device.type == "cuda" else torch.float32
     settings = {**settings, **speed.as_dict(), "amp": speed.amp and device.type == "cuda",
                 "cudnn_benchmark": speed.cudnn_benchmark and device.type == "cuda"}
+    if settings["target"] == "translate":
+        del settings["fused_adam"]
     peak = device_peak_tflops(device, compute_dtype)
     achieved = flops * steps / seconds / 1e12
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"

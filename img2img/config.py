@@ -45,6 +45,7 @@ class TrainConfig:
     channels_last: bool = False  # networks and image batches in NHWC layout
     compile: str = "off"  # torch.compile mode: off, default, reduce-overhead, max-autotune, ...
     cudnn_benchmark: bool = True  # let cuDNN pick the fastest convolution algorithms (CUDA)
+    fused_adam: bool = True  # Adam's update as one fused kernel (else the multi-tensor "foreach" one)
 
     def validate(self) -> None:
         positive = {"--steps": self.steps, "--batch-size": self.batch_size, "--save-every": self.save_every_steps,
@@ -68,7 +69,7 @@ class TrainConfig:
 
 
 # settings that --resume may change: they say where and how fast a run computes, not what
-RESUMABLE_SETTINGS = ("steps", "device", "channels_last", "compile", "cudnn_benchmark")
+RESUMABLE_SETTINGS = ("steps", "device", "channels_last", "compile", "cudnn_benchmark", "fused_adam")
 
 
 @dataclass(frozen=True)

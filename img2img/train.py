@@ -183,7 +183,8 @@ class Trainer:
 
     def _optimizer(self, phase: Phase) -> torch.optim.Optimizer:
         params = [p for name in phase.networks for p in self.model.nets[name].parameters()]
-        extra = {"fused": True}  # one kernel per step instead of a dozen; CPU and CUDA both have it
+        # fused: one kernel per step instead of a dozen (CPU and CUDA both have it); foreach for comparison
+        extra = {"fused": True} if self.config.fused_adam else {"foreach": True}
         return torch.optim.Adam(params, lr=self.config.lr, betas=(self.config.beta1, self.config.beta2), **extra,
                                 **self.model.optimizer_options())
 

@@ -13,7 +13,7 @@ import torch
 from img2img import speed
 from img2img.checkpoint import read
 from img2img.data.images import quantize, read_image_bits, to_tensor
-from img2img.train import Trainer, load_model, train
+from img2img.train import load_model, train
 from img2img.translate import GeneratorInfo, Translator, _to_array, from_levels, to_levels
 
 from test_cli import assert_one_line_error, invoke
@@ -26,9 +26,9 @@ def aot_eager(monkeypatch):
     """torch.compile with the same graph capture and autograd tracing but no code generation (seconds, not a
     minute, on the CPU); the inductor path itself is exercised by one MNIST test below."""
     monkeypatch.setattr(speed, "BACKEND", "aot_eager")
-    torch._dynamo.reset()
+    torch.compiler.reset()
     yield
-    torch._dynamo.reset()
+    torch.compiler.reset()
 
 
 def steps_of(trainer, count):
@@ -62,20 +62,28 @@ def test_speed_settings_train_the_same_cyclegan(settings, aot_eager, tmp_path):
 
 
 def test_inductor_compiled_training_saves_plain_checkpoints_that_load_and_resume(tmp_path, mnist_run):
-    torch._dynamo.reset()
+    torch.compiler.reset()
     result = train(mnist_run(steps=2, batch_size=8, compile="default", channels_last=True), tmp_path / "run")
     payload = read(result.checkpoint)
     assert payload["config"]["train"]["compile"] == "default"
     assert not any("_orig_mod" in key for net in payload["networks"].values() for key in net)
     model, run, _ = load_model(result.checkpoint)
     assert run.train.compile == "default" and model.nets["g"](torch.randn(2, 100)).shape[0] == 2
-    torch._dynamo.reset()
+    torch.compiler.reset()
     result, output = invoke("train", "mnist-gan", "--resume", tmp_path / "run", "--steps", 3, "--compile", "off",
                             "--no-channels-last")
     assert result.exit_code == 0, output
     resumed = read(tmp_path / "run" / "last.ckpt")
     assert resumed["step"] == 3 and resumed["config"]["train"]["compile"] == "off"
     assert not resumed["config"]["train"]["channels_last"]
+
+
+def test_foreach_adam_is_there_for_comparison(tmp_path, mnist_run):
+    fused = train(mnist_run(steps=1), tmp_path / "fused")
+    foreach = train(mnist_run(steps=1, fused_adam=False), tmp_path / "foreach")
+    assert read(fused.checkpoint)["optimizers"]["g"]["param_groups"][0]["fused"]
+    group = read(foreach.checkpoint)["optimizers"]["g"]["param_groups"][0]
+    assert group["foreach"] and not group["fused"]
 
 
 def test_resume_accepts_speed_options_and_still_refuses_model_changes(tmp_path, mnist_run):
@@ -126,20 +134,26 @@ def test_bench_ladder_reports_each_rung_on_the_cpu(aot_eager):
                             "--ladder", "--json")
     assert result.exit_code == 0, output
     rungs = json.loads(output.strip().splitlines()[-1])["ladder"]
-    assert [r["rung"] for r in rungs] == ["float32, eager", "+ channels_last", "+ torch.compile"]  # no CUDA rungs
+    assert [r["rung"] for r in rungs] == ["float32, eager, foreach Adam", "+ fused Adam", "+ channels_last",
+                                         "+ torch.compile"]  # no CUDA rungs on the CPU
     assert rungs[0]["speedup_over_first"] == 1.0 and all(r["seconds_per_step"] > 0 for r in rungs)
-    assert rungs[1]["settings"]["channels_last"] and rungs[2]["settings"]["compile"] == "default"
-    assert rungs[2]["flops_per_step"] == rungs[0]["flops_per_step"]  # same work, counted eagerly
+    assert not rungs[0]["settings"]["fused_adam"] and rungs[1]["settings"]["fused_adam"]
+    assert rungs[2]["settings"]["channels_last"] and rungs[3]["settings"]["compile"] == "default"
+    assert rungs[3]["flops_per_step"] == rungs[0]["flops_per_step"]  # same work, counted eagerly
     result, output = invoke("bench", "pix2pix", "--size", 32, "--steps", 1, "--warmup", 0, "--device", "cpu",
                             "--ladder")
     assert "| + torch.compile |" in output
 
 
-def test_bench_io_only_measures_the_folder_pipeline():
+def test_bench_io_only_measures_the_folder_pipeline(aot_eager):
     result, output = invoke("bench", "translate", "--size", 32, "--steps", 8, "--device", "cpu", "--workers", 0,
                             "--io-only", "--json")
     assert result.exit_code == 0, output
     report = json.loads(output.strip().splitlines()[-1])
     assert report["settings"]["generator"].startswith("1x1") and report["images_per_second"] > 0
+    result, output = invoke("bench", "translate", "--size", 16, "--steps", 2, "--device", "cpu", "--workers", 0,
+                            "--io-only", "--ladder", "--json")
+    rungs = json.loads(output.strip().splitlines()[-1])["ladder"]
+    assert [r["rung"] for r in rungs] == ["float32, eager", "+ channels_last", "+ torch.compile"]  # no optimiser
     result, _ = invoke("bench", "cyclegan", "--io-only", "--device", "cpu")
     assert_one_line_error(result, "--io-only")
