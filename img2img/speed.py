@@ -16,6 +16,9 @@ losses, to within floating-point rounding.
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -56,6 +59,29 @@ def to_layout(value: Any, channels_last: bool) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(to_layout(item, channels_last) for item in value)
     return value
+
+
+def check_compiler(mode: str, device: torch.device, option: str = "--compile") -> None:
+    """On the CPU, TorchInductor builds C++: say so in one line when there is no compiler, before any work."""
+    if mode != "off" and device.type == "cpu" and BACKEND == "inductor" and not any(
+            shutil.which(name) for name in ("g++", "c++", "clang++")):
+        raise UserError(f"{option} {mode} on the CPU needs a C++ compiler (g++ or clang++), and none is on PATH; "
+                        f"install one or leave {option} off")
+
+
+@contextlib.contextmanager
+def compile_errors(mode: str, option: str = "--compile") -> Iterator[None]:
+    """Turn a failure of the compiler behind ``torch.compile`` into one line naming the option."""
+    if mode == "off":
+        yield
+        return
+    try:
+        yield
+    except torch._dynamo.exc.BackendCompilerFailed as error:
+        lines = [line for line in str(error).splitlines() if line.strip()]
+        reason = lines[1] if len(lines) > 1 else lines[0] if lines else type(error).__name__
+        raise UserError(f"{option} {mode}: torch.compile failed ({reason.strip()[:200]}); "
+                        f"run without {option}") from None
 
 
 def compile_module(module: nn.Module, mode: str) -> nn.Module:

@@ -134,6 +134,7 @@ class Trainer:
         self.best: dict[str, Any] | None = None  # {"metric", "value", "step"} of the best evaluation so far
         seed_everything(self.config.seed)
         speed.configure_device(self.device, self.config.cudnn_benchmark)
+        speed.check_compiler(self.config.compile, self.device)
         self.model = build_model(run).to(self.device, memory_format=speed.memory_format(self.config.channels_last))
         if self.job.rank:  # every rank starts from rank 0's weights (DDP broadcasts them) but draws its own noise
             seed_everything(mix_seed(self.config.seed, self.job.rank))
@@ -207,8 +208,9 @@ class Trainer:
         carry: dict[str, Any] = {"step": self.step}
         logs: dict[str, Tensor] = {}
         batch = speed.to_layout(self.model.prepare_batch(batch), self.config.channels_last)
-        for phase in self.model.phases_at(self.step):
-            logs.update(self.train_phase(phase, batch, carry))
+        with speed.compile_errors(self.config.compile):
+            for phase in self.model.phases_at(self.step):
+                logs.update(self.train_phase(phase, batch, carry))
         with warnings.catch_warnings():
             # a model that alternates its updates (DiscoGAN) steps some optimisers only every few steps; the
             # schedule follows the global step all the same, which is what this order-of-calls warning doubts

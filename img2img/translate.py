@@ -246,6 +246,7 @@ class Translator:
         self.info = info
         speed.configure_device(self.device, cudnn_benchmark)
         self.channels_last, self.compile = channels_last, speed.check_compile_mode(compile)
+        speed.check_compiler(compile, self.device)
         self.net = net.to(self.device, memory_format=speed.memory_format(channels_last)).eval()
         self._run = speed.compile_module(self.net, compile)
         if stochastic:  # pix2pix's noise: dropout stays on, batch norm keeps its running statistics
@@ -284,7 +285,7 @@ class Translator:
     @torch.no_grad()
     def _forward(self, images: Tensor) -> Tensor:
         speed.mark_step(self.compile, self.device)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+        with speed.compile_errors(self.compile), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
             output = self._run(speed.to_layout(images, self.channels_last))
         if speed.uses_cuda_graphs(self.compile, self.device):  # the graph's output buffer is reused next call
             return output.float() if output.dtype != torch.float32 else output.clone()

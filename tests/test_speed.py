@@ -13,6 +13,7 @@ import torch
 from img2img import speed
 from img2img.checkpoint import read
 from img2img.data.images import quantize, read_image_bits, to_tensor
+from img2img.errors import UserError
 from img2img.train import load_model, train
 from img2img.translate import GeneratorInfo, Translator, _to_array, from_levels, to_levels
 
@@ -100,6 +101,27 @@ def test_an_unknown_compile_mode_is_a_one_line_error(tmp_path):
     assert result.exit_code == 2 and "--compile" in result.output and "Traceback" not in result.output
     with pytest.raises(Exception, match="--compile must be one of"):
         speed.check_compile_mode("fastest")
+
+
+def test_compiling_without_a_compiler_or_with_a_failing_one_is_a_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(speed.shutil, "which", lambda name: None)
+    result, _ = invoke("train", "mnist-gan", "--compile", "default", "--steps", 1, "--device", "cpu",
+                       "--out", tmp_path / "r")
+    assert_one_line_error(result, "--compile default", "C++ compiler")
+    monkeypatch.undo()
+
+    def failing(graph, inputs):
+        raise RuntimeError("the compiler broke")
+
+    monkeypatch.setattr(speed, "BACKEND", failing)
+    torch.compiler.reset()
+    result, _ = invoke("train", "mnist-gan", "--compile", "default", "--steps", 1, "--device", "cpu",
+                       "--out", tmp_path / "r2", "--batch-size", 4)
+    assert_one_line_error(result, "--compile default", "torch.compile failed", "the compiler broke")
+    translator = Translator(torch.nn.Conv2d(3, 3, 1), GeneratorInfo(3, 3, 1), compile="default")
+    with pytest.raises(UserError, match="torch.compile failed .*the compiler broke"):
+        translator.translate_tensor(torch.zeros(1, 3, 8, 8))
+    torch.compiler.reset()
 
 
 def test_levels_cross_as_bytes_without_changing_a_value():
