@@ -15,6 +15,7 @@ device's peak, measured here with a large matrix product.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import resource
 import tempfile
 import time
@@ -61,6 +62,14 @@ class SpeedSettings:
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def in_effect(self, device: torch.device, training: bool) -> dict[str, Any]:
+        """The settings as they applied on ``device`` (bf16 and cuDNN are CUDA's; Adam is training's)."""
+        settings = {**self.as_dict(), "amp": self.amp and device.type == "cuda",
+                    "cudnn_benchmark": self.cudnn_benchmark and device.type == "cuda"}
+        if not training:
+            del settings["fused_adam"]
+        return settings
+
 
 @dataclass(frozen=True)
 class Rung:
@@ -103,10 +112,15 @@ def ladder(run: Callable[[SpeedSettings], dict[str, Any]], device: torch.device,
 
 def synthetic_run(model: str, size: int, batch_size: int, device: str, speed: SpeedSettings) -> tuple[RunConfig, Any]:
     """A resolved run of ``model`` with the official default networks for ``size``, and a synthetic batch."""
-    from img2img.models.cyclegan import CycleGANConfig  # noqa: PLC0415
+    from img2img.models import get_model_class  # noqa: PLC0415
+    from img2img.models.cyclegan import CycleGANConfig, resnet_blocks  # noqa: PLC0415
     from img2img.models.discogan import DiscoGANConfig  # noqa: PLC0415
     from img2img.models.mnist_gan import MnistGanConfig  # noqa: PLC0415
     from img2img.models.pix2pix import Pix2PixConfig, unet_depth  # noqa: PLC0415
+
+    if model not in TRAINING:
+        raise UserError(f"bench: unknown target {model!r}; choose one of {', '.join(TARGETS)}")
+    get_model_class(model).check_size(size)
 
     train = TrainConfig(steps=10**9, batch_size=batch_size, device=device, num_workers=0, save_every_steps=10**9,
                         sample_every_steps=10**9, log_every_steps=10**9, **speed.as_dict())
@@ -118,15 +132,9 @@ def synthetic_run(model: str, size: int, batch_size: int, device: str, speed: Sp
     if model == "pix2pix":
         options: Any = Pix2PixConfig(num_downs=unet_depth("auto", size), **common)
     elif model == "cyclegan":
-        if size % 4:
-            raise UserError(f"--size: {size} must be a multiple of 4 for CycleGAN")
-        options = CycleGANConfig(n_blocks=9 if size > 128 else 6, **common)
-    elif model == "discogan":
-        if size < 16 or size & (size - 1):
-            raise UserError(f"--size: {size} must be a power of two of at least 16 for DiscoGAN")
-        options = DiscoGANConfig(**common)
+        options = CycleGANConfig(n_blocks=resnet_blocks("auto", size), **common)
     else:
-        raise UserError(f"bench: unknown target {model!r}; choose one of {', '.join(TARGETS)}")
+        options = DiscoGANConfig(**common)
     return RunConfig(model, train, options), {"a": images(), "b": images()}
 
 
@@ -146,6 +154,7 @@ def _peak_memory(device: torch.device) -> tuple[int, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak resident memory of the process"
 
 
+@functools.cache  # measured once per device and dtype, not once per benchmark (a ladder runs several)
 def device_peak_tflops(device: torch.device, dtype: torch.dtype) -> float:
     """Measured peak: TFLOP/s of a large square matrix product in ``dtype`` on ``device``."""
     side = 8192 if device.type == "cuda" else 1024
@@ -162,14 +171,10 @@ def device_peak_tflops(device: torch.device, dtype: torch.dtype) -> float:
     return 2 * side ** 3 * repeats / (time.perf_counter() - start) / 1e12
 
 
-def _summary(device: torch.device, seconds: float, steps: int, images: int, flops: float, speed: SpeedSettings,
+def _summary(device: torch.device, seconds: float, steps: int, images: int, flops: float,
              settings: dict[str, Any]) -> dict[str, Any]:
     peak_bytes, memory_kind = _peak_memory(device)
-    compute_dtype = torch.bfloat16 if speed.amp and device.type == "cuda" else torch.float32
-    settings = {**settings, **speed.as_dict(), "amp": speed.amp and device.type == "cuda",
-                "cudnn_benchmark": speed.cudnn_benchmark and device.type == "cuda"}
-    if settings["target"] == "translate":
-        del settings["fused_adam"]
+    compute_dtype = torch.bfloat16 if settings["amp"] else torch.float32
     peak = device_peak_tflops(device, compute_dtype)
     achieved = flops * steps / seconds / 1e12
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
@@ -220,8 +225,8 @@ def bench_training(model: str, size: int = 256, batch_size: int = 1, steps: int 
         seconds = time.perf_counter() - start
         syncs = _host_syncs(lambda: trainer.train_step(batch), torch_device)
     settings = {"target": model, "size": size if model != "mnist-gan" else 28, "batch_size": batch_size,
-                "steps": steps, "warmup": warmup}
-    result = _summary(torch_device, seconds, steps, steps * batch_size, flops, speed, settings)
+                "steps": steps, "warmup": warmup, **speed.in_effect(torch_device, training=True)}
+    result = _summary(torch_device, seconds, steps, steps * batch_size, flops, settings)
     if syncs is not None:
         result["host_syncs_per_step"] = syncs
     return result
@@ -247,16 +252,16 @@ def bench_translate(size: int = 256, batch_size: int = 8, images: int = 64, devi
                     io_only: bool = False) -> dict[str, Any]:
     """Time folder translation of ``images`` synthetic ``size``² JPEGs to PNGs with a CycleGAN ResNet generator
     (``io_only``: a 1×1 convolution instead, which leaves decoding, transfers and encoding to be measured)."""
+    from img2img.models.cyclegan import CycleGAN, resnet_blocks  # noqa: PLC0415
     from img2img.nn import init_weights  # noqa: PLC0415
     from img2img.nn.resnet import ResnetGenerator  # noqa: PLC0415
     from img2img.train import resolve_device  # noqa: PLC0415
     from img2img.translate import GeneratorInfo, Translator, default_workers, generator_info  # noqa: PLC0415
 
     torch_device = resolve_device(device)
-    if size % 4:
-        raise UserError(f"--size: {size} must be a multiple of 4 for the ResNet generator")
+    CycleGAN.check_size(size)
     workers = default_workers() if workers is None else workers
-    blocks = 9 if size > 128 else 6
+    blocks = resnet_blocks("auto", size)
     torch.manual_seed(0)
     if io_only:
         net: nn.Module = nn.Conv2d(3, 3, 1)
@@ -288,8 +293,8 @@ def bench_translate(size: int = 256, batch_size: int = 8, images: int = 64, devi
         raise UserError(f"bench translate: only {len(summary.translated)} of {images} images were translated")
     settings = {"target": "translate", "size": size, "batch_size": batch_size, "images": images,
                 "generator": "1x1 convolution (--io-only)" if io_only else f"resnet_{blocks}blocks",
-                "input": "JPEG", "output": "PNG", "workers": workers}
-    result = _summary(torch_device, summary.seconds, images, images, flops, speed, settings)
+                "input": "JPEG", "output": "PNG", "workers": workers, **speed.in_effect(torch_device, training=False)}
+    result = _summary(torch_device, summary.seconds, images, images, flops, settings)
     result["seconds_per_step"] = summary.seconds / images  # per image
     return result
 

@@ -24,12 +24,10 @@ from torch import Tensor, nn
 
 from img2img import checkpoint
 from img2img.errors import UserError
-from img2img.nn.resnet import ResnetGenerator
-from img2img.nn.unet import UnetGenerator
+from img2img.nn.resnet import RESNET_BLOCKS, ResnetGenerator
+from img2img.nn.unet import UNET_DEPTHS, UnetGenerator
 
-ARCHITECTURES = ("resnet_6blocks", "resnet_9blocks", "unet_128", "unet_256")
-_UNET_DEPTHS = {"unet_128": 7, "unet_256": 8}
-_RESNET_BLOCKS = {"resnet_6blocks": 6, "resnet_9blocks": 9}
+ARCHITECTURES = (*RESNET_BLOCKS, *UNET_DEPTHS)
 
 
 @dataclass(frozen=True)
@@ -124,7 +122,7 @@ def check_options(found: OfficialGenerator, source: str, arch: str | None, norm:
         if arch not in ARCHITECTURES:
             raise UserError(f"--arch must be one of {', '.join(ARCHITECTURES)}, got {arch!r}")
         kind = "resnet" if arch.startswith("resnet") else "unet"
-        depth = _RESNET_BLOCKS.get(arch) or _UNET_DEPTHS[arch]
+        depth = RESNET_BLOCKS.get(arch) or UNET_DEPTHS[arch]
         if (kind, depth) != (found.kind, found.depth):
             raise UserError(f"--arch {arch}: {source} holds a {found.arch} generator")
     if norm is not None and norm != found.norm:

@@ -84,14 +84,16 @@ def compile_errors(mode: str, option: str = "--compile") -> Iterator[None]:
                         f"run without {option}") from None
 
 
-def compile_module(module: nn.Module, mode: str) -> nn.Module:
-    """``module`` through ``torch.compile`` in ``mode`` (``off``: the module itself).
+def compile_module(module: nn.Module, mode: str, device: torch.device) -> nn.Module:
+    """``module`` (on ``device``) through ``torch.compile`` in ``mode`` (``off``: the module itself), after
+    checking the mode and, on the CPU, that there is a compiler.
 
     The compiled wrapper shares the module's parameters, so optimisers,
     checkpoints and state dicts keep using the plain module.
     """
     if check_compile_mode(mode) == "off":
         return module
+    check_compiler(mode, device)
     return torch.compile(module, mode=None if mode == "default" else mode, backend=BACKEND)
 
 

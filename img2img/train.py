@@ -134,7 +134,6 @@ class Trainer:
         self.best: dict[str, Any] | None = None  # {"metric", "value", "step"} of the best evaluation so far
         seed_everything(self.config.seed)
         speed.configure_device(self.device, self.config.cudnn_benchmark)
-        speed.check_compiler(self.config.compile, self.device)
         self.model = build_model(run).to(self.device, memory_format=speed.memory_format(self.config.channels_last))
         if self.job.rank:  # every rank starts from rank 0's weights (DDP broadcasts them) but draws its own noise
             seed_everything(mix_seed(self.config.seed, self.job.rank))
@@ -143,7 +142,7 @@ class Trainer:
         # frozen ones bare (so DDP never waits for gradients they will not get); compiled when asked
         self.phase_nets = {phase.name: {name: speed.compile_module(self.wrapped.get(name, net)
                                                                    if name in phase.networks else net,
-                                                                   self.config.compile)
+                                                                   self.config.compile, self.device)
                                         for name, net in self.model.nets.items()}
                            for phase in self.model.phases}
         self.optimizers = {phase.name: self._optimizer(phase) for phase in self.model.phases}

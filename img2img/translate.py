@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from img2img import checkpoint, official, speed
 from img2img.data.images import (IMAGE_EXTENSIONS, can_write, convert_channels, encode_image, is_image_name,
-                                 quantize, read_image_bits, to_tensor, visible_files)
+                                 quantize, read_image_bits, read_image_levels, to_tensor, to_unit, visible_files)
 from img2img.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -245,10 +245,9 @@ class Translator:
         self.device = torch.device(device)
         self.info = info
         speed.configure_device(self.device, cudnn_benchmark)
-        self.channels_last, self.compile = channels_last, speed.check_compile_mode(compile)
-        speed.check_compiler(compile, self.device)
+        self.channels_last, self.compile = channels_last, compile
         self.net = net.to(self.device, memory_format=speed.memory_format(channels_last)).eval()
-        self._run = speed.compile_module(self.net, compile)
+        self._run = speed.compile_module(self.net, compile, self.device)
         if stochastic:  # pix2pix's noise: dropout stays on, batch norm keeps its running statistics
             for module in self.net.modules():
                 if isinstance(module, nn.Dropout):
@@ -562,17 +561,18 @@ class _ImageFiles(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         try:
-            array, bits = read_image_bits(self.jobs[index].input)
+            levels, bits = read_image_levels(self.jobs[index].input)
         except UserError as error:
             return _unreadable(index, str(error).split(": ", 1)[-1])
         except Exception as error:  # noqa: BLE001 - e.g. Pillow's DecompressionBombError: skip, say why
             return _unreadable(index, f"not a readable image ({type(error).__name__}: {error})"[:200])
-        # 8-bit levels survive when no resampling or luminance mixes them: then the image travels as uint8
-        exact = bits == 8 and self.resize is None and not (self.channels == 1 and array.shape[2] > 1)
-        array = convert_channels(array, self.channels)
-        if exact:
-            levels = torch.from_numpy(np.ascontiguousarray(quantize(array, 8).transpose(2, 0, 1)))
-            return {"index": index, "tensor": levels, "bits": bits, "error": ""}
+        # 8-bit levels that no resampling or luminance mixes travel as they are (a quarter of float32's bytes)
+        mixed = self.resize is not None or (self.channels == 1 and levels.shape[2] > 1)
+        if levels.dtype == np.uint8 and not mixed:
+            levels = convert_channels(levels, self.channels)
+            return {"index": index, "tensor": torch.from_numpy(np.ascontiguousarray(levels.transpose(2, 0, 1))),
+                    "bits": bits, "error": ""}
+        array = convert_channels(to_unit(levels), self.channels)
         if self.resize is not None:
             import cv2  # noqa: PLC0415
 

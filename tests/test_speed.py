@@ -134,6 +134,25 @@ def test_levels_cross_as_bytes_without_changing_a_value():
         assert np.array_equal(to_levels(outputs, bits).permute(0, 2, 3, 1).numpy(), expected)
 
 
+def test_decoding_workers_ship_levels_only_when_no_conversion_mixes_them(tmp_path):
+    from PIL import Image  # noqa: PLC0415
+
+    from img2img.translate import _ImageFiles, _Job  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (6, 5), dtype=np.uint8)
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    Image.fromarray(np.full((4, 4), 0.25, np.float32), mode="F").save(tmp_path / "float.tif")
+    jobs = [_Job(tmp_path / name, tmp_path / "out" / name) for name in ("grey.png", "float.tif")]
+    as_rgba = _ImageFiles(jobs, 4, None)[0]["tensor"]  # grey repeated, opaque alpha: still levels
+    assert as_rgba.dtype == torch.uint8 and torch.equal(as_rgba[0], torch.from_numpy(grey))
+    assert bool((as_rgba[3] == 255).all()) and torch.equal(as_rgba[1], as_rgba[2])
+    resized = _ImageFiles(jobs, 3, 8)[0]["tensor"]  # resampling mixes levels: floats in [-1, 1]
+    assert resized.dtype == torch.float32 and resized.shape == (3, 8, 8)
+    floating = _ImageFiles(jobs, 1, None)[1]["tensor"]  # a floating-point file is never rounded to 8 bits
+    assert floating.dtype == torch.float32 and torch.allclose(floating, torch.full((1, 4, 4), -0.5))
+
+
 def test_folder_translation_matches_single_images_with_and_without_speed_settings(photos, tmp_path, aot_eager):  # noqa: F811
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Tanh(), torch.nn.Conv2d(8, 3, 1),

@@ -1,7 +1,8 @@
 """Reading image files: any format Pillow reads, 8- or 16-bit, grey, RGB or RGBA, and finding them in folders.
 
-Images travel as float32 arrays ``(H, W, C)`` in [0, 1] until they become
-tensors in [-1, 1].  PNG files are decoded with torchvision, which keeps 16
+Files are read as the levels they store (uint8 or uint16 ``(H, W, C)``,
+:func:`read_image_levels`); elsewhere images travel as float32 arrays in
+[0, 1] (:func:`to_unit`) until they become tensors in [-1, 1].  PNG files are decoded with torchvision, which keeps 16
 bits per channel in colour images too (Pillow reduces those to 8); every
 other format goes through Pillow.
 """
@@ -85,12 +86,12 @@ def _read_png(path: Path) -> tuple[np.ndarray, int]:
         warnings.simplefilter("ignore", DeprecationWarning)
         data = decode_png(read_file(str(path)), mode=ImageReadMode.UNCHANGED)
     if data.dtype == torch.uint8:
-        array, bits = data.permute(1, 2, 0).numpy().astype(np.float32) / 255.0, 8
+        levels, bits = data.permute(1, 2, 0).numpy(), 8
     else:  # uint16
-        array, bits = data.permute(1, 2, 0).to(torch.int32).numpy().astype(np.float32) / 65535.0, 16
-    if array.shape[2] == 2:  # grey + alpha
-        array = array[:, :, :1]
-    return array, bits
+        levels, bits = data.permute(1, 2, 0).to(torch.int32).numpy().astype(np.uint16), 16
+    if levels.shape[2] == 2:  # grey + alpha
+        levels = levels[:, :, :1]
+    return levels, bits
 
 
 def _read_pillow(path: Path) -> tuple[np.ndarray, int]:
@@ -98,19 +99,18 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, int]:
         image.load()
         channels, bits = _pillow_channels(image)
         if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-            array = np.asarray(image, dtype=np.float32) / 65535.0
+            levels = np.clip(np.asarray(image, dtype=np.int64), 0, 65535).astype(np.uint16)
         elif image.mode == "F":
-            array = np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
+            levels = np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
         else:
             target = {1: "L", 3: "RGB", 4: "RGBA"}[channels]
-            array = np.asarray(image.convert(target), dtype=np.float32) / 255.0
-    if array.ndim == 2:
-        array = array[:, :, None]
-    return np.clip(array, 0.0, 1.0), bits
+            levels = np.asarray(image.convert(target), dtype=np.uint8)
+    return (levels[:, :, None] if levels.ndim == 2 else levels), bits
 
 
-def read_image_bits(path: str | Path) -> tuple[np.ndarray, int]:
-    """:func:`read_image` and the bits per channel the file stores (8 or 16)."""
+def read_image_levels(path: str | Path) -> tuple[np.ndarray, int]:
+    """An image file as it stores its values: ``(H, W, C)`` uint8 or uint16 levels (float32 in [0, 1] for
+    floating-point files), C in {1, 3, 4}, and the bits per channel the file stores (8 or 16)."""
     path = Path(path)
     try:
         if path.suffix.lower() == ".png":
@@ -121,6 +121,21 @@ def read_image_bits(path: str | Path) -> tuple[np.ndarray, int]:
         return _read_pillow(path)
     except (UnidentifiedImageError, OSError, RuntimeError, SyntaxError, ValueError) as error:
         raise UserError(f"{path}: not a readable image ({_reason(error)})") from None
+
+
+def to_unit(levels: np.ndarray) -> np.ndarray:
+    """Levels (uint8, uint16, or floats already in [0, 1]) → float32 in [0, 1]."""
+    if levels.dtype == np.uint8:
+        return levels.astype(np.float32) / 255.0
+    if levels.dtype == np.uint16:
+        return levels.astype(np.float32) / 65535.0
+    return levels.astype(np.float32, copy=False)
+
+
+def read_image_bits(path: str | Path) -> tuple[np.ndarray, int]:
+    """:func:`read_image` and the bits per channel the file stores (8 or 16)."""
+    levels, bits = read_image_levels(path)
+    return to_unit(levels), bits
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -164,7 +179,8 @@ def can_write(suffix: str) -> bool:
 
 
 def convert_channels(array: np.ndarray, channels: int) -> np.ndarray:
-    """Convert ``(H, W, C)`` to ``channels`` (1 grey, 3 RGB, 4 RGBA): luminance, repetition, opaque alpha."""
+    """Convert ``(H, W, C)`` to ``channels`` (1 grey, 3 RGB, 4 RGBA): luminance, repetition, opaque alpha.
+    Luminance needs floats; the other conversions keep integer levels as they are."""
     have = array.shape[2]
     if have == channels:
         return array
@@ -175,9 +191,10 @@ def convert_channels(array: np.ndarray, channels: int) -> np.ndarray:
         return (rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[:, :, None]  # ITU-R 601, as Pillow
     if channels == 3:
         return np.repeat(array, 3, axis=2) if have == 1 else array[:, :, :3]
-    if channels == 4:
+    if channels == 4:  # opaque: 1.0 for floats, the top level for integer levels
         rgb = np.repeat(array, 3, axis=2) if have == 1 else array[:, :, :3]
-        return np.concatenate([rgb, np.ones_like(rgb[:, :, :1])], axis=2)
+        opaque = np.iinfo(rgb.dtype).max if np.issubdtype(rgb.dtype, np.integer) else 1.0
+        return np.concatenate([rgb, np.full_like(rgb[:, :, :1], opaque)], axis=2)
     raise ValueError(f"channels must be 1, 3 or 4, got {channels}")
 
 

@@ -57,6 +57,10 @@ class GANModel(nn.Module):
         return config
 
     @classmethod
+    def check_size(cls, size: int) -> None:
+        """Refuse, in one line naming --size, an image side this model's networks cannot take."""
+
+    @classmethod
     def dataset_size(cls, config: Any) -> int:
         """Examples in one epoch of the (resolved) configuration's training data."""
         raise NotImplementedError

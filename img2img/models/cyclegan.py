@@ -35,6 +35,12 @@ log = logging.getLogger(__name__)
 GENERATORS = ("auto", *RESNET_BLOCKS)
 
 
+def resnet_blocks(generator: str, size: int) -> int:
+    """Residual blocks of the generator: the named official one's, or for ``auto`` 9 above 128 pixels, else 6
+    (the paper's choice for 256² and 128² images)."""
+    return RESNET_BLOCKS.get(generator, 9 if size > 128 else 6)
+
+
 @dataclass(frozen=True)
 class CycleGANConfig(UnpairedData):
     generator: str = "auto"  # resnet_9blocks, resnet_6blocks, or auto: 9 blocks above 128 pixels, else 6
@@ -78,16 +84,20 @@ class CycleGAN(UnpairedModel):
             raise UserError(f"--generator must be one of {', '.join(GENERATORS)}")
         if config.norm not in NORMS:
             raise UserError(f"--norm must be one of {', '.join(NORMS)}")
-        if config.size % 4:
-            raise UserError(f"--size: {config.size} must be a multiple of 4 (two downsamplings)")
+        cls.check_size(config.size)
         config = cls.resolve_data(config)
-        blocks = RESNET_BLOCKS.get(config.generator, 9 if config.size > 128 else 6)
+        blocks = resnet_blocks(config.generator, config.size)
         identity = config.lambda_identity
         if identity and config.channels_a != config.channels_b:
             log.warning("identity loss off: domain a has %d channels and b %d, so G_ab cannot take b's images",
                         config.channels_a, config.channels_b)
             identity = 0.0
         return replace(config, n_blocks=blocks, lambda_identity=identity)
+
+    @classmethod
+    def check_size(cls, size: int) -> None:
+        if size % 4:
+            raise UserError(f"--size: {size} must be a multiple of 4 (two downsamplings)")
 
     def phase_loss(self, phase: str, nets: Mapping[str, nn.Module], batch: dict[str, Tensor],
                    carry: dict[str, Any]) -> tuple[Tensor, Logs]:

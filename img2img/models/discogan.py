@@ -71,9 +71,13 @@ class DiscoGAN(UnpairedModel):
         self.nets["d_b"] = init_weights(DiscoDiscriminator(config.channels_b, size, config.d_base_channels))
 
     @classmethod
+    def check_size(cls, size: int) -> None:
+        if size < 16 or size & (size - 1):
+            raise UserError(f"--size: {size} must be a power of two of at least 16 for DiscoGAN")
+
+    @classmethod
     def resolve(cls, config: DiscoGANConfig) -> DiscoGANConfig:
-        if config.size < 16 or config.size & (config.size - 1):
-            raise UserError(f"--size: {config.size} must be a power of two of at least 16 for DiscoGAN")
+        cls.check_size(config.size)
         if config.update_interval < 2:
             raise UserError("--update-interval must be at least 2 (one discriminator step in that many)")
         return cls.resolve_data(config)
