@@ -12,10 +12,11 @@ from .options import with_speed_options
 
 
 @click.command()
-@click.argument("target", type=click.Choice(bench_lib.TARGETS))
+@click.argument("target", type=click.Choice(bench_lib.targets()))
 @click.option("--size", type=click.IntRange(min=8), default=256, help="Image side (the MNIST GAN is always 28).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help="Images per step.  [default: 1 for training (64 for mnist-gan), 8 for translate]")
+              help="Images per step.  [default: the model's bench batch (1 for the image models, 64 for mnist-gan), "
+                   "8 for translate]")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="Timed steps (translate: images).  [default: 50 on CUDA, 3 on the CPU (translate: 256, 16)]")
 @click.option("--warmup", type=click.IntRange(min=0), default=None,
@@ -39,7 +40,8 @@ def bench(target: str, size: int, batch_size: int | None, steps: int | None, war
           workers: int | None, io_only: bool, as_json: bool) -> None:
     """Time TARGET (a model's training step, or translate) on synthetic data: seconds per step, images/s,
     peak memory, achieved TFLOP/s and its fraction of the device's measured peak."""
-    from img2img.train import resolve_device  # noqa: PLC0415
+    from img2img.loading import resolve_device  # noqa: PLC0415
+    from img2img.models import MODELS  # noqa: PLC0415
 
     torch_device = resolve_device(device)
     on_cuda = torch_device.type == "cuda"
@@ -50,7 +52,7 @@ def bench(target: str, size: int, batch_size: int | None, steps: int | None, war
         if target == "translate":
             return bench_lib.bench_translate(size, batch_size or 8, steps or (256 if on_cuda else 16), device,
                                              speed, workers, io_only)
-        default_batch = 64 if target == "mnist-gan" else 1
+        default_batch = MODELS[target].bench_batch_size
         return bench_lib.bench_training(target, size, batch_size or default_batch, steps or (50 if on_cuda else 3),
                                         warmup if warmup is not None else (5 if on_cuda else 1), device, speed)
 

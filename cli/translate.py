@@ -30,8 +30,9 @@ def official_options(command):
 @click.argument("checkpoint", type=click.Path())
 @click.argument("input_path", metavar="INPUT", type=click.Path())
 @click.argument("output", type=click.Path())
-@click.option("--direction", type=click.Choice(["a2b", "b2a"]), default="a2b",
-              help="Which generator of a two-way model (CycleGAN, DiscoGAN).")
+@click.option("--direction", "--to", "target", default=None,
+              help="What the translation takes, as the model says: a2b or b2a for two-way models (CycleGAN, "
+                   "DiscoGAN).  [default: the model's first (a2b)]")
 @click.option("--format", "image_format", type=click.Choice(translate_lib.FORMATS), default="png",
               help="Output files: PNG (lossless, 8 or 16 bits), JPEG, or the input's own format.")
 @click.option("--resize", type=click.IntRange(min=1), default=None,
@@ -49,7 +50,7 @@ def official_options(command):
 @click.option("--overwrite", is_flag=True, help="Replace files that already exist in OUTPUT.")
 @official_options
 @with_speed_options
-def translate(checkpoint: str, input_path: str, output: str, direction: str, image_format: str, resize: int | None,
+def translate(checkpoint: str, input_path: str, output: str, target: str | None, image_format: str, resize: int | None,
               tile: int | None, batch_size: int, workers: int | None, device: str, amp: bool, stochastic: bool,
               use_ema: bool, overwrite: bool, arch: str | None, norm: str | None, base_channels: int | None,
               channels_last: bool, compile_mode: str, cudnn_benchmark: bool) -> None:
@@ -61,7 +62,7 @@ def translate(checkpoint: str, input_path: str, output: str, direction: str, ima
     input's size.  Existing files are kept unless --overwrite.  An unreadable
     input is reported and skipped, and the exit code is then 3.
     """
-    translator = translate_lib.load(checkpoint, direction, device, arch=arch, norm=norm, base_channels=base_channels,
+    translator = translate_lib.load(checkpoint, target, device, arch=arch, norm=norm, base_channels=base_channels,
                                     use_ema=use_ema, amp=amp, stochastic=stochastic, batch_size=batch_size, tile=tile,
                                     channels_last=channels_last, compile=compile_mode, cudnn_benchmark=cudnn_benchmark)
     click.echo(f"{translator.info.description} on {translator.device}", err=True)
@@ -95,12 +96,13 @@ def import_weights(weights: str, weights_b: str | None, out: str, overwrite: boo
 @click.argument("checkpoint", type=click.Path())
 @click.option("--format", "export_format", type=click.Choice(["onnx"]), default="onnx", help="Export format.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="The file to write.")
-@click.option("--direction", type=click.Choice(["a2b", "b2a"]), default="a2b", help="Which generator to export.")
+@click.option("--direction", "--to", "target", default=None,
+              help="What the exported generator translates (a2b, b2a).  [default: the model's first]")
 @click.option("--ema/--no-ema", "use_ema", default=True, help="Export the averaged weights when the run kept them.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @official_options
-def export(checkpoint: str, export_format: str, out: str, direction: str, use_ema: bool, overwrite: bool,
+def export(checkpoint: str, export_format: str, out: str, target: str | None, use_ema: bool, overwrite: bool,
            arch: str | None, norm: str | None, base_channels: int | None) -> None:
     """Export one generator of CHECKPOINT (batch and image size dynamic; sides must be multiples of what it needs)."""
-    path = export_lib.export_onnx(checkpoint, out, direction, arch, norm, base_channels, use_ema, overwrite)
+    path = export_lib.export_onnx(checkpoint, out, target, arch, norm, base_channels, use_ema, overwrite)
     click.echo(f"wrote {path}")

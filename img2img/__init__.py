@@ -9,6 +9,14 @@ loop (:mod:`img2img.train`).  ``img2img.load(checkpoint)`` gives a
 
 __version__ = "0.1.0"
 
-from img2img.translate import Translator, load  # noqa: E402 - the notebook API: img2img.load(ckpt).translate(x)
-
 __all__ = ["Translator", "__version__", "load"]
+
+
+def __getattr__(name: str):
+    """``img2img.load`` and ``img2img.Translator`` (the notebook API), imported on first use so that
+    ``import img2img`` stays light."""
+    if name in ("Translator", "load"):
+        from img2img import translate  # noqa: PLC0415
+
+        return getattr(translate, name)
+    raise AttributeError(f"module 'img2img' has no attribute {name!r}")

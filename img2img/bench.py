@@ -34,8 +34,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from img2img.config import RunConfig, TrainConfig
 from img2img.errors import UserError
 
-TRAINING = ("mnist-gan", "pix2pix", "cyclegan", "discogan")
-TARGETS = (*TRAINING, "translate")
+def targets() -> tuple[str, ...]:
+    """What ``img2img bench`` times: every registered model's training step, and folder translation."""
+    from img2img.models import MODELS  # noqa: PLC0415
+
+    return (*MODELS, "translate")
 
 
 class SyntheticBatches:
@@ -111,31 +114,24 @@ def ladder(run: Callable[[SpeedSettings], dict[str, Any]], device: torch.device,
 
 
 def synthetic_run(model: str, size: int, batch_size: int, device: str, speed: SpeedSettings) -> tuple[RunConfig, Any]:
-    """A resolved run of ``model`` with the official default networks for ``size``, and a synthetic batch."""
-    from img2img.models import get_model_class  # noqa: PLC0415
-    from img2img.models.cyclegan import CycleGANConfig, resnet_blocks  # noqa: PLC0415
-    from img2img.models.discogan import DiscoGANConfig  # noqa: PLC0415
-    from img2img.models.mnist_gan import MnistGanConfig  # noqa: PLC0415
-    from img2img.models.pix2pix import Pix2PixConfig, unet_depth  # noqa: PLC0415
+    """A resolved run of ``model`` with the official default networks for ``size``, and a synthetic batch (both
+    from the model's :meth:`~img2img.models.base.GANModel.synthetic`)."""
+    from img2img.models import MODELS  # noqa: PLC0415
 
-    if model not in TRAINING:
-        raise UserError(f"bench: unknown target {model!r}; choose one of {', '.join(TARGETS)}")
-    get_model_class(model).check_size(size)
-
+    if model not in MODELS:
+        raise UserError(f"bench: unknown target {model!r}; choose one of {', '.join(targets())}")
+    model_class = MODELS[model]
+    model_class.check_size(size)
     train = TrainConfig(steps=10**9, batch_size=batch_size, device=device, num_workers=0, save_every_steps=10**9,
                         sample_every_steps=10**9, log_every_steps=10**9, **speed.as_dict())
-    generator = torch.Generator().manual_seed(0)
-    images = lambda: torch.rand(batch_size, 3, size, size, generator=generator) * 2 - 1  # noqa: E731
-    common = dict(size=size, load_size=size, channels_a=3, channels_b=3, bits_a=8, bits_b=8)
-    if model == "mnist-gan":
-        return RunConfig(model, train, MnistGanConfig()), torch.rand(batch_size, 1, 28, 28, generator=generator) * 2 - 1
-    if model == "pix2pix":
-        options: Any = Pix2PixConfig(num_downs=unet_depth("auto", size), **common)
-    elif model == "cyclegan":
-        options = CycleGANConfig(n_blocks=resnet_blocks("auto", size), **common)
-    else:
-        options = DiscoGANConfig(**common)
-    return RunConfig(model, train, options), {"a": images(), "b": images()}
+    options, batch = model_class.synthetic(size, batch_size, torch.Generator().manual_seed(0))
+    return RunConfig(model, train, options), batch
+
+
+def _image_side(batch: Any) -> int:
+    """The side of the images in a synthetic batch (a tensor, or a dict of them)."""
+    tensor = batch if isinstance(batch, torch.Tensor) else next(iter(batch.values()))
+    return int(tensor.shape[-1])
 
 
 def _synchronize(device: torch.device) -> None:
@@ -197,7 +193,8 @@ def bench_training(model: str, size: int = 256, batch_size: int = 1, steps: int 
                    device: str = "auto", speed: SpeedSettings = SpeedSettings()) -> dict[str, Any]:
     """Time ``steps`` training steps of ``model`` after ``warmup`` untimed ones (at least 3 when compiling:
     the first steps compile, and CUDA graphs are recorded on the second and replayed from the third)."""
-    from img2img.train import Trainer, resolve_device  # noqa: PLC0415
+    from img2img.loading import resolve_device  # noqa: PLC0415
+    from img2img.train import Trainer  # noqa: PLC0415
 
     torch_device = resolve_device(device)
     run, batch = synthetic_run(model, size, batch_size, str(torch_device), speed)
@@ -224,7 +221,7 @@ def bench_training(model: str, size: int = 256, batch_size: int = 1, steps: int 
         _synchronize(torch_device)
         seconds = time.perf_counter() - start
         syncs = _host_syncs(lambda: trainer.train_step(batch), torch_device)
-    settings = {"target": model, "size": size if model != "mnist-gan" else 28, "batch_size": batch_size,
+    settings = {"target": model, "size": _image_side(batch), "batch_size": batch_size,
                 "steps": steps, "warmup": warmup, **speed.in_effect(torch_device, training=True)}
     result = _summary(torch_device, seconds, steps, steps * batch_size, flops, settings)
     if syncs is not None:
@@ -255,7 +252,7 @@ def bench_translate(size: int = 256, batch_size: int = 8, images: int = 64, devi
     from img2img.models.cyclegan import CycleGAN, resnet_blocks  # noqa: PLC0415
     from img2img.nn import init_weights  # noqa: PLC0415
     from img2img.nn.resnet import ResnetGenerator  # noqa: PLC0415
-    from img2img.train import resolve_device  # noqa: PLC0415
+    from img2img.loading import resolve_device  # noqa: PLC0415
     from img2img.translate import GeneratorInfo, Translator, default_workers, generator_info  # noqa: PLC0415
 
     torch_device = resolve_device(device)

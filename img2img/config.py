@@ -15,39 +15,81 @@ from typing import Any
 from img2img.errors import UserError
 
 
+# torch.compile modes (img2img.speed); the two with CUDA graphs are reduce-overhead and max-autotune
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+@dataclass(frozen=True)
+class CliOption:
+    """How a config field appears on the command line (``img2img train MODEL`` is generated from these)."""
+
+    help: str
+    flag: str | None = None  # default: the field's name, dashed ("load_size" → --load-size)
+    choices: tuple[str, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+    min_open: bool = False
+    max_open: bool = False
+    path: bool = False  # a file or folder
+    switch: bool = False  # a bool given as a bare flag (--sync-bn), not as --x/--no-x
+
+
+def option(default: Any, help: str, **cli: Any) -> Any:  # noqa: A002
+    """A dataclass field that is also a command-line option: its default, help and checks (see :class:`CliOption`).
+
+    Fields made with plain defaults stay off the command line (settings that
+    are resolved from the data, or that no user needs to change).
+    """
+    return field(default=default, metadata={"cli": CliOption(help, **cli)})
+
+
+def cli_option(f: dataclasses.Field) -> CliOption | None:
+    return f.metadata.get("cli")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Options of the training loop, the same for every model."""
 
-    steps: int = 1000
-    batch_size: int = 1
-    seed: int = 0
-    device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
-    lr: float = 2e-4
+    # None (steps, decay_steps): the model's epoch schedule decides (see GANModel.schedule)
+    steps: int | None = option(1000, "Training steps in all.", min=1)
+    batch_size: int = option(1, "Examples per step.", min=1)
+    seed: int = option(0, "Random seed.")
+    device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N.")
+    lr: float = option(2e-4, "Adam learning rate.", min=0, min_open=True)
     beta1: float = 0.5
     beta2: float = 0.999
-    decay_steps: int = 0  # the last `decay_steps` of `steps` decay the learning rate linearly to zero
-    save_every_steps: int = 1000
-    sample_every_steps: int = 500
-    log_every_steps: int = 50
+    # the last `decay_steps` of `steps` decay the learning rate linearly to zero
+    decay_steps: int | None = option(0, "Final steps over which the learning rate falls linearly to zero.", min=0)
+    save_every_steps: int = option(1000, "Write a checkpoint every N steps (and at the end).", flag="--save-every",
+                                   min=1)
+    sample_every_steps: int = option(500, "Write a sample grid every N steps (and at the end).",
+                                     flag="--sample-every", min=1)
+    log_every_steps: int = option(50, "Log losses and speed every N steps.", flag="--log-every", min=1)
     keep_checkpoints: int = 2  # step checkpoints kept besides last.ckpt's target
-    amp: bool = True  # bf16 autocast on CUDA; the CPU always trains in float32
-    num_workers: int = 2
-    sync_batch_norm: bool = False  # synchronised batch norm across processes in distributed training (CUDA)
-    ema_decay: float = 0.0  # > 0: keep an exponential moving average of the generators' weights for inference
-    eval_every_steps: int = 0  # > 0: evaluate on held-out data every N steps and at the end; keep best.ckpt
-    eval_metric: str = ""  # the metric best.ckpt is chosen by ("": the model's default)
-    eval_a: str | None = None  # held-out data of image models (pix2pix: --eval-a/--eval-b or --eval-aligned)
-    eval_b: str | None = None
-    eval_aligned: str | None = None
+    amp: bool = option(True, "bf16 autocast on CUDA.")  # the CPU always trains in float32
+    num_workers: int = option(2, "Data-loading worker processes.", flag="--workers", min=0)
+    sync_batch_norm: bool = option(False, "Synchronise batch norm across processes (torchrun, CUDA).",
+                                   flag="--sync-bn", switch=True)
+    ema_decay: float = option(0.0, "Decay of the moving average of the generator weights used for samples (0: off).",
+                              flag="--ema", min=0, max=1, max_open=True)
+    eval_every_steps: int = option(0, "Evaluate on held-out data every N steps and at the end, logging the metrics "
+                                      "and keeping RUN/best.ckpt (0: off).", flag="--eval-every", min=0)
+    eval_metric: str = option("", "Metric that picks best.ckpt.  [default: the model's own]")
+    eval_a: str | None = option(None, "Held-out A images for --eval-every.", path=True)
+    eval_b: str | None = option(None, "Held-out B images for --eval-every.", path=True)
+    eval_aligned: str | None = option(None, "Held-out side-by-side files for --eval-every (pix2pix).", path=True)
     eval_samples: int = 1000  # generated images per evaluation (MNIST GAN)
     # speed settings (img2img.speed): how the step runs, not what it computes; they may change on --resume
-    channels_last: bool = False  # networks and image batches in NHWC layout
-    compile: str = "off"  # torch.compile mode: off, default, reduce-overhead, max-autotune, ...
-    cudnn_benchmark: bool = True  # let cuDNN pick the fastest convolution algorithms (CUDA)
+    channels_last: bool = option(False, "Networks and image batches in NHWC memory layout.")
+    compile: str = option("off", "torch.compile the networks; reduce-overhead and max-autotune also use CUDA graphs.",
+                          choices=COMPILE_MODES)
+    cudnn_benchmark: bool = option(True, "Let cuDNN time and pick its fastest convolution algorithms (CUDA).")
     fused_adam: bool = True  # Adam's update as one fused kernel (else the multi-tensor "foreach" one)
 
     def validate(self) -> None:
+        if self.steps is None or self.decay_steps is None:
+            raise ValueError("steps and decay_steps are set by the model's schedule (GANModel.schedule) first")
         positive = {"--steps": self.steps, "--batch-size": self.batch_size, "--save-every": self.save_every_steps,
                     "--sample-every": self.sample_every_steps, "--log-every": self.log_every_steps}
         for option, value in positive.items():

@@ -1,6 +1,6 @@
 """Exporting a generator to ONNX, for inference without PyTorch.
 
-The exported graph is the generator alone: one direction, input ``image``
+The exported graph is the generator alone: one target (direction), input ``image``
 ``(N, C_in, H, W)`` in [-1, 1], output ``translated`` ``(N, C_out, H, W)``
 in [-1, 1], with the batch size and both sides dynamic.  Sides must be
 multiples of the generator's ``size_multiple`` (recorded in the model's
@@ -26,10 +26,11 @@ from img2img.translate import load_generator
 OPSET = 18
 
 
-def export_onnx(checkpoint_path: str | Path, out: str | Path, direction: str = "a2b", arch: str | None = None,
+def export_onnx(checkpoint_path: str | Path, out: str | Path, target: str | None = None, arch: str | None = None,
                 norm: str | None = None, base_channels: int | None = None, use_ema: bool = True,
                 overwrite: bool = False) -> Path:
-    """Export the ``direction`` generator of a checkpoint (or official weights file) to the ONNX file ``out``."""
+    """Export what translates to ``target`` (a direction; by default the model's first) in a checkpoint (or official
+    weights file) to the ONNX file ``out``."""
     missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
     if missing:  # optional: the `export` extra; torch's exporter needs both
         raise UserError(f"--format onnx needs the onnx and onnxscript packages ({', '.join(missing)} missing): "
@@ -38,7 +39,7 @@ def export_onnx(checkpoint_path: str | Path, out: str | Path, direction: str = "
     out = Path(out)
     if out.exists() and not overwrite:
         raise UserError(f"--out: {out} exists; pass --overwrite to replace it")
-    net, info = load_generator(checkpoint_path, direction, arch, norm, base_channels, use_ema)
+    net, info = load_generator(checkpoint_path, target, arch, norm, base_channels, use_ema)
     net = net.float().eval()
     side = max(info.min_size, info.size_multiple) * 2
     example = torch.zeros(2, info.in_channels, side, side)
@@ -51,7 +52,7 @@ def export_onnx(checkpoint_path: str | Path, out: str | Path, direction: str = "
                               output_names=["translated"], dynamic_shapes=dynamic, opset_version=OPSET,
                               external_data=False, verbose=False)
         model = onnx.load(str(temporary))
-        for key, value in {"img2img.source": info.description, "img2img.direction": direction,
+        for key, value in {"img2img.source": info.description, "img2img.target": info.target,
                            "img2img.in_channels": info.in_channels, "img2img.out_channels": info.out_channels,
                            "img2img.size_multiple": info.size_multiple, "img2img.range": "[-1, 1]"}.items():
             entry = model.metadata_props.add()

@@ -9,7 +9,7 @@ from torchvision.utils import save_image
 
 from img2img.data.images import encode_image, quantize
 from img2img.errors import UserError
-from img2img.train import load_model, resolve_device
+from img2img.loading import load_model, resolve_device
 
 
 def sample_to_folder(checkpoint: str | Path, count: int, out: str | Path, seed: int = 0, grid: str | Path | None = None,

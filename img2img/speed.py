@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from img2img.config import COMPILE_MODES  # noqa: F401 - also what callers import from here
 from img2img.errors import UserError
 
-COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 _CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 # the compiler behind torch.compile; tests swap in "aot_eager" (the same graph capture, no code generation)
 BACKEND = "inductor"

@@ -10,7 +10,6 @@ resume bit for bit.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import math
 import random
@@ -31,32 +30,17 @@ from tqdm import tqdm
 
 from img2img import checkpoint, speed
 from img2img import distributed as dist_tools
-from img2img.config import RESUMABLE_SETTINGS, RunConfig, TrainConfig, from_dict
+from img2img.config import RESUMABLE_SETTINGS, RunConfig, TrainConfig
 from img2img.data.batches import mix_seed
 from img2img.distributed import Distributed
 from img2img.errors import UserError
+# load_model, resolve_device and run_config_from_dict live in img2img.loading; importable from here as before
+from img2img.loading import (build_model, load_model, open_checkpoint, resolve_device,  # noqa: F401
+                             run_config_from_dict)
 from img2img.models import GANModel, Phase, get_model_class
 from img2img.run import RunDir
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` means CUDA when a GPU is present, else the CPU; anything else must exist here."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device: {name!r} is not a device (try auto, cpu or cuda)") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"--device: {name} asked for, but CUDA is not available on this machine")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(f"--device: {name} asked for, but there are {torch.cuda.device_count()} CUDA devices")
-    elif device.type != "cpu":
-        raise UserError(f"--device: {name!r} is not supported (auto, cpu or cuda)")
-    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -75,36 +59,6 @@ def linear_decay(steps: int, decay_steps: int):
         return max(0.0, (steps - step) / decay_steps)
 
     return factor
-
-
-def build_model(run: RunConfig) -> GANModel:
-    return get_model_class(run.model)(run.options)
-
-
-def run_config_from_dict(values: dict[str, Any], what: str = "config") -> RunConfig:
-    """Rebuild a :class:`RunConfig` from its dict form (as in config.json or a checkpoint)."""
-    model_class = get_model_class(values["model"])
-    return RunConfig(model=values["model"], train=from_dict(TrainConfig, values["train"], what),
-                     options=from_dict(model_class.Config, values["options"], what))
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu", option: str = "checkpoint",
-               use_ema: bool = True) -> tuple[GANModel, RunConfig, dict[str, Any]]:
-    """Rebuild a model from a checkpoint file or run folder alone, in evaluation mode.
-
-    When the run kept weight averages (--ema), those replace the raw weights
-    of the inference networks unless ``use_ema`` is false.
-    """
-    payload = checkpoint.read(path, option)
-    run = run_config_from_dict(payload["config"], f"{option}: {payload['path']}")
-    model = build_model(run)
-    averages = payload.get("ema", {}) if use_ema else {}
-    try:
-        for name, net in model.nets.items():
-            net.load_state_dict(averages.get(name, payload["networks"][name]))
-    except (KeyError, RuntimeError) as error:
-        raise UserError(f"{option}: {payload['path']} does not match its {run.model} model ({error})") from None
-    return model.to(device).eval(), run, payload
 
 
 @dataclass(frozen=True)
@@ -160,7 +114,7 @@ class Trainer:
             from img2img.evaluation.evaluate import EvalData, check_training_evaluation  # noqa: PLC0415
 
             self.eval_metric = check_training_evaluation(
-                run.model, self.config.eval_metric,
+                type(self.model), self.config.eval_metric,
                 EvalData(self.config.eval_a, self.config.eval_b, self.config.eval_aligned))
         if resume is not None:
             self._load_state(resume)
@@ -421,21 +375,25 @@ class Trainer:
         return record
 
 
-def resolve_run(run: RunConfig, options_resolved: bool = False) -> RunConfig:
-    """Validate a run's options and data once and make every inferred setting explicit (``options_resolved``:
-    the model's options were resolved already, e.g. to size an epoch schedule)."""
+def resolve_run(run: RunConfig) -> RunConfig:
+    """Validate a run's options and data once and make every inferred setting explicit: the model's options
+    (channels, depths, ... read off the data), its schedule (--steps/--decay-steps from its epochs where
+    unset) and the metric that picks best.ckpt."""
+    model_class = get_model_class(run.model)
+    if run.train.steps is not None and run.train.decay_steps is not None:
+        run.train.validate()  # before the data is read
+    options = model_class.resolve(run.options)
+    run = RunConfig(run.model, model_class.schedule(run.train, options), options)
     run.train.validate()
     resolve_device(run.train.device)
     if run.train.eval_every_steps:  # checked before a run folder exists; the chosen metric made explicit
         from img2img.evaluation.evaluate import EvalData, check_training_evaluation  # noqa: PLC0415
 
         train = run.train
-        metric = check_training_evaluation(run.model, train.eval_metric,
+        metric = check_training_evaluation(model_class, train.eval_metric,
                                            EvalData(train.eval_a, train.eval_b, train.eval_aligned))
         run = run.replace_train(eval_metric=metric)
-    if options_resolved:
-        return run
-    return dataclasses.replace(run, options=get_model_class(run.model).resolve(run.options))
+    return run
 
 
 def train(run: RunConfig, out: str | Path, resolved: bool = False) -> TrainResult:
@@ -463,11 +421,10 @@ def resume(path: str | Path, steps: int | None = None, stop_after_steps: int | N
 
     ``changes``: new values of the settings that do not change what the run computes (``device`` and the
     speed settings, see :data:`~img2img.config.RESUMABLE_SETTINGS`)."""
-    payload = checkpoint.read(path, "--resume")
+    payload, run = open_checkpoint(path, "--resume")
     if "optimizers" not in payload:
         raise UserError(f"--resume: {payload['path']} holds imported generator weights only; it translates and "
                         "exports but cannot continue training")
-    run = run_config_from_dict(payload["config"], f"--resume: {payload['path']}")
     unknown = sorted(set(changes) - set(RESUMABLE_SETTINGS))
     if unknown:
         raise ValueError(f"resume cannot change {', '.join(unknown)}")

@@ -60,13 +60,14 @@ class GeneratorInfo:
     out_bits: int = 8  # bits per channel of the images the model learnt to produce
     description: str = ""
     min_size: int = 1  # smallest input side the network takes
+    target: str = "a2b"  # what it translates to (a direction, or a domain)
 
 
 def generator_info(net: nn.Module, in_channels: int, out_channels: int, out_bits: int = 8,
-                   description: str = "") -> GeneratorInfo:
+                   description: str = "", target: str = "a2b") -> GeneratorInfo:
     multiple = size_multiple(net)
     return GeneratorInfo(in_channels, out_channels, multiple, out_bits, description,
-                         max(multiple, getattr(net, "min_size", 1)))
+                         max(multiple, getattr(net, "min_size", 1)), target)
 
 
 def size_multiple(net: nn.Module) -> int:
@@ -78,75 +79,63 @@ def size_multiple(net: nn.Module) -> int:
 
 
 # -- loading ----------------------------------------------------------------------------------------------
-def load(path: str | Path, direction: str = "a2b", device: str | torch.device = "auto", arch: str | None = None,
+def load(path: str | Path, target: str | None = None, device: str | torch.device = "auto", arch: str | None = None,
          norm: str | None = None, base_channels: int | None = None, use_ema: bool = True, amp: bool | None = None,
          stochastic: bool = False, batch_size: int = 8, tile: int | None = None, channels_last: bool = False,
-         compile: str = "off", cudnn_benchmark: bool = True) -> Translator:  # noqa: A002
+         compile: str = "off", cudnn_benchmark: bool = True, direction: str | None = None) -> Translator:  # noqa: A002
     """A :class:`Translator` for a checkpoint file, a run folder, or an official generator weights file.
 
-    ``direction`` (``a2b``/``b2a``) picks the generator of two-way models.
-    ``arch``/``norm``/``base_channels`` are checked against an official file's
-    weights (which say what they are; img2img checkpoints describe themselves
-    and take none of them).  ``amp``: bf16 autocast, on CUDA by default.
-    ``channels_last``, ``compile``, ``cudnn_benchmark``: see :mod:`img2img.speed`.
+    ``target`` is what the translation takes, as the model says (see
+    :meth:`~img2img.models.base.GANModel.translation`): ``a2b``/``b2a`` for
+    two-way models (``direction`` is the same argument); by default the
+    model's first.  ``arch``/``norm``/``base_channels`` are checked against an
+    official file's weights (which say what they are; img2img checkpoints
+    describe themselves and take none of them).  ``amp``: bf16 autocast, on
+    CUDA by default.  ``channels_last``, ``compile``, ``cudnn_benchmark``: see
+    :mod:`img2img.speed`.
     """
-    from img2img.train import resolve_device  # noqa: PLC0415 - train imports the models, which import this
+    from img2img.loading import resolve_device  # noqa: PLC0415
 
     device = resolve_device(str(device))
-    net, info = load_generator(path, direction, arch, norm, base_channels, use_ema)
+    net, info = load_generator(path, target or direction, arch, norm, base_channels, use_ema)
     return Translator(net, info, device, amp=amp, stochastic=stochastic, batch_size=batch_size, tile=tile,
                       channels_last=channels_last, compile=compile, cudnn_benchmark=cudnn_benchmark)
 
 
-def load_generator(path: str | Path, direction: str = "a2b", arch: str | None = None, norm: str | None = None,
+def load_generator(path: str | Path, target: str | None = None, arch: str | None = None, norm: str | None = None,
                    base_channels: int | None = None, use_ema: bool = True,
                    option: str = "CHECKPOINT") -> tuple[nn.Module, GeneratorInfo]:
-    """The generator for ``direction`` in an img2img checkpoint or an official weights file, on the CPU."""
-    if direction not in ("a2b", "b2a"):
-        raise UserError(f"--direction must be a2b or b2a, got {direction!r}")
+    """The module that translates to ``target`` in an img2img checkpoint or an official weights file, on the CPU."""
     file = checkpoint.resolve(path, option)
     payload = checkpoint.load_file(file, option)
     if official.is_state_dict(payload):
+        if target not in (None, "a2b"):
+            raise UserError(f"--direction: {file} holds one official generator, which translates as it was "
+                            f"trained (a2b), not {target}")
         net, found = official.generator_from_state(payload, str(file), arch, norm, base_channels, option)
         return net, generator_info(net, found.in_channels, found.out_channels, 8, found.describe())
     if arch is not None or norm is not None or base_channels is not None:
         raise UserError(f"--arch/--norm/--ngf describe official weights files; {file} is an img2img checkpoint, "
                         "which describes itself")
-    return checkpoint_generator(checkpoint.validate(payload, file, option), direction, use_ema, option)
+    return checkpoint_generator(checkpoint.validate(payload, file, option), target, use_ema, option)
 
 
-def checkpoint_generator(payload: dict[str, Any], direction: str, use_ema: bool = True,
+def checkpoint_generator(payload: dict[str, Any], target: str | None = None, use_ema: bool = True,
                          option: str = "CHECKPOINT") -> tuple[nn.Module, GeneratorInfo]:
-    """The ``direction`` generator of a (validated) img2img checkpoint, with its averaged weights when the run
+    """What translates to ``target`` in a (validated) img2img checkpoint, with its averaged weights when the run
     kept them."""
-    from img2img.train import build_model, run_config_from_dict  # noqa: PLC0415
+    from img2img.loading import load_model  # noqa: PLC0415 - the loader imports the models, which import this
 
-    run = run_config_from_dict(payload["config"], f"{option}: {payload['path']}")
-    model = build_model(run)
-    names = model.translation_networks
-    if not names:
-        raise UserError(f"{option}: {payload['path']} holds a {run.model} model, which generates images from noise "
-                        "rather than translating them (use `img2img sample`)")
-    if direction not in names:
-        raise UserError(f"--direction: a {run.model} model translates {' and '.join(names)}, not {direction}")
-    name = names[direction]
-    weights = payload.get("ema", {}).get(name) if use_ema else None
-    if weights is None:
-        weights = payload["networks"].get(name)
-    if weights is None:
-        raise UserError(f"--direction: {payload['path']} holds no {direction} generator ({name})")
-    net = model.nets[name]
-    try:
-        net.load_state_dict(weights)
-    except RuntimeError as error:
-        raise UserError(f"{option}: {payload['path']} does not match its {run.model} model "
-                        f"({' '.join(str(error).split())[:200]})") from None
-    options = run.options
-    in_side, out_side = ("a", "b") if direction == "a2b" else ("b", "a")
-    out_bits = getattr(options, f"bits_{out_side}", None) or 8
-    info = generator_info(net, getattr(options, f"channels_{in_side}"), getattr(options, f"channels_{out_side}"),
-                          out_bits, f"{run.model} {direction} at step {payload['step']} from {payload['path']}")
-    return net, info
+    model, run, payload = load_model(payload, option=option, use_ema=use_ema, partial=True)
+    translation = model.translation(target)
+    missing = [name for name in translation.networks if name not in payload["networks"]]
+    if missing:
+        raise UserError(f"{model.translation_option}: {payload['path']} holds no {target} generator "
+                        f"({', '.join(missing)})")
+    target = target or model.translation_targets()[0]
+    info = generator_info(translation.module, translation.in_channels, translation.out_channels, translation.out_bits,
+                          f"{run.model} {target} at step {payload['step']} from {payload['path']}", target)
+    return translation.module, info
 
 
 # -- tiles ------------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from torch import Tensor
 from img2img.data.demo import COLOUR_TASK, SKELETON_TASK, colour_map, demo_task, ink_from_colour, label_of
 from img2img.data.mnist import load_embedded
 from img2img.errors import UserError
+from img2img.loading import load_model, resolve_device
 from img2img.evaluation.digits import load_classifier
 from img2img.evaluation.features import build_extractor
 from img2img.evaluation.metrics import (class_statistics, fid_kid, lpips, nearest_neighbour_distance,
@@ -44,24 +45,40 @@ from img2img.evaluation.metrics import (class_statistics, fid_kid, lpips, neares
 
 # higher is better for these; lower for the rest (fid, kid, l1, nn distance)
 HIGHER_IS_BETTER = {"psnr", "ssim", "label_agreement", "classes_covered"}  # lpips: lower is better
-DEFAULT_METRIC = {"mnist-gan": "fid", "pix2pix": "psnr", "cyclegan": "fid_a2b", "discogan": "fid_a2b"}
-# what each kind of model reports (the demo tasks add l1/psnr/ssim/label_agreement to the unpaired models)
-METRICS = {"mnist-gan": ("fid", "kid", "fid_over_floor", "classes_covered", "kl_to_uniform", "nn_distance_to_train"),
-           "pix2pix": ("l1", "psnr", "ssim", "lpips", "fid", "kid", "label_agreement"),
-           "cyclegan": ("fid_a2b", "kid_a2b", "fid_b2a", "kid_b2a", "l1", "psnr", "ssim", "label_agreement")}
-METRICS["discogan"] = METRICS["cyclegan"]
+# what each protocol reports (the demo tasks add l1/psnr/ssim/label_agreement to the unpaired ones); the unpaired
+# protocol reports FID/KID for each direction the model translates
+SAMPLE_METRICS = ("fid", "kid", "fid_over_floor", "classes_covered", "kl_to_uniform", "nn_distance_to_train")
+PAIRED_METRICS = ("l1", "psnr", "ssim", "lpips", "fid", "kid", "label_agreement")
+DEMO_METRICS = ("l1", "psnr", "ssim", "label_agreement")
 
 
-def check_training_evaluation(model: str, metric: str, data: EvalData) -> str:
+def protocol_metrics(model_class: Any) -> tuple[str, ...]:
+    """The metrics the evaluation protocol of ``model_class`` (its ``evaluation``) reports."""
+    protocol = model_class.evaluation
+    if protocol == "samples":
+        return SAMPLE_METRICS
+    if protocol == "paired":
+        return PAIRED_METRICS
+    if protocol == "unpaired":
+        directions = tuple(model_class.translation_networks)
+        return (*(f"{kind}_{d}" for d in directions for kind in ("fid", "kid")), *DEMO_METRICS)
+    return ()
+
+
+def check_training_evaluation(model_class: Any, metric: str, data: EvalData) -> str:
     """The metric a run's --eval-every chooses best.ckpt by, after checking that it and the data can work."""
-    metric = metric or DEFAULT_METRIC.get(model, "")
-    if model not in METRICS:
-        raise UserError(f"--eval-every: no evaluation protocol for {model} models")
-    if metric not in METRICS[model]:
-        raise UserError(f"--eval-metric: {metric!r} is not a {model} metric (choose from {', '.join(METRICS[model])})")
-    if model != "mnist-gan":
-        _require(data, model)
+    metric = metric or model_class.default_metric
+    available = protocol_metrics(model_class)
+    if not available:
+        raise UserError(f"--eval-every: no evaluation protocol for {model_class.name} models")
+    if metric not in available:
+        raise UserError(f"--eval-metric: {metric!r} is not a {model_class.name} metric "
+                        f"(choose from {', '.join(available)})")
+    if model_class.evaluation != "samples":
+        _require(data, model_class)
     return metric
+
+
 BATCH = 100
 
 
@@ -123,14 +140,14 @@ def evaluate_model(model: Any, run: Any, step: int, data: EvalData | None = None
                    inception_weights: str | None = None, samples: int = 1000, seed: int = 0,
                    device: torch.device | str = "cpu", metrics: tuple[str, ...] = ()) -> Report:
     """Evaluate ``model`` (in evaluation mode, on ``device``) by the protocol of its kind."""
-    report = Report(run.model, step, protocol={"seed": seed, "features": features})
-    if run.model == "mnist-gan":
+    report = Report(run.model, step, protocol={"seed": seed, "features": features, "name": model.evaluation})
+    if model.evaluation == "samples":
         _evaluate_digits_gan(model, report, samples, seed, device, features, inception_weights)
-    elif run.model == "pix2pix":
-        _evaluate_pix2pix(model, run.options, report, _require(data, run.model), device, features,
+    elif model.evaluation == "paired":
+        _evaluate_pix2pix(model, run.options, report, _require(data, type(model)), device, features,
                           inception_weights, metrics)
-    elif run.model in ("cyclegan", "discogan"):
-        _evaluate_unpaired(model, run.options, report, _require(data, run.model), device, features,
+    elif model.evaluation == "unpaired":
+        _evaluate_unpaired(model, run.options, report, _require(data, type(model)), device, features,
                            inception_weights, metrics)
     else:
         raise UserError(f"no evaluation protocol for {run.model} models")
@@ -142,10 +159,10 @@ def evaluate_model(model: Any, run: Any, step: int, data: EvalData | None = None
     return report
 
 
-def _require(data: EvalData | None, model: str) -> EvalData:
+def _require(data: EvalData | None, model_class: Any) -> EvalData:
     if data is None or (data.a is None and data.b is None and data.aligned is None):
-        flags = "--a DIR --b DIR (or --aligned DIR)" if model == "pix2pix" else "--a DIR --b DIR"
-        raise UserError(f"evaluating a {model} model needs held-out data: {flags}")
+        flags = "--a DIR --b DIR (or --aligned DIR)" if model_class.evaluation == "paired" else "--a DIR --b DIR"
+        raise UserError(f"evaluating a {model_class.name} model needs held-out data: {flags}")
     return data
 
 
@@ -237,11 +254,14 @@ def _evaluate_unpaired(model: Any, options: Any, report: Report, data: EvalData,
     dataset = type(model).dataset(held_out, train=False)
     real_a = _stack_files(dataset, "a")
     real_b = _stack_files(dataset, "b")
+    directions = model.translation_targets()  # a2b, and b2a for the two-way models
     fake_b = _translate(model, real_a, "a2b", device)
-    fake_a = _translate(model, real_b, "b2a", device)
+    fake_a = _translate(model, real_b, "b2a", device) if "b2a" in directions else None
     task = demo_task(data.a)
     digits = task is not None
     for name, side, real, fake in (("_a2b", "b", real_b, fake_b), ("_b2a", "a", real_a, fake_a)):
+        if fake is None:
+            continue
         extractor = _distribution_or_note(report, real, fake, device, features, inception_weights, metrics,
                                           digits, name)
         if extractor is not None:
@@ -332,8 +352,6 @@ def evaluate_checkpoint(path: str | Path, a: str | None = None, b: str | None = 
                         json_path: Path | None = None) -> tuple[Report, Path]:
     """Evaluate a checkpoint file or run folder (its averaged weights when it has them); write the report as
     JSON to ``json_path``, by default ``RUN/eval/step-N.json`` beside the checkpoint."""
-    from img2img.train import load_model, resolve_device  # noqa: PLC0415 - the trainer imports this module
-
     torch_device = resolve_device(device)
     model, run, payload = load_model(path, torch_device, option="CHECKPOINT")
     data = EvalData(a, b, aligned) if (a or b or aligned) else None

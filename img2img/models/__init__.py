@@ -1,20 +1,24 @@
-"""The models img2img trains, by name."""
+"""The models img2img trains, by name.
+
+Every module of this package is imported here, and each model class with a
+``name`` registers itself when defined (:class:`~img2img.models.base.GANModel`),
+so a new model is one new file: nothing else names it.  Modules whose names
+start with an underscore (the template) are skipped.
+"""
 
 from __future__ import annotations
 
-from img2img.errors import UserError
-from img2img.models.base import GANModel, Phase
-from img2img.models.cyclegan import CycleGAN
-from img2img.models.discogan import DiscoGAN
-from img2img.models.mnist_gan import MnistGan
-from img2img.models.pix2pix import Pix2Pix
+import importlib
+import pkgutil
 
-MODELS: dict[str, type[GANModel]] = {
-    MnistGan.name: MnistGan,
-    Pix2Pix.name: Pix2Pix,
-    CycleGAN.name: CycleGAN,
-    DiscoGAN.name: DiscoGAN,
-}
+from img2img.errors import UserError
+from img2img.models.base import REGISTRY, GANModel, Phase
+
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+MODELS: dict[str, type[GANModel]] = dict(sorted(REGISTRY.items(), key=lambda item: item[1].order))
 
 
 def get_model_class(name: str) -> type[GANModel]:

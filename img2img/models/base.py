@@ -1,4 +1,4 @@
-"""What a GAN model gives the training loop: networks, phases and loss terms.
+"""The model contract: what one model file gives the trainer, the command line, evaluation, bench and translation.
 
 A model owns no loop.  It names its networks (``self.nets``), the phases of
 one training step (each phase updates some networks with one optimizer),
@@ -9,10 +9,27 @@ under autocast, and steps that phase's optimizer.
 Tensors pass between the phases of one step through ``carry``, a plain dict
 the trainer creates for each step (for example the generator's output, which
 the discriminator phase then judges), never through attributes.
+
+Everything else a model declares on its class, so that one file is the
+whole model (see ``models/_template.py`` and the README's "Adding a model"):
+
+- ``Config``: a frozen dataclass whose fields made with
+  :func:`img2img.config.option` become the options of ``img2img train NAME``;
+- ``train_defaults`` and ``epoch_schedule``: its training defaults;
+- ``evaluation`` and ``default_metric``: which evaluation protocol applies;
+- :meth:`synthetic` and ``bench_batch_size``: how ``img2img bench`` runs it;
+- ``translation_networks``/:meth:`translation`: what a translation takes (a
+  direction today, a target domain for a multi-domain model), so translate
+  and export need no code of their own for it.
+
+Defining a subclass with a ``name`` registers it (``img2img.models.MODELS``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -25,6 +42,29 @@ from img2img.data.batches import BatchSource, LoaderBatches, StepSampler
 from img2img.errors import UserError
 
 Logs = dict[str, Tensor]
+
+# every registered model, by name (filled as model classes are defined; img2img.models imports them all)
+REGISTRY: dict[str, type[GANModel]] = {}
+
+# the image models' training defaults: batch 1 as in the papers, steps from their epochs
+IMAGE_DEFAULTS: dict[str, Any] = dict(batch_size=1, save_every_steps=5000, sample_every_steps=1000,
+                                      log_every_steps=100, num_workers=min(4, os.cpu_count() or 1))
+# evaluation protocols (img2img.evaluation.evaluate): unconditional samples, paired data, unpaired domains,
+# and several domains (each target domain against its held-out images)
+PROTOCOLS = ("samples", "paired", "unpaired", "multi-domain")
+
+
+@dataclass(frozen=True)
+class Translation:
+    """What translating to one target takes: a module ``(N, in_channels, H, W)`` → ``(N, out_channels, H, W)``
+    in [-1, 1] (a conditional generator comes wrapped with its target), the networks whose weights it uses,
+    and the bits per channel of the images the model learnt to produce."""
+
+    module: nn.Module
+    networks: tuple[str, ...]
+    in_channels: int
+    out_channels: int
+    out_bits: int = 8
 
 
 @dataclass(frozen=True)
@@ -45,6 +85,24 @@ class GANModel(nn.Module):
     inference_networks: ClassVar[tuple[str, ...]] = ()
     # the generator that translates each direction ({"a2b": "g"}); empty for models that do not translate
     translation_networks: ClassVar[dict[str, str]] = {}
+    # the option that names a translation's target (translate, export, the Python API's ``load``)
+    translation_option: ClassVar[str] = "--direction"
+    # TrainConfig fields whose defaults differ for this model (shown by `train NAME --help`)
+    train_defaults: ClassVar[dict[str, Any]] = {}
+    # (epochs, decaying epochs): --steps/--decay-steps left unset follow the data's size; None: fixed defaults
+    epoch_schedule: ClassVar[tuple[int, int] | None] = None
+    # the evaluation protocol (one of PROTOCOLS; None: the model is not evaluated) and the metric of best.ckpt
+    evaluation: ClassVar[str | None] = None
+    default_metric: ClassVar[str] = ""
+    bench_batch_size: ClassVar[int] = 1  # `img2img bench NAME`'s default batch
+    order: ClassVar[int] = 100  # where the model stands in listings (img2img train --help)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:  # a concrete model; shared bases (UnpairedModel) name none
+            if cls.evaluation is not None and cls.evaluation not in PROTOCOLS:
+                raise TypeError(f"{cls.__name__}.evaluation must be one of {PROTOCOLS}, got {cls.evaluation!r}")
+            REGISTRY[cls.name] = cls
 
     def __init__(self, config: Any) -> None:
         super().__init__()
@@ -55,6 +113,43 @@ class GANModel(nn.Module):
     def resolve(cls, config: Any) -> Any:
         """Validate the options (and the dataset they name) once; return them with every default made explicit."""
         return config
+
+    @classmethod
+    def summary(cls) -> str:
+        """One line for ``img2img train --help``: the first line of the class docstring."""
+        return (cls.__doc__ or cls.name).strip().splitlines()[0]
+
+    @classmethod
+    def schedule(cls, train: TrainConfig, config: Any) -> TrainConfig:
+        """``train`` with --steps/--decay-steps filled in where unset: ``epoch_schedule`` passes over the
+        (resolved) configuration's data, the last ones decaying (the papers' 100 + 100 epochs, say)."""
+        if train.steps is not None and train.decay_steps is not None:
+            return train
+        if cls.epoch_schedule is None:
+            defaults = TrainConfig()
+            return dataclasses.replace(train, steps=train.steps or defaults.steps,
+                                       decay_steps=train.decay_steps or defaults.decay_steps)
+        epochs, decay_epochs = cls.epoch_schedule
+        per_epoch = max(1, math.ceil(cls.dataset_size(config) / train.batch_size))
+        if train.steps is None:
+            steps = epochs * per_epoch
+            decay = decay_epochs * per_epoch if train.decay_steps is None else train.decay_steps
+        else:
+            steps, decay = train.steps, train.steps * decay_epochs // epochs
+        return dataclasses.replace(train, steps=steps, decay_steps=decay)
+
+    @classmethod
+    def metrics(cls) -> tuple[str, ...]:
+        """The metrics this model's evaluation reports (what --eval-metric may name)."""
+        from img2img.evaluation.evaluate import protocol_metrics  # noqa: PLC0415 - evaluation is imported lazily
+
+        return protocol_metrics(cls)
+
+    @classmethod
+    def synthetic(cls, size: int, batch_size: int, generator: torch.Generator) -> tuple[Any, Any]:
+        """A resolved configuration with the official default networks for ``size`` and one synthetic batch
+        (what ``img2img bench`` trains on)."""
+        raise UserError(f"bench: {cls.name} has no benchmark")
 
     @classmethod
     def check_size(cls, size: int) -> None:
@@ -113,14 +208,35 @@ class GANModel(nn.Module):
         return batch
 
     # -- inference --------------------------------------------------------------------------------------
+    def translation_targets(self) -> tuple[str, ...]:
+        """What a translation may be asked for (``a2b``, ``b2a``; a domain's name); the first is the default."""
+        return tuple(self.translation_networks)
+
+    def translation(self, target: str | None = None) -> Translation:
+        """What translating to ``target`` takes (by default the first of :meth:`translation_targets`).
+
+        The default reads ``translation_networks`` ({"a2b": "g_ab"}) and the
+        configuration's ``channels_a``/``channels_b`` and ``bits_a``/``bits_b``;
+        a conditional model returns its generator wrapped with the target.
+        """
+        targets = self.translation_targets()
+        if not targets:
+            raise UserError(f"a {self.name} model generates images rather than translating them "
+                            "(use `img2img sample`)")
+        target = targets[0] if target is None else target
+        if target not in targets:
+            raise UserError(f"{self.translation_option}: a {self.name} model translates {' and '.join(targets)}, "
+                            f"not {target}")
+        name = self.translation_networks[target]
+        source, goal = target.split("2")
+        bits = getattr(self.config, f"bits_{goal}", None) or 8
+        return Translation(self.nets[name], (name,), getattr(self.config, f"channels_{source}"),
+                           getattr(self.config, f"channels_{goal}"), bits)
+
     @torch.no_grad()
-    def translate(self, images: Tensor, direction: str = "a2b") -> Tensor:
-        """``(N, C, H, W)`` in [-1, 1] through the generator of ``direction`` (see ``translation_networks``)."""
-        name = self.translation_networks.get(direction)
-        if name is None:
-            ways = " and ".join(self.translation_networks) or "nothing"
-            raise UserError(f"--direction: a {self.name} model translates {ways}, not {direction}")
-        return self.nets[name](images)
+    def translate(self, images: Tensor, target: str | None = None) -> Tensor:
+        """``(N, C, H, W)`` in [-1, 1] translated to ``target`` (see :meth:`translation`)."""
+        return self.translation(target).module(images)
 
     # -- monitoring -------------------------------------------------------------------------------
     def sample_inputs(self, data: BatchSource, seed: int, device: torch.device) -> Any:

@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from img2img.config import option
 from img2img.errors import UserError
-from img2img.losses import get_loss
+from img2img.losses import LOSSES, get_loss
 from img2img.models.base import Logs, Phase
 from img2img.models.unpaired import UnpairedData, UnpairedModel
 from img2img.nn import init_weights
@@ -43,22 +44,26 @@ def resnet_blocks(generator: str, size: int) -> int:
 
 @dataclass(frozen=True)
 class CycleGANConfig(UnpairedData):
-    generator: str = "auto"  # resnet_9blocks, resnet_6blocks, or auto: 9 blocks above 128 pixels, else 6
+    generator: str = option("auto", "resnet_9blocks, resnet_6blocks, or auto: 9 blocks above 128 pixels, else 6.",
+                            choices=GENERATORS)
     n_blocks: int | None = None  # resolved from generator and size
-    base_channels: int = 64  # ngf
-    d_base_channels: int = 64  # ndf
-    n_layers: int = 3
-    norm: str = "instance"
+    base_channels: int = option(64, "Generator base width.", flag="--ngf", min=1)  # ngf
+    d_base_channels: int = option(64, "Discriminator base width.", flag="--ndf", min=1)  # ndf
+    n_layers: int = option(3, "PatchGAN layers (3: 70×70 patches).", min=1)
+    norm: str = option("instance", "Normalisation layers.", choices=tuple(NORMS))
     dropout: bool = False
-    loss: str = "lsgan"
-    lambda_a: float = 10.0
-    lambda_b: float = 10.0
-    lambda_identity: float = 0.5
-    pool_size: int = 50
+    loss: str = option("lsgan", "Adversarial loss.", choices=tuple(LOSSES))
+    lambda_a: float = option(10.0, "Weight of the a→b→a cycle term.", min=0)
+    lambda_b: float = option(10.0, "Weight of the b→a→b cycle term.", min=0)
+    lambda_identity: float = option(0.5, "Identity term, relative to the cycle weights (0: off).", min=0)
+    pool_size: int = option(50, "Generated images kept for D (0: none).", min=0)
 
 
 class CycleGAN(UnpairedModel):
+    """CycleGAN (ResNet G, PatchGAN D, LSGAN + cycle + identity) on two unpaired folders."""
+
     name = "cyclegan"
+    order = 20
     Config = CycleGANConfig
     phases = (Phase("g", ("g_ab", "g_ba")), Phase("d", ("d_a", "d_b")))
 
@@ -93,6 +98,11 @@ class CycleGAN(UnpairedModel):
                         config.channels_a, config.channels_b)
             identity = 0.0
         return replace(config, n_blocks=blocks, lambda_identity=identity)
+
+    @classmethod
+    def synthetic(cls, size: int, batch_size: int, generator: torch.Generator) -> tuple[CycleGANConfig, Any]:
+        config, batch = super().synthetic(size, batch_size, generator)
+        return replace(config, n_blocks=resnet_blocks("auto", size)), batch
 
     @classmethod
     def check_size(cls, size: int) -> None:

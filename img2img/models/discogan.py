@@ -27,8 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from img2img.config import option
 from img2img.errors import UserError
-from img2img.losses import get_loss
+from img2img.losses import LOSSES, get_loss
 from img2img.models.base import Logs, Phase
 from img2img.models.unpaired import UnpairedData, UnpairedModel
 from img2img.nn import init_weights
@@ -37,15 +38,17 @@ from img2img.nn.discogan import DiscoDiscriminator, DiscoGenerator
 
 @dataclass(frozen=True)
 class DiscoGANConfig(UnpairedData):
-    size: int = 64
-    base_channels: int = 64
-    d_base_channels: int = 64
-    loss: str = "non-saturating"  # the paper code's BCE
+    size: int = option(64, "Image side (a power of two).", min=16)
+    base_channels: int = option(64, "Generator base width.", flag="--ngf", min=1)
+    d_base_channels: int = option(64, "Discriminator base width.", flag="--ndf", min=1)
+    loss: str = option("non-saturating", "Adversarial loss.", choices=tuple(LOSSES))  # the paper code's BCE
     gan_weight: float = 0.1  # of the GAN term within the adversarial part; the rest is feature matching
-    default_rate: float = 0.5  # weight r of the reconstruction term
-    starting_rate: float = 0.01
-    curriculum_steps: int = 0
-    update_interval: int = 3
+    default_rate: float = option(0.5, "Reconstruction weight after.", min=0, max=1)  # weight r of the reconstruction
+    starting_rate: float = option(0.01, "Reconstruction weight at first.", min=0, max=1)
+    curriculum_steps: int = option(0, "Steps with the low starting reconstruction rate first (the paper code: "
+                                      "10000).", min=0)
+    update_interval: int = option(3, "The discriminators step once in this many steps, the generators the others.",
+                                  min=2)
     weight_decay: float = 1e-5
 
 
@@ -55,7 +58,10 @@ def feature_matching(real: list[Tensor], fake: list[Tensor]) -> Tensor:
 
 
 class DiscoGAN(UnpairedModel):
+    """DiscoGAN (encoder-decoder G, feature-matching D, BCE + MSE reconstruction) on two unpaired folders."""
+
     name = "discogan"
+    order = 30
     Config = DiscoGANConfig
     phases = (Phase("g", ("g_ab", "g_ba")), Phase("d", ("d_a", "d_b")))
 

@@ -20,10 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from img2img.config import option
 from img2img.data.paired import PairedImages, aligned_files, check_pairs, match_folders
 from img2img.errors import UserError
-from img2img.losses import get_loss
-from img2img.models.base import GANModel, Logs, Phase
+from img2img.losses import LOSSES, get_loss
+from img2img.models.base import IMAGE_DEFAULTS, GANModel, Logs, Phase
 from img2img.nn import init_weights
 from img2img.nn.norm import NORMS
 from img2img.nn.patchgan import PatchDiscriminator, PixelDiscriminator
@@ -37,29 +38,34 @@ SAMPLE_PAIRS = 8
 @dataclass(frozen=True)
 class Pix2PixConfig:
     # data
-    a: str | None = None
-    b: str | None = None
-    aligned: str | None = None
-    direction: str = "a2b"
-    size: int = 256
-    load_size: int | None = None  # None: size × 286/256, the official 286 for 256
-    channels_a: int | None = None  # None: inferred from the files
-    channels_b: int | None = None
+    a: str | None = option(None, "Folder of input images (domain A).", path=True)
+    b: str | None = option(None, "Folder of target images, paired with --a by name.", path=True)
+    aligned: str | None = option(None, "Folder of side-by-side A|B images (official format).", path=True)
+    direction: str = option("a2b", "Translate A to B, or B to A.", choices=("a2b", "b2a"))
+    size: int = option(256, "Training crop side in pixels.", min=32)
+    load_size: int | None = option(None, "Side images are resized to before cropping.  [default: size × 286/256]",
+                                   min=1)  # None: the official 286 for 256
+    channels_a: int | None = option(None, "Input channels.  [default: inferred from the files]",
+                                    choices=("1", "3", "4"))
+    channels_b: int | None = option(None, "Output channels.  [default: inferred from the files]",
+                                    choices=("1", "3", "4"))
     bits_a: int | None = None  # bits per channel of the training files (8 or 16), found when resolving
     bits_b: int | None = None
-    flip: bool = True
+    flip: bool = option(True, "Random horizontal flips.")
     # networks
-    generator: str = "auto"  # unet_256 (8 downsamplings), unet_128 (7), or auto: the depth that fits `size`
+    generator: str = option("auto", "U-Net depth: unet_256 (8 downsamplings), unet_128 (7), auto: what --size fits.",
+                            choices=GENERATORS)
     num_downs: int | None = None  # resolved from generator and size
-    base_channels: int = 64  # ngf
-    norm: str = "batch"
-    dropout: bool = True
-    discriminator: str = "basic"  # basic (70×70 PatchGAN), n_layers, pixel
-    n_layers: int = 3
-    d_base_channels: int = 64  # ndf
+    base_channels: int = option(64, "Generator base width.", flag="--ngf", min=1)  # ngf
+    norm: str = option("batch", "Normalisation layers.", choices=tuple(NORMS))
+    dropout: bool = option(True, "Dropout 0.5 in the innermost decoder blocks.")
+    discriminator: str = option("basic", "basic: 70×70 PatchGAN; n_layers: PatchGAN of --n-layers; "
+                                         "pixel: 1×1 PixelGAN.", choices=DISCRIMINATORS)
+    n_layers: int = option(3, "Layers of the n_layers discriminator.", min=1)
+    d_base_channels: int = option(64, "Discriminator base width.", flag="--ndf", min=1)  # ndf
     # losses
-    loss: str = "non-saturating"
-    lambda_l1: float = 100.0
+    loss: str = option("non-saturating", "Adversarial loss.", choices=tuple(LOSSES))
+    lambda_l1: float = option(100.0, "Weight λ of the L1 term.", min=0)
 
 
 def unet_depth(generator: str, size: int) -> int:
@@ -77,11 +83,18 @@ def unet_depth(generator: str, size: int) -> int:
 
 
 class Pix2Pix(GANModel):
+    """pix2pix (U-Net G, PatchGAN D, cGAN + λ·L1) on paired folders or side-by-side files."""
+
     name = "pix2pix"
+    order = 10
     Config = Pix2PixConfig
     phases = (Phase("g", ("g",)), Phase("d", ("d",)))
     inference_networks = ("g",)
     translation_networks = {"a2b": "g"}
+    train_defaults = IMAGE_DEFAULTS
+    epoch_schedule = (200, 100)  # 100 epochs at the full rate, 100 decaying, as in the paper
+    evaluation = "paired"
+    default_metric = "psnr"
 
     def __init__(self, config: Pix2PixConfig) -> None:
         super().__init__(config)
@@ -124,6 +137,12 @@ class Pix2Pix(GANModel):
             channels_a, channels_b, bits_a, bits_b = channels_b, channels_a, bits_b, bits_a
         return replace(config, load_size=load_size, num_downs=num_downs, bits_a=bits_a, bits_b=bits_b,
                        channels_a=config.channels_a or channels_a, channels_b=config.channels_b or channels_b)
+
+    @classmethod
+    def synthetic(cls, size: int, batch_size: int, generator: torch.Generator) -> tuple[Pix2PixConfig, Any]:
+        config = Pix2PixConfig(size=size, load_size=size, channels_a=3, channels_b=3, bits_a=8, bits_b=8,
+                               num_downs=unet_depth("auto", size))
+        return config, {side: torch.rand(batch_size, 3, size, size, generator=generator) * 2 - 1 for side in "ab"}
 
     @staticmethod
     def _pairs(config: Pix2PixConfig):

@@ -8,10 +8,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from img2img.config import option
 from img2img.data.unpaired import UnpairedImages, check_folder, folder_images, gpu_augment
 from img2img.errors import UserError
 from img2img.losses import get_loss
-from img2img.models.base import GANModel
+from img2img.models.base import IMAGE_DEFAULTS, GANModel
 from img2img.models.pix2pix import as_rgb, spread_examples
 
 SAMPLE_PAIRS = 4
@@ -21,16 +22,19 @@ SAMPLE_PAIRS = 4
 class UnpairedData:
     """Data options of the unpaired models."""
 
-    a: str | None = None
-    b: str | None = None
-    size: int = 256
-    load_size: int | None = None  # None: size × 286/256
-    channels_a: int | None = None  # None: inferred from the files
-    channels_b: int | None = None
+    a: str | None = option(None, "Folder of domain-A images.", path=True)
+    b: str | None = option(None, "Folder of domain-B images (unpaired).", path=True)
+    size: int = option(256, "Training crop side in pixels.", min=8)
+    load_size: int | None = option(None, "Side images are resized to before cropping.  [default: size × 286/256]",
+                                   min=1)
+    channels_a: int | None = option(None, "Channels of domain A.  [default: inferred from the files]",
+                                    choices=("1", "3", "4"))
+    channels_b: int | None = option(None, "Channels of domain B.  [default: inferred from the files]",
+                                    choices=("1", "3", "4"))
     bits_a: int | None = None  # bits per channel of the training files (8 or 16), found when resolving
     bits_b: int | None = None
-    flip: bool = True
-    gpu_augment: bool = False  # crop and flip on the training device with kornia
+    flip: bool = option(True, "Random horizontal flips.")
+    gpu_augment: bool = option(False, "Crop and flip on the training device with kornia.", switch=True)
 
 
 class UnpairedModel(GANModel):
@@ -38,6 +42,15 @@ class UnpairedModel(GANModel):
 
     inference_networks = ("g_ab", "g_ba")
     translation_networks = {"a2b": "g_ab", "b2a": "g_ba"}
+    train_defaults = IMAGE_DEFAULTS
+    epoch_schedule = (200, 100)  # of max(|A|, |B|) images, as in the papers' code
+    evaluation = "unpaired"
+    default_metric = "fid_a2b"
+
+    @classmethod
+    def synthetic(cls, size: int, batch_size: int, generator: torch.Generator) -> tuple[Any, Any]:
+        config = cls.Config(size=size, load_size=size, channels_a=3, channels_b=3, bits_a=8, bits_b=8)
+        return config, {side: torch.rand(batch_size, 3, size, size, generator=generator) * 2 - 1 for side in "ab"}
 
     @classmethod
     def resolve_data(cls, config: Any) -> Any:
