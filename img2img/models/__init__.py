@@ -22,8 +22,9 @@ MODELS: dict[str, type[GANModel]] = dict(sorted(REGISTRY.items(), key=lambda ite
 
 
 def get_model_class(name: str) -> type[GANModel]:
+    """The model class registered as ``name`` (also one defined after this package was imported)."""
     try:
-        return MODELS[name]
+        return REGISTRY[name]
     except KeyError:
         raise UserError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}") from None
 

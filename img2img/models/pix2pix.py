@@ -139,6 +139,10 @@ class Pix2Pix(GANModel):
                        channels_a=config.channels_a or channels_a, channels_b=config.channels_b or channels_b)
 
     @classmethod
+    def check_size(cls, size: int) -> None:
+        unet_depth("auto", size)
+
+    @classmethod
     def synthetic(cls, size: int, batch_size: int, generator: torch.Generator) -> tuple[Pix2PixConfig, Any]:
         config = Pix2PixConfig(size=size, load_size=size, channels_a=3, channels_b=3, bits_a=8, bits_b=8,
                                num_downs=unet_depth("auto", size))
