@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from img2img.config import option
 from img2img.errors import UserError
 from img2img.losses import LOSSES, get_loss
-from img2img.models.base import Logs, Phase
+from img2img.models.base import Logs, Phase, evaluating
 from img2img.models.unpaired import UnpairedData, UnpairedModel
 from img2img.nn import init_weights
 from img2img.nn.patchgan import PatchDiscriminator
@@ -111,12 +111,7 @@ class TemplateGAN(UnpairedModel):
         """Each row: real_a | fake_b | real_b."""
         from img2img.models.pix2pix import as_rgb  # noqa: PLC0415
 
-        g = self.nets["g"]
-        was_training = g.training
-        g.eval()
-        try:
-            fake_b = g(inputs["a"]).float()
-        finally:
-            g.train(was_training)
+        with evaluating(self.nets["g"]):
+            fake_b = self.nets["g"](inputs["a"]).float()
         columns = [inputs["a"], fake_b, inputs["b"]]
         return torch.stack([as_rgb(c) for c in columns], 1).flatten(0, 1), len(columns)

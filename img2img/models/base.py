@@ -27,10 +27,11 @@ Defining a subclass with a ``name`` registers it (``img2img.models.MODELS``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -52,6 +53,19 @@ IMAGE_DEFAULTS: dict[str, Any] = dict(batch_size=1, save_every_steps=5000, sampl
 # evaluation protocols (img2img.evaluation.evaluate): unconditional samples, paired data, unpaired domains,
 # and several domains (each target domain against its held-out images)
 PROTOCOLS = ("samples", "paired", "unpaired", "multi-domain")
+
+
+@contextlib.contextmanager
+def evaluating(*nets: nn.Module) -> Iterator[None]:
+    """Networks in evaluation mode for a sample grid or generation, each back in its own mode afterwards."""
+    modes = [net.training for net in nets]
+    for net in nets:
+        net.eval()
+    try:
+        yield
+    finally:
+        for net, mode in zip(nets, modes):
+            net.train(mode)
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from img2img.config import option
 from img2img.errors import UserError
 from img2img.losses import LOSSES, get_loss
-from img2img.models.base import Logs, Phase
+from img2img.models.base import Logs, Phase, evaluating
 from img2img.models.pix2pix import as_rgb
 from img2img.models.unpaired import UnpairedData, UnpairedModel
 from img2img.nn.cut import CutPatchDiscriminator, CutResnetGenerator, PatchSampleMLP, patch_nce_loss, xavier_init
@@ -176,14 +176,10 @@ class CUT(UnpairedModel):
     def sample_grid(self, inputs: dict[str, Tensor]) -> tuple[Tensor, int]:
         """Each row: real_a | fake_b | real_b [| G(real_b), when G can take b's images]."""
         g = self.nets["g"]
-        was_training = g.training
-        g.eval()
-        try:
+        with evaluating(g):
             columns = [inputs["a"], g(inputs["a"]).float(), inputs["b"]]
             if self.config.channels_a == self.config.channels_b:  # else G cannot take b's images
                 columns.append(g(inputs["b"]).float())
-        finally:
-            g.train(was_training)
         return torch.stack([as_rgb(c) for c in columns], 1).flatten(0, 1), len(columns)
 
 

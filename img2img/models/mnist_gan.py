@@ -19,7 +19,7 @@ from img2img.config import TrainConfig, option
 from img2img.data.batches import StepSampler, TensorBatches
 from img2img.data.mnist import load_digits
 from img2img.losses import LOSSES, get_loss
-from img2img.models.base import GANModel, Logs, Phase
+from img2img.models.base import GANModel, Logs, Phase, evaluating
 from img2img.nn import MLPDiscriminator, MLPGenerator, init_weights, recompute_batch_norm
 
 SAMPLE_GRID_SIDE = 10
@@ -106,14 +106,10 @@ class MnistGan(GANModel):
     def generate(self, count: int, generator: torch.Generator | None = None, batch_size: int = 1000) -> Tensor:
         """``count`` images ``(count, 1, 28, 28)`` in [-1, 1], with G in evaluation mode."""
         g = self.nets["g"]
-        was_training = g.training
-        g.eval()
         device = next(g.parameters()).device
-        try:
+        with evaluating(g):
             chunks = [g(self.noise(min(batch_size, count - start), device, generator))
                       for start in range(0, count, batch_size)]
-        finally:
-            g.train(was_training)
         return torch.cat(chunks).float() if chunks else torch.empty(0, 1, 28, 28)
 
     def sample_inputs(self, data: Any, seed: int, device: torch.device) -> torch.Generator:

@@ -24,7 +24,7 @@ from img2img.config import option
 from img2img.data.paired import PairedImages, aligned_files, check_pairs, match_folders
 from img2img.errors import UserError
 from img2img.losses import LOSSES, get_loss
-from img2img.models.base import IMAGE_DEFAULTS, GANModel, Logs, Phase
+from img2img.models.base import IMAGE_DEFAULTS, GANModel, Logs, Phase, evaluating
 from img2img.nn import init_weights
 from img2img.nn.norm import NORMS
 from img2img.nn.patchgan import PatchDiscriminator, PixelDiscriminator
@@ -192,13 +192,8 @@ class Pix2Pix(GANModel):
 
     @torch.no_grad()
     def sample_grid(self, inputs: dict[str, Tensor]) -> tuple[Tensor, int]:
-        g = self.nets["g"]
-        was_training = g.training
-        g.eval()
-        try:
-            fake_b = g(inputs["a"]).float()
-        finally:
-            g.train(was_training)
+        with evaluating(self.nets["g"]):
+            fake_b = self.nets["g"](inputs["a"]).float()
         rows = [as_rgb(x) for x in (inputs["a"], fake_b, inputs["b"])]
         return torch.stack(rows, 1).flatten(0, 1), 3  # each row: input | output | target
 

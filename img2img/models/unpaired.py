@@ -12,7 +12,7 @@ from img2img.config import option
 from img2img.data.unpaired import UnpairedImages, check_folder, folder_images, gpu_augment
 from img2img.errors import UserError
 from img2img.losses import get_loss
-from img2img.models.base import IMAGE_DEFAULTS, GANModel
+from img2img.models.base import IMAGE_DEFAULTS, GANModel, evaluating
 from img2img.models.pix2pix import as_rgb, spread_examples
 
 SAMPLE_PAIRS = 4
@@ -87,12 +87,8 @@ class UnpairedModel(GANModel):
     def sample_grid(self, inputs: dict[str, Tensor]) -> tuple[Tensor, int]:
         """Each row: real_a | fake_b | rec_a | real_b | fake_a | rec_b."""
         g_ab, g_ba = self.nets["g_ab"], self.nets["g_ba"]
-        modes = (g_ab.training, g_ba.training)
-        g_ab.eval(), g_ba.eval()
-        try:
+        with evaluating(g_ab, g_ba):
             fake_b, fake_a = g_ab(inputs["a"]).float(), g_ba(inputs["b"]).float()
             rec_a, rec_b = g_ba(fake_b).float(), g_ab(fake_a).float()
-        finally:
-            g_ab.train(modes[0]), g_ba.train(modes[1])
         columns = [inputs["a"], fake_b, rec_a, inputs["b"], fake_a, rec_b]
         return torch.stack([as_rgb(c) for c in columns], 1).flatten(0, 1), len(columns)
