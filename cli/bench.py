@@ -34,10 +34,13 @@ from .options import with_speed_options
 @click.option("--io-only", is_flag=True,
               help="translate: a 1×1 convolution instead of the ResNet, to measure decoding, transfers and "
                    "encoding alone (the ceiling of the folder pipeline).")
+@click.option("--profile", type=click.Path(dir_okay=False), default=None,
+              help="Training targets: also profile ten more steps (torch.profiler) and write where their time goes "
+                   "(device busy time against wall time, operators by device time) to this file.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the summary.")
 def bench(target: str, size: int, batch_size: int | None, steps: int | None, warmup: int | None, device: str,
           amp: bool, channels_last: bool, compile_mode: str, cudnn_benchmark: bool, ladder: bool,
-          workers: int | None, io_only: bool, as_json: bool) -> None:
+          workers: int | None, io_only: bool, profile: str | None, as_json: bool) -> None:
     """Time TARGET (a model's training step, or translate) on synthetic data: seconds per step, images/s,
     peak memory, achieved TFLOP/s and its fraction of the device's measured peak."""
     from img2img.loading import resolve_device  # noqa: PLC0415
@@ -47,6 +50,8 @@ def bench(target: str, size: int, batch_size: int | None, steps: int | None, war
     on_cuda = torch_device.type == "cuda"
     if io_only and target != "translate":
         raise click.UsageError("--io-only applies to translate only")
+    if profile and (target == "translate" or ladder):
+        raise click.UsageError("--profile applies to a training target without --ladder")
 
     def run(speed: bench_lib.SpeedSettings) -> dict:
         if target == "translate":
@@ -54,7 +59,8 @@ def bench(target: str, size: int, batch_size: int | None, steps: int | None, war
                                              speed, workers, io_only)
         default_batch = MODELS[target].bench_batch_size
         return bench_lib.bench_training(target, size, batch_size or default_batch, steps or (50 if on_cuda else 3),
-                                        warmup if warmup is not None else (5 if on_cuda else 1), device, speed)
+                                        warmup if warmup is not None else (5 if on_cuda else 1), device, speed,
+                                        profile)
 
     if ladder:
         results = bench_lib.ladder(run, torch_device, training=target != "translate")

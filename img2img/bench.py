@@ -190,9 +190,11 @@ def _step_flops(trainer: Any, batch: Any) -> float:
 
 
 def bench_training(model: str, size: int = 256, batch_size: int = 1, steps: int = 20, warmup: int = 3,
-                   device: str = "auto", speed: SpeedSettings = SpeedSettings()) -> dict[str, Any]:
+                   device: str = "auto", speed: SpeedSettings = SpeedSettings(),
+                   profile: str | Path | None = None) -> dict[str, Any]:
     """Time ``steps`` training steps of ``model`` after ``warmup`` untimed ones (at least 3 when compiling:
-    the first steps compile, and CUDA graphs are recorded on the second and replayed from the third)."""
+    the first steps compile, and CUDA graphs are recorded on the second and replayed from the third).
+    ``profile``: also profile a few more steps and write where their time goes to this file."""
     from img2img.loading import resolve_device  # noqa: PLC0415
     from img2img.train import Trainer  # noqa: PLC0415
 
@@ -221,12 +223,50 @@ def bench_training(model: str, size: int = 256, batch_size: int = 1, steps: int 
         _synchronize(torch_device)
         seconds = time.perf_counter() - start
         syncs = _host_syncs(lambda: trainer.train_step(batch), torch_device)
-    settings = {"target": model, "size": _image_side(batch), "batch_size": batch_size,
-                "steps": steps, "warmup": warmup, **speed.in_effect(torch_device, training=True)}
+        settings = {"target": model, "size": _image_side(batch), "batch_size": batch_size,
+                    "steps": steps, "warmup": warmup, **speed.in_effect(torch_device, training=True)}
+        if profile is not None:
+            write_profile(lambda: trainer.train_step(batch), torch_device, Path(profile),
+                          f"{model} training step, {seconds / steps * 1000:.2f} ms per step timed; {settings}")
     result = _summary(torch_device, seconds, steps, steps * batch_size, flops, settings)
     if syncs is not None:
         result["host_syncs_per_step"] = syncs
     return result
+
+
+def write_profile(step: Callable[[], Any], device: torch.device, path: Path, title: str, steps: int = 10) -> None:
+    """Profile ``steps`` calls of ``step`` (torch.profiler) and write where the time goes: the device's busy
+    time against the wall time (launch-bound code leaves the device idle), then the operators by their own
+    device time (CPU time on the CPU)."""
+    from torch.profiler import ProfilerActivity, profile  # noqa: PLC0415
+
+    on_cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if on_cuda else [])]
+    _synchronize(device)
+    with profile(activities=activities) as profiler:
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        _synchronize(device)
+        wall = (time.perf_counter() - start) / steps
+    averages = profiler.key_averages()
+    lines = [title, f"profiled steps: {steps}; wall time per step (profiler on): {wall * 1000:.2f} ms"]
+    if on_cuda:
+        from torch.autograd import DeviceType  # noqa: PLC0415
+
+        # the kernels and copies themselves (operators also carry their kernels' time, which would count twice)
+        busy = sum(getattr(event, "self_device_time_total", None) or getattr(event, "self_cuda_time_total", 0)
+                   for event in averages if event.device_type == DeviceType.CUDA) / steps / 1000
+        lines.append(f"device busy per step (sum of kernel times): {busy:.2f} ms = {100 * busy / (wall * 1000):.0f}% "
+                     "of the wall time")
+    for key in (("self_device_time_total", "self_cuda_time_total") if on_cuda else ("self_cpu_time_total",)):
+        try:
+            table = averages.table(sort_by=key, row_limit=45, max_name_column_width=70)
+            break
+        except (AttributeError, KeyError, ValueError):
+            continue
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n\n" + table + "\n")
 
 
 def _host_syncs(step: Callable[[], Any], device: torch.device) -> int | None:

@@ -21,8 +21,9 @@ pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_avai
 WORKER = Path(__file__).with_name("distributed_worker.py")
 
 
-def torchrun(*args, cwd=None):
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *map(str, args)]
+def torchrun(*args, cwd=None, processes=2):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+               *map(str, args)]
     result = subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=600)
     if result.returncode != 0 and "Address already in use" in result.stderr:
         pytest.skip("could not open a local port for the process group")

@@ -41,31 +41,25 @@ def tiny_size(model_class: type[GANModel]) -> int:
     raise AssertionError(f"{model_class.name} takes neither 32 nor 64")
 
 
-def tiny_trainer(name: str, folder, batch_size: int = 2) -> tuple[Trainer, object]:
+def tiny_trainer(name: str, folder, batch_size: int = 2, device: str = "cpu", options: dict | None = None,
+                 **train_settings) -> tuple[Trainer, object]:
+    """A model at a tiny size on its own synthetic batch; ``options`` and ``train_settings`` change its config."""
     model_class = MODELS[name]
-    options, batch = model_class.synthetic(tiny_size(model_class), batch_size, torch.Generator().manual_seed(0))
-    fields = {f.name for f in dataclasses.fields(options)}
-    options = dataclasses.replace(options, **{k: v for k, v in SMALL.items() if k in fields})
-    train = TrainConfig(steps=4, batch_size=batch_size, device="cpu", num_workers=0, save_every_steps=100,
-                        sample_every_steps=100, log_every_steps=100)
-    trainer = Trainer(RunConfig(name, train, options), folder, data=SyntheticBatches(batch))
+    config, batch = model_class.synthetic(tiny_size(model_class), batch_size, torch.Generator().manual_seed(0))
+    fields = {f.name for f in dataclasses.fields(config)}
+    changes = {**SMALL, **(options or {})}
+    config = dataclasses.replace(config, **{k: v for k, v in changes.items() if k in fields})
+    settings = dict(steps=4, batch_size=batch_size, device=device, num_workers=0, save_every_steps=100,
+                    sample_every_steps=100, log_every_steps=100)
+    train = TrainConfig(**{**settings, **train_settings})
+    trainer = Trainer(RunConfig(name, train, config), folder, data=SyntheticBatches(batch))
     return trainer, batch
 
 
-def test_every_model_is_registered_and_declares_its_contract():
-    assert {"mnist-gan", "pix2pix", "cyclegan", "discogan"} <= set(MODELS)
-    for name, model_class in MODELS.items():
-        assert model_class.name == name and model_class.phases
-        assert model_class.evaluation is None or model_class.evaluation in PROTOCOLS
-        assert model_class.evaluation is None or model_class.default_metric in model_class.metrics()
-        assert dataclasses.is_dataclass(model_class.Config)
-        assert set(model_class.train_defaults) <= {f.name for f in dataclasses.fields(TrainConfig)}
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_each_phase_updates_its_networks_and_leaves_the_others_unchanged(name, tmp_path):
-    trainer, batch = tiny_trainer(name, tmp_path)
-    model = trainer.model
+def check_phases(trainer: Trainer, batch) -> None:
+    """One training step, phase by phase: each phase gives every parameter it updates a finite gradient, finite
+    losses, and leaves every other network's parameters unchanged and without a gradient."""
+    model, name = trainer.model, trainer.run.model
     model.train()
     batch = model.move_batch(batch, trainer.device)
     carry = {"step": 0}
@@ -86,6 +80,22 @@ def test_each_phase_updates_its_networks_and_leaves_the_others_unchanged(name, t
             for key, value in model.nets[net].named_parameters():
                 assert value.grad is None, f"{name} {phase.name}: frozen {net}.{key} got a gradient"
                 assert torch.equal(value, state[key]), f"{name} {phase.name}: frozen {net}.{key} changed"
+
+
+def test_every_model_is_registered_and_declares_its_contract():
+    assert {"mnist-gan", "pix2pix", "cyclegan", "discogan"} <= set(MODELS)
+    for name, model_class in MODELS.items():
+        assert model_class.name == name and model_class.phases
+        assert model_class.evaluation is None or model_class.evaluation in PROTOCOLS
+        assert model_class.evaluation is None or model_class.default_metric in model_class.metrics()
+        assert dataclasses.is_dataclass(model_class.Config)
+        assert set(model_class.train_defaults) <= {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_phase_updates_its_networks_and_leaves_the_others_unchanged(name, tmp_path):
+    trainer, batch = tiny_trainer(name, tmp_path)
+    check_phases(trainer, batch)
 
 
 @pytest.mark.parametrize("name", NAMES)

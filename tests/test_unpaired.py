@@ -43,9 +43,8 @@ def cyclegan_trainer(root, tmp_path, steps=30, lr=2e-4, train=None, **changes):
     settings = dict(a=str(root / "a"), b=str(root / "b"), size=32, load_size=32, flip=False, base_channels=8,
                     d_base_channels=8)
     settings.update(changes)
-    run = RunConfig("cyclegan", TrainConfig(steps=steps, batch_size=2, device="cpu", num_workers=0, lr=lr,
-                                            **(train or {})),
-                    CycleGAN.resolve(CycleGANConfig(**settings)))
+    loop = {**dict(steps=steps, batch_size=2, device="cpu", num_workers=0, lr=lr), **(train or {})}
+    run = RunConfig("cyclegan", TrainConfig(**loop), CycleGAN.resolve(CycleGANConfig(**settings)))
     return Trainer(run, tmp_path / "run")
 
 

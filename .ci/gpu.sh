@@ -1,0 +1,239 @@
+#!/usr/bin/env bash
+# The GPU check, in one call on a machine with a CUDA GPU (BENCHMARKS.md, "GPU", says how it was run):
+#
+#   bash .ci/gpu.sh OUT        # from the repository root; wheels of the packages the machine lacks in .whl/
+#
+# 1. installs img2img (and the carried wheels) into /tmp/site, without the network;
+# 2. side by side on the GPU: the tests marked `cuda`; the README's commands exactly as it gives them (the
+#    pix2pix and CycleGAN demos: demo, train, eval, translate both ways, export; the MNIST GAN; CycleGAN at
+#    256² with every default on folders of JPEGs of mixed sizes); the two demos again with the fast settings
+#    (--channels-last --compile reduce-overhead) for their quality; and a first compile of the benchmarks'
+#    networks, which fills the compiler's caches for part 3;
+# 3. alone on the GPU: `img2img bench --ladder` for cyclegan, pix2pix and translate at 256², the folder
+#    pipeline's ceiling, batch-size sweeps, and profiles of the CycleGAN step.
+#
+# Every log and JSON goes under OUT/logs, packed into OUT/gpu-logs.tar.gz at the end; OUT/summary.txt (also
+# printed last) has the statuses and the figures.  Each command has its own time limit and the whole a budget
+# (GPU_BUDGET_S, default 480 s): what would not fit is skipped and says so, and one failure costs only itself.
+set -uo pipefail
+OUT=$(realpath -m "${1:?usage: bash .ci/gpu.sh OUT}")
+BUDGET=${GPU_BUDGET_S:-480}
+REPO=$(pwd)
+WORK=${GPU_WORK:-/tmp/img2img-gpu}
+LOGS=$OUT/logs
+mkdir -p "$LOGS" "$WORK"
+STATUS=$OUT/status.tsv
+: >"$STATUS"
+export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=5
+
+END=$BUDGET  # the end of the current part, in seconds since the start
+left() { local end=$((END < BUDGET ? END : BUDGET)); echo $((end - SECONDS)); }
+
+# run NAME LIMIT COMMAND...: COMMAND with its output in LOGS/NAME.log, at most LIMIT seconds and never past the
+# budget; its status (ok, failed N, timed out, skipped) goes to STATUS
+run() {
+    local name=$1 limit=$2
+    shift 2
+    local remaining
+    remaining=$(left)
+    if ((remaining < 15)); then
+        printf '%s\tskipped (budget spent)\t0\n' "$name" >>"$STATUS"
+        return 1
+    fi
+    ((limit > remaining)) && limit=$remaining
+    local start=$SECONDS code
+    timeout -k 10 "$limit" "$@" >"$LOGS/$name.log" 2>&1
+    code=$?
+    local took=$((SECONDS - start)) state=ok
+    if ((code == 124 || code == 137)); then state="timed out after ${limit}s"; elif ((code)); then state="failed ($code)"; fi
+    printf '%s\t%s\t%ss\n' "$name" "$state" "$took" >>"$STATUS"
+    return "$code"
+}
+
+# -- 1. install ---------------------------------------------------------------------------------------------
+{
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+    python3 -c 'import sys, torch; print(sys.version.split()[0], torch.__version__, torch.version.cuda, torch.cuda.get_device_name(0))'
+    nproc
+} >"$LOGS/machine.log" 2>&1
+wheels=()
+[ -d .whl ] && wheels=(.whl/*.whl)
+run install 120 python3 -m pip install --no-index --no-deps --no-build-isolation --target /tmp/site "${wheels[@]}" "$REPO" \
+    || { cat "$LOGS/install.log"; exit 1; }
+export PYTHONPATH=/tmp/site PATH=/tmp/site/bin:$PATH
+# run from WORK, never from the checkout: there `import img2img` would find the sources, not the installed package
+cd "$WORK" || exit 1
+
+# -- 2. side by side ----------------------------------------------------------------------------------------
+run p2p-demo 60 img2img demo pix2pix data/skeletons &
+run cg-demo 60 img2img demo cyclegan data/colour-digits &
+run jpeg-folders 60 python3 -c '
+import numpy as np
+from pathlib import Path
+from PIL import Image
+rng = np.random.default_rng(0)
+for side, count in (("a", 24), ("b", 20)):
+    Path("jpegs", side).mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        height, width = (int(v) for v in rng.integers(180, 520, 2))
+        low = rng.integers(0, 256, (height // 16 + 2, width // 16 + 2, 3), dtype=np.uint8)
+        image = Image.fromarray(low).resize((width, height), Image.BICUBIC)
+        image.convert("L" if index % 7 == 3 else "RGB").save(Path("jpegs", side, f"{index:03d}.jpg"), quality=90)' &
+wait
+END=$((SECONDS + ${GPU_PHASE1_S:-210}))
+export TORCHINDUCTOR_COMPILE_THREADS=4  # seven jobs share 16 cores
+P2P=(--a data/skeletons/train/a --b data/skeletons/train/b --size 32 --load-size 32 --no-flip --batch-size 16
+     --steps 3000 --decay-steps 1000)
+CG=(--a data/colour-digits/train/a --b data/colour-digits/train/b --size 32 --load-size 32 --no-flip --batch-size 4
+    --steps 3000 --decay-steps 1000 --ngf 32 --ndf 32)
+FAST=(--channels-last --compile reduce-overhead)
+run cuda-tests 999 python3 -m pytest -m cuda -n 4 -q -rA -p no:cacheprovider "$REPO/tests/test_cuda.py" &
+(
+    run p2p-train 999 img2img train pix2pix "${P2P[@]}" --out runs/skeletons &&
+        run p2p-eval 60 img2img eval runs/skeletons --a data/skeletons/test/a --b data/skeletons/test/b \
+            --json "$LOGS/eval-pix2pix.json" &&
+        run p2p-translate 60 img2img translate runs/skeletons data/skeletons/test/a out/skeletons
+) &
+(
+    run p2p-fast-train 999 img2img train pix2pix "${P2P[@]}" --out runs/skeletons-fast "${FAST[@]}" &&
+        run p2p-fast-eval 60 img2img eval runs/skeletons-fast --a data/skeletons/test/a --b data/skeletons/test/b \
+            --json "$LOGS/eval-pix2pix-fast.json"
+) &
+(
+    run cg-train 999 img2img train cyclegan "${CG[@]}" --out runs/colour &&
+        run cg-eval 60 img2img eval runs/colour --a data/colour-digits/test/a --b data/colour-digits/test/b \
+            --json "$LOGS/eval-cyclegan.json" &&
+        run cg-translate-a2b 60 img2img translate runs/colour data/colour-digits/test/a out/colour-a2b &&
+        run cg-translate-b2a 60 img2img translate runs/colour data/colour-digits/test/b out/colour-b2a \
+            --direction b2a &&
+        run cg-translate-fp32 60 img2img translate runs/colour data/colour-digits/test/a out/colour-a2b-fp32 --no-amp &&
+        run cg-bf16-vs-fp32 30 python3 -c '
+import sys, numpy as np
+from pathlib import Path
+from PIL import Image
+worst, total, off = 0, 0, 0
+for path in sorted(Path("out/colour-a2b").rglob("*.png")):
+    bf16 = np.asarray(Image.open(path)).astype(int)
+    fp32 = np.asarray(Image.open(Path("out/colour-a2b-fp32") / path.relative_to("out/colour-a2b"))).astype(int)
+    difference = np.abs(bf16 - fp32)
+    worst, total, off = max(worst, int(difference.max())), total + difference.size, off + int((difference > 2).sum())
+print(f"bf16 against float32 translation of the held-out digits: max {worst} levels, {off} of {total} values off by more than 2")
+sys.exit(worst > 2)'
+    run cg-export 90 img2img export runs/colour --format onnx --out colour.onnx
+) &
+(
+    run cg-fast-train 999 img2img train cyclegan "${CG[@]}" --out runs/colour-fast "${FAST[@]}" &&
+        run cg-fast-eval 60 img2img eval runs/colour-fast --a data/colour-digits/test/a --b data/colour-digits/test/b \
+            --json "$LOGS/eval-cyclegan-fast.json"
+) &
+(
+    run h2z-train 999 img2img train cyclegan --a jpegs/a --b jpegs/b --steps 50 --out runs/h2z &&
+        run h2z-translate 60 img2img translate runs/h2z jpegs/a out/h2z
+    run mnist-train 999 img2img train mnist-gan --out runs/mnist &&
+        run mnist-sample 60 img2img sample runs/mnist --n 1000 --out digits/ --grid digits.png --seed 0 &&
+        run mnist-eval 60 img2img eval runs/mnist --json "$LOGS/eval-mnist.json"
+    for target in discogan cut fastcut mnist-gan; do  # every model's step on CUDA (numbers not reported)
+        run "bench-$target" 60 img2img bench "$target" --steps 5 --warmup 2 --json
+    done
+) &
+(   # the first compile of the benchmarked networks (numbers discarded): part 3's compiled rungs then hit the caches
+    for target in cyclegan pix2pix; do
+        for mode in default reduce-overhead; do
+            run "prime-$target-$mode" 150 img2img bench "$target" --size 256 --batch-size 1 --steps 2 --warmup 3 \
+                --channels-last --compile "$mode"
+        done
+    done
+    run prime-translate 120 img2img bench translate --size 256 --steps 32 --channels-last --compile default
+) &
+wait
+unset TORCHINDUCTOR_COMPILE_THREADS
+END=$BUDGET
+
+# -- 3. alone on the GPU --------------------------------------------------------------------------------------
+run ladder-cyclegan 150 img2img bench cyclegan --size 256 --batch-size 1 --ladder --json
+run ladder-pix2pix 120 img2img bench pix2pix --size 256 --batch-size 1 --ladder --json
+run ladder-translate 120 img2img bench translate --size 256 --ladder --json
+run io-only 40 img2img bench translate --size 256 --io-only --json
+run io-only-8-workers 40 img2img bench translate --size 256 --io-only --workers 8 --json
+run profile-cyclegan-eager 40 img2img bench cyclegan --size 256 --channels-last --steps 20 \
+    --profile "$LOGS/profile-cyclegan-eager.txt" --json
+run profile-cyclegan-graphs 60 img2img bench cyclegan --size 256 --channels-last --compile reduce-overhead \
+    --steps 20 --profile "$LOGS/profile-cyclegan-graphs.txt" --json
+for b in 2 4 8 16; do
+    run "sweep-cyclegan-$b" 40 img2img bench cyclegan --size 256 --batch-size "$b" --steps 20 --channels-last --json
+done
+for b in 4 16; do
+    run "sweep-pix2pix-$b" 40 img2img bench pix2pix --size 256 --batch-size "$b" --steps 20 --channels-last --json
+done
+run sweep-translate-32 40 img2img bench translate --size 256 --batch-size 32 --channels-last --json
+for b in 4 8; do
+    run "sweep-cyclegan-graphs-$b" 90 img2img bench cyclegan --size 256 --batch-size "$b" --steps 20 \
+        --channels-last --compile reduce-overhead --json
+done
+
+# -- the summary ----------------------------------------------------------------------------------------------
+python3 - "$LOGS" "$STATUS" >"$OUT/summary.txt" 2>&1 <<'EOF'
+import json, sys
+from pathlib import Path
+
+logs, status = Path(sys.argv[1]), Path(sys.argv[2])
+print((logs / "machine.log").read_text().strip())
+print("\n== statuses")
+print(status.read_text().strip())
+
+def last_json(name):
+    try:
+        lines = (logs / f"{name}.log").read_text().strip().splitlines()
+        return json.loads(lines[-1]) if lines else None
+    except (OSError, ValueError):
+        return None
+
+def line(r):
+    s = r["settings"]
+    keys = ("amp", "cudnn_benchmark", "channels_last", "compile", "fused_adam", "workers", "generator")
+    return (f"{s['target']} {s['size']}² b{s['batch_size']}: {r['seconds_per_step'] * 1000:.2f} ms, "
+            f"{r['images_per_second']:.1f} img/s, {r['peak_memory_bytes'] / 2**30:.2f} GiB, "
+            f"{r['achieved_tflops']:.1f} TFLOP/s, syncs {r.get('host_syncs_per_step', '-')}; "
+            + ", ".join(f"{k}={s[k]}" for k in keys if k in s))
+
+print("\n== ladders")
+for name in ("ladder-cyclegan", "ladder-pix2pix", "ladder-translate"):
+    data = last_json(name)
+    for r in (data or {}).get("ladder", []):
+        print(f"{name}: {r['rung']}: " + line(r))
+print("\n== single runs")
+for path in sorted(logs.glob("*.log")):
+    name = path.stem
+    if name.startswith(("io-only", "profile", "sweep", "bench-")):
+        data = last_json(name)
+        if data and "settings" in data:
+            print(f"{name}: " + line(data))
+print("\n== evaluations")
+for path in sorted(logs.glob("eval-*.json")):
+    metrics = json.loads(path.read_text()).get("metrics", {})
+    shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, (int, float))}
+    print(f"{path.stem}: {shown}")
+print("\n== test results")
+tests = (logs / "cuda-tests.log")
+if tests.exists():
+    text = tests.read_text().splitlines()
+    print("\n".join(l for l in text if l.startswith(("PASSED", "FAILED", "ERROR", "SKIPPED")) or "passed" in l
+                    or "failed" in l or "levels" in l)[-6000:])
+for name in ("cg-bf16-vs-fp32", "profile-cyclegan-eager", "profile-cyclegan-graphs"):
+    path = logs / f"{name}.log"
+    if path.exists():
+        print(f"\n== {name}\n" + "\n".join(path.read_text().splitlines()[-3:]))
+for name in ("profile-cyclegan-eager", "profile-cyclegan-graphs"):
+    path = logs / f"{name}.txt"
+    if path.exists():
+        print(f"\n== {name}.txt\n" + "\n".join(path.read_text().splitlines()[:3]))
+EOF
+# failures: the last lines of each failed or timed-out command's log
+awk -F'\t' '$2 != "ok" {print $1}' "$STATUS" | while read -r name; do
+    [ -f "$LOGS/$name.log" ] && { echo; echo "== tail of $name"; tail -n 12 "$LOGS/$name.log"; }
+done >>"$OUT/summary.txt"
+cp -r "$WORK/runs/colour/samples/last.png" "$OUT/colour-samples.png" 2>/dev/null
+cp -r "$WORK/runs/skeletons/samples/last.png" "$OUT/skeleton-samples.png" 2>/dev/null
+tar -czf "$OUT/gpu-logs.tar.gz" -C "$OUT" logs status.tsv && rm -rf "$LOGS"
+cat "$OUT/summary.txt"
+echo "script time: ${SECONDS}s of a ${BUDGET}s budget"

@@ -1,0 +1,303 @@
+"""The CUDA paths, checked on a GPU (every test here is marked ``cuda`` and skipped where there is none).
+
+bf16 autocast and cuDNN autotuning in training, every model's phases on the
+GPU, bf16 translation against float32, ``torch.compile`` and its CUDA-graph
+mode against eager, the out-of-memory → tiles fallback, checkpoints moving
+between the GPU and the CPU, host synchronisations per step, pinned uint8
+transfers in folder translation, and NCCL under torchrun.  ``.ci/gpu.sh``
+runs them (``pytest -m cuda``) with the README's commands and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from img2img import checkpoint, speed
+from img2img.bench import bench_training
+from img2img.distributed import Distributed, teardown
+from img2img.loading import open_checkpoint
+from img2img.models import MODELS
+from img2img.nn import init_weights
+from img2img.nn.resnet import ResnetGenerator
+from img2img.nn.unet import UnetGenerator
+from img2img.train import Trainer
+from img2img.translate import Translator, generator_info, to_levels
+
+from test_distributed import torchrun
+from test_models import NAMES, check_phases, tiny_size, tiny_trainer
+from test_unpaired import cyclegan_trainer, write_unpaired
+
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+LEVEL = 2 / 255  # one 8-bit level in [-1, 1]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_compiler():
+    torch.compiler.reset()
+    yield
+    torch.compiler.reset()
+
+
+def smooth_batch(count: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
+    """Smooth random colour images ``(count, 3, height, width)`` in [-1, 1] (photographs vary slowly too)."""
+    generator = torch.Generator().manual_seed(seed)
+    low = torch.rand(count, 3, max(2, height // 16), max(2, width // 16), generator=generator)
+    return F.interpolate(low, size=(height, width), mode="bicubic", align_corners=False).clamp(0, 1) * 2 - 1
+
+
+def trained_generator(kind: str) -> nn.Module:
+    """A small generator trained on the GPU (float32) to map images to a colour transform, so that its outputs
+    span [-1, 1] as a trained model's do (an untrained one's stay near 0 and would hide rounding)."""
+    torch.manual_seed(0)
+    if kind == "resnet":
+        net = init_weights(ResnetGenerator(3, 3, 32, 6, "instance"))
+    else:
+        net = init_weights(UnetGenerator(3, 3, 6, 32, "batch", dropout=False))
+    net = net.cuda().train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    for step in range(150):
+        images = smooth_batch(8, 64, 64, seed=step).cuda()
+        target = torch.stack([-images[:, 2], images[:, 0], 0.8 * images[:, 1] - 0.1], 1)  # channel mix, inverted
+        loss = F.l1_loss(net(images), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.2, f"the {kind} generator did not learn its mapping (L1 {loss.item():.3f})"
+    return net.eval()
+
+
+# -- training -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", NAMES)
+def test_every_model_trains_on_cuda_with_the_defaults(name, tmp_path):
+    """bf16 autocast and cuDNN autotuning (the CUDA defaults): finite losses, a finite gradient on every updated
+    parameter, frozen networks unchanged, and then whole steps that stay finite."""
+    trainer, batch = tiny_trainer(name, tmp_path, device="cuda")
+    assert trainer.autocast and torch.backends.cudnn.benchmark
+    assert all(p.is_cuda for p in trainer.model.parameters())
+    check_phases(trainer, batch)
+    batch = trainer.model.move_batch(batch, trainer.device)
+    for _ in range(3):
+        logs = trainer.train_step(batch)
+        assert all(torch.isfinite(value).all() for value in logs.values()), logs
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+@pytest.mark.parametrize("name", ["cyclegan", "pix2pix"])
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_compiled_and_cuda_graph_training_match_eager(name, mode, tmp_path):
+    """The same steps through torch.compile (and its CUDA graphs) as in eager mode, within bf16's rounding.
+    pix2pix without dropout: compiled code draws its dropout masks from another generator than eager."""
+    options = {"dropout": False}
+    eager, batch = tiny_trainer(name, tmp_path / "eager", options=options, device="cuda")
+    initial = {net: [p.detach().clone() for p in eager.model.nets[net].parameters()] for net in eager.model.nets}
+    fast, _ = tiny_trainer(name, tmp_path / "fast", options=options, device="cuda", channels_last=True, compile=mode)
+    batch = eager.model.move_batch(batch, eager.device)
+    for step in range(5):
+        want = {k: float(v) for k, v in eager.train_step(batch).items()}
+        have = {k: float(v) for k, v in fast.train_step(batch).items()}
+        assert want.keys() == have.keys()
+        for key in want:
+            assert have[key] == pytest.approx(want[key], rel=0.05, abs=0.02), (step, key, want, have)
+    for net in fast.model.nets:
+        trained = list(zip(initial[net], fast.model.nets[net].parameters(), eager.model.nets[net].parameters()))
+        assert all(not torch.equal(before, after) for before, after, _ in trained), f"{net} was not trained"
+        # compiled and eager weights end far closer to each other than to where they started (over the weights:
+        # Adam turns the rounding noise of a bias before instance norm, whose true gradient is 0, into full steps)
+        moved = torch.cat([(after - before).flatten() for before, after, _ in trained if before.dim() > 1])
+        apart = torch.cat([(after - reference).flatten() for _, after, reference in trained if after.dim() > 1])
+        assert apart.abs().mean() < 0.25 * moved.abs().mean(), (net, float(apart.abs().mean()),
+                                                                  float(moved.abs().mean()))
+    assert not any("_orig_mod" in key for net in fast.state()["networks"].values() for key in net)
+
+
+@pytest.mark.parametrize("name", ["cyclegan", "pix2pix"])
+def test_no_host_synchronisation_in_a_training_step(name):
+    result = bench_training(name, size=tiny_size(MODELS[name]), batch_size=2, steps=2, warmup=1, device="cuda")
+    assert result["host_syncs_per_step"] == 0
+
+
+# -- translation ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["resnet", "unet"])
+def test_bf16_translation_is_within_two_levels_of_float32(kind):
+    net = trained_generator(kind)
+    info = generator_info(net, 3, 3)
+    images = smooth_batch(4, 256, 256, seed=99)
+    exact = to_levels(Translator(net, info, "cuda", amp=False).translate_tensor(images), 8).int()
+    fast = to_levels(Translator(net, info, "cuda", amp=True).translate_tensor(images), 8).int()
+    difference = (fast - exact).abs()
+    print(f"{kind}: bf16 vs float32, levels: max {int(difference.max())}, "
+          f"mean {difference.float().mean():.4f}, share off by >1: {(difference > 1).float().mean():.2e}")
+    assert float(exact.float().std()) > 30, "outputs should span the range, as a trained model's do"
+    assert int(difference.max()) <= 2
+
+
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_compiled_translation_matches_eager(mode):
+    net = trained_generator("resnet")
+    info = generator_info(net, 3, 3)
+    eager = Translator(net, info, "cuda", batch_size=4)
+    fast = Translator(net, info, "cuda", batch_size=4, channels_last=True, compile=mode)
+    for height, width in ((64, 64), (64, 64), (48, 80), (64, 64)):  # a repeated shape replays its graph
+        images = smooth_batch(6, height, width, seed=height + width)  # 6 = a full batch and a partial one
+        want = to_levels(eager.translate_tensor(images), 8).int()
+        have = to_levels(fast.translate_tensor(images), 8).int()
+        assert int((want - have).abs().max()) <= 2, (mode, height, width)
+
+
+def test_folder_translation_on_cuda_equals_the_cpu(tmp_path):
+    """Decoded files cross to the GPU and back as pinned uint8 levels: the outputs match the CPU's."""
+    source = tmp_path / "in"
+    source.mkdir()
+    sizes = [(40, 56), (64, 64), (33, 47), (64, 64), (100, 72)]
+    for index, (height, width) in enumerate(sizes):
+        levels = ((smooth_batch(1, height, width, seed=index)[0].permute(1, 2, 0).numpy() + 1) * 127.5).round()
+        Image.fromarray(levels.astype(np.uint8)).save(source / f"{index}.{'png' if index % 2 else 'jpg'}")
+    torch.manual_seed(0)
+    net = init_weights(ResnetGenerator(3, 3, 16, 2, "instance")).eval()
+    info = generator_info(net, 3, 3)
+    outputs = {}
+    for device in ("cpu", "cuda"):
+        summary = Translator(net, info, device, amp=False, batch_size=2).translate_folder(
+            source, tmp_path / device, progress=False, workers=2)
+        assert summary.ok and len(summary.translated) == len(sizes)
+        outputs[device] = {p.name: np.asarray(Image.open(p)).astype(int) for p in (tmp_path / device).iterdir()}
+    for name, expected in outputs["cpu"].items():
+        assert outputs["cuda"][name].shape == expected.shape
+        assert np.abs(outputs["cuda"][name] - expected).max() <= 1, name  # cuDNN (TF32) against the CPU's float32
+
+
+def _settled_batch_norm_net() -> nn.Module:
+    """A ResNet with batch norm in evaluation mode: convolution is local, so tiles can equal the whole image."""
+    torch.manual_seed(0)
+    net = init_weights(ResnetGenerator(3, 3, 16, 1, "batch"))
+    with torch.no_grad():
+        for _ in range(3):
+            net(smooth_batch(4, 64, 64))
+    return net.eval()
+
+
+@pytest.fixture
+def float32_convolutions():
+    """Exact float32 in cuDNN (no TF32), so that tiles and whole images differ only by summation order."""
+    allowed = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32 = allowed
+
+
+def test_a_small_memory_budget_makes_translation_tile_and_match_the_whole_image(float32_convolutions):
+    net = _settled_batch_norm_net()
+    info = generator_info(net, 3, 3)
+    image = smooth_batch(1, 2048, 2048, seed=5)
+    whole = Translator(net, info, "cuda", amp=False).translate_tensor(image).cpu()
+    # the budget read off the free memory: too small for the image, so it goes through tiles by itself
+    tight = Translator(net, info, "cuda", amp=False, max_pixels=512 * 512, tile_overlap=128)
+    calls = []
+    forward = tight._forward
+    tight._forward = lambda batch: calls.append(tuple(batch.shape)) or forward(batch)
+    assert torch.allclose(tight.translate_tensor(image).cpu(), whole, atol=1e-3)
+    assert calls and all(shape[-1] <= 512 for shape in calls)
+    # the GPU itself runs out of memory: the whole image fails, and translation retries in smaller tiles
+    torch.cuda.empty_cache()
+    total = torch.cuda.get_device_properties(0).total_memory
+    fraction = (torch.cuda.memory_allocated() + (1 << 30)) / total  # 1 GiB more than is held now
+    unbounded = Translator(net, info, "cuda", amp=False, max_pixels=1 << 40, tile_overlap=256)
+    big = smooth_batch(1, 4096, 4096, seed=6)
+    reference = Translator(net, info, "cuda", amp=False, tile=2048, tile_overlap=256).translate_tensor(big).cpu()
+    torch.cuda.empty_cache()
+    messages = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger("img2img.translate")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    torch.cuda.set_per_process_memory_fraction(fraction)
+    try:
+        result = unbounded.translate_tensor(big).cpu()
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+        torch.cuda.empty_cache()
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert any(m.startswith("out of memory: translating in") for m in messages), messages
+    assert torch.allclose(result, reference, atol=1e-3)
+
+
+# -- checkpoints, distributed -------------------------------------------------------------------------------
+@pytest.mark.parametrize("first, then", [("cuda", "cpu"), ("cpu", "cuda")])
+def test_a_checkpoint_written_on_one_device_resumes_on_the_other(first, then, tmp_path):
+    root = write_unpaired(tmp_path)
+    trainer = cyclegan_trainer(root, tmp_path, steps=6, train={"device": first, "save_every_steps": 3})
+    trainer.fit(stop_after_steps=3)
+    saved = {name: {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+             for name, net in trainer.model.nets.items()}
+    payload, run = open_checkpoint(tmp_path / "run")
+    assert payload["step"] == 3 and (first != "cuda" or "cuda" in payload["rng"])
+    resumed = Trainer(run.replace_train(device=then), tmp_path / "run", resume=payload)
+    assert resumed.device.type == then
+    for name, net in resumed.model.nets.items():  # the weights arrive bit for bit
+        for key, value in net.state_dict().items():
+            assert value.device.type == then and torch.equal(value.cpu(), saved[name][key]), (name, key)
+    for optimizer in resumed.optimizers.values():
+        for state in optimizer.state.values():
+            assert all(t.device.type == then for t in state.values() if torch.is_tensor(t) and t.dim())
+    assert all(image.device.type == then for image in resumed.model.pool_a.images)
+    result = resumed.fit()
+    assert result.step == 6
+    final = checkpoint.read(tmp_path / "run")
+    assert all(torch.isfinite(v).all() for net in final["networks"].values() for v in net.values())
+
+
+def test_torchrun_trains_on_the_local_ranks_gpu(tmp_path):
+    out = tmp_path / "run"
+    result = torchrun("-m", "img2img.cli", "train", "mnist-gan", "--steps", "20", "--batch-size", "16",
+                      "--device", "cuda", "--out", out, processes=1)
+    assert result.stdout.count("checkpoint:") == 1
+    log = (out / "train.log").read_text()
+    assert "on cuda" in log and "finished at step 20" in log
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(value) for record in records for value in record.values()
+               if isinstance(value, float))
+
+
+def test_nccl_process_group_with_ddp_networks(tmp_path, monkeypatch):
+    """One GPU holds one NCCL rank (NCCL refuses two ranks on one device), so the distributed path runs here
+    as a job of one: NCCL process group, DDP-wrapped networks, the RNG gather of every save, the barrier."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1",
+                       "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(Distributed, "enabled", property(lambda self: True))
+    root = write_unpaired(tmp_path)
+    trainer = cyclegan_trainer(root, tmp_path, steps=4, train={"device": "cuda", "save_every_steps": 2})
+    try:
+        assert dist.get_backend() == "nccl"
+        assert isinstance(trainer.wrapped["g_ab"], DistributedDataParallel)
+        result = trainer.fit()
+    finally:
+        teardown(trainer.job)
+    assert result.step == 4 and len(checkpoint.read(tmp_path / "run")["rng_ranks"]) == 1
+
+
+def test_speed_settings_apply_on_cuda(tmp_path):
+    trainer, _ = tiny_trainer("cyclegan", tmp_path, device="cuda", channels_last=True, cudnn_benchmark=False)
+    assert not torch.backends.cudnn.benchmark
+    conv = trainer.model.nets["g_ab"].model[1]
+    assert conv.weight.is_cuda and conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert speed.uses_cuda_graphs("reduce-overhead", trainer.device)
+    torch.backends.cudnn.benchmark = True
