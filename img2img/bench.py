@@ -200,17 +200,17 @@ def bench_training(model: str, size: int = 256, batch_size: int = 1, steps: int 
 
     torch_device = resolve_device(device)
     run, batch = synthetic_run(model, size, batch_size, str(torch_device), speed)
-    if speed.compile != "off":
-        warmup = max(warmup, 3)
     with tempfile.TemporaryDirectory(prefix="img2img-bench-") as folder:
-        if speed.compile != "off":  # FLOPs are counted on an eager twin: the counter's hooks stay out of compiled code
+        trainer = Trainer(run, Path(folder) / "run", torch_device, data=SyntheticBatches(batch))
+        speed = dataclasses.replace(speed, compile=trainer.compile_mode)  # what --compile auto stood for
+        if speed.compile == "off":
+            flops = _step_flops(trainer, batch)
+        else:  # FLOPs are counted on an eager twin: the counter's hooks stay out of compiled code
+            warmup = max(warmup, 3)
             eager = Trainer(run.replace_train(compile="off"), Path(folder) / "eager", torch_device,
                             data=SyntheticBatches(batch))
             flops = _step_flops(eager, batch)
             del eager
-        trainer = Trainer(run, Path(folder) / "run", torch_device, data=SyntheticBatches(batch))
-        if speed.compile == "off":
-            flops = _step_flops(trainer, batch)
         batch = trainer.model.move_batch(batch, torch_device)
         trainer.model.train()
         for _ in range(warmup):
@@ -230,7 +230,7 @@ def bench_training(model: str, size: int = 256, batch_size: int = 1, steps: int 
                           f"{model} training step, {seconds / steps * 1000:.2f} ms per step timed; {settings}")
     result = _summary(torch_device, seconds, steps, steps * batch_size, flops, settings)
     if syncs is not None:
-        result["host_syncs_per_step"] = syncs
+        result["host_syncs_per_step"], result["host_sync_sites"] = syncs
     return result
 
 
@@ -269,8 +269,9 @@ def write_profile(step: Callable[[], Any], device: torch.device, path: Path, tit
     path.write_text("\n".join(lines) + "\n\n" + table + "\n")
 
 
-def _host_syncs(step: Callable[[], Any], device: torch.device) -> int | None:
-    """How many times one more step makes the host wait for the GPU (CUDA's sync debug mode; None elsewhere)."""
+def _host_syncs(step: Callable[[], Any], device: torch.device) -> tuple[int, list[str]] | None:
+    """How many times one more step makes the host wait for the GPU, and the lines of Python that made it wait
+    (CUDA's sync debug mode; None elsewhere)."""
     if device.type != "cuda":
         return None
     with warnings.catch_warnings(record=True) as caught:
@@ -281,7 +282,8 @@ def _host_syncs(step: Callable[[], Any], device: torch.device) -> int | None:
         finally:
             torch.cuda.set_sync_debug_mode("default")
     _synchronize(device)
-    return sum("synchroniz" in str(w.message) for w in caught)
+    syncs = [w for w in caught if "synchroniz" in str(w.message)]
+    return len(syncs), sorted({f"{w.filename}:{w.lineno}" for w in syncs})
 
 
 def bench_translate(size: int = 256, batch_size: int = 8, images: int = 64, device: str = "auto",
@@ -312,6 +314,7 @@ def bench_translate(size: int = 256, batch_size: int = 8, images: int = 64, devi
     translator = Translator(net, info, torch_device, amp=speed.amp, batch_size=batch_size,
                             channels_last=speed.channels_last, compile=speed.compile,
                             cudnn_benchmark=speed.cudnn_benchmark)
+    speed = dataclasses.replace(speed, compile=translator.compile)  # what --compile auto stood for
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="img2img-bench-") as folder:
         source = Path(folder) / "in"
@@ -366,7 +369,8 @@ def format_result(result: dict[str, Any]) -> str:
         f"{result['images_per_second']:.1f} images/s",
         f"  peak memory {result['peak_memory_bytes'] / 2**30:.2f} GiB ({result['peak_memory_kind']})"
         + (f"; {result['host_syncs_per_step']} host synchronisations per step" if "host_syncs_per_step" in result
-           else ""),
+           else "")
+        + (f" (at {', '.join(result['host_sync_sites'])})" if result.get("host_sync_sites") else ""),
         f"  {result['flops_per_step'] / 1e9:.1f} GFLOP per {unit}; {result['achieved_tflops']:.3f} TFLOP/s achieved, "
         f"{100 * result['fraction_of_peak']:.1f}% of the measured {result['peak_dtype']} peak "
         f"({result['device_peak_tflops']:.2f} TFLOP/s)",

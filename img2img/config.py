@@ -15,8 +15,9 @@ from typing import Any
 from img2img.errors import UserError
 
 
-# torch.compile modes (img2img.speed); the two with CUDA graphs are reduce-overhead and max-autotune
-COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# torch.compile modes (img2img.speed); the two with CUDA graphs are reduce-overhead and max-autotune; auto:
+# reduce-overhead when training on one CUDA device (measured 2-4x a step; see BENCHMARKS.md), else off
+COMPILE_MODES = ("auto", "off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,9 @@ class TrainConfig:
     eval_samples: int = 1000  # generated images per evaluation (MNIST GAN)
     # speed settings (img2img.speed): how the step runs, not what it computes; they may change on --resume
     channels_last: bool = option(False, "Networks and image batches in NHWC memory layout.")
-    compile: str = option("off", "torch.compile the networks; reduce-overhead and max-autotune also use CUDA graphs.",
-                          choices=COMPILE_MODES)
+    compile: str = option("auto", "torch.compile the networks; reduce-overhead and max-autotune also replay each step "
+                                  "as CUDA graphs; auto: reduce-overhead when training on one CUDA GPU (the first "
+                                  "steps compile, about a minute), off on the CPU.", choices=COMPILE_MODES)
     cudnn_benchmark: bool = option(True, "Let cuDNN time and pick its fastest convolution algorithms (CUDA).")
     fused_adam: bool = True  # Adam's update as one fused kernel (else the multi-tensor "foreach" one)
 

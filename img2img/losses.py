@@ -125,10 +125,18 @@ class AdversarialLoss:
     generator: Callable[[Tensor], Tensor]
     gradient_penalty_weight: float = 0.0
 
-    def discriminator_loss(self, critic: Critic, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """The discriminator's full loss on ``real`` and (detached) ``fake`` inputs, with its parts for logging."""
+    def discriminator_loss(self, critic: Critic, real: Tensor, fake: Tensor,
+                           joint: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
+        """The discriminator's full loss on ``real`` and (detached) ``fake`` inputs, with its parts for logging.
+
+        ``joint``: score both in one call of ``critic`` (one batch of twice the size: fewer, fuller kernels on a
+        GPU).  Only for a critic that scores each image on its own (no batch norm), for which it is the same."""
         fake = fake.detach()
-        real_scores, fake_scores = critic(real), critic(fake)
+        if joint:
+            scores = critic(torch.cat([real, fake]))
+            real_scores, fake_scores = scores[:len(real)], scores[len(real):]
+        else:
+            real_scores, fake_scores = critic(real), critic(fake)
         loss = self.discriminator(real_scores.float(), fake_scores.float())
         parts = {"d_real": real_scores.float().mean().detach(), "d_fake": fake_scores.float().mean().detach()}
         if self.gradient_penalty_weight:

@@ -92,11 +92,18 @@ class Trainer:
         if self.job.rank:  # every rank starts from rank 0's weights (DDP broadcasts them) but draws its own noise
             seed_everything(mix_seed(self.config.seed, self.job.rank))
         self.wrapped = self._wrap_for_distributed()
+        self.compile_mode = speed.resolve_compile(self.config.compile, self.device, training=True,
+                                                  supported=self.model.supports_compile(),
+                                                  distributed=self.job.enabled)
+        if self.compile_mode != "off" and self.job.is_main:
+            log.info("compiling the networks (torch.compile %s%s): the first steps take a minute or so; "
+                     "--compile off skips it", self.compile_mode,
+                     ", replayed as CUDA graphs" if speed.uses_cuda_graphs(self.compile_mode, self.device) else "")
         # what each phase calls: the networks it updates through DDP (gradients are averaged over ranks), the
         # frozen ones bare (so DDP never waits for gradients they will not get); compiled when asked
         self.phase_nets = {phase.name: {name: speed.compile_module(self.wrapped.get(name, net)
                                                                    if name in phase.networks else net,
-                                                                   self.config.compile, self.device)
+                                                                   self.compile_mode, self.device)
                                         for name, net in self.model.nets.items()}
                            for phase in self.model.phases}
         self.optimizers = {phase.name: self._optimizer(phase) for phase in self.model.phases}
@@ -157,11 +164,11 @@ class Trainer:
 
     def train_step(self, batch: Any) -> dict[str, Tensor]:
         """One training step: every phase of the model in order, then the schedules advance."""
-        speed.mark_step(self.config.compile, self.device)
+        speed.mark_step(self.compile_mode, self.device)
         carry: dict[str, Any] = {"step": self.step}
         logs: dict[str, Tensor] = {}
         batch = speed.to_layout(self.model.prepare_batch(batch), self.config.channels_last)
-        with speed.compile_errors(self.config.compile):
+        with speed.compile_errors(self.compile_mode):
             for phase in self.model.phases_at(self.step):
                 logs.update(self.train_phase(phase, batch, carry))
         with warnings.catch_warnings():

@@ -233,10 +233,16 @@ class Translator:
                  cudnn_benchmark: bool = True) -> None:
         self.device = torch.device(device)
         self.info = info
-        speed.configure_device(self.device, cudnn_benchmark)
-        self.channels_last, self.compile = channels_last, compile
+        # cuDNN's autotuning costs a fraction of a second per new input shape: worth it for a shape that comes
+        # back (a folder of same-sized photos), ruinous for a folder whose every image has its own size (seen on an
+        # H200: 24 JPEGs of mixed sizes at 2 images/s), so a shape is autotuned when it is met the second time
+        self.cudnn_benchmark = cudnn_benchmark and self.device.type == "cuda"
+        self._shapes_seen: set[tuple[int, ...]] = set()
+        speed.configure_device(self.device, False)
+        self.channels_last = channels_last
+        self.compile = speed.resolve_compile(compile, self.device, training=False)
         self.net = net.to(self.device, memory_format=speed.memory_format(channels_last)).eval()
-        self._run = speed.compile_module(self.net, compile, self.device)
+        self._run = speed.compile_module(self.net, self.compile, self.device)
         if stochastic:  # pix2pix's noise: dropout stays on, batch norm keeps its running statistics
             for module in self.net.modules():
                 if isinstance(module, nn.Dropout):
@@ -270,8 +276,16 @@ class Translator:
         return max(self.min_size, side // multiple * multiple)
 
     # -- tensors ---------------------------------------------------------------------------------------
+    def _autotune(self, shape: tuple[int, ...]) -> bool:
+        """Whether cuDNN should time its algorithms for a batch of ``shape``: when asked for, from its second time."""
+        seen = shape in self._shapes_seen
+        self._shapes_seen.add(shape)
+        return self.cudnn_benchmark and seen
+
     @torch.no_grad()
     def _forward(self, images: Tensor) -> Tensor:
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = self._autotune(tuple(images.shape))
         speed.mark_step(self.compile, self.device)
         with speed.compile_errors(self.compile), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
             output = self._run(speed.to_layout(images, self.channels_last))

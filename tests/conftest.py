@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from img2img.config import RunConfig, TrainConfig
 from img2img.models.mnist_gan import MnistGanConfig
+
+
+def pytest_runtest_logreport(report):
+    """With IMG2IMG_FAILURES=FILE, write each failure to FILE as it happens (a run cut short by its time limit,
+    as on a lent GPU machine, still says what failed and why)."""
+    path = os.environ.get("IMG2IMG_FAILURES")
+    if path and report.failed:
+        with open(path, "a") as handle:
+            handle.write(f"== {report.nodeid} ({report.when})\n{report.longreprtext[-4000:]}\n\n")
 
 
 @pytest.fixture(autouse=True)

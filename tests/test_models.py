@@ -15,6 +15,7 @@ import json
 import pytest
 import torch
 
+from img2img import speed
 from img2img.bench import SyntheticBatches
 from img2img.config import RunConfig, TrainConfig
 from img2img.errors import UserError
@@ -62,6 +63,9 @@ def check_phases(trainer: Trainer, batch) -> None:
     model, name = trainer.model, trainer.run.model
     model.train()
     batch = model.move_batch(batch, trainer.device)
+    # a new step, as train_step says at its start: with CUDA graphs (--compile auto on a GPU), the outputs of the
+    # steps before may be reused from here on, and the ones this step makes stay valid until the next
+    speed.mark_step(trainer.compile_mode, trainer.device)
     carry = {"step": 0}
     for phase in model.phases:
         # parameters: a frozen discriminator in training mode still updates its batch-norm running statistics in

@@ -292,3 +292,14 @@ def test_evaluation_mode_is_deterministic_and_stochastic_keeps_dropout_noise():
     noisy = Translator(net, generator_info(net, 3, 3), stochastic=True)
     assert not torch.equal(noisy.translate_tensor(image), noisy.translate_tensor(image))
     assert all(not m.training for m in net.modules() if isinstance(m, nn.BatchNorm2d))
+
+
+def test_cudnn_autotunes_a_shape_only_when_it_comes_back():
+    """Autotuning a shape costs a fraction of a second on a GPU: a folder of many sizes must not pay it per image."""
+    net = Invert()
+    translator = Translator(net, generator_info(net, 3, 3))
+    assert not translator.cudnn_benchmark  # the CPU has no cuDNN
+    translator.cudnn_benchmark = True  # as on CUDA, where it is the default
+    decisions = [translator._autotune(shape) for shape in [(8, 3, 64, 64), (8, 3, 64, 64), (8, 3, 48, 64),
+                                                           (8, 3, 64, 64), (2, 3, 64, 64)]]
+    assert decisions == [False, True, False, True, False]

@@ -174,6 +174,11 @@ class GANModel(nn.Module):
         """Examples in one epoch of the (resolved) configuration's training data."""
         raise NotImplementedError
 
+    def supports_compile(self) -> bool:
+        """Whether ``torch.compile`` can run this model's phases (``--compile auto`` turns it on only then): not
+        with the WGAN-GP penalty, whose double backward compiled autograd cannot take."""
+        return getattr(self.config, "loss", None) != "wgan-gp"
+
     def phases_at(self, step: int) -> tuple[Phase, ...]:
         """The phases of training step ``step`` (all of them, unless a model alternates its updates)."""
         return self.phases

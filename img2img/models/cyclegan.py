@@ -8,6 +8,13 @@ PatchGANs; ``d_b`` judges domain b).  The generators minimise (Eq. 3)
 
 with the least-squares GAN loss by default.  Each discriminator's loss is
 halved and sees fakes from an image pool of 50 (:mod:`img2img.nn.pool`).
+
+Without batch norm (the default instance norm), every network maps each
+image on its own, so calls that do not depend on each other share one
+batch: G_ab(a, b) gives the fake and the identity image together, G_ba(b,
+G_ab(a), a) the fake, the reconstruction and the identity, and each D scores
+real and pooled fake images in one call.  The losses are the same; on a GPU
+at batch 1 the kernels are fuller and fewer (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -82,6 +89,8 @@ class CycleGAN(UnpairedModel):
         self.nets["d_b"] = init_weights(PatchDiscriminator(config.channels_b, config.d_base_channels,
                                                            config.n_layers, norm))
         self.pool_a, self.pool_b = ImagePool(config.pool_size), ImagePool(config.pool_size)
+        # each image's output depends on it alone (no batch norm): independent calls may share a batch
+        self.joint = config.norm != "batch"
 
     @classmethod
     def resolve(cls, config: CycleGANConfig) -> CycleGANConfig:
@@ -114,9 +123,20 @@ class CycleGAN(UnpairedModel):
         real_a, real_b = batch["a"], batch["b"]
         config = self.config
         if phase == "g":
-            fake_b = nets["g_ab"](real_a)
-            fake_a = nets["g_ba"](real_b)
-            rec_a, rec_b = nets["g_ba"](fake_b), nets["g_ab"](fake_a)
+            identity = config.lambda_identity > 0
+            if self.joint:
+                n = len(real_a)
+                ab = nets["g_ab"](torch.cat([real_a, real_b]) if identity else real_a)
+                fake_b = ab[:n]
+                ba = nets["g_ba"](torch.cat([real_b, fake_b, real_a] if identity else [real_b, fake_b]))
+                fake_a, rec_a = ba[:n], ba[n:2 * n]
+                rec_b = nets["g_ab"](fake_a)
+                same_b, same_a = (ab[n:], ba[2 * n:]) if identity else (None, None)
+            else:
+                fake_b = nets["g_ab"](real_a)
+                fake_a = nets["g_ba"](real_b)
+                rec_a, rec_b = nets["g_ba"](fake_b), nets["g_ab"](fake_a)
+                same_b, same_a = (nets["g_ab"](real_b), nets["g_ba"](real_a)) if identity else (None, None)
             carry["fake_a"], carry["fake_b"] = fake_a.detach(), fake_b.detach()
             gan_ab = self.adversarial.generator_loss(nets["d_b"](fake_b))
             gan_ba = self.adversarial.generator_loss(nets["d_a"](fake_a))
@@ -125,9 +145,9 @@ class CycleGAN(UnpairedModel):
             loss = gan_ab + gan_ba + cycle_a + cycle_b
             logs = {"g_gan_ab": gan_ab.detach(), "g_gan_ba": gan_ba.detach(), "cycle_a": cycle_a.detach(),
                     "cycle_b": cycle_b.detach()}
-            if config.lambda_identity > 0:
-                idt_b = F.l1_loss(nets["g_ab"](real_b).float(), real_b.float()) * config.lambda_b
-                idt_a = F.l1_loss(nets["g_ba"](real_a).float(), real_a.float()) * config.lambda_a
+            if identity:
+                idt_b = F.l1_loss(same_b.float(), real_b.float()) * config.lambda_b
+                idt_a = F.l1_loss(same_a.float(), real_a.float()) * config.lambda_a
                 identity = (idt_a + idt_b) * config.lambda_identity
                 loss = loss + identity
                 logs["identity"] = identity.detach()
@@ -138,8 +158,10 @@ class CycleGAN(UnpairedModel):
             if fake_a is None or fake_b is None:
                 with torch.no_grad():
                     fake_b, fake_a = nets["g_ab"](real_a), nets["g_ba"](real_b)
-            loss_b, parts_b = self.adversarial.discriminator_loss(nets["d_b"], real_b, self.pool_b.query(fake_b))
-            loss_a, parts_a = self.adversarial.discriminator_loss(nets["d_a"], real_a, self.pool_a.query(fake_a))
+            loss_b, parts_b = self.adversarial.discriminator_loss(nets["d_b"], real_b, self.pool_b.query(fake_b),
+                                                                  joint=self.joint)
+            loss_a, parts_a = self.adversarial.discriminator_loss(nets["d_a"], real_a, self.pool_a.query(fake_a),
+                                                                  joint=self.joint)
             loss = 0.5 * (loss_a + loss_b)
             return loss, {"d_loss": loss.detach(), "d_a": 0.5 * loss_a.detach(), "d_b": 0.5 * loss_b.detach()}
         raise KeyError(phase)
