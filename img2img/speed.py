@@ -44,6 +44,17 @@ def configure_device(device: torch.device, cudnn_benchmark: bool) -> None:
         torch.backends.cudnn.benchmark = cudnn_benchmark
 
 
+@contextlib.contextmanager
+def cudnn_autotuning(enabled: bool) -> Iterator[None]:
+    """cuDNN's autotuning on or off for a block (translation decides per input shape), then as it was."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
 def memory_format(channels_last: bool) -> torch.memory_format:
     return torch.channels_last if channels_last else torch.contiguous_format
 

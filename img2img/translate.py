@@ -238,7 +238,6 @@ class Translator:
         # H200: 24 JPEGs of mixed sizes at 2 images/s), so a shape is autotuned when it is met the second time
         self.cudnn_benchmark = cudnn_benchmark and self.device.type == "cuda"
         self._shapes_seen: set[tuple[int, ...]] = set()
-        speed.configure_device(self.device, False)
         self.channels_last = channels_last
         self.compile = speed.resolve_compile(compile, self.device, training=False)
         self.net = net.to(self.device, memory_format=speed.memory_format(channels_last)).eval()
@@ -284,11 +283,10 @@ class Translator:
 
     @torch.no_grad()
     def _forward(self, images: Tensor) -> Tensor:
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = self._autotune(tuple(images.shape))
-        speed.mark_step(self.compile, self.device)
-        with speed.compile_errors(self.compile), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
-            output = self._run(speed.to_layout(images, self.channels_last))
+        with speed.cudnn_autotuning(self._autotune(tuple(images.shape))):
+            speed.mark_step(self.compile, self.device)
+            with speed.compile_errors(self.compile), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+                output = self._run(speed.to_layout(images, self.channels_last))
         if speed.uses_cuda_graphs(self.compile, self.device):  # the graph's output buffer is reused next call
             return output.float() if output.dtype != torch.float32 else output.clone()
         return output.float()
