@@ -125,6 +125,9 @@ def synthetic_run(model: str, size: int, batch_size: int, device: str, speed: Sp
     train = TrainConfig(steps=10**9, batch_size=batch_size, device=device, num_workers=0, save_every_steps=10**9,
                         sample_every_steps=10**9, log_every_steps=10**9, **speed.as_dict())
     options, batch = model_class.synthetic(size, batch_size, torch.Generator().manual_seed(0))
+    from img2img.train import check_runnable  # noqa: PLC0415
+
+    check_runnable(RunConfig(model, train, options), batch)
     return RunConfig(model, train, options), batch
 
 

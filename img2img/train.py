@@ -382,6 +382,49 @@ class Trainer:
         return record
 
 
+# what torch says when a network cannot take its input, and the option that decides it
+_IMPOSSIBLE = (("more than 1 value per channel", "batch"), ("more than 1 spatial element", "size"),
+               ("Kernel size can't be greater", "size"), ("Padding size should be less", "size"),
+               ("Output size is too small", "size"))
+
+
+def check_runnable(run: RunConfig, batch: Any = None) -> None:
+    """Refuse in one line, before any folder is made or step taken, settings whose networks cannot run: a batch
+    of 1 through batch norm in training mode, an image too small for the networks' depth (instance norm on a
+    1×1 map, a kernel larger than its input).  One training step's losses are computed on the ``meta`` device
+    (shapes only, no arithmetic) on ``batch`` or the model's :meth:`dry_batch`."""
+    model_class = get_model_class(run.model)
+    batch = model_class.dry_batch(run.options, run.train.batch_size) if batch is None else batch
+    if batch is None:
+        return
+    try:
+        with torch.device("meta"):
+            model = build_model(run)
+        model.train()
+        meta = model.move_batch(batch, torch.device("meta"))
+        carry: dict[str, Any] = {"step": 0}
+        for phase in model.phases:
+            model.phase_loss(phase.name, model.nets, meta, carry)
+    except (RuntimeError, ValueError, NotImplementedError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        option = next((kind for pattern, kind in _IMPOSSIBLE if pattern in reason), None)
+        shape = re.search(r"torch\.Size\(\[([\d, ]+)\]\)", reason)
+        sides = [int(v) for v in shape.group(1).split(",")][2:] if shape else []
+        if option == "batch" and sides and math.prod(sides) == 1:  # batch norm on a 1×1 map: the image is too small
+            option = "size"
+        if option is None:  # something the shape-only run cannot do (reading a value, say): no verdict
+            log.debug("the dry run of %s stopped short: %s", run.model, reason)
+            return
+        if option == "batch":
+            where = f"--batch-size {run.train.batch_size}"
+            advice = "use a batch of 2 or more"
+        else:
+            depth = getattr(run.options, "n_layers", None)
+            where = f"--size {getattr(run.options, 'size', '?')}" + (f" with --n-layers {depth}" if depth else "")
+            advice = "use larger images" + (" or fewer --n-layers" if depth else "")
+        raise UserError(f"{where}: the {run.model} networks cannot run this ({reason[:160]}); {advice}") from None
+
+
 def resolve_run(run: RunConfig) -> RunConfig:
     """Validate a run's options and data once and make every inferred setting explicit: the model's options
     (channels, depths, ... read off the data), its schedule (--steps/--decay-steps from its epochs where
@@ -400,6 +443,7 @@ def resolve_run(run: RunConfig) -> RunConfig:
         metric = check_training_evaluation(model_class, train.eval_metric,
                                            EvalData(train.eval_a, train.eval_b, train.eval_aligned))
         run = run.replace_train(eval_metric=metric)
+    check_runnable(run)
     return run
 
 

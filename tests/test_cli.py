@@ -137,3 +137,27 @@ def test_unavailable_device_is_a_one_line_error(tmp_path):
     result, _ = invoke("train", "mnist-gan", "--out", tmp_path / "r", "--device", "cuda", "--steps", "2")
     assert_one_line_error(result, "--device", "CUDA is not available")
     assert not (tmp_path / "r").exists()
+
+
+def test_settings_the_networks_cannot_run_are_refused_in_one_line_before_anything_is_written(tmp_path):
+    from test_unpaired import write_unpaired  # noqa: PLC0415
+
+    result, _ = invoke("train", "mnist-gan", "--batch-size", 1, "--out", tmp_path / "mnist")
+    assert_one_line_error(result, "--batch-size 1", "batch of 2")  # batch norm cannot train on one example
+    assert not (tmp_path / "mnist").exists()
+    result, _ = invoke("bench", "mnist-gan", "--batch-size", 1, "--device", "cpu")
+    assert_one_line_error(result, "--batch-size 1")
+    root = write_unpaired(tmp_path)
+    for size in (8, 12, 16):  # the 70×70 PatchGAN would normalise a 1×1 map
+        result, _ = invoke("train", "cyclegan", "--a", root / "a", "--b", root / "b", "--size", size,
+                           "--out", tmp_path / "cyclegan")
+        assert_one_line_error(result, f"--size {size} with --n-layers 3", "larger images")
+    result, _ = invoke("train", "cyclegan", "--a", root / "a", "--b", root / "b", "--size", 32, "--n-layers", 5,
+                       "--dry-run")
+    assert_one_line_error(result, "--size 32 with --n-layers 5")
+    result, _ = invoke("train", "pix2pix", "--a", root / "a", "--b", root / "a", "--size", 32,
+                       "--discriminator", "n_layers", "--n-layers", 5, "--dry-run")
+    assert_one_line_error(result, "--size 32 with --n-layers 5")
+    assert not (tmp_path / "cyclegan").exists()
+    result, output = invoke("train", "cyclegan", "--a", root / "a", "--b", root / "b", "--size", 24, "--dry-run")
+    assert result.exit_code == 0, output  # 24 is the smallest side the default PatchGAN takes

@@ -37,6 +37,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import default_collate
 
 from img2img.config import TrainConfig
 from img2img.data.batches import BatchSource, LoaderBatches, StepSampler
@@ -206,6 +207,16 @@ class GANModel(nn.Module):
     def dataset(cls, config: Any, train: bool = True) -> Any:
         """The map-style dataset of a (resolved) configuration: augmented for training, else deterministic."""
         raise NotImplementedError
+
+    @classmethod
+    def dry_batch(cls, config: Any, batch_size: int) -> Any:
+        """A batch of ``batch_size`` shaped as the training data's (its first example, repeated), on which
+        :func:`img2img.train.check_runnable` tries the networks before training; None: not checked."""
+        try:
+            example = cls.dataset(config)[0]
+        except NotImplementedError:
+            return None
+        return default_collate([example] * batch_size)
 
     @classmethod
     def build_data(cls, config: Any, train: TrainConfig, device: torch.device,

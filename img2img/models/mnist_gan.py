@@ -68,6 +68,10 @@ class MnistGan(GANModel):
         return MnistGanConfig(), torch.rand(batch_size, 1, 28, 28, generator=generator) * 2 - 1
 
     @classmethod
+    def dry_batch(cls, config: MnistGanConfig, batch_size: int) -> Tensor:
+        return torch.zeros(batch_size, 1, 28, 28)
+
+    @classmethod
     def build_data(cls, config: MnistGanConfig, train: TrainConfig, device: torch.device,
                    rank: int = 0, world_size: int = 1) -> TensorBatches:
         digits = load_digits(config.mnist_root, split="train")
