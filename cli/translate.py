@@ -7,6 +7,7 @@ import click
 from img2img import export as export_lib
 from img2img import official
 from img2img import translate as translate_lib
+from img2img.data.images import set_pixel_limit
 
 from .options import with_speed_options
 
@@ -48,12 +49,15 @@ def official_options(command):
 @click.option("--stochastic", is_flag=True, help="Keep dropout on (pix2pix's noise); batch norm stays in eval mode.")
 @click.option("--ema/--no-ema", "use_ema", default=True, help="Use the averaged weights when the run kept them.")
 @click.option("--overwrite", is_flag=True, help="Replace files that already exist in OUTPUT.")
+@click.option("--max-pixels", type=click.IntRange(min=0), default=None,
+              help="Skip, unread, any file whose header claims more pixels than this (0: no limit).  "
+                   "[default: Pillow's limit, about 89 million]")
 @official_options
 @with_speed_options
 def translate(checkpoint: str, input_path: str, output: str, target: str | None, image_format: str, resize: int | None,
               tile: int | None, batch_size: int, workers: int | None, device: str, amp: bool, stochastic: bool,
-              use_ema: bool, overwrite: bool, arch: str | None, norm: str | None, base_channels: int | None,
-              channels_last: bool, compile_mode: str, cudnn_benchmark: bool) -> None:
+              use_ema: bool, overwrite: bool, max_pixels: int | None, arch: str | None, norm: str | None,
+              base_channels: int | None, channels_last: bool, compile_mode: str, cudnn_benchmark: bool) -> None:
     """Translate the image INPUT, or every image under the folder INPUT, into the folder OUTPUT.
 
     CHECKPOINT is an img2img checkpoint, a run folder (its last checkpoint), or
@@ -62,6 +66,8 @@ def translate(checkpoint: str, input_path: str, output: str, target: str | None,
     input's size.  Existing files are kept unless --overwrite.  An unreadable
     input is reported and skipped, and the exit code is then 3.
     """
+    if max_pixels is not None:
+        set_pixel_limit(max_pixels)
     translator = translate_lib.load(checkpoint, target, device, arch=arch, norm=norm, base_channels=base_channels,
                                     use_ema=use_ema, amp=amp, stochastic=stochastic, batch_size=batch_size, tile=tile,
                                     channels_last=channels_last, compile=compile_mode, cudnn_benchmark=cudnn_benchmark)

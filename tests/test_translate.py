@@ -303,3 +303,46 @@ def test_cudnn_autotunes_a_shape_only_when_it_comes_back():
     decisions = [translator._autotune(shape) for shape in [(8, 3, 64, 64), (8, 3, 64, 64), (8, 3, 48, 64),
                                                            (8, 3, 64, 64), (2, 3, 64, 64)]]
     assert decisions == [False, True, False, True, False]
+
+
+def write_bomb(path, side=60000):
+    """A PNG whose header claims side×side RGB pixels (a few bytes of data follow): a decompression bomb."""
+    import struct  # noqa: PLC0415
+    import zlib  # noqa: PLC0415
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_decompression_bomb_is_skipped_unread_and_the_rest_translated(photos, tmp_path, cyclegan_run):
+    write_bomb(photos / "bomb.png")
+    result, output = invoke("translate", cyclegan_run, photos, tmp_path / "out", "--device", "cpu")
+    assert result.exit_code == 3, output
+    assert "Traceback" not in output
+    assert any(line.startswith("skipped") and "bomb.png" in line and "pixels" in line for line in output.splitlines())
+    translated = {p.stem for p in (tmp_path / "out").rglob("*.png")}
+    assert translated == {"a", "b", "c"}
+
+
+def test_max_pixels_sets_the_limit_and_training_folders_name_a_bomb(photos, tmp_path, cyclegan_run):
+    from img2img.data.images import set_pixel_limit  # noqa: PLC0415
+    from PIL import Image as PILImage  # noqa: PLC0415
+
+    default = PILImage.MAX_IMAGE_PIXELS
+    try:
+        result, output = invoke("translate", cyclegan_run, photos, tmp_path / "out", "--device", "cpu",
+                                "--max-pixels", 100)
+        assert result.exit_code == 3 and output.count("than the limit of 100") == 2, output  # a.png, b.jpg
+        assert [p.name for p in (tmp_path / "out").rglob("*.png")] == ["c.png"]  # 5×3 pixels
+    finally:
+        set_pixel_limit(default)
+    folder = tmp_path / "train"
+    folder.mkdir()
+    write_bomb(folder / "bomb.png")
+    result, _ = invoke("train", "cyclegan", "--a", folder, "--b", folder, "--dry-run")
+    assert_one_line_error(result, "bomb.png", "pixels")

@@ -5,6 +5,11 @@ Files are read as the levels they store (uint8 or uint16 ``(H, W, C)``,
 [0, 1] (:func:`to_unit`) until they become tensors in [-1, 1].  PNG files are decoded with torchvision, which keeps 16
 bits per channel in colour images too (Pillow reduces those to 8); every
 other format goes through Pillow.
+
+No decoder runs on a file whose header claims more pixels than the limit
+(:func:`set_pixel_limit`; Pillow's ``MAX_IMAGE_PIXELS`` by default, about 89
+million): a decompression bomb is named in one line instead of exhausting
+memory or crashing a decoder.
 """
 
 from __future__ import annotations
@@ -60,11 +65,42 @@ def _png_bit_depth(path: Path) -> int | None:
     return None
 
 
+def set_pixel_limit(pixels: int | None) -> None:
+    """The most pixels an image may claim before any decoder runs (None or 0: no limit).  The limit is Pillow's
+    (``Image.MAX_IMAGE_PIXELS``), so decoding worker processes started afterwards share it."""
+    Image.MAX_IMAGE_PIXELS = pixels or None
+
+
+def _check_pixels(path: Path, width: int, height: int) -> None:
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and width * height > limit:
+        raise UserError(f"{path}: {width}×{height} pixels, more than the limit of {limit:,} (a decompression "
+                        "bomb?); --max-pixels raises it for genuinely huge images")
+
+
+def _open_checked(path: Path) -> Image.Image:
+    """The image's header through Pillow (nothing is decoded yet), refused above the pixel limit."""
+    with warnings.catch_warnings():  # between 1× and 2× the limit Pillow only warns: the check below refuses
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(path)
+        except Image.DecompressionBombError as error:  # above 2× the limit Pillow refuses by itself
+            raise UserError(f"{path}: more pixels than the limit of {Image.MAX_IMAGE_PIXELS:,} (a decompression "
+                            f"bomb? {_reason(error)}); --max-pixels raises it for genuinely huge images") from None
+    try:
+        _check_pixels(path, *image.size)
+    except UserError:
+        image.close()
+        raise
+    return image
+
+
 def probe(path: str | Path) -> ImageInfo:
-    """Read only the header of an image; :class:`UserError` naming the file if it is not a readable image."""
+    """Read only the header of an image; :class:`UserError` naming the file if it is not a readable image or
+    claims more pixels than the limit."""
     path = Path(path)
     try:
-        with Image.open(path) as image:
+        with _open_checked(path) as image:
             channels, bits = _pillow_channels(image)
             width, height = image.size
         if path.suffix.lower() == ".png":
@@ -95,7 +131,7 @@ def _read_png(path: Path) -> tuple[np.ndarray, int]:
 
 
 def _read_pillow(path: Path) -> tuple[np.ndarray, int]:
-    with Image.open(path) as image:
+    with _open_checked(path) as image:
         image.load()
         channels, bits = _pillow_channels(image)
         if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
@@ -113,6 +149,7 @@ def read_image_levels(path: str | Path) -> tuple[np.ndarray, int]:
     floating-point files), C in {1, 3, 4}, and the bits per channel the file stores (8 or 16)."""
     path = Path(path)
     try:
+        _open_checked(path).close()  # the header's claim against the pixel limit, before any decoder runs
         if path.suffix.lower() == ".png":
             try:
                 return _read_png(path)
