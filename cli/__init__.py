@@ -29,6 +29,10 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except UserError as error:
             raise click.ClickException(str(error)) from None
+        except OSError as error:  # a file the user named cannot be written or read: say which, in one line
+            if error.filename is None:
+                raise
+            raise click.ClickException(f"{error.filename}: {error.strerror or error}") from None
         except KeyboardInterrupt:  # the trainer has saved a checkpoint and said so
             raise click.exceptions.Exit(130) from None
 

@@ -276,11 +276,17 @@ class Trainer:
             return self._fit(config, stop_after_steps)
         file_log = logging.FileHandler(self.dirs.log)
         file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        logging.getLogger("img2img").addHandler(file_log)
+        file_log.setLevel(logging.INFO)
+        logger = logging.getLogger("img2img")
+        level = logger.level
+        if logger.getEffectiveLevel() > logging.INFO:  # the run's log has its INFO lines however logging is set up
+            logger.setLevel(logging.INFO)
+        logger.addHandler(file_log)
         try:
             return self._fit(config, stop_after_steps)
         finally:
-            logging.getLogger("img2img").removeHandler(file_log)
+            logger.removeHandler(file_log)
+            logger.setLevel(level)
             file_log.close()
 
     def _fit(self, config: TrainConfig, stop_after_steps: int | None) -> TrainResult:
@@ -333,6 +339,15 @@ class Trainer:
                 log.warning("interrupted at step %d; checkpoint %s; continue with --resume %s",
                             self.step, saved, self.dirs.root)
             raise
+        except (torch.OutOfMemoryError, MemoryError, RuntimeError) as error:
+            if not out_of_memory(error):
+                raise
+            size = getattr(self.run.options, "size", None)
+            kept = f"the newest checkpoint, {self.dirs.last}, is intact" if self.dirs.last.exists() else \
+                "no checkpoint was written yet"
+            raise UserError(f"out of {self.device.type.upper()} memory at step {self.step}: "
+                            + (f"--size {size} with " if size else "") + f"--batch-size {config.batch_size} does "
+                            f"not fit; use smaller images or batches ({kept})") from None
         finally:
             bar.close()
         seconds = time.perf_counter() - started
@@ -382,6 +397,12 @@ class Trainer:
         return record
 
 
+def out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` says that memory ran out (CUDA's allocator, the CPU's, or OpenCV's)."""
+    return isinstance(error, (torch.OutOfMemoryError, MemoryError)) or any(
+        text in str(error) for text in ("can't allocate memory", "Insufficient memory", "Failed to allocate"))
+
+
 # what torch says when a network cannot take its input, and the option that decides it
 _IMPOSSIBLE = (("more than 1 value per channel", "batch"), ("more than 1 spatial element", "size"),
                ("Kernel size can't be greater", "size"), ("Padding size should be less", "size"),
@@ -394,7 +415,15 @@ def check_runnable(run: RunConfig, batch: Any = None) -> None:
     1×1 map, a kernel larger than its input).  One training step's losses are computed on the ``meta`` device
     (shapes only, no arithmetic) on ``batch`` or the model's :meth:`dry_batch`."""
     model_class = get_model_class(run.model)
-    batch = model_class.dry_batch(run.options, run.train.batch_size) if batch is None else batch
+    if batch is None:
+        try:
+            batch = model_class.dry_batch(run.options, run.train.batch_size)
+        except Exception as error:  # noqa: BLE001 - reading and resizing one example: memory is what can fail
+            if not out_of_memory(error):
+                raise
+            load = getattr(run.options, "load_size", None) or getattr(run.options, "size", None)
+            raise UserError(f"--load-size {load}: one training image resized to {load}×{load} does not fit in "
+                            f"memory ({str(error).strip().splitlines()[-1][:120]})") from None
     if batch is None:
         return
     try:

@@ -161,3 +161,12 @@ def test_settings_the_networks_cannot_run_are_refused_in_one_line_before_anythin
     assert not (tmp_path / "cyclegan").exists()
     result, output = invoke("train", "cyclegan", "--a", root / "a", "--b", root / "b", "--size", 24, "--dry-run")
     assert result.exit_code == 0, output  # 24 is the smallest side the default PatchGAN takes
+
+
+def test_outputs_that_cannot_be_written_are_one_line_errors(tmp_path, finished_run):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result, _ = invoke("sample", finished_run, "--n", 4, "--out", tmp_path / "digits", "--grid", blocker / "grid.png")
+    assert_one_line_error(result, str(blocker / "grid.png"))
+    result, _ = invoke("eval", finished_run, "--samples", 20, "--json", blocker / "eval.json")
+    assert_one_line_error(result, str(blocker))

@@ -5,7 +5,10 @@ import copy
 import pytest
 import torch
 
-from img2img.train import Trainer, linear_decay
+from img2img.checkpoint import read
+from img2img.train import Trainer, linear_decay, train
+
+from test_cli import invoke
 
 
 def _snapshot(module):
@@ -101,3 +104,24 @@ def test_ema_tracks_the_generator_and_is_what_inference_uses(tmp_path, mnist_run
     inference = trainer.inference_model()
     assert torch.equal(inference.nets["g"].layers[0].weight, average.layers[0].weight)
     assert not torch.equal(trainer.model.nets["g"].layers[0].weight, average.layers[0].weight)
+
+
+def test_running_out_of_memory_is_one_line_naming_the_batch_and_keeps_the_checkpoint(tmp_path, mnist_run,
+                                                                                    monkeypatch):
+    from img2img.errors import UserError  # noqa: PLC0415
+    from img2img.models.mnist_gan import MnistGan  # noqa: PLC0415
+
+    real = MnistGan.phase_loss
+
+    def phase_loss(self, phase, nets, batch, carry):
+        if carry["step"] == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real(self, phase, nets, batch, carry)
+
+    monkeypatch.setattr(MnistGan, "phase_loss", phase_loss)
+    with pytest.raises(UserError, match=r"out of CPU memory at step 3: --batch-size 8 does not fit") as caught:
+        train(mnist_run(steps=6, save_every_steps=2), tmp_path / "run")
+    assert "is intact" in str(caught.value) and (tmp_path / "run" / "last.ckpt").exists()
+    monkeypatch.undo()  # memory is back: the run goes on from its checkpoint
+    result, _ = invoke("train", "mnist-gan", "--resume", tmp_path / "run")
+    assert result.exit_code == 0 and read(tmp_path / "run")["step"] == 6
