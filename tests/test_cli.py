@@ -170,3 +170,15 @@ def test_outputs_that_cannot_be_written_are_one_line_errors(tmp_path, finished_r
     assert_one_line_error(result, str(blocker / "grid.png"))
     result, _ = invoke("eval", finished_run, "--samples", 20, "--json", blocker / "eval.json")
     assert_one_line_error(result, str(blocker))
+
+
+def test_inception_weights_that_do_not_exist_or_do_not_apply_are_never_silently_dropped(tmp_path, finished_run):
+    result, _ = invoke("eval", finished_run, "--samples", 20, "--inception-weights", tmp_path / "missing.pth")
+    assert_one_line_error(result, "--inception-weights", "missing.pth")
+    weights = tmp_path / "weights.pth"
+    weights.write_bytes(b"unused")
+    result, output = invoke("eval", finished_run, "--samples", 20, "--inception-weights", weights,
+                            "--json", tmp_path / "eval.json")
+    assert result.exit_code == 0, output
+    assert "--inception-weights not used" in output
+    assert any("not used" in note for note in json.loads((tmp_path / "eval.json").read_text())["notes"])

@@ -26,6 +26,7 @@ when those weights are missing and they were not asked for by name.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,8 @@ HIGHER_IS_BETTER = {"psnr", "ssim", "label_agreement", "classes_covered"}  # lpi
 SAMPLE_METRICS = ("fid", "kid", "fid_over_floor", "classes_covered", "kl_to_uniform", "nn_distance_to_train")
 PAIRED_METRICS = ("l1", "psnr", "ssim", "lpips", "fid", "kid", "label_agreement")
 DEMO_METRICS = ("l1", "psnr", "ssim", "label_agreement")
+
+log = logging.getLogger(__name__)
 
 
 def protocol_metrics(model_class: Any) -> tuple[str, ...]:
@@ -171,6 +174,7 @@ def _evaluate_digits_gan(model: Any, report: Report, samples: int, seed: int, de
                          inception_weights: str | None) -> None:
     classifier = load_classifier(device)
     extractor = classifier if features in ("auto", "digits") else build_extractor(features, inception_weights, 1)
+    report.protocol["features"] = "digits" if features == "auto" else features
     generated = model.generate(samples, torch.Generator(device="cpu").manual_seed(seed)).float().cpu()
     held_out_digits = load_embedded("test")
     held_out, train = held_out_digits.as_float(), load_embedded("train").as_float()
@@ -352,11 +356,18 @@ def evaluate_checkpoint(path: str | Path, a: str | None = None, b: str | None = 
                         json_path: Path | None = None) -> tuple[Report, Path]:
     """Evaluate a checkpoint file or run folder (its averaged weights when it has them); write the report as
     JSON to ``json_path``, by default ``RUN/eval/step-N.json`` beside the checkpoint."""
+    if inception_weights is not None and not Path(inception_weights).is_file():
+        raise UserError(f"--inception-weights: {inception_weights} is not a file")
     torch_device = resolve_device(device)
     model, run, payload = load_model(path, torch_device, option="CHECKPOINT")
     data = EvalData(a, b, aligned) if (a or b or aligned) else None
     report = evaluate_model(model, run, int(payload["step"]), data, features, inception_weights, samples, seed,
                             torch_device, metrics)
+    used = report.protocol.get("features")
+    if inception_weights is not None and used != "inception":
+        note = f"--inception-weights not used: FID/KID were computed on the {used or 'no'} features"
+        report.notes.append(note)
+        log.warning("%s", note)
     report.protocol["checkpoint"] = payload["path"]
     if json_path is None:
         folder = Path(payload["path"]).resolve().parent
