@@ -127,8 +127,9 @@ def synthetic_run(model: str, size: int, batch_size: int, device: str, speed: Sp
     options, batch = model_class.synthetic(size, batch_size, torch.Generator().manual_seed(0))
     from img2img.train import check_runnable  # noqa: PLC0415
 
-    check_runnable(RunConfig(model, train, options), batch)
-    return RunConfig(model, train, options), batch
+    run = RunConfig(model, train, options)
+    check_runnable(run, batch)
+    return run, batch
 
 
 def _image_side(batch: Any) -> int:

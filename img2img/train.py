@@ -339,7 +339,7 @@ class Trainer:
                 log.warning("interrupted at step %d; checkpoint %s; continue with --resume %s",
                             self.step, saved, self.dirs.root)
             raise
-        except (torch.OutOfMemoryError, MemoryError, RuntimeError) as error:
+        except (RuntimeError, MemoryError) as error:  # torch.OutOfMemoryError is a RuntimeError
             if not out_of_memory(error):
                 raise
             size = getattr(self.run.options, "size", None)

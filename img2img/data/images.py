@@ -149,8 +149,8 @@ def read_image_levels(path: str | Path) -> tuple[np.ndarray, int]:
     floating-point files), C in {1, 3, 4}, and the bits per channel the file stores (8 or 16)."""
     path = Path(path)
     try:
-        _open_checked(path).close()  # the header's claim against the pixel limit, before any decoder runs
         if path.suffix.lower() == ".png":
+            _open_checked(path).close()  # the header's claim against the limit before torchvision decodes
             try:
                 return _read_png(path)
             except RuntimeError:  # not a PNG inside, or torchvision cannot read it: Pillow says which

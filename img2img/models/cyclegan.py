@@ -123,20 +123,20 @@ class CycleGAN(UnpairedModel):
         real_a, real_b = batch["a"], batch["b"]
         config = self.config
         if phase == "g":
-            identity = config.lambda_identity > 0
+            use_identity = config.lambda_identity > 0
             if self.joint:
                 n = len(real_a)
-                ab = nets["g_ab"](torch.cat([real_a, real_b]) if identity else real_a)
+                ab = nets["g_ab"](torch.cat([real_a, real_b]) if use_identity else real_a)
                 fake_b = ab[:n]
-                ba = nets["g_ba"](torch.cat([real_b, fake_b, real_a] if identity else [real_b, fake_b]))
+                ba = nets["g_ba"](torch.cat([real_b, fake_b, real_a] if use_identity else [real_b, fake_b]))
                 fake_a, rec_a = ba[:n], ba[n:2 * n]
                 rec_b = nets["g_ab"](fake_a)
-                same_b, same_a = (ab[n:], ba[2 * n:]) if identity else (None, None)
+                same_b, same_a = (ab[n:], ba[2 * n:]) if use_identity else (None, None)
             else:
                 fake_b = nets["g_ab"](real_a)
                 fake_a = nets["g_ba"](real_b)
                 rec_a, rec_b = nets["g_ba"](fake_b), nets["g_ab"](fake_a)
-                same_b, same_a = (nets["g_ab"](real_b), nets["g_ba"](real_a)) if identity else (None, None)
+                same_b, same_a = (nets["g_ab"](real_b), nets["g_ba"](real_a)) if use_identity else (None, None)
             carry["fake_a"], carry["fake_b"] = fake_a.detach(), fake_b.detach()
             gan_ab = self.adversarial.generator_loss(nets["d_b"](fake_b))
             gan_ba = self.adversarial.generator_loss(nets["d_a"](fake_a))
@@ -145,7 +145,7 @@ class CycleGAN(UnpairedModel):
             loss = gan_ab + gan_ba + cycle_a + cycle_b
             logs = {"g_gan_ab": gan_ab.detach(), "g_gan_ba": gan_ba.detach(), "cycle_a": cycle_a.detach(),
                     "cycle_b": cycle_b.detach()}
-            if identity:
+            if use_identity:
                 idt_b = F.l1_loss(same_b.float(), real_b.float()) * config.lambda_b
                 idt_a = F.l1_loss(same_a.float(), real_a.float()) * config.lambda_a
                 identity = (idt_a + idt_b) * config.lambda_identity
