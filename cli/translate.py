@@ -43,7 +43,8 @@ def official_options(command):
                    "would not fit in memory]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, help="Images per forward pass.")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
-              help="Decoding processes.  [default: min(4, CPUs)]")
+              help="Decoding processes; a file that crashes its decoder costs only that file.  0 decodes in this "
+                   "process, unguarded.  [default: min(4, CPUs)]")
 @click.option("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N.")
 @click.option("--amp/--no-amp", default=True, help="bf16 autocast on CUDA (--no-amp: float32 throughout).")
 @click.option("--stochastic", is_flag=True, help="Keep dropout on (pix2pix's noise); batch norm stays in eval mode.")

@@ -69,7 +69,8 @@ class TrainConfig:
     log_every_steps: int = option(50, "Log losses and speed every N steps.", flag="--log-every", min=1)
     keep_checkpoints: int = 2  # step checkpoints kept besides last.ckpt's target
     amp: bool = option(True, "bf16 autocast on CUDA.")  # the CPU always trains in float32
-    num_workers: int = option(2, "Data-loading worker processes.", flag="--workers", min=0)
+    num_workers: int = option(2, "Data-loading worker processes (0: load in this process, where a crashing "
+                                 "decoder would end the run).", flag="--workers", min=0)
     sync_batch_norm: bool = option(False, "Synchronise batch norm across processes (torchrun, CUDA).",
                                    flag="--sync-bn", switch=True)
     ema_decay: float = option(0.0, "Decay of the moving average of the generator weights used for samples (0: off).",

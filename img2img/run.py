@@ -9,13 +9,22 @@
     RUN/checkpoints/step-N.ckpt
     RUN/last.ckpt            the newest checkpoint (same file as its step-N.ckpt)
     RUN/best.ckpt            with --eval-every: the checkpoint that scored best on held-out data
+    RUN/.lock                held by the process training the run, for its life (see RunDir.lock)
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 from pathlib import Path
+from typing import IO
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 
 from img2img.checkpoint import LAST_NAME
 from img2img.config import RunConfig
@@ -58,6 +67,30 @@ class RunDir:
         for stale in self.checkpoints.glob(".*.tmp-*"):  # left by a crash mid-save
             stale.unlink(missing_ok=True)
 
+    def lock(self, option: str = "--out") -> IO[str]:
+        """Take the run folder for this process, creating it if need be: an exclusive lock on ``RUN/.lock``,
+        held until the returned file is closed.  A folder that another process is training is refused in one
+        line.  The operating system drops the lock when its process ends, however it ends (a killed run's
+        lock never blocks ``--resume``)."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            handle = open(self.root / ".lock", "a+")  # noqa: SIM115 - held open for the run's life
+        except OSError as error:
+            raise UserError(f"{option}: cannot write to {self.root} ({error.strerror or error})") from None
+        try:
+            _lock_file(handle)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise UserError(f"{option}: {self.root} is in use: {holder} is training it; wait for it to end, or "
+                            f"choose another folder") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        return handle
+
     def write_config(self, run: RunConfig) -> None:
         self.config.write_text(run.to_json() + "\n")
 
@@ -69,3 +102,24 @@ class RunDir:
     def append_metrics(self, record: dict) -> None:
         with open(self.metrics, "a") as handle:
             handle.write(json.dumps(record) + "\n")
+
+
+def _lock_file(handle: IO[str]) -> None:
+    """An exclusive, non-blocking lock on an open file (OSError when another process holds it)."""
+    if fcntl is not None:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    import msvcrt  # noqa: PLC0415 - Windows
+
+    handle.seek(0)
+    msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+
+
+@contextlib.contextmanager
+def held(lock: IO[str] | None):
+    """Close (and so release) a run folder's lock when the block ends."""
+    try:
+        yield lock
+    finally:
+        if lock is not None:
+            lock.close()

@@ -9,6 +9,7 @@ resume bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -31,6 +32,7 @@ from tqdm import tqdm
 from img2img import checkpoint, speed
 from img2img import distributed as dist_tools
 from img2img.config import RESUMABLE_SETTINGS, RunConfig, TrainConfig
+from img2img.data import guard
 from img2img.data.batches import mix_seed
 from img2img.distributed import Distributed
 from img2img.errors import UserError
@@ -38,7 +40,7 @@ from img2img.errors import UserError
 from img2img.loading import (build_model, load_model, open_checkpoint, resolve_device,  # noqa: F401
                              run_config_from_dict)
 from img2img.models import GANModel, Phase, get_model_class
-from img2img.run import RunDir
+from img2img.run import RunDir, held
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +299,10 @@ class Trainer:
                      config.steps, config.batch_size,
                      f" per process × {self.job.world_size} processes = {config.batch_size * self.job.world_size}"
                      " global" if self.job.enabled else "")
-        sample_inputs = self.model.sample_inputs(self.data, config.seed, self.device)
+        try:  # read from the training files in this process: they may have broken since the run began
+            sample_inputs = self.model.sample_inputs(self.data, config.seed, self.device)
+        except Exception as error:  # noqa: BLE001
+            raise self._data_failure(error) from None
         batches: Iterator[Any] = self.data.iterate(self.step)
         self.model.train()
         totals: dict[str, list[Tensor]] = defaultdict(list)
@@ -308,30 +313,35 @@ class Trainer:
         bar = tqdm(total=config.steps, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=None if main else True, desc=self.run.model)
         try:
-            while self.step < end:
-                batch = self.model.move_batch(next(batches), self.device)
-                for key, value in self.train_step(batch).items():
-                    totals[key].append(value)
-                bar.update(1)
-                if main and (self.step % config.log_every_steps == 0 or self.step == end):
-                    now = time.perf_counter()
-                    record = self._log_record(totals, (self.step - window_step) / max(now - window_start, 1e-9))
-                    totals.clear()
-                    window_start, window_step = now, self.step
-                    bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k != "step"}, refresh=False)
-                    self.dirs.append_metrics(record)
-                    log.log(logging.INFO if bar.disable else logging.DEBUG, "%s",
-                            " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                     for k, v in record.items()))
-                if main and (self.step % config.sample_every_steps == 0 or self.step == config.steps):
-                    grid = self.write_samples(sample_inputs)
-                evaluate = config.eval_every_steps > 0 and (self.step % config.eval_every_steps == 0
-                                                            or self.step == config.steps)
-                improved = self.evaluate() if evaluate and main else False
-                if self.step % config.save_every_steps == 0 or self.step == end or evaluate:
-                    last = self.save()
-                    if improved:
-                        checkpoint.atomic_link(self.dirs.checkpoint(self.step), self.dirs.best)
+            with guard.worker_deaths_at_fetch(), contextlib.closing(_Closing(batches)):
+                # a dead loading worker is noticed between steps; the workers end before SIGCHLD is let through
+                while self.step < end:
+                    batch = self.model.move_batch(_fetch(batches), self.device)
+                    for key, value in self.train_step(batch).items():
+                        totals[key].append(value)
+                    bar.update(1)
+                    if main and (self.step % config.log_every_steps == 0 or self.step == end):
+                        now = time.perf_counter()
+                        record = self._log_record(totals, (self.step - window_step) / max(now - window_start, 1e-9))
+                        totals.clear()
+                        window_start, window_step = now, self.step
+                        bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k != "step"}, refresh=False)
+                        self.dirs.append_metrics(record)
+                        log.log(logging.INFO if bar.disable else logging.DEBUG, "%s",
+                                " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                         for k, v in record.items()))
+                    if main and (self.step % config.sample_every_steps == 0 or self.step == config.steps):
+                        grid = self.write_samples(sample_inputs)
+                    evaluate = config.eval_every_steps > 0 and (self.step % config.eval_every_steps == 0
+                                                                or self.step == config.steps)
+                    improved = self.evaluate() if evaluate and main else False
+                    if self.step % config.save_every_steps == 0 or self.step == end or evaluate:
+                        last = self.save()
+                        if improved:
+                            checkpoint.atomic_link(self.dirs.checkpoint(self.step), self.dirs.best)
+        except _DataFailure as failure:
+            bar.close()
+            raise self._data_failure(failure.error) from None
         except KeyboardInterrupt:
             bar.close()
             if not self.job.enabled:  # a distributed save would wait on ranks that are stopping too
@@ -361,6 +371,24 @@ class Trainer:
                 log.info("held-out %s: final %.4g at step %d; best %.4g at step %d (%s)", metric,
                          self.final_evaluation, self.step, self.best["value"], self.best["step"], self.dirs.best)
         return TrainResult(self.dirs.root, last, grid, self.step, seconds)
+
+    def _data_failure(self, error: BaseException) -> UserError:
+        """A batch could not be loaded (a file broke on disk, a decoding worker died): save a checkpoint at this
+        step, before which every step is complete, and say which file, in one line."""
+        if guard.worker_died(error):
+            files = self.data.files(self.step, self.data.steps_in_flight()) if hasattr(self.data, "files") else []
+            crashed = guard.find_crashes(files)
+            what = "; ".join(f"{files[i]}: {why}" for i, why in sorted(crashed.items())) or \
+                f"a data-loading worker died ({guard.original_message(error)})"
+        else:
+            what = guard.original_message(error)
+        if self.job.enabled:  # the other ranks are not waiting to save with this one
+            kept = f"the newest checkpoint, {self.dirs.last}, is intact" if self.dirs.last.exists() else \
+                "no checkpoint was written yet"
+        else:
+            kept = f"saved {self.save()}"
+        return UserError(f"{what} (loading step {self.step}; {kept}); fix the file, then --resume {self.dirs.root} "
+                         "continues the run")
 
     def evaluate(self) -> bool:
         """Evaluate the inference model on the held-out data, log it, and say whether it is the best so far."""
@@ -395,6 +423,29 @@ class Trainer:
         if any(not math.isfinite(v) for v in record.values() if isinstance(v, float)):
             log.warning("a loss is not finite at step %d", self.step)
         return record
+
+
+class _Closing:
+    def __init__(self, batches: Iterator[Any]) -> None:
+        self.batches = batches
+
+    def close(self) -> None:
+        guard.close_loader(self.batches)
+
+
+class _DataFailure(Exception):
+    """Loading a batch failed; ``error`` says why."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _fetch(batches: Iterator[Any]) -> Any:
+    try:
+        return next(batches)
+    except Exception as error:  # noqa: BLE001 - whatever a loader raises, the trainer saves and names it
+        raise _DataFailure(error) from error
 
 
 def out_of_memory(error: BaseException) -> bool:
@@ -483,15 +534,16 @@ def train(run: RunConfig, out: str | Path, resolved: bool = False) -> TrainResul
     device = resolve_device(run.train.device)
     job = dist_tools.from_environment()
     dirs = RunDir(out)
-    if job.is_main:
-        dirs.create("--out", fresh=True)
-        dirs.write_config(run)
-    try:
-        result = Trainer(run, dirs.root, device, job=job).fit()
-    except BaseException:
-        dist_tools.teardown(job, wait=False)
-        raise
-    dist_tools.teardown(job)
+    with held(dirs.lock("--out") if job.is_main else None):
+        if job.is_main:
+            dirs.create("--out", fresh=True)
+            dirs.write_config(run)
+        try:
+            result = Trainer(run, dirs.root, device, job=job).fit()
+        except BaseException:
+            dist_tools.teardown(job, wait=False)
+            raise
+        dist_tools.teardown(job)
     return result
 
 
@@ -515,19 +567,21 @@ def resume(path: str | Path, steps: int | None = None, stop_after_steps: int | N
         changes["steps"] = steps
     if changes:
         run = run.replace_train(**changes)
+    get_model_class(run.model).resolve(run.options)  # the data checked again (every file decoded) before a step
     run_root = Path(payload["path"]).resolve().parent
     if run_root.name == "checkpoints":
         run_root = run_root.parent
     dirs = RunDir(run_root)
     job = dist_tools.from_environment()
-    if job.is_main:
-        dirs.create("--resume", fresh=False)
-        dirs.write_config(run)
-    try:
-        trainer = Trainer(run, run_root, resolve_device(run.train.device), resume=payload, job=job)
-        result = trainer.fit(stop_after_steps)
-    except BaseException:
-        dist_tools.teardown(job, wait=False)
-        raise
-    dist_tools.teardown(job)
+    with held(dirs.lock("--resume") if job.is_main else None):
+        if job.is_main:
+            dirs.create("--resume", fresh=False)
+            dirs.write_config(run)
+        try:
+            trainer = Trainer(run, run_root, resolve_device(run.train.device), resume=payload, job=job)
+            result = trainer.fit(stop_after_steps)
+        except BaseException:
+            dist_tools.teardown(job, wait=False)
+            raise
+        dist_tools.teardown(job)
     return result

@@ -24,7 +24,7 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,10 +35,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from img2img import checkpoint, official, speed
+from img2img.data.guard import resilient
 from img2img.data.images import (IMAGE_EXTENSIONS, can_write, convert_channels, encode_image, is_image_name,
                                  quantize, read_image_bits, read_image_levels, to_tensor, to_unit, visible_files)
 from img2img.errors import UserError
@@ -417,15 +418,18 @@ class Translator:
                 pending.append(job)
         started = time.perf_counter()
         workers = default_workers() if workers is None else workers
-        # each loader batch is decoded and stacked by shape in a worker, so it crosses processes as a few tensors
-        loader = DataLoader(_ImageFiles(pending, self.info.in_channels, resize), batch_size=self.batch_size,
-                            shuffle=False, collate_fn=_stack_by_shape, num_workers=workers if len(pending) > 1 else 0,
-                            pin_memory=self.device.type == "cuda",
-                            prefetch_factor=4 if workers and len(pending) > 1 else None)
+        workers = min(workers, len(pending))
 
         def unreadable(index: int, reason: str) -> None:
             summary.unreadable.append((pending[index].input, reason))
             report(pending[index].input, reason)
+
+        # each loader batch is decoded and stacked by shape in a worker, so it crosses processes as a few tensors;
+        # a worker that dies on a file (a crashing decoder) costs that file only (guard.resilient)
+        loader = resilient(lambda items: _ImageFiles(pending, items, self.info.in_channels, resize), len(pending),
+                           lambda index: [pending[index].input], _delivered, unreadable, batch_size=self.batch_size,
+                           shuffle=False, collate_fn=_stack_by_shape, num_workers=workers,
+                           pin_memory=self.device.type == "cuda", prefetch_factor=4 if workers else None)
 
         bar = tqdm(total=len(pending), unit="img", disable=not progress, dynamic_ncols=True, leave=False)
         writers = max(2, os.cpu_count() or 1)  # PNG encoding (~3 ms a 256² image) is the slowest stage; cv2 frees the GIL
@@ -484,7 +488,11 @@ def _merge(batches: list[dict[str, Any]]) -> dict[str, Any]:
             "bits": [b for batch in batches for b in batch["bits"]]}
 
 
-def _batches_by_shape(loader: DataLoader, batch_size: int,
+def _delivered(loaded: dict[str, Any]) -> list[int]:
+    return [i for batch in loaded["batches"] for i in batch["indices"]] + [i for i, _ in loaded["errors"]]
+
+
+def _batches_by_shape(loader: Iterable[dict[str, Any]], batch_size: int,
                       unreadable: Callable[[int, str], None]) -> Iterator[dict[str, Any]]:
     """Batches of at least ``batch_size`` same-shaped images (fewer at the end, or when many sizes are waiting),
     from the loader's per-shape pieces; sizes vary in a folder, and memory stays bounded."""
@@ -554,13 +562,14 @@ class _ImageFiles(Dataset):
     """Decodes the inputs in loader workers: ``{"index", "tensor", "bits", "error"}``, the tensor ``(C, H, W)``
     uint8 levels or floats in [-1, 1] (see :func:`from_levels`)."""
 
-    def __init__(self, jobs: list[_Job], channels: int, resize: int | None) -> None:
-        self.jobs, self.channels, self.resize = jobs, channels, resize
+    def __init__(self, jobs: list[_Job], items: list[int], channels: int, resize: int | None) -> None:
+        self.jobs, self.items, self.channels, self.resize = jobs, items, channels, resize
 
     def __len__(self) -> int:
-        return len(self.jobs)
+        return len(self.items)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, position: int) -> dict[str, Any]:
+        index = self.items[position]
         try:
             levels, bits = read_image_levels(self.jobs[index].input)
         except UserError as error:

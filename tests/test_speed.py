@@ -144,12 +144,13 @@ def test_decoding_workers_ship_levels_only_when_no_conversion_mixes_them(tmp_pat
     Image.fromarray(grey).save(tmp_path / "grey.png")
     Image.fromarray(np.full((4, 4), 0.25, np.float32), mode="F").save(tmp_path / "float.tif")
     jobs = [_Job(tmp_path / name, tmp_path / "out" / name) for name in ("grey.png", "float.tif")]
-    as_rgba = _ImageFiles(jobs, 4, None)[0]["tensor"]  # grey repeated, opaque alpha: still levels
+    every = list(range(len(jobs)))
+    as_rgba = _ImageFiles(jobs, every, 4, None)[0]["tensor"]  # grey repeated, opaque alpha: still levels
     assert as_rgba.dtype == torch.uint8 and torch.equal(as_rgba[0], torch.from_numpy(grey))
     assert bool((as_rgba[3] == 255).all()) and torch.equal(as_rgba[1], as_rgba[2])
-    resized = _ImageFiles(jobs, 3, 8)[0]["tensor"]  # resampling mixes levels: floats in [-1, 1]
+    resized = _ImageFiles(jobs, every, 3, 8)[0]["tensor"]  # resampling mixes levels: floats in [-1, 1]
     assert resized.dtype == torch.float32 and resized.shape == (3, 8, 8)
-    floating = _ImageFiles(jobs, 1, None)[1]["tensor"]  # a floating-point file is never rounded to 8 bits
+    floating = _ImageFiles(jobs, every, 1, None)[1]["tensor"]  # a floating-point file is never rounded to 8 bits
     assert floating.dtype == torch.float32 and torch.allclose(floating, torch.full((1, 4, 4), -0.5))
 
 

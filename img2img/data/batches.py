@@ -15,6 +15,7 @@ reproducible too, whichever worker process loads the example.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -118,6 +119,8 @@ class LoaderBatches:
     which worker loaded it.
     """
 
+    PREFETCH = 4  # batches each worker loads ahead
+
     def __init__(self, dataset: Any, sampler: StepSampler, num_workers: int = 2, pin_memory: bool = False) -> None:
         self.dataset, self.sampler = dataset, sampler
         self.num_workers, self.pin_memory = num_workers, pin_memory
@@ -126,7 +129,24 @@ class LoaderBatches:
         from torch.utils.data import DataLoader  # noqa: PLC0415
 
         workers = self.num_workers
+        # the loader draws its workers' base seed from a generator of its own, never from torch's global one,
+        # which the models draw from (dropout, ...): a resumed run's draws match an uninterrupted run's
         loader = DataLoader(self.dataset, batch_sampler=_StepBatches(self.sampler, start_step), num_workers=workers,
                             pin_memory=self.pin_memory, persistent_workers=workers > 0,
-                            prefetch_factor=4 if workers > 0 else None)
+                            prefetch_factor=self.PREFETCH if workers > 0 else None,
+                            generator=torch.Generator().manual_seed(mix_seed(self.sampler.seed, start_step)))
         return iter(loader)
+
+    def files(self, start_step: int, steps: int) -> list[Path]:
+        """The files that the batches of ``steps`` steps from ``start_step`` read (when the dataset says,
+        through ``files_for(key)``): where to look when a loading worker dies."""
+        files_for = getattr(self.dataset, "files_for", None)
+        if files_for is None:
+            return []
+        found = dict.fromkeys(path for step in range(start_step, start_step + steps)
+                              for key in self.sampler.keys(step) for path in files_for(key))
+        return list(found)
+
+    def steps_in_flight(self) -> int:
+        """How many steps' batches may be loading at once (the workers' prefetch)."""
+        return max(1, self.num_workers) * self.PREFETCH + 1

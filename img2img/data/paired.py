@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from img2img.data.images import convert_channels, list_images, probe, read_image, to_tensor
+from img2img.data.guard import verify_images
+from img2img.data.images import convert_channels, list_images, read_image, to_tensor
 from img2img.errors import UserError
 
 
@@ -87,10 +88,13 @@ class PairSummary:
 
 
 def check_pairs(pairs: Sequence[PairFiles]) -> PairSummary:
-    """Read every header: unreadable files and aligned files of odd width are errors naming the file."""
+    """Decode every file once (:func:`~img2img.data.guard.verify_images`): broken files and aligned files of odd
+    width are errors naming the file, before training starts."""
     a_channels, b_channels, bits_a, bits_b = [], [], 8, 8
+    files = [path for pair in pairs for path in (pair.a, pair.b) if path is not None]
+    infos = dict(zip(files, verify_images(files, "--aligned" if pairs and pairs[0].b is None else "--a/--b")))
     for pair in pairs:
-        info_a = probe(pair.a)
+        info_a = infos[pair.a]
         bits_a = max(bits_a, info_a.bits)
         if pair.b is None:
             bits_b = bits_a
@@ -100,7 +104,7 @@ def check_pairs(pairs: Sequence[PairFiles]) -> PairSummary:
             a_channels.append(info_a.channels)
             b_channels.append(info_a.channels)
         else:
-            info_b = probe(pair.b)
+            info_b = infos[pair.b]
             bits_b = max(bits_b, info_b.bits)
             a_channels.append(info_a.channels)
             b_channels.append(info_b.channels)
@@ -135,6 +139,11 @@ class PairedImages(Dataset):
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+    def files_for(self, key: Any) -> list[Path]:
+        """The files that item ``key`` reads."""
+        pair = self.pairs[key[0] if isinstance(key, tuple) else int(key)]
+        return [pair.a] if pair.b is None else [pair.a, pair.b]
 
     def load_pair(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """The A and B images of example ``index`` as ``(H, W, C)`` in [0, 1], before augmentation."""

@@ -20,7 +20,8 @@ import numpy as np
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from img2img.data.images import convert_channels, list_images, probe, read_image, to_tensor
+from img2img.data.guard import verify_images
+from img2img.data.images import convert_channels, list_images, read_image, to_tensor
 from img2img.data.paired import infer_channels
 from img2img.errors import UserError
 
@@ -32,9 +33,9 @@ def folder_images(folder: str | Path, option: str) -> list[Path]:
 
 
 def check_folder(files: Sequence[Path], option: str) -> tuple[int, int]:
-    """Read every header; return the channel count to use and the bits (16 if any file has 16 per channel).
-    Unreadable files are named; a folder with none readable says so."""
-    infos = [probe(path) for path in files]
+    """Decode every file once (:func:`~img2img.data.guard.verify_images`); return the channel count to use and
+    the bits (16 if any file has 16 per channel).  Broken files are named in one error before training starts."""
+    infos = verify_images(files, option)
     if not infos:
         raise UserError(f"{option}: no readable images")
     return infer_channels([info.channels for info in infos]), max(info.bits for info in infos)
@@ -74,15 +75,23 @@ class UnpairedImages(Dataset):
         files, channels = (self.a_files, self.channels_a) if side == "a" else (self.b_files, self.channels_b)
         return self._load(files[index], channels, 0)
 
-    def __getitem__(self, key: Any) -> dict[str, Tensor]:
+    def _draw(self, key: Any) -> tuple[Path, Path, int, int]:
+        """The A file, its B partner and their augmentation seeds for ``key``."""
         index, seed = key if isinstance(key, tuple) else (int(key), 0)
         a_path = self.a_files[index % len(self.a_files)]
-        if self.train:
-            generator = np.random.default_rng(seed)
-            b_path = self.b_files[int(generator.integers(len(self.b_files)))]
-            seed_a, seed_b = (int(s) for s in generator.integers(2**32, size=2))
-        else:  # evaluation: deterministic partners
-            b_path, seed_a, seed_b = self.b_files[index % len(self.b_files)], 0, 0
+        if not self.train:  # evaluation: deterministic partners
+            return a_path, self.b_files[index % len(self.b_files)], 0, 0
+        generator = np.random.default_rng(seed)
+        b_path = self.b_files[int(generator.integers(len(self.b_files)))]
+        seed_a, seed_b = (int(s) for s in generator.integers(2**32, size=2))
+        return a_path, b_path, seed_a, seed_b
+
+    def files_for(self, key: Any) -> list[Path]:
+        """The files that item ``key`` reads."""
+        return list(self._draw(key)[:2])
+
+    def __getitem__(self, key: Any) -> dict[str, Tensor]:
+        a_path, b_path, seed_a, seed_b = self._draw(key)
         return {"a": self._load(a_path, self.channels_a, seed_a), "b": self._load(b_path, self.channels_b, seed_b)}
 
 

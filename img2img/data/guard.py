@@ -1,0 +1,233 @@
+"""Decoding that no broken file can turn into a crash.
+
+Images are decoded in worker processes (DataLoader workers), so a native
+decoder that dies on a file (a segmentation fault, an abort) takes only its
+worker with it.  This module notices a dead worker, finds the file it died
+on, and lets the caller go on without that file:
+
+- :func:`find_crashes` decodes files one after another in a child process
+  that announces each file before it starts on it; when the child dies, the
+  announced file is the culprit, and a new child carries on after it.
+- :func:`resilient` runs a DataLoader over a list of files and, when a
+  worker dies, names the culprit (:func:`find_crashes` on the files that
+  were in flight) and starts a new loader over the files not yet delivered.
+- :func:`verify_images` fully decodes every file of a training folder once,
+  in parallel and with a progress bar, before any compute is spent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from img2img.data import images
+from img2img.errors import UserError
+
+
+def worker_died(error: BaseException) -> bool:
+    """Whether ``error`` is a DataLoader's report that one of its worker processes died."""
+    text = str(error)
+    return isinstance(error, RuntimeError) and "DataLoader worker" in text and (
+        "exited unexpectedly" in text or "killed by signal" in text)
+
+
+def original_message(error: BaseException) -> str:
+    """The one-line message of an error, also when a DataLoader re-raised it from a worker (whose message is the
+    worker's whole traceback: its last line is the original ``Type: message``)."""
+    text = str(error).strip()
+    if "Original Traceback" not in text:
+        return text.splitlines()[0] if text else type(error).__name__
+    last = text.splitlines()[-1]
+    name, separator, message = last.partition(": ")
+    return message if separator and " " not in name else last
+
+
+@contextlib.contextmanager
+def worker_deaths_at_fetch() -> Iterator[None]:
+    """Let a dead loading worker be noticed only where the next batch is awaited, for the block's life.
+
+    A DataLoader learns of a dead worker from SIGCHLD, whose handler raises its
+    error wherever the main thread happens to be: halfway through an optimiser
+    step, say, where no consistent checkpoint can be written.  Here SIGCHLD
+    gets its default action instead (POSIX, main thread; enter after the
+    loader has started, since starting it installs its handler); the loader
+    still checks its workers whenever it waits for a batch and raises there.
+    """
+    sigchld = getattr(signal, "SIGCHLD", None)
+    try:
+        previous = signal.signal(sigchld, signal.SIG_DFL) if sigchld is not None else None
+    except ValueError:  # not the main thread: signals are not ours to set
+        sigchld = None
+    try:
+        yield
+    finally:
+        if sigchld is not None:
+            signal.signal(sigchld, previous)
+
+
+def close_loader(iterator: Any) -> None:
+    """Shut a DataLoader iterator's workers down now (and unregister them, so a later SIGCHLD does not report a
+    worker that died here), rather than whenever the garbage collector gets to it."""
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is not None and code < 0:
+        with contextlib.suppress(ValueError):
+            return f"the decoder crashed on it ({signal.Signals(-code).name})"
+    return f"the decoder crashed on it (exit status {code})"
+
+
+def _scan(paths: Sequence[Path], read: Callable[[Path], Any], announce: Any) -> None:
+    for index, path in enumerate(paths):
+        announce.send(index)
+        try:
+            read(path)
+        except Exception:  # noqa: BLE001, S110 - an ordinary error is not a crash; the caller reports those
+            pass
+    announce.send(len(paths))
+    announce.close()
+
+
+def find_crashes(paths: Sequence[Path], read: Callable[[Path], Any] | None = None) -> dict[int, str]:
+    """The positions in ``paths`` of the files whose decoding (``read``, :func:`images.read_image_levels` by
+    default) kills the process, each with why: every file is decoded in a child process, never here."""
+    read = read or images.read_image_levels
+    context = multiprocessing.get_context()
+    crashed: dict[int, str] = {}
+    start = 0
+    while start < len(paths):
+        receiver, sender = context.Pipe(duplex=False)
+        child = context.Process(target=_scan, args=(list(paths[start:]), read, sender), daemon=True)
+        child.start()
+        sender.close()
+        last = -1
+        with contextlib.suppress(EOFError, OSError):
+            while True:
+                last = receiver.recv()
+        receiver.close()
+        child.join()
+        if last < 0 or start + last >= len(paths):  # done (or the child failed before it began: no culprit)
+            break
+        crashed[start + last] = _describe_exit(child.exitcode)
+        start += last + 1
+    return crashed
+
+
+def resilient(dataset: Callable[[list[int]], Dataset], count: int, paths: Callable[[int], Sequence[Path]],
+              delivered: Callable[[Any], Sequence[int]], on_crash: Callable[[int, str], None],
+              read: Callable[[Path], Any] | None = None, **loader: Any) -> Iterator[Any]:
+    """What a ``DataLoader(dataset(indices), **loader)`` yields over the items ``0 .. count-1``, surviving the
+    death of its workers.
+
+    ``dataset(indices)`` makes a dataset over some of the items (in that order); ``delivered(piece)`` says which
+    items a yielded piece holds, and ``paths(item)`` which files an item decodes.  When a worker dies, the
+    files of the items in flight are decoded one by one in a child process: each that kills it is passed to
+    ``on_crash(item, reason)`` and left out, and a new loader goes on with the items not yet delivered.
+    """
+    remaining = list(range(count))
+    in_flight = max(1, loader.get("num_workers", 0)) * (loader.get("prefetch_factor") or 2) * \
+        loader.get("batch_size", 1)
+    fruitless = 0
+    while remaining:
+        seen: set[int] = set()
+        iterator = iter(DataLoader(dataset(remaining), **loader))
+        # while the consumer works between two pieces too, a dead worker is noticed only at the next fetch
+        with worker_deaths_at_fetch():
+            try:
+                for piece in iterator:
+                    seen.update(delivered(piece))
+                    yield piece
+                return
+            except RuntimeError as error:
+                if not worker_died(error):
+                    raise
+                reason = original_message(error)
+            finally:
+                close_loader(iterator)
+        remaining = [item for item in remaining if item not in seen]
+        suspects = remaining[:in_flight]
+        files = [(item, path) for item in suspects for path in paths(item)]
+        crashed = find_crashes([path for _, path in files], read)
+        culprits = {files[position][0]: why for position, why in crashed.items()}
+        if not culprits:  # the worker died of something else (killed, out of memory): try again, twice at most
+            fruitless += 1
+            if fruitless > 2:
+                raise UserError(f"decoding workers keep dying ({reason}) and no file makes them; --workers 0 "
+                                "decodes in this process instead")
+        for item, why in culprits.items():
+            on_crash(item, why)
+        remaining = [item for item in remaining if item not in culprits]
+
+
+# -- verifying a training folder ---------------------------------------------------------------------------
+class _Verify(Dataset):
+    def __init__(self, paths: Sequence[Path], items: list[int]) -> None:
+        self.paths, self.items = paths, items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, position: int) -> tuple[int, Any]:
+        item = self.items[position]
+        return item, _verify_one(self.paths[item])
+
+
+def _verify_one(path: Path) -> images.ImageInfo | str:
+    try:
+        info = images.probe(path)
+        images.read_image_levels(path)  # every pixel, not only the header
+        return info
+    except UserError as error:
+        return str(error)
+    except Exception as error:  # noqa: BLE001 - whatever a decoder raises, name the file
+        return f"{path}: not a readable image ({type(error).__name__}: {str(error)[:120]})"
+
+
+def _pieces(batch: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
+    return batch
+
+
+# a folder this small is decoded in one worker; larger ones in as many as there are cores, with a progress bar
+_SMALL = 64
+
+
+def verify_images(paths: Sequence[Path], option: str, workers: int | None = None) -> list[images.ImageInfo]:
+    """Decode every file fully, once, in worker processes (so that no decoder can crash this one): the header
+    facts of each, or one :class:`UserError` naming the broken files (a decompression bomb, a truncated or
+    corrupt file, one whose decoder crashes) before any training step is spent on the folder."""
+    paths = list(paths)
+    if workers is None:
+        workers = 1 if len(paths) <= _SMALL else min(8, os.cpu_count() or 1)
+    results: dict[int, Any] = {}
+
+    def crashed(item: int, why: str) -> None:
+        results[item] = f"{paths[item]}: {why}"
+
+    chunk = max(1, min(32, len(paths) // max(1, 4 * workers)))
+    bar = tqdm(total=len(paths), unit="img", desc=f"checking {option}", leave=False, dynamic_ncols=True,
+               disable=True if len(paths) <= _SMALL else None)
+    try:
+        for piece in resilient(lambda items: _Verify(paths, items), len(paths), lambda item: [paths[item]],
+                               lambda piece: [item for item, _ in piece], crashed, batch_size=chunk,
+                               num_workers=workers, collate_fn=_pieces,
+                               prefetch_factor=2 if workers else None):
+            results.update(piece)
+            bar.update(len(piece))
+    finally:
+        bar.close()
+    broken = [results[item] for item in range(len(paths)) if isinstance(results.get(item), str)]
+    if broken:
+        more = f" and {len(broken) - 3} more broken files" if len(broken) > 3 else ""
+        raise UserError(f"{option}: {'; '.join(broken[:3])}{more}; fix or remove them before training")
+    return [results[item] for item in range(len(paths))]

@@ -1,0 +1,222 @@
+"""No broken file or bad option crashes a run or loses work: crashing decoders, files that break mid-run,
+run-folder locks, and a corpus of broken images driven through every command."""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import signal
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from img2img import translate
+from img2img.data import guard, images
+from img2img.errors import UserError
+from img2img.translate import GeneratorInfo, Translator
+
+from test_cli import assert_one_line_error, invoke
+from test_pix2pix import inverse_pairs  # noqa: F401 - a fixture
+from test_translate import Invert, write_rgb
+
+
+def crashing_reader(monkeypatch, marker="crash", when=None):
+    """Make the decoder die with a segmentation fault on every file whose name holds ``marker`` (or for which
+    ``when(path)`` is true); worker processes are forked, so they inherit it."""
+    real = images.read_image_levels
+
+    def read(path):
+        if (when(path) if when else marker in os.path.basename(path)):
+            faulthandler.disable()  # pytest's would print the crash's stack: a real crash is silent
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return real(path)
+
+    monkeypatch.setattr(images, "read_image_levels", read)
+    monkeypatch.setattr(translate, "read_image_levels", read)
+
+
+def test_find_crashes_names_each_file_that_kills_the_decoder(tmp_path, monkeypatch):
+    crashing_reader(monkeypatch)
+    paths = []
+    for name in ("a", "crash-1", "b", "c", "crash-2", "d"):
+        write_rgb(tmp_path / f"{name}.png", 4, 4)
+        paths.append(tmp_path / f"{name}.png")
+    (tmp_path / "broken.png").write_bytes(b"not a png")  # an ordinary error is not a crash
+    paths.append(tmp_path / "broken.png")
+    crashes = guard.find_crashes(paths)
+    assert sorted(crashes) == [1, 4]
+    assert all("SIGSEGV" in why for why in crashes.values())
+
+
+def test_a_crashing_decoder_costs_translation_that_file_only(tmp_path, monkeypatch):
+    source = tmp_path / "in"
+    names = [f"{i:02d}" for i in range(20)] + ["x-crash", "y-crash"]
+    for i, name in enumerate(names):
+        write_rgb(source / f"{name}.png", 8, 8, seed=i)
+    crashing_reader(monkeypatch)
+    skipped = []
+    summary = Translator(Invert(), GeneratorInfo(3, 3, 4), batch_size=2).translate_folder(
+        source, tmp_path / "out", workers=2, progress=False, on_skip=lambda path, why: skipped.append((path, why)))
+    assert sorted(p.name for p, _ in skipped) == ["x-crash.png", "y-crash.png"]
+    assert all("crashed" in why for _, why in skipped)
+    assert sorted(p.stem for p in summary.translated) == names[:20]
+    for name in names[:20]:  # every other image is there and right
+        got = np.asarray(Image.open(tmp_path / "out" / f"{name}.png"))
+        assert np.array_equal(got, 255 - np.asarray(Image.open(source / f"{name}.png")))
+
+
+def test_a_crashing_decoder_in_a_training_folder_is_named_before_training(tmp_path, monkeypatch):
+    for i in range(6):
+        write_rgb(tmp_path / "a" / f"{i}.png", 16, 16, seed=i)
+        write_rgb(tmp_path / "b" / f"{i}.png", 16, 16, seed=10 + i)
+    write_rgb(tmp_path / "b" / "crash.png", 16, 16)
+    crashing_reader(monkeypatch)
+    result, _ = invoke("train", "cyclegan", "--a", tmp_path / "a", "--b", tmp_path / "b", "--size", 16,
+                       "--dry-run")
+    assert_one_line_error(result, "crash.png", "crashed")
+
+
+def test_verification_decodes_every_pixel_and_names_every_broken_file(tmp_path):
+    good = [write_rgb(tmp_path / f"{i}.png", 8, 8, seed=i) or tmp_path / f"{i}.png" for i in range(3)]
+    data = (tmp_path / "0.png").read_bytes()
+    (tmp_path / "truncated.png").write_bytes(data[: len(data) - 40])  # the header reads; the pixels do not
+    images.probe(tmp_path / "truncated.png")
+    with pytest.raises(UserError, match="truncated.png") as error:
+        guard.verify_images([*good, tmp_path / "truncated.png"], "--a")
+    assert "\n" not in str(error.value)
+    infos = guard.verify_images(good, "--a", workers=2)
+    assert [(i.width, i.height, i.channels, i.bits) for i in infos] == [(8, 8, 3, 8)] * 3
+
+
+def _pix2pix_run(root, steps, workers):
+    from img2img.config import RunConfig, TrainConfig  # noqa: PLC0415
+
+    from test_pix2pix import tiny_config  # noqa: PLC0415
+
+    return RunConfig("pix2pix", TrainConfig(steps=steps, batch_size=2, device="cpu", num_workers=workers,
+                                            save_every_steps=3, sample_every_steps=100, log_every_steps=100),
+                     tiny_config(root))
+
+
+def break_during_step(monkeypatch, step, action):
+    """Run ``action()`` when the trainer reaches ``step``: a file changes on disk while the run goes on."""
+    from img2img.train import Trainer  # noqa: PLC0415
+
+    real = Trainer.train_step
+
+    def train_step(self, batch):
+        if self.step == step:
+            action()
+        return real(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", train_step)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_file_that_breaks_mid_run_saves_names_it_and_resumes_to_the_uninterrupted_weights(
+        inverse_pairs, tmp_path, workers, monkeypatch):
+    import torch  # noqa: PLC0415
+
+    from img2img import checkpoint  # noqa: PLC0415
+    from img2img.train import resume, train  # noqa: PLC0415
+
+    run = _pix2pix_run(inverse_pairs, steps=24, workers=workers)
+    whole = train(run, tmp_path / "whole")
+    victim = inverse_pairs / "b" / "5.png"
+    intact = victim.read_bytes()
+    break_during_step(monkeypatch, 2, lambda: victim.write_bytes(intact[: len(intact) // 2]))
+    with pytest.raises(UserError) as error:
+        train(run, tmp_path / "broken")  # verified while whole; the file breaks on disk at step 2
+    monkeypatch.undo()
+    message = str(error.value)
+    assert "\n" not in message and "5.png" in message and "--resume" in message, message
+    saved = checkpoint.read(tmp_path / "broken" / "last.ckpt")
+    assert 2 <= saved["step"] < 24
+    assert f"loading step {saved['step']}" in message
+    with pytest.raises(UserError, match="5.png"):  # resuming checks the files again
+        resume(tmp_path / "broken")
+    victim.write_bytes(intact)  # fixed
+    finished = resume(tmp_path / "broken")
+    assert finished.step == 24
+    a, b = checkpoint.read(whole.checkpoint)["networks"], checkpoint.read(finished.checkpoint)["networks"]
+    for net in a:
+        for key in a[net]:
+            assert torch.equal(a[net][key], b[net][key]), (net, key)
+
+
+def test_a_decoder_crash_mid_run_saves_and_names_the_file(inverse_pairs, tmp_path, monkeypatch):
+    from img2img import checkpoint  # noqa: PLC0415
+    from img2img.train import train  # noqa: PLC0415
+
+    flag = tmp_path / "crash-now"
+    crashing_reader(monkeypatch, when=lambda path: flag.exists() and os.path.basename(path) == "3.png")
+    break_during_step(monkeypatch, 2, flag.touch)
+    with pytest.raises(UserError) as error:
+        train(_pix2pix_run(inverse_pairs, steps=24, workers=2), tmp_path / "run")
+    message = str(error.value)
+    assert "3.png" in message and "crashed" in message and "SIGSEGV" in message and "\n" not in message, message
+    assert checkpoint.read(tmp_path / "run" / "last.ckpt")["step"] >= 2
+
+
+def test_starting_a_loader_draws_nothing_from_the_models_random_stream():
+    """A resumed run starts a new loader where an uninterrupted one does not: it must not shift torch's global
+    generator, which dropout and the models draw from."""
+    import torch  # noqa: PLC0415
+
+    from img2img.data.batches import LoaderBatches, StepSampler  # noqa: PLC0415
+
+    state = torch.get_rng_state()
+    LoaderBatches(list(range(8)), StepSampler(8, 2, seed=0), num_workers=0).iterate(3)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def _hold_lock(folder):
+    """Another process that trains ``folder`` (holds its lock) until killed."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom img2img.run import RunDir\n"
+                               "lock = RunDir(sys.argv[1]).lock()\nprint('locked', flush=True)\ntime.sleep(120)",
+                               str(folder)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_a_run_folder_in_use_is_refused_and_a_killed_holder_does_not_block_resume(tmp_path, mnist_run):
+    from img2img.train import train  # noqa: PLC0415
+
+    run = tmp_path / "run"
+    train(mnist_run(steps=2, batch_size=4), run)
+    holder = _hold_lock(run)
+    try:
+        for args in (["train", "mnist-gan", "--out", run, "--steps", 4, "--device", "cpu"],
+                     ["train", "mnist-gan", "--resume", run, "--steps", 4],
+                     ["train", "mnist-gan", "--out", tmp_path / "fresh-but-busy", "--steps", 4]):
+            if "fresh-but-busy" in str(args[3]):
+                holder.kill()
+                holder.wait()
+                holder = _hold_lock(tmp_path / "fresh-but-busy")
+            result, _ = invoke(*args)
+            assert_one_line_error(result, str(args[3]), "in use", f"process {holder.pid}")
+    finally:
+        holder.kill()  # SIGKILL: no chance to clean up
+        holder.wait()
+    result, output = invoke("train", "mnist-gan", "--resume", run, "--steps", 4)
+    assert result.exit_code == 0, output
+    assert "step-00000004" in output or (run / "checkpoints" / "step-00000004.ckpt").exists()
+
+
+def test_two_trainings_started_together_in_one_folder_one_is_refused(tmp_path):
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    command = [sys.executable, "-m", "img2img.cli", "train", "mnist-gan", "--out", str(tmp_path / "run"),
+               "--steps", "30", "--batch-size", "8", "--device", "cpu", "--save-every", "10"]
+    first, second = (subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                     for _ in range(2))
+    results = [(p.wait(timeout=300), p.communicate()) for p in (first, second)]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 1], results
+    refused = next(err for code, (_, err) in results if code == 1)
+    assert "Traceback" not in refused and ("in use" in refused or "already holds a run" in refused), refused
