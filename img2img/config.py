@@ -89,6 +89,9 @@ class TrainConfig:
                                   "steps compile, about a minute), off on the CPU.", choices=COMPILE_MODES)
     cudnn_benchmark: bool = option(True, "Let cuDNN time and pick its fastest convolution algorithms (CUDA).")
     fused_adam: bool = True  # Adam's update as one fused kernel (else the multi-tensor "foreach" one)
+    tensorboard: bool = option(False, "Also write TensorBoard event files to RUN/tensorboard: losses, learning rate, "
+                                      "speed, sample grids, evaluations and the config (needs pip install "
+                                      "'img2img[tensorboard]').", switch=True)
 
     def validate(self) -> None:
         if self.steps is None or self.decay_steps is None:
@@ -111,10 +114,14 @@ class TrainConfig:
         from img2img.speed import check_compile_mode  # noqa: PLC0415
 
         check_compile_mode(self.compile)
+        if self.tensorboard:
+            from img2img.board import check_available  # noqa: PLC0415
+
+            check_available()
 
 
 # settings that --resume may change: they say where and how fast a run computes, not what
-RESUMABLE_SETTINGS = ("steps", "device", "channels_last", "compile", "cudnn_benchmark", "fused_adam")
+RESUMABLE_SETTINGS = ("steps", "device", "channels_last", "compile", "cudnn_benchmark", "fused_adam", "tensorboard")
 
 
 @dataclass(frozen=True)

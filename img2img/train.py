@@ -26,10 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torchvision.utils import save_image
+from torchvision.utils import make_grid, save_image
 from tqdm import tqdm
 
 from img2img import checkpoint, speed
+from img2img.board import Board
 from img2img import distributed as dist_tools
 from img2img.config import RESUMABLE_SETTINGS, RunConfig, TrainConfig
 from img2img.data import guard
@@ -118,6 +119,7 @@ class Trainer:
             for name in self.model.inference_networks:
                 self.ema[name] = copy.deepcopy(self.model.nets[name]).requires_grad_(False)
         self.final_evaluation: float | None = None
+        self.board = Board(None)  # TensorBoard, while fit() runs with --tensorboard
         self.eval_metric = ""
         if self.config.eval_every_steps:
             from img2img.evaluation.evaluate import EvalData, check_training_evaluation  # noqa: PLC0415
@@ -264,10 +266,11 @@ class Trainer:
 
     def write_samples(self, inputs: Any) -> Path:
         images, per_row = self.inference_model().sample_grid(inputs)
+        grid = make_grid(images.float().cpu(), nrow=per_row, normalize=True, value_range=(-1, 1))
         path = self.dirs.sample(self.step)
-        save_image(images.float().cpu(), path, nrow=per_row, normalize=True, value_range=(-1, 1))
-        save_image(images.float().cpu(), self.dirs.samples / "last.png", nrow=per_row, normalize=True,
-                   value_range=(-1, 1))
+        save_image(grid, path)
+        save_image(grid, self.dirs.samples / "last.png")
+        self.board.image(grid, self.step)
         return path
 
     # -- the loop ------------------------------------------------------------------------------------
@@ -284,9 +287,13 @@ class Trainer:
         if logger.getEffectiveLevel() > logging.INFO:  # the run's log has its INFO lines however logging is set up
             logger.setLevel(logging.INFO)
         logger.addHandler(file_log)
+        self.board = Board(self.dirs.root if config.tensorboard else None, self.step)
+        self.board.config(self.run.to_json(), self.step)
         try:
             return self._fit(config, stop_after_steps)
         finally:
+            self.board.close()
+            self.board = Board(None)
             logger.removeHandler(file_log)
             logger.setLevel(level)
             file_log.close()
@@ -327,6 +334,7 @@ class Trainer:
                         window_start, window_step = now, self.step
                         bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k != "step"}, refresh=False)
                         self.dirs.append_metrics(record)
+                        self.board.record(record)
                         log.log(logging.INFO if bar.disable else logging.DEBUG, "%s",
                                 " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                          for k, v in record.items()))
@@ -405,6 +413,7 @@ class Trainer:
             self.model.train()
         values = {k: v for k, v in report.metrics.items() if isinstance(v, (int, float))}
         self.dirs.append_metrics({"step": self.step, "eval": values})
+        self.board.evaluation(values, self.step)
         value = float(values[self.eval_metric])
         self.final_evaluation = value
         improved = better(self.eval_metric, value, None if self.best is None else self.best["value"])

@@ -220,3 +220,52 @@ def test_two_trainings_started_together_in_one_folder_one_is_refused(tmp_path):
     assert codes == [0, 1], results
     refused = next(err for code, (_, err) in results if code == 1)
     assert "Traceback" not in refused and ("in use" in refused or "already holds a run" in refused), refused
+
+
+# -- TensorBoard ----------------------------------------------------------------------------------------------
+def test_tensorboard_events_hold_the_curves_grids_evaluations_and_config(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: PLC0415
+
+    run = tmp_path / "run"
+    result, output = invoke("train", "mnist-gan", "--out", run, "--steps", 6, "--batch-size", 8, "--device", "cpu",
+                            "--log-every", 2, "--sample-every", 3, "--eval-every", 6, "--tensorboard")
+    assert result.exit_code == 0, output
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0, "images": 0}).Reload()
+    tags = events.Tags()
+    assert {"loss/g_loss", "loss/d_loss", "train/learning_rate", "train/steps_per_second"} <= set(tags["scalars"])
+    assert [e.step for e in events.Scalars("loss/g_loss")] == [2, 4, 6]
+    assert any(tag.startswith("eval/") for tag in tags["scalars"])
+    assert [e.step for e in events.Images("samples")] == [3, 6]
+    assert events.Images("samples")[0].width > 28
+    text = events.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert '"model": "mnist-gan"' in text
+    # --tensorboard may be switched on when resuming; the curve goes on from the checkpoint
+    result, output = invoke("train", "mnist-gan", "--resume", run, "--steps", 8, "--tensorboard")
+    assert result.exit_code == 0, output
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0}).Reload()
+    assert [e.step for e in events.Scalars("loss/g_loss")] == [2, 4, 6, 8]
+
+
+def test_tensorboard_without_the_package_is_one_line_before_the_run(tmp_path, monkeypatch):
+    import importlib.util  # noqa: PLC0415
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    result, _ = invoke("train", "mnist-gan", "--out", tmp_path / "run", "--steps", 2, "--tensorboard")
+    assert_one_line_error(result, "--tensorboard", "pip install")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_failing_tensorboard_writer_never_stops_training(tmp_path, monkeypatch, mnist_run, caplog):
+    from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415
+
+    from img2img.train import train  # noqa: PLC0415
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(SummaryWriter, "add_scalar", broken)
+    result = train(mnist_run(steps=4, batch_size=4, log_every_steps=1, tensorboard=True), tmp_path / "run")
+    assert result.step == 4
+    warnings = [r.message for r in caplog.records if "TensorBoard" in r.message]
+    assert len(warnings) == 1 and "disk full" in warnings[0]
