@@ -7,13 +7,14 @@ import json
 import click
 
 from img2img import bench as bench_lib
+from img2img.config import MAX_SIDE
 
 from .options import with_speed_options
 
 
 @click.command()
 @click.argument("target", type=click.Choice(bench_lib.targets()))
-@click.option("--size", type=click.IntRange(min=8), default=256, help="Image side (the MNIST GAN is always 28).")
+@click.option("--size", type=click.IntRange(min=8, max=MAX_SIDE), default=256, help="Image side (the MNIST GAN is always 28).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Images per step.  [default: the model's bench batch (1 for the image models, 64 for mnist-gan), "
                    "8 for translate]")

@@ -9,6 +9,7 @@ field (so the values map onto the dataclass with no table in between).
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 import typing
 from collections.abc import Callable
@@ -20,6 +21,21 @@ from img2img.config import RESUMABLE_SETTINGS, RunConfig, TrainConfig, cli_optio
 
 # options that may accompany --resume: they do not change what the run computes
 RESUMABLE = {*RESUMABLE_SETTINGS, "resume", "out", "dry_run"}
+
+
+INT_LIMIT = 2**31 - 1
+
+
+class FiniteFloat(click.FloatRange):
+    """A float option that refuses nan and ±inf (which pass any range check) besides its range."""
+
+    name = "float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 def _base_type(hint: Any) -> type:
@@ -60,11 +76,11 @@ def config_options(cls: type, defaults: dict[str, Any] | None = None, only: tupl
                     default = None if default is None else str(default)
             elif meta.path:
                 extra["type"] = click.Path()
-            elif kind is int and (meta.min is not None or meta.max is not None):
-                extra["type"] = click.IntRange(min=meta.min, max=meta.max)
-            elif kind is float and (meta.min is not None or meta.max is not None):
-                extra["type"] = click.FloatRange(min=meta.min, max=meta.max, min_open=meta.min_open,
-                                                 max_open=meta.max_open)
+            elif kind is int:  # a count beyond 2³¹ is never meant, and overflows the libraries below
+                extra["type"] = click.IntRange(min=meta.min, max=INT_LIMIT if meta.max is None else meta.max)
+            elif kind is float:
+                extra["type"] = FiniteFloat(min=meta.min, max=meta.max, min_open=meta.min_open,
+                                            max_open=meta.max_open)
             else:
                 extra["type"] = kind
         if default == "":

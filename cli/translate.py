@@ -7,6 +7,7 @@ import click
 from img2img import export as export_lib
 from img2img import official
 from img2img import translate as translate_lib
+from img2img.config import MAX_SIDE
 from img2img.data.images import set_pixel_limit
 
 from .options import with_speed_options
@@ -36,9 +37,9 @@ def official_options(command):
                    "DiscoGAN).  [default: the model's first (a2b)]")
 @click.option("--format", "image_format", type=click.Choice(translate_lib.FORMATS), default="png",
               help="Output files: PNG (lossless, 8 or 16 bits), JPEG, or the input's own format.")
-@click.option("--resize", type=click.IntRange(min=1), default=None,
+@click.option("--resize", type=click.IntRange(min=1, max=MAX_SIDE), default=None,
               help="Resize every input to N×N first (outputs are then N×N).  [default: keep each size]")
-@click.option("--tile", type=click.IntRange(min=1), default=None,
+@click.option("--tile", type=click.IntRange(min=1, max=MAX_SIDE), default=None,
               help="Translate images larger than N×N in overlapping N×N tiles.  [default: only when an image "
                    "would not fit in memory]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, help="Images per forward pass.")

@@ -20,6 +20,10 @@ from img2img.errors import UserError
 COMPILE_MODES = ("auto", "off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
+# the largest image side any option takes (32768² is a billion pixels; beyond it no decoder or network goes)
+MAX_SIDE = 32768
+
+
 @dataclass(frozen=True)
 class CliOption:
     """How a config field appears on the command line (``img2img train MODEL`` is generated from these)."""
@@ -55,7 +59,7 @@ class TrainConfig:
     # None (steps, decay_steps): the model's epoch schedule decides (see GANModel.schedule)
     steps: int | None = option(1000, "Training steps in all.", min=1)
     batch_size: int = option(1, "Examples per step.", min=1)
-    seed: int = option(0, "Random seed.")
+    seed: int = option(0, "Random seed.", min=0, max=2**63 - 1)
     device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N.")
     lr: float = option(2e-4, "Adam learning rate.", min=0, min_open=True)
     beta1: float = 0.5
@@ -109,6 +113,8 @@ class TrainConfig:
             raise UserError(f"--ema must lie in [0, 1), got {self.ema_decay}")
         if self.eval_every_steps < 0:
             raise UserError(f"--eval-every must be 0 (off) or more, got {self.eval_every_steps}")
+        if not 0 <= self.seed < 2**63:
+            raise UserError(f"--seed must lie in [0, 2**63), got {self.seed}")
         if self.num_workers < 0:
             raise UserError(f"--workers must be 0 or more, got {self.num_workers}")
         from img2img.speed import check_compile_mode  # noqa: PLC0415

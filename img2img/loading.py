@@ -40,7 +40,10 @@ def run_config_from_dict(values: dict[str, Any], what: str = "config") -> RunCon
     """Rebuild a :class:`RunConfig` from its dict form (as in config.json or a checkpoint)."""
     from img2img.models import get_model_class  # noqa: PLC0415 - the registry imports every model
 
-    model_class = get_model_class(values["model"])
+    try:
+        model_class = get_model_class(values["model"])
+    except UserError as error:
+        raise UserError(f"{what}: {error}") from None
     return RunConfig(model=values["model"], train=from_dict(TrainConfig, values["train"], what),
                      options=from_dict(model_class.Config, values["options"], what))
 

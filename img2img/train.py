@@ -91,7 +91,15 @@ class Trainer:
         self.best: dict[str, Any] | None = None  # {"metric", "value", "step"} of the best evaluation so far
         seed_everything(self.config.seed)
         speed.configure_device(self.device, self.config.cudnn_benchmark)
-        self.model = build_model(run).to(self.device, memory_format=speed.memory_format(self.config.channels_last))
+        try:
+            self.model = build_model(run).to(self.device, memory_format=speed.memory_format(self.config.channels_last))
+        except (RuntimeError, MemoryError) as error:
+            if not out_of_memory(error):
+                raise
+            widths = " ".join(f"--{flag} {getattr(run.options, name)}" for flag, name in
+                              (("ngf", "base_channels"), ("ndf", "d_base_channels")) if hasattr(run.options, name))
+            raise UserError(f"out of {self.device.type.upper()} memory building the {run.model} networks"
+                            + (f" ({widths})" if widths else "") + "; use narrower networks") from None
         if self.job.rank:  # every rank starts from rank 0's weights (DDP broadcasts them) but draws its own noise
             seed_everything(mix_seed(self.config.seed, self.job.rank))
         self.wrapped = self._wrap_for_distributed()
@@ -532,6 +540,13 @@ def resolve_run(run: RunConfig) -> RunConfig:
         metric = check_training_evaluation(model_class, train.eval_metric,
                                            EvalData(train.eval_a, train.eval_b, train.eval_aligned))
         run = run.replace_train(eval_metric=metric)
+    try:
+        examples = model_class.dataset_size(run.options)
+    except NotImplementedError:
+        examples = None
+    if examples is not None and examples < run.train.batch_size:
+        raise UserError(f"--batch-size: the training data has {examples} examples, fewer than one batch of "
+                        f"{run.train.batch_size}")
     check_runnable(run)
     return run
 

@@ -58,8 +58,8 @@ def test_torchrun_cli_run_writes_once_and_loads_in_a_single_process(tmp_path):
     result = torchrun("-m", "img2img.cli", "train", "mnist-gan", "--steps", "6", "--batch-size", "4", "--device",
                       "cpu", "--save-every", "3", "--out", out)
     assert result.stdout.count("checkpoint:") == 1  # only rank 0 reports
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "config.json", "last.ckpt", "metrics.jsonl",
-                                                     "samples", "train.log"]
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "checkpoints", "config.json", "last.ckpt",
+                                                     "metrics.jsonl", "samples", "train.log"]
     assert (out / "train.log").read_text().count("finished at step 6") == 1
     assert "8 global" in (out / "train.log").read_text()
     model, run, payload = load_model(out)

@@ -2,9 +2,9 @@
 
 Files are read as the levels they store (uint8 or uint16 ``(H, W, C)``,
 :func:`read_image_levels`); elsewhere images travel as float32 arrays in
-[0, 1] (:func:`to_unit`) until they become tensors in [-1, 1].  PNG files are decoded with torchvision, which keeps 16
-bits per channel in colour images too (Pillow reduces those to 8); every
-other format goes through Pillow.
+[0, 1] (:func:`to_unit`) until they become tensors in [-1, 1].  Files are decoded by Pillow, which fails
+cleanly on corrupt data, except PNGs of 16 bits per channel in colour, which Pillow reduces to 8: OpenCV
+decodes those.
 
 No decoder runs on a file whose header claims more pixels than the limit
 (:func:`set_pixel_limit`; Pillow's ``MAX_IMAGE_PIXELS`` by default, about 89
@@ -14,6 +14,7 @@ memory or crashing a decoder.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,14 @@ def _png_bit_depth(path: Path) -> int | None:
     if len(header) == 26 and header[:8] == b"\x89PNG\r\n\x1a\n" and header[12:16] == b"IHDR":
         return header[24]
     return None
+
+
+def _png_colour_16(path: Path) -> bool:
+    """Whether the file is a PNG of 16 bits per channel in colour (RGB or RGBA), which Pillow reduces to 8."""
+    with open(path, "rb") as handle:
+        header = handle.read(26)
+    return (len(header) == 26 and header[:8] == b"\x89PNG\r\n\x1a\n" and header[12:16] == b"IHDR"
+            and header[24] == 16 and header[25] in (2, 6))
 
 
 def set_pixel_limit(pixels: int | None) -> None:
@@ -115,19 +124,40 @@ def _reason(error: Exception) -> str:
     return text[:160]
 
 
-def _read_png(path: Path) -> tuple[np.ndarray, int]:
-    from torchvision.io import ImageReadMode, decode_png, read_file  # noqa: PLC0415
+@contextlib.contextmanager
+def _opencv_quiet():
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is None:
+        yield
+        return
+    level = logging.getLogLevel()
+    logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        logging.setLogLevel(level)
 
-    with warnings.catch_warnings():  # torchvision announces its move to torchcodec; decoding still works
-        warnings.simplefilter("ignore", DeprecationWarning)
-        data = decode_png(read_file(str(path)), mode=ImageReadMode.UNCHANGED)
-    if data.dtype == torch.uint8:
-        levels, bits = data.permute(1, 2, 0).numpy(), 8
-    else:  # uint16
-        levels, bits = data.permute(1, 2, 0).to(torch.int32).numpy().astype(np.uint16), 16
-    if levels.shape[2] == 2:  # grey + alpha
+
+def _read_png(path: Path) -> tuple[np.ndarray, int]:
+    """A 16-bit colour PNG through OpenCV's decoder, which keeps the 16 bits (Pillow reduces them to 8) and
+    reports a corrupt file as a failure (torchvision's decode_png dies on most libpng errors, a bad CRC or a
+    broken IDAT, taking the process with it: it is never used)."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    with _opencv_quiet():  # a corrupt file is named by img2img, in one line, not described by OpenCV's log
+        levels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if levels is None:
+        raise ValueError("the PNG data is corrupt")
+    if levels.ndim == 2:
+        levels = levels[:, :, None]
+    elif len(data) > 25 and data[25] == 4:  # grey + alpha (colour type 4), which OpenCV expands to BGRA
         levels = levels[:, :, :1]
-    return levels, bits
+    elif levels.shape[2] == 3:
+        levels = levels[:, :, ::-1]  # BGR → RGB
+    elif levels.shape[2] == 4:
+        levels = levels[:, :, [2, 1, 0, 3]]
+    bits = 16 if levels.dtype == np.uint16 else 8
+    return np.ascontiguousarray(levels), bits
 
 
 def _read_pillow(path: Path) -> tuple[np.ndarray, int]:
@@ -149,11 +179,11 @@ def read_image_levels(path: str | Path) -> tuple[np.ndarray, int]:
     floating-point files), C in {1, 3, 4}, and the bits per channel the file stores (8 or 16)."""
     path = Path(path)
     try:
-        if path.suffix.lower() == ".png":
-            _open_checked(path).close()  # the header's claim against the limit before torchvision decodes
+        if _png_colour_16(path):
+            _open_checked(path).close()  # the header's claim against the limit before OpenCV decodes
             try:
                 return _read_png(path)
-            except RuntimeError:  # not a PNG inside, or torchvision cannot read it: Pillow says which
+            except ValueError:  # OpenCV cannot read it: Pillow reads it (in 8 bits) or says why
                 pass
         return _read_pillow(path)
     except (UnidentifiedImageError, OSError, RuntimeError, SyntaxError, ValueError) as error:

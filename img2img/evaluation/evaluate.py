@@ -78,7 +78,7 @@ def check_training_evaluation(model_class: Any, metric: str, data: EvalData) -> 
         raise UserError(f"--eval-metric: {metric!r} is not a {model_class.name} metric "
                         f"(choose from {', '.join(available)})")
     if model_class.evaluation != "samples":
-        _require(data, model_class)
+        _require(data, model_class, prefix="--eval-")
     return metric
 
 
@@ -162,10 +162,13 @@ def evaluate_model(model: Any, run: Any, step: int, data: EvalData | None = None
     return report
 
 
-def _require(data: EvalData | None, model_class: Any) -> EvalData:
+def _require(data: EvalData | None, model_class: Any, prefix: str = "--") -> EvalData:
+    """``prefix``: how the options are named where they were given (``--eval-`` when training)."""
     if data is None or (data.a is None and data.b is None and data.aligned is None):
-        flags = "--a DIR --b DIR (or --aligned DIR)" if model_class.evaluation == "paired" else "--a DIR --b DIR"
-        raise UserError(f"evaluating a {model_class.name} model needs held-out data: {flags}")
+        flags = f"{prefix}a DIR {prefix}b DIR" + (f" (or {prefix}aligned DIR)" if model_class.evaluation == "paired"
+                                                  else "")
+        where = " for --eval-every" if prefix == "--eval-" else ""
+        raise UserError(f"evaluating a {model_class.name} model{where} needs held-out data: {flags}")
     return data
 
 

@@ -216,7 +216,8 @@ class GANModel(nn.Module):
             example = cls.dataset(config)[0]
         except NotImplementedError:
             return None
-        return default_collate([example] * batch_size)
+        # views of the one example, not copies: only the shapes matter, and a large batch costs nothing
+        return _expand(default_collate([example]), batch_size)
 
     @classmethod
     def build_data(cls, config: Any, train: TrainConfig, device: torch.device,
@@ -293,3 +294,14 @@ class GANModel(nn.Module):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         if state:
             raise ValueError(f"{self.name} keeps no extra state, got {sorted(state)}")
+
+
+def _expand(batch: Any, batch_size: int) -> Any:
+    """A collated batch of one, as a batch of ``batch_size`` (tensors expanded, not copied)."""
+    if isinstance(batch, Tensor):
+        return batch.expand(batch_size, *batch.shape[1:])
+    if isinstance(batch, Mapping):
+        return {key: _expand(value, batch_size) for key, value in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_expand(value, batch_size) for value in batch)
+    return batch

@@ -53,9 +53,9 @@ log = logging.getLogger(__name__)
 class CutConfig(UnpairedData):
     generator: str = option("resnet_9blocks", "Generator: resnet_9blocks or resnet_6blocks.",
                             choices=tuple(RESNET_BLOCKS))
-    base_channels: int = option(64, "Generator base width.", flag="--ngf", min=1)  # ngf
-    d_base_channels: int = option(64, "Discriminator base width.", flag="--ndf", min=1)  # ndf
-    n_layers: int = option(3, "PatchGAN layers (3: 70×70 patches).", min=1)
+    base_channels: int = option(64, "Generator base width.", flag="--ngf", min=1, max=4096)  # ngf
+    d_base_channels: int = option(64, "Discriminator base width.", flag="--ndf", min=1, max=4096)  # ndf
+    n_layers: int = option(3, "PatchGAN layers (3: 70×70 patches).", min=1, max=16)
     loss: str = option("lsgan", "Adversarial loss.", choices=tuple(LOSSES))
     lambda_gan: float = option(1.0, "Weight λ_GAN of the adversarial term.", min=0)
     lambda_nce: float = option(1.0, "Weight λ_NCE of the PatchNCE terms.", min=0)
@@ -64,7 +64,7 @@ class CutConfig(UnpairedData):
                                             "flipped back (FastCUT).")
     num_patches: int = option(256, "Patches sampled per layer for PatchNCE.", min=1)
     nce_temperature: float = option(0.07, "Temperature τ of PatchNCE.", flag="--nce-t", min=0, min_open=True)
-    netf_channels: int = option(256, "Width of F's two-layer MLP heads.", flag="--netf-nc", min=1)
+    netf_channels: int = option(256, "Width of F's two-layer MLP heads.", flag="--netf-nc", min=1, max=4096)
     nce_layers: tuple[int, ...] = (0, 4, 8, 12, 16)  # indices into G's module sequence (the encoder part)
 
 

@@ -54,9 +54,9 @@ class CycleGANConfig(UnpairedData):
     generator: str = option("auto", "resnet_9blocks, resnet_6blocks, or auto: 9 blocks above 128 pixels, else 6.",
                             choices=GENERATORS)
     n_blocks: int | None = None  # resolved from generator and size
-    base_channels: int = option(64, "Generator base width.", flag="--ngf", min=1)  # ngf
-    d_base_channels: int = option(64, "Discriminator base width.", flag="--ndf", min=1)  # ndf
-    n_layers: int = option(3, "PatchGAN layers (3: 70×70 patches).", min=1)
+    base_channels: int = option(64, "Generator base width.", flag="--ngf", min=1, max=4096)  # ngf
+    d_base_channels: int = option(64, "Discriminator base width.", flag="--ndf", min=1, max=4096)  # ndf
+    n_layers: int = option(3, "PatchGAN layers (3: 70×70 patches).", min=1, max=16)
     norm: str = option("instance", "Normalisation layers.", choices=tuple(NORMS))
     dropout: bool = False
     loss: str = option("lsgan", "Adversarial loss.", choices=tuple(LOSSES))

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from img2img.config import option
+from img2img.config import MAX_SIDE, option
 from img2img.errors import UserError
 from img2img.losses import LOSSES, get_loss
 from img2img.models.base import Logs, Phase
@@ -38,9 +38,9 @@ from img2img.nn.discogan import DiscoDiscriminator, DiscoGenerator
 
 @dataclass(frozen=True)
 class DiscoGANConfig(UnpairedData):
-    size: int = option(64, "Image side (a power of two).", min=16)
-    base_channels: int = option(64, "Generator base width.", flag="--ngf", min=1)
-    d_base_channels: int = option(64, "Discriminator base width.", flag="--ndf", min=1)
+    size: int = option(64, "Image side (a power of two).", min=16, max=MAX_SIDE)
+    base_channels: int = option(64, "Generator base width.", flag="--ngf", min=1, max=4096)
+    d_base_channels: int = option(64, "Discriminator base width.", flag="--ndf", min=1, max=4096)
     loss: str = option("non-saturating", "Adversarial loss.", choices=tuple(LOSSES))  # the paper code's BCE
     gan_weight: float = 0.1  # of the GAN term within the adversarial part; the rest is feature matching
     default_rate: float = option(0.5, "Reconstruction weight after.", min=0, max=1)  # weight r of the reconstruction

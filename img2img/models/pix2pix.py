@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from img2img.config import option
+from img2img.config import MAX_SIDE, option
 from img2img.data.paired import PairedImages, aligned_files, check_pairs, match_folders
 from img2img.errors import UserError
 from img2img.losses import LOSSES, get_loss
@@ -42,9 +42,9 @@ class Pix2PixConfig:
     b: str | None = option(None, "Folder of target images, paired with --a by name.", path=True)
     aligned: str | None = option(None, "Folder of side-by-side A|B images (official format).", path=True)
     direction: str = option("a2b", "Translate A to B, or B to A.", choices=("a2b", "b2a"))
-    size: int = option(256, "Training crop side in pixels.", min=32)
+    size: int = option(256, "Training crop side in pixels.", min=32, max=MAX_SIDE)
     load_size: int | None = option(None, "Side images are resized to before cropping.  [default: size × 286/256]",
-                                   min=1)  # None: the official 286 for 256
+                                   min=1, max=MAX_SIDE)  # None: the official 286 for 256
     channels_a: int | None = option(None, "Input channels.  [default: inferred from the files]",
                                     choices=("1", "3", "4"))
     channels_b: int | None = option(None, "Output channels.  [default: inferred from the files]",
@@ -56,13 +56,13 @@ class Pix2PixConfig:
     generator: str = option("auto", "U-Net depth: unet_256 (8 downsamplings), unet_128 (7), auto: what --size fits.",
                             choices=GENERATORS)
     num_downs: int | None = None  # resolved from generator and size
-    base_channels: int = option(64, "Generator base width.", flag="--ngf", min=1)  # ngf
+    base_channels: int = option(64, "Generator base width.", flag="--ngf", min=1, max=4096)  # ngf
     norm: str = option("batch", "Normalisation layers.", choices=tuple(NORMS))
     dropout: bool = option(True, "Dropout 0.5 in the innermost decoder blocks.")
     discriminator: str = option("basic", "basic: 70×70 PatchGAN; n_layers: PatchGAN of --n-layers; "
                                          "pixel: 1×1 PixelGAN.", choices=DISCRIMINATORS)
-    n_layers: int = option(3, "Layers of the n_layers discriminator.", min=1)
-    d_base_channels: int = option(64, "Discriminator base width.", flag="--ndf", min=1)  # ndf
+    n_layers: int = option(3, "Layers of the n_layers discriminator.", min=1, max=16)
+    d_base_channels: int = option(64, "Discriminator base width.", flag="--ndf", min=1, max=4096)  # ndf
     # losses
     loss: str = option("non-saturating", "Adversarial loss.", choices=tuple(LOSSES))
     lambda_l1: float = option(100.0, "Weight λ of the L1 term.", min=0)

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from img2img.config import option
+from img2img.config import MAX_SIDE, option
 from img2img.data.unpaired import UnpairedImages, check_folder, folder_images, gpu_augment
 from img2img.errors import UserError
 from img2img.losses import get_loss
@@ -24,9 +24,9 @@ class UnpairedData:
 
     a: str | None = option(None, "Folder of domain-A images.", path=True)
     b: str | None = option(None, "Folder of domain-B images (unpaired).", path=True)
-    size: int = option(256, "Training crop side in pixels.", min=8)
+    size: int = option(256, "Training crop side in pixels.", min=8, max=MAX_SIDE)
     load_size: int | None = option(None, "Side images are resized to before cropping.  [default: size × 286/256]",
-                                   min=1)
+                                   min=1, max=MAX_SIDE)
     channels_a: int | None = option(None, "Channels of domain A.  [default: inferred from the files]",
                                     choices=("1", "3", "4"))
     channels_b: int | None = option(None, "Channels of domain B.  [default: inferred from the files]",
