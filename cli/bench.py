@@ -51,6 +51,17 @@ def bench(target: str, size: int, batch_size: int | None, steps: int | None, war
     on_cuda = torch_device.type == "cuda"
     if io_only and target != "translate":
         raise click.UsageError("--io-only applies to translate only")
+    if workers is not None and target != "translate":
+        raise click.UsageError("--workers applies to translate only (a training target runs on synthetic batches)")
+    if warmup is not None and target == "translate":
+        raise click.UsageError("--warmup applies to training targets only (translate times every image)")
+    if ladder:
+        context = click.get_current_context()
+        given = [f"--{name.replace('_', '-')}" for name in ("amp", "channels_last", "compile_mode", "cudnn_benchmark")
+                 if context.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
+        if given:
+            raise click.UsageError(f"--ladder sets the speed settings itself, rung by rung; leave out "
+                                   f"{', '.join(g.replace('--compile-mode', '--compile') for g in given)}")
     if profile and (target == "translate" or ladder):
         raise click.UsageError("--profile applies to a training target without --ladder")
 

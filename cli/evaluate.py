@@ -21,13 +21,14 @@ from img2img.evaluation.evaluate import evaluate_checkpoint
               help="FID/KID features: auto (digits for digit data, else Inception), digits, inception, random.")
 @click.option("--inception-weights", type=click.Path(dir_okay=False), default=None,
               help="The FID Inception weights (pt_inception-2015-12-05-6726825d.pth); never downloaded.")
-@click.option("--samples", type=click.IntRange(min=2), default=1000, help="Generated images (MNIST GAN).")
+@click.option("--samples", type=click.IntRange(min=2, max=2**31 - 1), default=None,
+              help="Generated images (MNIST GAN).  [default: 1000]")
 @click.option("--seed", type=int, default=0, help="Seed of the generated images and of the floor's draw.")
 @click.option("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Where to write the JSON.  [default: RUN/eval/step-N.json beside the checkpoint]")
 def evaluate(checkpoint: str, data_a: str | None, data_b: str | None, aligned: str | None, metrics: str | None,
-             features: str, inception_weights: str | None, samples: int, seed: int, device: str,
+             features: str, inception_weights: str | None, samples: int | None, seed: int, device: str,
              json_path: str | None) -> None:
     """Evaluate CHECKPOINT (a checkpoint file or run folder) by the documented protocol (see the README)."""
     wanted = tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else ()

@@ -533,6 +533,16 @@ def resolve_run(run: RunConfig) -> RunConfig:
     run = RunConfig(run.model, model_class.schedule(run.train, options), options)
     run.train.validate()
     resolve_device(run.train.device)
+    train = run.train
+    if not train.eval_every_steps:  # the held-out evaluation's options mean nothing without it
+        given = [flag for flag, value in (("--eval-metric", train.eval_metric), ("--eval-a", train.eval_a),
+                                          ("--eval-b", train.eval_b), ("--eval-aligned", train.eval_aligned)) if value]
+        if given:
+            raise UserError(f"{given[0]} applies to the held-out evaluation during training: add --eval-every N, "
+                            f"or leave out {', '.join(given)}")
+    if train.sync_batch_norm and not dist_tools.from_environment().enabled:
+        log.warning("--sync-bn synchronises batch norm across torchrun processes; this is one process, so it has "
+                    "no effect")
     if run.train.eval_every_steps:  # checked before a run folder exists; the chosen metric made explicit
         from img2img.evaluation.evaluate import EvalData, check_training_evaluation  # noqa: PLC0415
 

@@ -84,7 +84,8 @@ def test_discriminator_parameter_names_and_receptive_field():
 
 def test_pix2pix_model_shapes_for_every_discriminator(inverse_pairs):
     for discriminator in ("basic", "n_layers", "pixel"):
-        model = Pix2Pix(tiny_config(inverse_pairs, discriminator=discriminator, n_layers=2))
+        depth = {"n_layers": 2} if discriminator == "n_layers" else {}  # only that one takes --n-layers
+        model = Pix2Pix(tiny_config(inverse_pairs, discriminator=discriminator, **depth))
         a = torch.randn(2, 1, 32, 32)
         fake = model.nets["g"](a)
         assert fake.shape == (2, 1, 32, 32)

@@ -269,3 +269,40 @@ def test_a_failing_tensorboard_writer_never_stops_training(tmp_path, monkeypatch
     assert result.step == 4
     warnings = [r.message for r in caplog.records if "TensorBoard" in r.message]
     assert len(warnings) == 1 and "disk full" in warnings[0]
+
+
+# -- options that do not apply are said, never silently dropped ----------------------------------------------
+def test_options_that_do_not_apply_are_refused_or_warned(tmp_path, cyclegan_run):
+    import logging  # noqa: PLC0415
+
+    from test_unpaired import write_unpaired  # noqa: PLC0415
+
+    class Collect(logging.Handler):
+        text = ""
+
+        def emit(self, record):
+            Collect.text += record.getMessage() + "\n"
+
+    collect = Collect()
+    logging.getLogger("img2img").addHandler(collect)
+    caplog = collect  # what the CLI logs, however the img2img logger is set up
+
+    data = write_unpaired(tmp_path)
+    base = ["train", "cyclegan", "--a", data / "a", "--b", data / "b", "--size", 32, "--dry-run"]
+    for flag, value in (("--eval-a", data / "a"), ("--eval-metric", "fid_a2b")):
+        result, _ = invoke(*base, flag, value)
+        assert_one_line_error(result, flag, "--eval-every")
+    result, output = invoke(*base, "--sync-bn")
+    assert result.exit_code == 0 and "--sync-bn synchronises" in caplog.text, output
+    result, _ = invoke("train", "pix2pix", "--a", data / "a", "--b", data / "a", "--size", 32, "--n-layers", 5,
+                       "--dry-run")
+    assert_one_line_error(result, "--n-layers", "--discriminator n_layers")
+    for args, flag in ((["bench", "cyclegan", "--workers", 2], "--workers"),
+                       (["bench", "translate", "--warmup", 2], "--warmup"),
+                       (["bench", "cyclegan", "--ladder", "--compile", "default"], "--compile")):
+        result, _ = invoke(*args)
+        assert_one_line_error(result, flag)
+    result, output = invoke("eval", cyclegan_run, "--a", data / "a", "--b", data / "b", "--features", "random",
+                            "--samples", 50, "--device", "cpu")
+    assert result.exit_code == 0 and "--samples applies to models that generate" in caplog.text, output
+    logging.getLogger("img2img").removeHandler(collect)

@@ -355,7 +355,7 @@ def _floor(report: Report, extractor: Any, held_out: Tensor, training: Any, coun
 
 def evaluate_checkpoint(path: str | Path, a: str | None = None, b: str | None = None, aligned: str | None = None,
                         metrics: tuple[str, ...] = (), features: str = "auto", inception_weights: str | None = None,
-                        samples: int = 1000, seed: int = 0, device: str = "auto",
+                        samples: int | None = None, seed: int = 0, device: str = "auto",
                         json_path: Path | None = None) -> tuple[Report, Path]:
     """Evaluate a checkpoint file or run folder (its averaged weights when it has them); write the report as
     JSON to ``json_path``, by default ``RUN/eval/step-N.json`` beside the checkpoint."""
@@ -363,6 +363,10 @@ def evaluate_checkpoint(path: str | Path, a: str | None = None, b: str | None = 
         raise UserError(f"--inception-weights: {inception_weights} is not a file")
     torch_device = resolve_device(device)
     model, run, payload = load_model(path, torch_device, option="CHECKPOINT")
+    if samples is not None and model.evaluation != "samples":
+        log.warning("--samples applies to models that generate images (mnist-gan); a %s model is evaluated on "
+                    "the held-out data, so it is ignored", run.model)
+    samples = 1000 if samples is None else samples
     data = EvalData(a, b, aligned) if (a or b or aligned) else None
     report = evaluate_model(model, run, int(payload["step"]), data, features, inception_weights, samples, seed,
                             torch_device, metrics)

@@ -125,6 +125,9 @@ class Pix2Pix(GANModel):
             raise UserError(f"--norm must be one of {', '.join(NORMS)}, got {config.norm!r}")
         if config.discriminator not in DISCRIMINATORS:
             raise UserError(f"--discriminator must be one of {', '.join(DISCRIMINATORS)}")
+        if config.discriminator != "n_layers" and config.n_layers != 3:
+            raise UserError(f"--n-layers sets the depth of --discriminator n_layers; the {config.discriminator} "
+                            "discriminator has a fixed depth (add --discriminator n_layers, or leave --n-layers out)")
         get_loss(config.loss)
         load_size = config.load_size if config.load_size is not None else round(config.size * 286 / 256)
         if load_size < config.size:
