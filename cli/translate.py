@@ -8,7 +8,7 @@ from img2img import export as export_lib
 from img2img import official
 from img2img import translate as translate_lib
 from img2img.config import MAX_SIDE
-from img2img.data.images import set_pixel_limit
+from img2img.data.images import pixel_limit
 
 from .options import with_speed_options
 
@@ -68,18 +68,18 @@ def translate(checkpoint: str, input_path: str, output: str, target: str | None,
     input's size.  Existing files are kept unless --overwrite.  An unreadable
     input is reported and skipped, and the exit code is then 3.
     """
-    if max_pixels is not None:
-        set_pixel_limit(max_pixels)
-    translator = translate_lib.load(checkpoint, target, device, arch=arch, norm=norm, base_channels=base_channels,
-                                    use_ema=use_ema, amp=amp, stochastic=stochastic, batch_size=batch_size, tile=tile,
-                                    channels_last=channels_last, compile=compile_mode, cudnn_benchmark=cudnn_benchmark)
-    click.echo(f"{translator.info.description} on {translator.device}", err=True)
-    summary = translator.translate_folder(
-        input_path, output, image_format, overwrite=overwrite, resize=resize, workers=workers,
-        on_skip=lambda path, reason: click.echo(f"skipped {path}: {reason}", err=True))
-    click.echo(summary.line())
-    if not summary.ok:
-        raise click.exceptions.Exit(translate_lib.EXIT_SKIPPED)
+    with pixel_limit(max_pixels):  # this command's limit, not the process's for good
+        translator = translate_lib.load(checkpoint, target, device, arch=arch, norm=norm,
+                                        base_channels=base_channels, use_ema=use_ema, amp=amp, stochastic=stochastic,
+                                        batch_size=batch_size, tile=tile, channels_last=channels_last,
+                                        compile=compile_mode, cudnn_benchmark=cudnn_benchmark)
+        click.echo(f"{translator.info.description} on {translator.device}", err=True)
+        summary = translator.translate_folder(
+            input_path, output, image_format, overwrite=overwrite, resize=resize, workers=workers,
+            on_skip=lambda path, reason: click.echo(f"skipped {path}: {reason}", err=True))
+        click.echo(summary.line())
+        if not summary.ok:
+            raise click.exceptions.Exit(translate_lib.EXIT_SKIPPED)
 
 
 @click.command("import")

@@ -253,8 +253,6 @@ def test_random_training_options_never_bring_a_traceback(fixtures, options):
        batch=st.integers(-1, 9), workers=st.integers(-1, 3), pixels=st.one_of(st.none(), st.integers(-1, 500)))
 def test_random_translation_options_translate_or_refuse_in_one_line(fixtures, tmp_path_factory, resize, tile,
                                                                     batch, workers, pixels):
-    from img2img.data.images import set_pixel_limit  # noqa: PLC0415
-
     root, _, cyclegan = fixtures
     args = ["translate", cyclegan, root / "b", tmp_path_factory.mktemp("out"), "--device", "cpu",
             "--batch-size", batch, "--workers", workers]
@@ -262,10 +260,8 @@ def test_random_translation_options_translate_or_refuse_in_one_line(fixtures, tm
         if value is not None:
             args += [flag, value]
     default = Image.MAX_IMAGE_PIXELS
-    try:
-        result, output = invoke(*args)
-    finally:
-        set_pixel_limit(default)
+    result, output = invoke(*args)
+    assert Image.MAX_IMAGE_PIXELS == default  # --max-pixels holds for its command only
     assert_clean(result, output, "--resize", "--tile", "--batch-size", "--workers", "--max-pixels")
 
 

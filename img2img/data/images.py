@@ -74,10 +74,24 @@ def _png_colour_16(path: Path) -> bool:
             and header[24] == 16 and header[25] in (2, 6))
 
 
-def set_pixel_limit(pixels: int | None) -> None:
-    """The most pixels an image may claim before any decoder runs (None or 0: no limit).  The limit is Pillow's
-    (``Image.MAX_IMAGE_PIXELS``), so decoding worker processes started afterwards share it."""
+def set_pixel_limit(pixels: int | None) -> int | None:
+    """The most pixels an image may claim before any decoder runs (None or 0: no limit); returns the previous
+    limit.  The limit is Pillow's (``Image.MAX_IMAGE_PIXELS``), so decoding worker processes started afterwards
+    share it."""
+    previous = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = pixels or None
+    return previous
+
+
+@contextlib.contextmanager
+def pixel_limit(pixels: int | None):
+    """:func:`set_pixel_limit` for the block's life (``None``: leave the limit as it is)."""
+    previous = set_pixel_limit(pixels) if pixels is not None else None
+    try:
+        yield
+    finally:
+        if pixels is not None:
+            set_pixel_limit(previous)
 
 
 def _check_pixels(path: Path, width: int, height: int) -> None:
