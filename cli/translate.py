@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from img2img import export as export_lib
@@ -34,7 +36,8 @@ def official_options(command):
 @click.argument("output", type=click.Path())
 @click.option("--direction", "--to", "target", default=None,
               help="What the translation takes, as the model says: a2b or b2a for two-way models (CycleGAN, "
-                   "DiscoGAN).  [default: the model's first (a2b)]")
+                   "DiscoGAN), a domain for StarGAN, or all: every one, each into OUTPUT/<target>.  "
+                   "[default: the model's first]")
 @click.option("--format", "image_format", type=click.Choice(translate_lib.FORMATS), default="png",
               help="Output files: PNG (lossless, 8 or 16 bits), JPEG, or the input's own format.")
 @click.option("--resize", type=click.IntRange(min=1, max=MAX_SIDE), default=None,
@@ -68,18 +71,26 @@ def translate(checkpoint: str, input_path: str, output: str, target: str | None,
     input's size.  Existing files are kept unless --overwrite.  An unreadable
     input is reported and skipped, and the exit code is then 3.
     """
+    # --to all: every target of the model, each into its own sub-folder of OUTPUT
+    every = target == "all" and "all" not in translate_lib.translation_targets(checkpoint)
+    targets = translate_lib.translation_targets(checkpoint) if every else (target,)
+    ok = True
     with pixel_limit(max_pixels):  # this command's limit, not the process's for good
-        translator = translate_lib.load(checkpoint, target, device, arch=arch, norm=norm,
-                                        base_channels=base_channels, use_ema=use_ema, amp=amp, stochastic=stochastic,
-                                        batch_size=batch_size, tile=tile, channels_last=channels_last,
-                                        compile=compile_mode, cudnn_benchmark=cudnn_benchmark)
-        click.echo(f"{translator.info.description} on {translator.device}", err=True)
-        summary = translator.translate_folder(
-            input_path, output, image_format, overwrite=overwrite, resize=resize, workers=workers,
-            on_skip=lambda path, reason: click.echo(f"skipped {path}: {reason}", err=True))
-        click.echo(summary.line())
-        if not summary.ok:
-            raise click.exceptions.Exit(translate_lib.EXIT_SKIPPED)
+        for goal in targets:
+            translator = translate_lib.load(checkpoint, goal, device, arch=arch, norm=norm,
+                                            base_channels=base_channels, use_ema=use_ema, amp=amp,
+                                            stochastic=stochastic, batch_size=batch_size, tile=tile,
+                                            channels_last=channels_last, compile=compile_mode,
+                                            cudnn_benchmark=cudnn_benchmark)
+            click.echo(f"{translator.info.description} on {translator.device}", err=True)
+            summary = translator.translate_folder(
+                input_path, Path(output) / goal if every else output, image_format, overwrite=overwrite,
+                resize=resize, workers=workers,
+                on_skip=lambda path, reason: click.echo(f"skipped {path}: {reason}", err=True))
+            click.echo(f"{goal}: {summary.line()}" if every else summary.line())
+            ok = ok and summary.ok
+    if not ok:
+        raise click.exceptions.Exit(translate_lib.EXIT_SKIPPED)
 
 
 @click.command("import")

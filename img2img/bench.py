@@ -185,10 +185,30 @@ def _summary(device: torch.device, seconds: float, steps: int, images: int, flop
             "device": f"{device} ({name})", "torch_version": torch.__version__, "settings": settings}
 
 
+class _Global:
+    """In place of FlopCounterMode's module tracker, which counts per module through backward hooks that
+    ``torch.autograd.grad`` (a gradient penalty) cannot run under; only the total is wanted here."""
+
+    parents = {"Global"}
+
+    def __enter__(self) -> _Global:
+        return self
+
+    def __exit__(self, *args: Any) -> None:
+        return None
+
+
+def flop_counter() -> FlopCounterMode:
+    """A FlopCounterMode that counts the total only (and so also a step with a gradient penalty)."""
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _Global()
+    return counter
+
+
 def _step_flops(trainer: Any, batch: Any) -> float:
     """Floating-point operations of one training step (counted, not timed; the step does happen)."""
     trainer.model.train()
-    with FlopCounterMode(display=False) as counter:
+    with flop_counter() as counter:
         trainer.train_step(trainer.model.move_batch(batch, trainer.device))
     return float(counter.get_total_flops())
 
@@ -312,7 +332,7 @@ def bench_translate(size: int = 256, batch_size: int = 8, images: int = 64, devi
     else:
         net = init_weights(ResnetGenerator(3, 3, 64, blocks, "instance"))
         info = generator_info(net, 3, 3)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:  # counted eagerly, before any compiling
+    with torch.no_grad(), flop_counter() as counter:  # counted eagerly, before any compiling
         net.eval()(torch.zeros(1, 3, size, size))
     flops = float(counter.get_total_flops())
     translator = Translator(net, info, torch_device, amp=speed.amp, batch_size=batch_size,

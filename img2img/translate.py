@@ -99,8 +99,24 @@ def load(path: str | Path, target: str | None = None, device: str | torch.device
 
     device = resolve_device(str(device))
     net, info = load_generator(path, target or direction, arch, norm, base_channels, use_ema)
-    return Translator(net, info, device, amp=amp, stochastic=stochastic, batch_size=batch_size, tile=tile,
-                      channels_last=channels_last, compile=compile, cudnn_benchmark=cudnn_benchmark)
+    translator = Translator(net, info, device, amp=amp, stochastic=stochastic, batch_size=batch_size, tile=tile,
+                            channels_last=channels_last, compile=compile, cudnn_benchmark=cudnn_benchmark)
+    # translate(image, to=OTHER): the same checkpoint and settings, another target
+    translator.retarget = lambda other: load(path, other, device, arch, norm, base_channels, use_ema, amp, stochastic,
+                                             batch_size, tile, channels_last, compile, cudnn_benchmark)
+    return translator
+
+
+def translation_targets(path: str | Path, option: str = "CHECKPOINT") -> tuple[str, ...]:
+    """What the model in a checkpoint (or official weights file) translates to: its directions or domains."""
+    file = checkpoint.resolve(path, option)
+    payload = checkpoint.load_file(file, option)
+    if official.is_state_dict(payload):
+        return ("a2b",)
+    from img2img.loading import load_model  # noqa: PLC0415
+
+    model, _, _ = load_model(checkpoint.validate(payload, file, option), option=option, partial=True)
+    return model.translation_targets()
 
 
 def load_generator(path: str | Path, target: str | None = None, arch: str | None = None, norm: str | None = None,
@@ -257,6 +273,8 @@ class Translator:
         self.tile = tile
         self.tile_overlap = tile_overlap
         self.max_pixels = max_pixels if max_pixels is not None else self._pixel_budget()
+        self.retarget: Callable[[str], Translator] | None = None  # set by load(): a translator for another target
+        self._others: dict[str, Translator] = {}
 
     # -- memory ----------------------------------------------------------------------------------------
     def _pixel_budget(self) -> int:
@@ -356,8 +374,16 @@ class Translator:
         return (output / weight)[..., top:top + height, left:left + width]
 
     # -- images ----------------------------------------------------------------------------------------
-    def translate(self, image: Any) -> Any:
-        """Translate one image (or a batch of tensors); see the class docstring for what it takes."""
+    def translate(self, image: Any, to: str | None = None) -> Any:
+        """Translate one image (or a batch of tensors); see the class docstring for what it takes.  ``to``:
+        another target of the same model (a direction, or a multi-domain model's domain)."""
+        if to is not None and to != self.info.target:
+            if self.retarget is None:
+                raise UserError(f"to={to!r}: this translator holds one generator ({self.info.target}); load it "
+                                "with img2img.load(CHECKPOINT) to translate to other targets")
+            if to not in self._others:
+                self._others[to] = self.retarget(to)
+            return self._others[to].translate(image)
         if isinstance(image, Tensor):
             batch = image if image.dim() == 4 else image.unsqueeze(0)
             result = self.translate_tensor(batch).to(image.device)

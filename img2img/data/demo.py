@@ -10,6 +10,14 @@ PNGs, paired by name, ``train/`` from the 4,000 training digits and
 ``write_colour_digits``: unpaired data for CycleGAN and DiscoGAN. A is grey
 digits, B orange-on-navy digits with bolder strokes (:func:`orange_on_navy`),
 drawn from disjoint halves of the training digits so that no pair exists.
+
+``write_style_digits``: multi-domain data for StarGAN. Four styles of the
+same digits (:data:`STYLES`): white ink on black, orange on navy, black on
+white, and bold green on black (3×3 dilation: the stroke's shape changes,
+not only its colours).  ``train/<style>`` holds a disjoint quarter of the
+training digits each, so no digit is seen in two styles; ``test/<style>``
+holds every held-out digit in every style, the exact target of every
+source→target pair.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ DEMO_SIZE = 32
 MARKER = "demo.json"  # {"task": ...} at a demo dataset's root, so evaluation knows the exact targets
 SKELETON_TASK = "skeleton-to-digit"
 COLOUR_TASK = "grey-to-orange-on-navy"
+STYLE_TASK = "digit-styles"
 
 
 def _mark(out: Path, task: str) -> None:
@@ -170,3 +179,46 @@ def _write(folder: Path, images: np.ndarray, labels: np.ndarray, indices: np.nda
     folder.mkdir(parents=True, exist_ok=True)
     for image, label, index in zip(images, labels, indices):
         Image.fromarray(image).save(folder / f"{index:05d}_{label}.png")
+
+
+GREEN = np.array([0.2, 0.9, 0.3], dtype=np.float32)
+
+
+def _ink(grey: np.ndarray, background: np.ndarray, ink: np.ndarray) -> np.ndarray:
+    """``(N, H, W)`` uint8 ink intensity → ``(N, H, W, 3)`` uint8, each pixel between background and ink colour."""
+    level = grey.astype(np.float32)[..., None] / 255.0
+    return np.round((background + level * (ink - background)) * 255).astype(np.uint8)
+
+
+BLACK, WHITE = np.zeros(3, dtype=np.float32), np.ones(3, dtype=np.float32)
+# the StarGAN demo's domains: name → the fixed map from a grey digit (N, H, W) uint8 to RGB (N, H, W, 3) uint8
+STYLES = {
+    "white-on-black": lambda grey: _ink(grey, BLACK, WHITE),
+    "orange-on-navy": lambda grey: _ink(grey, NAVY, ORANGE),
+    "black-on-white": lambda grey: _ink(grey, WHITE, BLACK),
+    "bold-green": lambda grey: _ink(grey_dilation3(grey), BLACK, GREEN),  # thicker strokes: the shape changes
+}
+
+
+def write_style_digits(out: str | Path, overwrite: bool = False) -> dict[str, int]:
+    """Multi-domain demo: ``train/<style>`` a disjoint quarter of the training digits in each of :data:`STYLES`,
+    ``test/<style>`` every held-out digit in every style (the exact targets).  32×32 RGB PNGs ``NNNNN_L.png``."""
+    out = Path(out)
+    _prepare(out, overwrite)
+    train = load_embedded("train")
+    order = np.random.default_rng(UNPAIRED_SPLIT_SEED).permutation(len(train.labels))
+    grey = _pad_to_demo_size(train.images[:, 0].numpy())
+    labels = train.labels.numpy()
+    counts = {}
+    for part, (name, style) in zip(np.array_split(order, len(STYLES)), STYLES.items()):
+        part = np.sort(part)
+        _write(out / "train" / name, style(grey[part]), labels[part], part)
+        counts[name] = len(part)
+    test = load_embedded("test")
+    test_grey = _pad_to_demo_size(test.images[:, 0].numpy())
+    indices = np.arange(len(test.labels))
+    for name, style in STYLES.items():
+        _write(out / "test" / name, style(test_grey), test.labels.numpy(), indices)
+    _mark(out, STYLE_TASK)
+    counts["test"] = len(indices)
+    return counts

@@ -1,0 +1,124 @@
+"""StarGAN: label tiling, the discriminator's two heads, the gradient penalty, the update schedule, domain
+folders, --to, and the four-style demo data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import img2img
+from img2img.data.demo import STYLES, write_style_digits
+from img2img.errors import UserError
+from img2img.losses import gradient_penalty
+from img2img.models.stargan import StarGAN, StarGANConfig
+from img2img.nn.stargan import StarDiscriminator, StarGenerator, tile_labels
+
+from test_cli import assert_one_line_error, invoke
+
+
+def test_labels_are_tiled_as_constant_channels_after_the_image():
+    images = torch.randn(2, 3, 5, 7)
+    labels = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    tiled = tile_labels(images, labels)
+    assert tiled.shape == (2, 6, 5, 7)
+    assert torch.equal(tiled[:, :3], images)
+    for n in range(2):
+        for k in range(3):
+            assert torch.all(tiled[n, 3 + k] == labels[n, k])
+
+
+def test_the_generator_depends_on_the_target_label():
+    torch.manual_seed(0)
+    g = StarGenerator(3, 4, base_channels=8, n_blocks=1)
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    one, two = (g(x, torch.eye(4)[[k, k]]) for k in (0, 2))
+    assert one.shape == x.shape and not torch.allclose(one, two)
+
+
+def test_the_discriminator_scores_patches_and_classifies_the_whole_image():
+    d = StarDiscriminator(3, 32, domains=5, base_channels=8)
+    scores, logits = d(torch.randn(3, 3, 32, 32))
+    assert scores.shape == (3, 1, 2, 2) and logits.shape == (3, 5)
+    assert len([m for m in d.main if isinstance(m, torch.nn.Conv2d)]) == 4  # 32 → 2: four halvings
+    with pytest.raises(ValueError):
+        StarDiscriminator(3, 36, domains=2)  # 36 is not divisible by 16
+
+
+def test_the_gradient_penalty_reaches_the_discriminators_real_fake_path():
+    torch.manual_seed(0)
+    d = StarDiscriminator(3, 16, domains=2, base_channels=4)
+    real, fake = torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16)
+    penalty = gradient_penalty(lambda x: d(x)[0], real, fake)
+    penalty.backward()
+    for name, parameter in d.named_parameters():
+        if name.startswith("conv2"):  # the class head is not on the real/fake path
+            assert parameter.grad is None
+        elif name.endswith("weight"):  # (a bias moves ∇ₓD only through LeakyReLU's kinks: zero almost surely)
+            assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def _domains(root, names=("a", "b", "c"), count=3):
+    for k, name in enumerate(names):
+        for i in range(count):
+            value = np.full((16, 16, 3), 40 * k + 10 * i, np.uint8)
+            (root / name).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(value).save(root / name / f"{i}.png")
+    return root
+
+
+def test_domains_are_the_sub_folders_and_fewer_than_two_are_refused(tmp_path):
+    config = StarGAN.resolve(StarGANConfig(data=str(_domains(tmp_path / "data")), size=16))
+    assert config.domains == ("a", "b", "c") and config.channels == 3
+    assert StarGAN.dataset_size(config) == 9
+    item = StarGAN.dataset(config)[(4, 0)]
+    assert item["label"] == 1 and item["image"].shape == (3, 16, 16)
+    (tmp_path / "one" / "only").mkdir(parents=True)
+    _domains(tmp_path / "one", names=("only",))
+    result, _ = invoke("train", "stargan", "--data", tmp_path / "one", "--size", 16, "--dry-run")
+    assert_one_line_error(result, "--data", "two or more")
+
+
+def test_the_generator_steps_once_every_n_critic_steps(tmp_path):
+    config = StarGAN.resolve(StarGANConfig(data=str(_domains(tmp_path)), size=16, base_channels=4,
+                                           d_base_channels=4, n_blocks=1))
+    model = StarGAN(config)
+    schedule = ["".join(p.name for p in model.phases_at(step)) for step in range(10)]
+    assert schedule == ["d", "d", "d", "d", "dg", "d", "d", "d", "d", "dg"]
+
+
+def test_translate_to_one_domain_to_all_and_an_unknown_one(tmp_path):
+    data = _domains(tmp_path / "data")
+    result, output = invoke("train", "stargan", "--data", data, "--size", 16, "--steps", 2, "--decay-steps", 1,
+                            "--batch-size", 3,
+                            "--ngf", 4, "--ndf", 4, "--n-blocks", 1, "--device", "cpu", "--out", tmp_path / "run")
+    assert result.exit_code == 0, output
+    result, output = invoke("translate", tmp_path / "run", data / "a", tmp_path / "to-b", "--to", "b")
+    assert result.exit_code == 0, output
+    assert sorted(p.name for p in (tmp_path / "to-b").iterdir()) == ["0.png", "1.png", "2.png"]
+    result, output = invoke("translate", tmp_path / "run", data / "a", tmp_path / "all", "--to", "all")
+    assert result.exit_code == 0, output
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["a", "b", "c"]
+    assert len(list((tmp_path / "all" / "c").glob("*.png"))) == 3
+    result, _ = invoke("translate", tmp_path / "run", data / "a", tmp_path / "x", "--to", "purple")
+    assert_one_line_error(result, "--to", "purple", "a, b, c")
+    translator = img2img.load(tmp_path / "run")
+    image = np.zeros((16, 16, 3), np.uint8)
+    assert translator.translate(image, to="c").shape == (16, 16, 3)
+    with pytest.raises(UserError, match="purple"):
+        translator.translate(image, to="purple")
+
+
+def test_the_style_demo_has_four_styles_one_of_which_changes_the_shape(tmp_path):
+    counts = write_style_digits(tmp_path)
+    assert sorted(counts) == sorted([*STYLES, "test"]) and counts["test"] == 1000
+    names = {p.name for p in (tmp_path / "test" / "white-on-black").iterdir()}
+    for style in STYLES:
+        assert {p.name for p in (tmp_path / "test" / style).iterdir()} == names  # every held-out digit, each style
+    train = [set(p.name for p in (tmp_path / "train" / style).iterdir()) for style in STYLES]
+    assert all(not (a & b) for i, a in enumerate(train) for b in train[i + 1:])  # disjoint quarters
+    name = sorted(names)[0]
+    plain = np.asarray(Image.open(tmp_path / "test" / "white-on-black" / name)).max(2) > 127
+    bold = np.asarray(Image.open(tmp_path / "test" / "bold-green" / name)).max(2) > 127
+    assert bold.sum() > 1.3 * plain.sum()  # thicker strokes, not only another colour
