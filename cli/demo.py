@@ -40,10 +40,10 @@ def cyclegan(out: str, overwrite: bool) -> None:
 @click.option("--overwrite", is_flag=True, help="Write into a folder that is not empty.")
 def stargan(out: str, overwrite: bool) -> None:
     """Digits in four styles (OUT/train/<style>, disjoint quarters; OUT/test/<style>, every held-out digit in
-    every style), 32×32: white on black, orange on navy, black on white, bold green (thicker strokes)."""
+    every style), 32×32: plain white on black, bold orange on navy, soft black on white, bold soft green."""
     counts = demo_data.write_style_digits(out, overwrite=overwrite)
     test = counts.pop("test")
     click.echo(f"wrote {' + '.join(str(n) for n in counts.values())} training digits in {len(counts)} styles "
                f"({', '.join(counts)}) and {test} held-out ones in every style to {out}")
     click.echo(f"train with: img2img train stargan --data {out}/train --size 32 --no-flip --batch-size 16 "
-               "--steps 20000 --decay-steps 10000 --ngf 32 --ndf 32")
+               "--steps 7000 --decay-steps 3500 --ngf 32 --ndf 32")

@@ -15,6 +15,8 @@ from img2img.evaluation.evaluate import evaluate_checkpoint
 @click.option("--a", "data_a", type=click.Path(), default=None, help="Held-out domain-A (input) images.")
 @click.option("--b", "data_b", type=click.Path(), default=None, help="Held-out domain-B (target) images.")
 @click.option("--aligned", type=click.Path(), default=None, help="Held-out side-by-side A|B files (pix2pix).")
+@click.option("--data", "domains", type=click.Path(), default=None,
+              help="Held-out images, one sub-folder per domain (StarGAN).")
 @click.option("--metrics", default=None,
               help="Comma-separated metrics that must be computed (e.g. fid,psnr).  [default: all that apply]")
 @click.option("--features", type=click.Choice(["auto", *EXTRACTORS]), default="auto",
@@ -27,13 +29,14 @@ from img2img.evaluation.evaluate import evaluate_checkpoint
 @click.option("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Where to write the JSON.  [default: RUN/eval/step-N.json beside the checkpoint]")
-def evaluate(checkpoint: str, data_a: str | None, data_b: str | None, aligned: str | None, metrics: str | None,
+def evaluate(checkpoint: str, data_a: str | None, data_b: str | None, aligned: str | None, domains: str | None,
+             metrics: str | None,
              features: str, inception_weights: str | None, samples: int | None, seed: int, device: str,
              json_path: str | None) -> None:
     """Evaluate CHECKPOINT (a checkpoint file or run folder) by the documented protocol (see the README)."""
     wanted = tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else ()
     report, written = evaluate_checkpoint(checkpoint, data_a, data_b, aligned, wanted, features, inception_weights,
-                                          samples, seed, device, Path(json_path) if json_path else None)
+                                          samples, seed, device, Path(json_path) if json_path else None, domains)
     click.echo(f"{report.model} at step {report.step}")
     click.echo(report.table())
     click.echo(f"wrote {written}")

@@ -50,6 +50,9 @@ def _help_overrides(model_class: type[GANModel]) -> dict[str, str]:
     """Help that depends on the model: its best.ckpt metric, its epoch schedule."""
     helps = {"eval_metric": f"Metric that picks best.ckpt.  [default: {model_class.default_metric or 'none'}]"}
     if model_class.epoch_schedule is None:
+        if model_class.train_defaults.get("decay_steps", 0) is None:  # left to the model's schedule
+            helps["decay_steps"] = ("Final steps with a linearly falling learning rate.  [default: the second half "
+                                    "of --steps]")
         return helps
     epochs, decay = model_class.epoch_schedule
     return {**helps,"steps": f"Training steps in all.  [default: {epochs} epochs of the training data, as in the paper]",

@@ -85,6 +85,7 @@ class TrainConfig:
     eval_a: str | None = option(None, "Held-out A images for --eval-every.", path=True)
     eval_b: str | None = option(None, "Held-out B images for --eval-every.", path=True)
     eval_aligned: str | None = option(None, "Held-out side-by-side files for --eval-every (pix2pix).", path=True)
+    eval_data: str | None = option(None, "Held-out domain sub-folders for --eval-every (StarGAN).", path=True)
     eval_samples: int = 1000  # generated images per evaluation (MNIST GAN)
     # speed settings (img2img.speed): how the step runs, not what it computes; they may change on --resume
     channels_last: bool = option(False, "Networks and image batches in NHWC memory layout.")

@@ -2,7 +2,10 @@
 
 The exported graph is the generator alone: one target (direction), input ``image``
 ``(N, C_in, H, W)`` in [-1, 1], output ``translated`` ``(N, C_out, H, W)``
-in [-1, 1], with the batch size and both sides dynamic.  Sides must be
+in [-1, 1], with the batch size and both sides dynamic.  A model whose one
+generator takes its target (StarGAN) is exported, unless ``--to`` fixes one,
+with a second input ``domain``: the target's one-hot ``(N, domains)``, in the
+order that the metadata's ``img2img.domains`` lists.  Sides must be
 multiples of the generator's ``size_multiple`` (recorded in the model's
 metadata with the channels); pad and crop around it as
 :mod:`img2img.translate` does.  Uses PyTorch's ``torch.export``-based
@@ -16,12 +19,14 @@ import contextlib
 import importlib.util
 import io
 import os
+import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from img2img.errors import UserError
-from img2img.translate import load_generator
+from img2img.translate import conditional_generator, load_generator
 
 OPSET = 18
 
@@ -40,19 +45,29 @@ def export_onnx(checkpoint_path: str | Path, out: str | Path, target: str | None
     if out.exists() and not overwrite:
         raise UserError(f"--out: {out} exists; pass --overwrite to replace it")
     net, info = load_generator(checkpoint_path, target, arch, norm, base_channels, use_ema)
-    net = net.float().eval()
+    conditional = None if target is not None else conditional_generator(checkpoint_path, use_ema)
     side = max(info.min_size, info.size_multiple) * 2
     example = torch.zeros(2, info.in_channels, side, side)
-    dynamic = {"x": {0: torch.export.Dim("batch", min=1), 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}}
+    batch = torch.export.Dim("batch", min=1)
+    image_dims = {0: batch, 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}
+    dynamic: Any = (image_dims,)  # by position: whatever the forward's parameters are called
+    inputs, names, extra = (example,), ["image"], {"img2img.target": info.target}
+    if conditional is not None:  # the target domain as a second input: a one-hot (N, domains), in this order
+        net, domains = conditional
+        inputs, names = (example, torch.eye(len(domains))[[0, 1]]), ["image", "domain"]
+        dynamic = (image_dims, {0: batch})
+        extra = {"img2img.target": "the one-hot input 'domain'", "img2img.domains": ",".join(domains)}
+    net = net.float().eval()
     temporary = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.redirect_stdout(io.StringIO()):  # the exporter reports each stage on stdout
-            torch.onnx.export(net, (example,), str(temporary), dynamo=True, input_names=["image"],
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # it reports each stage
+            warnings.filterwarnings("ignore", message="The axis name")  # image and domain share their batch axis
+            torch.onnx.export(net, inputs, str(temporary), dynamo=True, input_names=names,
                               output_names=["translated"], dynamic_shapes=dynamic, opset_version=OPSET,
                               external_data=False, verbose=False)
         model = onnx.load(str(temporary))
-        for key, value in {"img2img.source": info.description, "img2img.target": info.target,
+        for key, value in {"img2img.source": info.description, **extra,
                            "img2img.in_channels": info.in_channels, "img2img.out_channels": info.out_channels,
                            "img2img.size_multiple": info.size_multiple, "img2img.range": "[-1, 1]"}.items():
             entry = model.metadata_props.add()

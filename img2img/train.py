@@ -134,7 +134,7 @@ class Trainer:
 
             self.eval_metric = check_training_evaluation(
                 type(self.model), self.config.eval_metric,
-                EvalData(self.config.eval_a, self.config.eval_b, self.config.eval_aligned))
+                EvalData(self.config.eval_a, self.config.eval_b, self.config.eval_aligned, self.config.eval_data))
         if resume is not None:
             self._load_state(resume)
         self.data = data if data is not None else self.model.build_data(run.options, self.config, self.device,
@@ -415,7 +415,7 @@ class Trainer:
         model.eval()
         try:
             report = evaluate_model(model, self.run, self.step,
-                                    EvalData(config.eval_a, config.eval_b, config.eval_aligned),
+                                    EvalData(config.eval_a, config.eval_b, config.eval_aligned, config.eval_data),
                                     samples=config.eval_samples, seed=config.seed, device=self.device)
         finally:
             self.model.train()
@@ -536,7 +536,8 @@ def resolve_run(run: RunConfig) -> RunConfig:
     train = run.train
     if not train.eval_every_steps:  # the held-out evaluation's options mean nothing without it
         given = [flag for flag, value in (("--eval-metric", train.eval_metric), ("--eval-a", train.eval_a),
-                                          ("--eval-b", train.eval_b), ("--eval-aligned", train.eval_aligned)) if value]
+                                          ("--eval-b", train.eval_b), ("--eval-aligned", train.eval_aligned),
+                                          ("--eval-data", train.eval_data)) if value]
         if given:
             raise UserError(f"{given[0]} applies to the held-out evaluation during training: add --eval-every N, "
                             f"or leave out {', '.join(given)}")
@@ -548,7 +549,8 @@ def resolve_run(run: RunConfig) -> RunConfig:
 
         train = run.train
         metric = check_training_evaluation(model_class, train.eval_metric,
-                                           EvalData(train.eval_a, train.eval_b, train.eval_aligned))
+                                           EvalData(train.eval_a, train.eval_b, train.eval_aligned,
+                                                    train.eval_data))
         run = run.replace_train(eval_metric=metric)
     try:
         examples = model_class.dataset_size(run.options)

@@ -137,6 +137,21 @@ def load_generator(path: str | Path, target: str | None = None, arch: str | None
     return checkpoint_generator(checkpoint.validate(payload, file, option), target, use_ema, option)
 
 
+def conditional_generator(path: str | Path, use_ema: bool = True,
+                          option: str = "CHECKPOINT") -> tuple[nn.Module, tuple[str, ...]] | None:
+    """The generator that takes its target as an input, and the targets, of a multi-domain model's checkpoint
+    (see :meth:`~img2img.models.base.GANModel.conditional_generator`); None for other models and official files."""
+    file = checkpoint.resolve(path, option)
+    payload = checkpoint.load_file(file, option)
+    if official.is_state_dict(payload):
+        return None
+    from img2img.loading import load_model  # noqa: PLC0415
+
+    model, _, _ = load_model(checkpoint.validate(payload, file, option), option=option, use_ema=use_ema,
+                             partial=True)
+    return model.conditional_generator()
+
+
 def checkpoint_generator(payload: dict[str, Any], target: str | None = None, use_ema: bool = True,
                          option: str = "CHECKPOINT") -> tuple[nn.Module, GeneratorInfo]:
     """What translates to ``target`` in a (validated) img2img checkpoint, with its averaged weights when the run

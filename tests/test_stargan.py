@@ -90,7 +90,7 @@ def test_the_generator_steps_once_every_n_critic_steps(tmp_path):
 
 def test_translate_to_one_domain_to_all_and_an_unknown_one(tmp_path):
     data = _domains(tmp_path / "data")
-    result, output = invoke("train", "stargan", "--data", data, "--size", 16, "--steps", 2, "--decay-steps", 1,
+    result, output = invoke("train", "stargan", "--data", data, "--size", 16, "--steps", 2,
                             "--batch-size", 3,
                             "--ngf", 4, "--ndf", 4, "--n-blocks", 1, "--device", "cpu", "--out", tmp_path / "run")
     assert result.exit_code == 0, output
@@ -110,7 +110,7 @@ def test_translate_to_one_domain_to_all_and_an_unknown_one(tmp_path):
         translator.translate(image, to="purple")
 
 
-def test_the_style_demo_has_four_styles_one_of_which_changes_the_shape(tmp_path):
+def test_the_style_demo_has_four_styles_that_differ_in_shape_as_well_as_colour(tmp_path):
     counts = write_style_digits(tmp_path)
     assert sorted(counts) == sorted([*STYLES, "test"]) and counts["test"] == 1000
     names = {p.name for p in (tmp_path / "test" / "white-on-black").iterdir()}
@@ -119,6 +119,64 @@ def test_the_style_demo_has_four_styles_one_of_which_changes_the_shape(tmp_path)
     train = [set(p.name for p in (tmp_path / "train" / style).iterdir()) for style in STYLES]
     assert all(not (a & b) for i, a in enumerate(train) for b in train[i + 1:])  # disjoint quarters
     name = sorted(names)[0]
-    plain = np.asarray(Image.open(tmp_path / "test" / "white-on-black" / name)).max(2) > 127
-    bold = np.asarray(Image.open(tmp_path / "test" / "bold-green" / name)).max(2) > 127
-    assert bold.sum() > 1.3 * plain.sum()  # thicker strokes, not only another colour
+    inks = {}
+    for style_name, style in STYLES.items():  # each style's ink, back on one axis
+        rgb = torch.from_numpy(np.array(Image.open(tmp_path / "test" / style_name / name))).permute(2, 0, 1)
+        inks[style_name] = style.ink_of(rgb[None].float() / 255)[0, 0]
+    shapes = list(inks.values())
+    for i, one in enumerate(shapes):  # every two styles differ in shape, not only in colour
+        for other in shapes[i + 1:]:
+            assert (one - other).abs().mean() > 0.02
+
+
+def test_onnx_export_takes_the_target_domain_as_a_second_input(tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    data = _domains(tmp_path / "data")
+    result, output = invoke("train", "stargan", "--data", data, "--size", 16, "--steps", 2,
+                            "--batch-size", 3, "--ngf", 4, "--ndf", 4, "--n-blocks", 1, "--device", "cpu",
+                            "--out", tmp_path / "run")
+    assert result.exit_code == 0, output
+    result, output = invoke("export", tmp_path / "run", "--out", tmp_path / "g.onnx")
+    assert result.exit_code == 0, output
+    session = onnxruntime.InferenceSession(str(tmp_path / "g.onnx"))
+    assert [i.name for i in session.get_inputs()] == ["image", "domain"]
+    translator = img2img.load(tmp_path / "run", device="cpu")
+    image = torch.rand(2, 3, 16, 24) * 2 - 1
+    for index, domain in enumerate(("a", "b", "c")):
+        one_hot = torch.eye(3)[[index, index]].numpy()
+        (exported,) = session.run(None, {"image": image.numpy(), "domain": one_hot})
+        assert np.abs(exported - translator.translate(image, to=domain).numpy()).max() < 1e-4
+    result, output = invoke("export", tmp_path / "run", "--out", tmp_path / "to-c.onnx", "--to", "c")
+    assert result.exit_code == 0, output
+    assert [i.name for i in onnxruntime.InferenceSession(str(tmp_path / "to-c.onnx")).get_inputs()] == ["image"]
+    result, _ = invoke("export", tmp_path / "run", "--out", tmp_path / "x.onnx", "--to", "purple")
+    assert_one_line_error(result, "--to", "purple")
+
+
+def test_eval_reports_every_target_domain_and_on_the_demo_every_pair_beside_the_colour_map(tmp_path):
+    import json  # noqa: PLC0415
+
+    write_style_digits(tmp_path / "demo")
+    for style in STYLES:  # a few digits of each: the same 12 held out in every style, 40 to train on
+        for split, keep in (("test", 12), ("train", 40)):
+            for extra in sorted((tmp_path / "demo" / split / style).iterdir())[keep:]:
+                extra.unlink()
+    result, output = invoke("train", "stargan", "--data", tmp_path / "demo" / "train", "--size", 32, "--steps", 2,
+                            "--batch-size", 4, "--ngf", 4, "--ndf", 4, "--n-blocks", 1, "--device", "cpu",
+                            "--out", tmp_path / "run")
+    assert result.exit_code == 0, output
+    result, output = invoke("eval", tmp_path / "run", "--data", tmp_path / "demo" / "test", "--device", "cpu",
+                            "--json", tmp_path / "eval.json")
+    assert result.exit_code == 0, output
+    report = json.loads((tmp_path / "eval.json").read_text())
+    metrics, baseline = report["metrics"], report["reference"]["colour map only"]
+    for style in STYLES:
+        assert f"fid_to_{style}" in metrics and f"own_domain_psnr_{style}" in metrics
+    pairs = [f"{s}_to_{t}" for s in STYLES for t in STYLES if s != t]
+    assert metrics["pairs"] == len(pairs) == 12
+    for pair in pairs:
+        assert 0 <= metrics[f"label_agreement_{pair}"] <= 1 and f"psnr_{pair}" in baseline
+        assert baseline[f"psnr_{pair}"] < 60  # every pair changes the shape: repainting alone is not exact
+    assert baseline["label_agreement"] > 0.9  # the classifier reads every style's ink
+    result, _ = invoke("eval", tmp_path / "run", "--device", "cpu")
+    assert_one_line_error(result, "--data")

@@ -12,9 +12,9 @@ digits, B orange-on-navy digits with bolder strokes (:func:`orange_on_navy`),
 drawn from disjoint halves of the training digits so that no pair exists.
 
 ``write_style_digits``: multi-domain data for StarGAN. Four styles of the
-same digits (:data:`STYLES`): white ink on black, orange on navy, black on
-white, and bold green on black (3×3 dilation: the stroke's shape changes,
-not only its colours).  ``train/<style>`` holds a disjoint quarter of the
+same digits (:data:`STYLES`), each with its own colours and its own stroke
+shape: plain white on black, bold (3×3 dilation) orange on navy, soft
+(Gaussian blur) black on white, bold and soft green on black.  ``train/<style>`` holds a disjoint quarter of the
 training digits each, so no digit is seen in two styles; ``test/<style>``
 holds every held-out digit in every style, the exact target of every
 source→target pair.
@@ -23,6 +23,7 @@ source→target pair.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -182,21 +183,53 @@ def _write(folder: Path, images: np.ndarray, labels: np.ndarray, indices: np.nda
 
 
 GREEN = np.array([0.2, 0.9, 0.3], dtype=np.float32)
-
-
-def _ink(grey: np.ndarray, background: np.ndarray, ink: np.ndarray) -> np.ndarray:
-    """``(N, H, W)`` uint8 ink intensity → ``(N, H, W, 3)`` uint8, each pixel between background and ink colour."""
-    level = grey.astype(np.float32)[..., None] / 255.0
-    return np.round((background + level * (ink - background)) * 255).astype(np.uint8)
-
-
 BLACK, WHITE = np.zeros(3, dtype=np.float32), np.ones(3, dtype=np.float32)
-# the StarGAN demo's domains: name → the fixed map from a grey digit (N, H, W) uint8 to RGB (N, H, W, 3) uint8
+
+
+def _blur(images: np.ndarray) -> np.ndarray:
+    """A Gaussian blur (σ = 1) of ``(N, H, W)`` uint8 images: soft, glowing strokes."""
+    import cv2  # noqa: PLC0415
+
+    return np.stack([cv2.GaussianBlur(image, (5, 5), 1.0) for image in images])
+
+
+SHAPES = {"plain": lambda grey: grey, "bold": grey_dilation3, "soft": _blur,
+          "bold-soft": lambda grey: _blur(grey_dilation3(grey))}
+
+
+@dataclass(frozen=True)
+class Style:
+    """One domain of the StarGAN demo: the digit's strokes reshaped (:data:`SHAPES`), then ink of one colour on a
+    background of another."""
+
+    background: np.ndarray
+    ink: np.ndarray
+    shape: str = "plain"
+
+    def render(self, grey: np.ndarray) -> np.ndarray:
+        """``(N, H, W)`` uint8 ink intensity → ``(N, H, W, 3)`` uint8."""
+        level = SHAPES[self.shape](grey).astype(np.float32)[..., None] / 255.0
+        return np.round((self.background + level * (self.ink - self.background)) * 255).astype(np.uint8)
+
+    def ink_of(self, rgb):
+        """``(N, 3, H, W)`` tensors in [0, 1] → the position on the background→ink axis, ``(N, 1, H, W)``."""
+        start = rgb.new_tensor(self.background).view(1, 3, 1, 1)
+        axis = rgb.new_tensor(self.ink - self.background).view(1, 3, 1, 1)
+        return (((rgb - start) * axis).sum(1, keepdim=True) / axis.pow(2).sum()).clamp(0, 1)
+
+    def paint(self, ink):
+        """``(N, 1, H, W)`` ink in [0, 1] → this style's colours ``(N, 3, H, W)``, without changing the shape."""
+        start = ink.new_tensor(self.background).view(1, 3, 1, 1)
+        return start + ink * ink.new_tensor(self.ink - self.background).view(1, 3, 1, 1)
+
+
+# the StarGAN demo's domains, by name: every two differ in the strokes' shape as well as in colour, so that no
+# pair is solved by repainting alone (the colour-map baseline)
 STYLES = {
-    "white-on-black": lambda grey: _ink(grey, BLACK, WHITE),
-    "orange-on-navy": lambda grey: _ink(grey, NAVY, ORANGE),
-    "black-on-white": lambda grey: _ink(grey, WHITE, BLACK),
-    "bold-green": lambda grey: _ink(grey_dilation3(grey), BLACK, GREEN),  # thicker strokes: the shape changes
+    "white-on-black": Style(BLACK, WHITE, "plain"),
+    "orange-on-navy": Style(NAVY, ORANGE, "bold"),
+    "black-on-white": Style(WHITE, BLACK, "soft"),
+    "green-on-black": Style(BLACK, GREEN, "bold-soft"),
 }
 
 
@@ -212,13 +245,13 @@ def write_style_digits(out: str | Path, overwrite: bool = False) -> dict[str, in
     counts = {}
     for part, (name, style) in zip(np.array_split(order, len(STYLES)), STYLES.items()):
         part = np.sort(part)
-        _write(out / "train" / name, style(grey[part]), labels[part], part)
+        _write(out / "train" / name, style.render(grey[part]), labels[part], part)
         counts[name] = len(part)
     test = load_embedded("test")
     test_grey = _pad_to_demo_size(test.images[:, 0].numpy())
     indices = np.arange(len(test.labels))
     for name, style in STYLES.items():
-        _write(out / "test" / name, style(test_grey), test.labels.numpy(), indices)
+        _write(out / "test" / name, style.render(test_grey), test.labels.numpy(), indices)
     _mark(out, STYLE_TASK)
     counts["test"] = len(indices)
     return counts

@@ -13,10 +13,17 @@ The protocol (also in the README):
   SSIM against the targets, FID/KID of outputs against targets.
 - CycleGAN/DiscoGAN: every held-out image of each domain translated to the
   other; FID/KID against the real images of that domain.
+- StarGAN: every held-out image of every other domain translated to each
+  domain; FID/KID against that domain's held-out images (``fid_to_<domain>``,
+  and their mean ``fid``); and every image translated to its own domain,
+  PSNR against itself (``own_domain_psnr``).
 - The offline demo tasks (``img2img demo``) add ground truth: PSNR/SSIM
   against the exact targets and label agreement by the digit classifier,
   beside the trivial baselines (identity and 3×3 dilation for
-  skeleton→digit; identity and the colour map alone for grey→orange-on-navy).
+  skeleton→digit; identity and the colour map alone for grey→orange-on-navy;
+  for the four digit styles, PSNR and label agreement of every
+  source→target pair beside the colour map alone, which repaints the
+  source's ink in the target's colours without changing its shape).
 
 Features: ``digits`` for digit data (the MNIST GAN and the demos), else the
 standard Inception (local weights only); FID and KID are skipped with a note
@@ -51,6 +58,7 @@ HIGHER_IS_BETTER = {"psnr", "ssim", "label_agreement", "classes_covered"}  # lpi
 SAMPLE_METRICS = ("fid", "kid", "fid_over_floor", "classes_covered", "kl_to_uniform", "nn_distance_to_train")
 PAIRED_METRICS = ("l1", "psnr", "ssim", "lpips", "fid", "kid", "label_agreement")
 DEMO_METRICS = ("l1", "psnr", "ssim", "label_agreement")
+MULTI_DOMAIN_METRICS = ("fid", "kid", "own_domain_psnr", "psnr", "label_agreement")
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +73,8 @@ def protocol_metrics(model_class: Any) -> tuple[str, ...]:
     if protocol == "unpaired":
         directions = tuple(model_class.translation_networks)
         return (*(f"{kind}_{d}" for d in directions for kind in ("fid", "kid")), *DEMO_METRICS)
+    if protocol == "multi-domain":  # and per domain (fid_to_<domain>) and per pair (psnr_<s>_to_<t>)
+        return MULTI_DOMAIN_METRICS
     return ()
 
 
@@ -87,11 +97,13 @@ BATCH = 100
 
 @dataclass(frozen=True)
 class EvalData:
-    """Held-out data for image models: paired folders (``a``, ``b``), side-by-side files (``aligned``)."""
+    """Held-out data for image models: paired folders (``a``, ``b``), side-by-side files (``aligned``), or a folder
+    of domain sub-folders (``data``)."""
 
     a: str | None = None
     b: str | None = None
     aligned: str | None = None
+    data: str | None = None
 
 
 @dataclass
@@ -152,6 +164,9 @@ def evaluate_model(model: Any, run: Any, step: int, data: EvalData | None = None
     elif model.evaluation == "unpaired":
         _evaluate_unpaired(model, run.options, report, _require(data, type(model)), device, features,
                            inception_weights, metrics)
+    elif model.evaluation == "multi-domain":
+        _evaluate_domains(model, run.options, report, _require(data, type(model)), device, features,
+                          inception_weights, metrics)
     else:
         raise UserError(f"no evaluation protocol for {run.model} models")
     if metrics:
@@ -164,10 +179,15 @@ def evaluate_model(model: Any, run: Any, step: int, data: EvalData | None = None
 
 def _require(data: EvalData | None, model_class: Any, prefix: str = "--") -> EvalData:
     """``prefix``: how the options are named where they were given (``--eval-`` when training)."""
+    where = " for --eval-every" if prefix == "--eval-" else ""
+    if model_class.evaluation == "multi-domain":
+        if data is None or data.data is None:
+            raise UserError(f"evaluating a {model_class.name} model{where} needs held-out data: {prefix}data DIR "
+                            "(one sub-folder per domain)")
+        return data
     if data is None or (data.a is None and data.b is None and data.aligned is None):
         flags = f"{prefix}a DIR {prefix}b DIR" + (f" (or {prefix}aligned DIR)" if model_class.evaluation == "paired"
                                                   else "")
-        where = " for --eval-every" if prefix == "--eval-" else ""
         raise UserError(f"evaluating a {model_class.name} model{where} needs held-out data: {flags}")
     return data
 
@@ -295,6 +315,73 @@ def _evaluate_unpaired(model: Any, options: Any, report: Report, data: EvalData,
                             "resize": "bicubic to the training size", "demo_task": task})
 
 
+def _evaluate_domains(model: Any, options: Any, report: Report, data: EvalData, device: Any, features: str,
+                      inception_weights: str | None, metrics: tuple[str, ...]) -> None:
+    """StarGAN's protocol (see the module docstring)."""
+    from img2img.data.demo import STYLE_TASK, STYLES  # noqa: PLC0415
+    from img2img.models.stargan import DomainImages, domain_folders  # noqa: PLC0415
+
+    folders = domain_folders(data.data, "--data")
+    names = tuple(name for name, _ in folders)
+    if names != tuple(options.domains):
+        raise UserError(f"--data: {data.data} holds the domains {', '.join(names)}; the model was trained on "
+                        f"{', '.join(options.domains)}")
+    real = {}
+    files = {}
+    for name, paths in folders:
+        dataset = DomainImages([(name, paths)], options.channels, options.size, options.size, flip=False,
+                               train=False)
+        real[name] = torch.stack([dataset[index]["image"] for index in range(len(dataset))])
+        files[name] = [Path(path).name for path in paths]
+    task = demo_task(data.data)
+    digits = task is not None
+    fakes = {(s, t): _translate(model, real[s], t, device) for s in names for t in names}
+    fid, kid = [], []
+    for target in names:
+        translated = torch.cat([fakes[(s, target)] for s in names if s != target])
+        extractor = _distribution_or_note(report, real[target], translated, device, features, inception_weights,
+                                          metrics, digits, f"_to_{target}")
+        if extractor is not None:
+            fid.append(report.metrics[f"fid_to_{target}"])
+            kid.append(report.metrics[f"kid_to_{target}"])
+    if fid:
+        report.metrics["fid"], report.metrics["kid"] = sum(fid) / len(fid), sum(kid) / len(kid)
+    own = {name: paired_metrics(unit(fakes[(name, name)]), unit(real[name]))["psnr"] for name in names}
+    report.metrics.update({f"own_domain_psnr_{name}": value for name, value in own.items()})
+    report.metrics["own_domain_psnr"] = sum(own.values()) / len(own)
+    if task == STYLE_TASK and set(names) == set(STYLES) and all(files[n] == files[names[0]] for n in names):
+        # test/<style> holds every held-out digit in every style: the exact target of every pair
+        classifier = load_classifier(device)
+        labels = torch.tensor([label_of(name) for name in files[names[0]]])
+
+        def agreement(images: Tensor, style: Any) -> float:
+            return (_classify(classifier, style.ink_of(images) * 2 - 1, device) == labels).float().mean().item()
+
+        baseline = report.reference.setdefault("colour map only", {})
+        psnr, agree, base_psnr, base_agree = [], [], [], []
+        for source in names:
+            for target in names:
+                if source == target:
+                    continue
+                exact = unit(real[target])
+                pair = f"{source}_to_{target}"
+                mapped = STYLES[target].paint(STYLES[source].ink_of(unit(real[source])))
+                report.metrics[f"psnr_{pair}"] = paired_metrics(unit(fakes[(source, target)]), exact)["psnr"]
+                report.metrics[f"label_agreement_{pair}"] = agreement(unit(fakes[(source, target)]), STYLES[target])
+                baseline[f"psnr_{pair}"] = paired_metrics(mapped, exact)["psnr"]
+                baseline[f"label_agreement_{pair}"] = agreement(mapped, STYLES[target])
+                psnr.append(report.metrics[f"psnr_{pair}"])
+                agree.append(report.metrics[f"label_agreement_{pair}"])
+                base_psnr.append(baseline[f"psnr_{pair}"])
+                base_agree.append(baseline[f"label_agreement_{pair}"])
+        report.metrics["psnr"], report.metrics["label_agreement"] = sum(psnr) / len(psnr), sum(agree) / len(agree)
+        baseline["psnr"], baseline["label_agreement"] = sum(base_psnr) / len(psnr), sum(base_agree) / len(agree)
+        report.metrics["pairs_beating_colour_map"] = sum(p > b for p, b in zip(psnr, base_psnr))
+        report.metrics["pairs"] = len(psnr)
+    report.protocol.update({"domains": list(names), "images": {n: len(real[n]) for n in names},
+                            "size": options.size, "resize": "bicubic to the training size", "demo_task": task})
+
+
 def _stack(dataset: Any, keys: tuple[str, ...]) -> tuple[Tensor, ...]:
     items = [dataset[index] for index in range(len(dataset))]
     return tuple(torch.stack([item[key] for item in items]) for key in keys)
@@ -356,7 +443,7 @@ def _floor(report: Report, extractor: Any, held_out: Tensor, training: Any, coun
 def evaluate_checkpoint(path: str | Path, a: str | None = None, b: str | None = None, aligned: str | None = None,
                         metrics: tuple[str, ...] = (), features: str = "auto", inception_weights: str | None = None,
                         samples: int | None = None, seed: int = 0, device: str = "auto",
-                        json_path: Path | None = None) -> tuple[Report, Path]:
+                        json_path: Path | None = None, data: str | None = None) -> tuple[Report, Path]:
     """Evaluate a checkpoint file or run folder (its averaged weights when it has them); write the report as
     JSON to ``json_path``, by default ``RUN/eval/step-N.json`` beside the checkpoint."""
     if inception_weights is not None and not Path(inception_weights).is_file():
@@ -367,7 +454,7 @@ def evaluate_checkpoint(path: str | Path, a: str | None = None, b: str | None = 
         log.warning("--samples applies to models that generate images (mnist-gan); a %s model is evaluated on "
                     "the held-out data, so it is ignored", run.model)
     samples = 1000 if samples is None else samples
-    data = EvalData(a, b, aligned) if (a or b or aligned) else None
+    data = EvalData(a, b, aligned, data) if (a or b or aligned or data) else None
     report = evaluate_model(model, run, int(payload["step"]), data, features, inception_weights, samples, seed,
                             torch_device, metrics)
     used = report.protocol.get("features")

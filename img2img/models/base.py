@@ -264,6 +264,12 @@ class GANModel(nn.Module):
         return Translation(self.nets[name], (name,), getattr(self.config, f"channels_{source}"),
                            getattr(self.config, f"channels_{goal}"), bits)
 
+    def conditional_generator(self) -> tuple[nn.Module, tuple[str, ...]] | None:
+        """For a model whose one generator takes its target as an input (StarGAN): the generator, called as
+        ``g(images, one_hot)`` with ``one_hot`` ``(N, len(targets))``, and the targets in label order.  Export
+        then takes the target as a second input.  None for every other model."""
+        return None
+
     @torch.no_grad()
     def translate(self, images: Tensor, target: str | None = None) -> Tensor:
         """``(N, C, H, W)`` in [-1, 1] translated to ``target`` (see :meth:`translation`)."""

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from img2img.config import MAX_SIDE, option
+from img2img.config import MAX_SIDE, TrainConfig, option
 from img2img.data.images import convert_channels, list_images, read_image, to_tensor
 from img2img.data.paired import infer_channels
 from img2img.data.unpaired import check_folder, single_transform
@@ -126,7 +126,10 @@ class StarGAN(GANModel):
     phases = (Phase("d", ("d",)), Phase("g", ("g",)))
     inference_networks = ("g",)
     translation_option = "--to"
-    train_defaults = dict(batch_size=16, lr=1e-4, steps=200000, decay_steps=100000, save_every_steps=10000,
+    evaluation = "multi-domain"
+    default_metric = "fid"
+    # decay_steps None: the second half of --steps, as the official code decays over the second half
+    train_defaults = dict(batch_size=16, lr=1e-4, steps=200000, decay_steps=None, save_every_steps=10000,
                           sample_every_steps=1000, log_every_steps=100, num_workers=2)
     bench_batch_size = 16
     order = 40
@@ -181,6 +184,12 @@ class StarGAN(GANModel):
                  "label": torch.randint(5, (batch_size,), generator=generator)}
         return config, batch
 
+    @classmethod
+    def schedule(cls, train: TrainConfig, config: StarGANConfig) -> TrainConfig:
+        """The learning rate decays linearly over the second half of --steps unless --decay-steps says."""
+        steps = train.steps if train.steps is not None else cls.train_defaults["steps"]
+        return replace(train, steps=steps, decay_steps=steps // 2 if train.decay_steps is None else train.decay_steps)
+
     def phases_at(self, step: int) -> tuple[Phase, ...]:
         """D every step; G as well every ``n_critic`` steps (the official ``(i+1) % n_critic == 0``)."""
         return self.phases if (step + 1) % self.config.n_critic == 0 else self.phases[:1]
@@ -232,6 +241,9 @@ class StarGAN(GANModel):
             raise UserError(f"--to: this stargan model translates to {', '.join(targets)} (or all), not {target!r}")
         return Translation(ToDomain(self.nets["g"], targets.index(target)), ("g",), self.config.channels,
                            self.config.channels, self.config.bits or 8)
+
+    def conditional_generator(self) -> tuple[nn.Module, tuple[str, ...]]:
+        return self.nets["g"], self.config.domains
 
     def sample_inputs(self, data: Any, seed: int, device: torch.device) -> dict[str, Tensor]:
         """Images spread over every domain (the first of each, then the next, ...)."""
