@@ -54,8 +54,14 @@ class MnistGan(GANModel):
     def __init__(self, config: MnistGanConfig) -> None:
         super().__init__(config)
         self.adversarial = get_loss(config.loss)
-        self.nets["g"] = init_weights(MLPGenerator(noise_dim=config.noise_dim))
-        self.nets["d"] = init_weights(MLPDiscriminator())
+        generator, discriminator = self.networks(config)
+        self.nets["g"] = init_weights(generator)  # N(0, 0.02), as the GAN papers
+        self.nets["d"] = init_weights(discriminator)
+
+    def networks(self, config: MnistGanConfig) -> tuple[nn.Module, nn.Module]:
+        """G (noise ``(N, noise_dim)`` → digits ``(N, 1, 28, 28)``) and D (digits → one logit each); a model on
+        the same digits with other networks (DCGAN) overrides only this."""
+        return MLPGenerator(noise_dim=config.noise_dim), MLPDiscriminator()
 
     @classmethod
     def resolve(cls, config: MnistGanConfig) -> MnistGanConfig:
