@@ -185,8 +185,7 @@ def _cases():
             if path == ("train", "stargan") and param.name in shared:  # the loop's options: swept above
                 continue
             for value in _bad_values(param, huge_ok):
-                yield pytest.param(path, param.opts[0] if param.opts else None, param.name, value,
-                                   id=f"{'-'.join(path)}{param.opts[0] if param.opts else param.name}={value}")
+                yield pytest.param(path, param.opts[0], param.name, value, id=f"{'-'.join(path)}{param.opts[0]}={value}")
 
 
 @pytest.mark.parametrize(("path", "flag", "name", "value"), list(_cases()))
@@ -194,10 +193,7 @@ def test_bad_values_of_every_option_are_one_line_errors_or_accepted(fixtures, tm
     root, mnist, cyclegan = fixtures
     base, _ = COMMANDS[path]
     value = {"__FILE__": root / "file.txt", "__FOLDER__": root / "folder"}.get(value, value)
-    args = [*path, *base(root, mnist, cyclegan), flag, value] if flag else None
-    if args is None:
-        pytest.skip("positional")  # the positional paths: see the broken-checkpoint test
-    result, output = invoke(*args)
+    result, output = invoke(*path, *base(root, mnist, cyclegan), flag, value)
     assert_clean(result, output, flag, flag.lstrip("-"), value)
 
 
