@@ -116,7 +116,8 @@ def import_weights(weights: str, weights_b: str | None, out: str, overwrite: boo
 @click.option("--format", "export_format", type=click.Choice(["onnx"]), default="onnx", help="Export format.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="The file to write.")
 @click.option("--direction", "--to", "target", default=None,
-              help="What the exported generator translates (a2b, b2a).  [default: the model's first]")
+              help="What the exported generator translates (a2b, b2a; a StarGAN domain).  [default: the model's "
+                   "first; for StarGAN, every domain, the target being a second input]")
 @click.option("--ema/--no-ema", "use_ema", default=True, help="Export the averaged weights when the run kept them.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @official_options
