@@ -72,7 +72,7 @@ def translate(checkpoint: str, input_path: str, output: str, target: str | None,
     input is reported and skipped, and the exit code is then 3.
     """
     # --to all: every target of the model, each into its own sub-folder of OUTPUT
-    every = target == "all" and "all" not in translate_lib.translation_targets(checkpoint)
+    every = target == "all"
     targets = translate_lib.translation_targets(checkpoint) if every else (target,)
     ok = True
     with pixel_limit(max_pixels):  # this command's limit, not the process's for good

@@ -9,7 +9,6 @@ resume bit for bit.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import math
@@ -134,7 +133,7 @@ class Trainer:
 
             self.eval_metric = check_training_evaluation(
                 type(self.model), self.config.eval_metric,
-                EvalData(self.config.eval_a, self.config.eval_b, self.config.eval_aligned, self.config.eval_data))
+                EvalData.of_training(self.config))
         if resume is not None:
             self._load_state(resume)
         self.data = data if data is not None else self.model.build_data(run.options, self.config, self.device,
@@ -328,7 +327,7 @@ class Trainer:
         bar = tqdm(total=config.steps, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=None if main else True, desc=self.run.model)
         try:
-            with guard.worker_deaths_at_fetch(), contextlib.closing(_Closing(batches)):
+            with guard.worker_deaths_at_fetch(batches):
                 # a dead loading worker is noticed between steps; the workers end before SIGCHLD is let through
                 while self.step < end:
                     batch = self.model.move_batch(_fetch(batches), self.device)
@@ -369,8 +368,7 @@ class Trainer:
             if not out_of_memory(error):
                 raise
             size = getattr(self.run.options, "size", None)
-            kept = f"the newest checkpoint, {self.dirs.last}, is intact" if self.dirs.last.exists() else \
-                "no checkpoint was written yet"
+            kept = self._newest_checkpoint()
             raise UserError(f"out of {self.device.type.upper()} memory at step {self.step}: "
                             + (f"--size {size} with " if size else "") + f"--batch-size {config.batch_size} does "
                             f"not fit; use smaller images or batches ({kept})") from None
@@ -388,6 +386,10 @@ class Trainer:
                          self.final_evaluation, self.step, self.best["value"], self.best["step"], self.dirs.best)
         return TrainResult(self.dirs.root, last, grid, self.step, seconds)
 
+    def _newest_checkpoint(self) -> str:
+        return f"the newest checkpoint, {self.dirs.last}, is intact" if self.dirs.last.exists() else \
+            "no checkpoint was written yet"
+
     def _data_failure(self, error: BaseException) -> UserError:
         """A batch could not be loaded (a file broke on disk, a decoding worker died): save a checkpoint at this
         step, before which every step is complete, and say which file, in one line."""
@@ -398,11 +400,8 @@ class Trainer:
                 f"a data-loading worker died ({guard.original_message(error)})"
         else:
             what = guard.original_message(error)
-        if self.job.enabled:  # the other ranks are not waiting to save with this one
-            kept = f"the newest checkpoint, {self.dirs.last}, is intact" if self.dirs.last.exists() else \
-                "no checkpoint was written yet"
-        else:
-            kept = f"saved {self.save()}"
+        # the other ranks are not waiting to save with this one
+        kept = self._newest_checkpoint() if self.job.enabled else f"saved {self.save()}"
         return UserError(f"{what} (loading step {self.step}; {kept}); fix the file, then --resume {self.dirs.root} "
                          "continues the run")
 
@@ -415,7 +414,7 @@ class Trainer:
         model.eval()
         try:
             report = evaluate_model(model, self.run, self.step,
-                                    EvalData(config.eval_a, config.eval_b, config.eval_aligned, config.eval_data),
+                                    EvalData.of_training(config),
                                     samples=config.eval_samples, seed=config.seed, device=self.device)
         finally:
             self.model.train()
@@ -440,14 +439,6 @@ class Trainer:
         if any(not math.isfinite(v) for v in record.values() if isinstance(v, float)):
             log.warning("a loss is not finite at step %d", self.step)
         return record
-
-
-class _Closing:
-    def __init__(self, batches: Iterator[Any]) -> None:
-        self.batches = batches
-
-    def close(self) -> None:
-        guard.close_loader(self.batches)
 
 
 class _DataFailure(Exception):
@@ -547,10 +538,7 @@ def resolve_run(run: RunConfig) -> RunConfig:
     if run.train.eval_every_steps:  # checked before a run folder exists; the chosen metric made explicit
         from img2img.evaluation.evaluate import EvalData, check_training_evaluation  # noqa: PLC0415
 
-        train = run.train
-        metric = check_training_evaluation(model_class, train.eval_metric,
-                                           EvalData(train.eval_a, train.eval_b, train.eval_aligned,
-                                                    train.eval_data))
+        metric = check_training_evaluation(model_class, run.train.eval_metric, EvalData.of_training(run.train))
         run = run.replace_train(eval_metric=metric)
     try:
         examples = model_class.dataset_size(run.options)

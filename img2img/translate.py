@@ -107,16 +107,21 @@ def load(path: str | Path, target: str | None = None, device: str | torch.device
     return translator
 
 
-def translation_targets(path: str | Path, option: str = "CHECKPOINT") -> tuple[str, ...]:
-    """What the model in a checkpoint (or official weights file) translates to: its directions or domains."""
+def _checkpoint_model(path: str | Path, use_ema: bool = True, option: str = "CHECKPOINT") -> Any:
+    """The model in an img2img checkpoint (generators only: ``partial``), or None for an official weights file."""
     file = checkpoint.resolve(path, option)
     payload = checkpoint.load_file(file, option)
     if official.is_state_dict(payload):
-        return ("a2b",)
-    from img2img.loading import load_model  # noqa: PLC0415
+        return None
+    from img2img.loading import load_model  # noqa: PLC0415 - the loader imports the models, which import this
 
-    model, _, _ = load_model(checkpoint.validate(payload, file, option), option=option, partial=True)
-    return model.translation_targets()
+    return load_model(checkpoint.validate(payload, file, option), option=option, use_ema=use_ema, partial=True)[0]
+
+
+def translation_targets(path: str | Path, option: str = "CHECKPOINT") -> tuple[str, ...]:
+    """What the model in a checkpoint (or official weights file) translates to: its directions or domains."""
+    model = _checkpoint_model(path, option=option)
+    return ("a2b",) if model is None else model.translation_targets()
 
 
 def load_generator(path: str | Path, target: str | None = None, arch: str | None = None, norm: str | None = None,
@@ -141,15 +146,8 @@ def conditional_generator(path: str | Path, use_ema: bool = True,
                           option: str = "CHECKPOINT") -> tuple[nn.Module, tuple[str, ...]] | None:
     """The generator that takes its target as an input, and the targets, of a multi-domain model's checkpoint
     (see :meth:`~img2img.models.base.GANModel.conditional_generator`); None for other models and official files."""
-    file = checkpoint.resolve(path, option)
-    payload = checkpoint.load_file(file, option)
-    if official.is_state_dict(payload):
-        return None
-    from img2img.loading import load_model  # noqa: PLC0415
-
-    model, _, _ = load_model(checkpoint.validate(payload, file, option), option=option, use_ema=use_ema,
-                             partial=True)
-    return model.conditional_generator()
+    model = _checkpoint_model(path, use_ema, option)
+    return None if model is None else model.conditional_generator()
 
 
 def checkpoint_generator(payload: dict[str, Any], target: str | None = None, use_ema: bool = True,

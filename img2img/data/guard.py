@@ -51,8 +51,9 @@ def original_message(error: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def worker_deaths_at_fetch() -> Iterator[None]:
-    """Let a dead loading worker be noticed only where the next batch is awaited, for the block's life.
+def worker_deaths_at_fetch(loader: Any = None) -> Iterator[None]:
+    """Let a dead loading worker be noticed only where the next batch is awaited, for the block's life; at its
+    end, shut the workers of ``loader`` (a DataLoader iterator, if any) down.
 
     A DataLoader learns of a dead worker from SIGCHLD, whose handler raises its
     error wherever the main thread happens to be: halfway through an optimiser
@@ -60,6 +61,8 @@ def worker_deaths_at_fetch() -> Iterator[None]:
     gets its default action instead (POSIX, main thread; enter after the
     loader has started, since starting it installs its handler); the loader
     still checks its workers whenever it waits for a batch and raises there.
+    Its workers end (and are unregistered) before the handler comes back, so
+    that it never reports one that died in the block.
     """
     sigchld = getattr(signal, "SIGCHLD", None)
     try:
@@ -69,16 +72,11 @@ def worker_deaths_at_fetch() -> Iterator[None]:
     try:
         yield
     finally:
+        shutdown = getattr(loader, "_shutdown_workers", None)  # now, not whenever the garbage collector runs
+        if shutdown is not None:
+            shutdown()
         if sigchld is not None:
             signal.signal(sigchld, previous)
-
-
-def close_loader(iterator: Any) -> None:
-    """Shut a DataLoader iterator's workers down now (and unregister them, so a later SIGCHLD does not report a
-    worker that died here), rather than whenever the garbage collector gets to it."""
-    shutdown = getattr(iterator, "_shutdown_workers", None)
-    if shutdown is not None:
-        shutdown()
 
 
 def _describe_exit(code: int | None) -> str:
@@ -99,10 +97,10 @@ def _scan(paths: Sequence[Path], read: Callable[[Path], Any], announce: Any) -> 
     announce.close()
 
 
-def find_crashes(paths: Sequence[Path], read: Callable[[Path], Any] | None = None) -> dict[int, str]:
-    """The positions in ``paths`` of the files whose decoding (``read``, :func:`images.read_image_levels` by
-    default) kills the process, each with why: every file is decoded in a child process, never here."""
-    read = read or images.read_image_levels
+def find_crashes(paths: Sequence[Path]) -> dict[int, str]:
+    """The positions in ``paths`` of the files whose decoding (:func:`images.read_image_levels`) kills the
+    process, each with why: every file is decoded in a child process, never here."""
+    read = images.read_image_levels  # looked up now: what the loader's workers call
     context = multiprocessing.get_context()
     crashed: dict[int, str] = {}
     start = 0
@@ -126,7 +124,7 @@ def find_crashes(paths: Sequence[Path], read: Callable[[Path], Any] | None = Non
 
 def resilient(dataset: Callable[[list[int]], Dataset], count: int, paths: Callable[[int], Sequence[Path]],
               delivered: Callable[[Any], Sequence[int]], on_crash: Callable[[int, str], None],
-              read: Callable[[Path], Any] | None = None, **loader: Any) -> Iterator[Any]:
+              **loader: Any) -> Iterator[Any]:
     """What a ``DataLoader(dataset(indices), **loader)`` yields over the items ``0 .. count-1``, surviving the
     death of its workers.
 
@@ -143,7 +141,7 @@ def resilient(dataset: Callable[[list[int]], Dataset], count: int, paths: Callab
         seen: set[int] = set()
         iterator = iter(DataLoader(dataset(remaining), **loader))
         # while the consumer works between two pieces too, a dead worker is noticed only at the next fetch
-        with worker_deaths_at_fetch():
+        with worker_deaths_at_fetch(iterator):
             try:
                 for piece in iterator:
                     seen.update(delivered(piece))
@@ -153,12 +151,10 @@ def resilient(dataset: Callable[[list[int]], Dataset], count: int, paths: Callab
                 if not worker_died(error):
                     raise
                 reason = original_message(error)
-            finally:
-                close_loader(iterator)
         remaining = [item for item in remaining if item not in seen]
         suspects = remaining[:in_flight]
         files = [(item, path) for item in suspects for path in paths(item)]
-        crashed = find_crashes([path for _, path in files], read)
+        crashed = find_crashes([path for _, path in files])
         culprits = {files[position][0]: why for position, why in crashed.items()}
         if not culprits:  # the worker died of something else (killed, out of memory): try again, twice at most
             fruitless += 1
@@ -185,17 +181,12 @@ class _Verify(Dataset):
 
 def _verify_one(path: Path) -> images.ImageInfo | str:
     try:
-        info = images.probe(path)
-        images.read_image_levels(path)  # every pixel, not only the header
-        return info
+        levels, bits = images.read_image_levels(path)  # every pixel, not only the header
+        return images.ImageInfo(levels.shape[1], levels.shape[0], levels.shape[2], bits)
     except UserError as error:
         return str(error)
     except Exception as error:  # noqa: BLE001 - whatever a decoder raises, name the file
         return f"{path}: not a readable image ({type(error).__name__}: {str(error)[:120]})"
-
-
-def _pieces(batch: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
-    return batch
 
 
 # a folder this small is decoded in one worker; larger ones in as many as there are cores, with a progress bar
@@ -220,7 +211,7 @@ def verify_images(paths: Sequence[Path], option: str, workers: int | None = None
     try:
         for piece in resilient(lambda items: _Verify(paths, items), len(paths), lambda item: [paths[item]],
                                lambda piece: [item for item, _ in piece], crashed, batch_size=chunk,
-                               num_workers=workers, collate_fn=_pieces,
+                               num_workers=workers, collate_fn=list,
                                prefetch_factor=2 if workers else None):
             results.update(piece)
             bar.update(len(piece))

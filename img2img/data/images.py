@@ -57,21 +57,14 @@ def _pillow_channels(image: Image.Image) -> tuple[int, int]:
     return 3, 8
 
 
-def _png_bit_depth(path: Path) -> int | None:
-    """Bits per channel from a PNG's IHDR chunk (Pillow reports 16-bit colour PNGs as 8-bit RGB)."""
+def _png_ihdr(path: Path) -> tuple[int, int] | None:
+    """(bits per channel, colour type) from a PNG's IHDR chunk, or None for any other file.  Pillow reports
+    16-bit colour PNGs (colour types 2 and 6) as 8-bit RGB."""
     with open(path, "rb") as handle:
         header = handle.read(26)
     if len(header) == 26 and header[:8] == b"\x89PNG\r\n\x1a\n" and header[12:16] == b"IHDR":
-        return header[24]
+        return header[24], header[25]
     return None
-
-
-def _png_colour_16(path: Path) -> bool:
-    """Whether the file is a PNG of 16 bits per channel in colour (RGB or RGBA), which Pillow reduces to 8."""
-    with open(path, "rb") as handle:
-        header = handle.read(26)
-    return (len(header) == 26 and header[:8] == b"\x89PNG\r\n\x1a\n" and header[12:16] == b"IHDR"
-            and header[24] == 16 and header[25] in (2, 6))
 
 
 def set_pixel_limit(pixels: int | None) -> int | None:
@@ -127,7 +120,7 @@ def probe(path: str | Path) -> ImageInfo:
             channels, bits = _pillow_channels(image)
             width, height = image.size
         if path.suffix.lower() == ".png":
-            bits = 16 if _png_bit_depth(path) == 16 else 8
+            bits = 16 if (_png_ihdr(path) or (8, 0))[0] == 16 else 8
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise UserError(f"{path}: not a readable image ({_reason(error)})") from None
     return ImageInfo(width, height, channels, bits)
@@ -160,18 +153,10 @@ def _read_png(path: Path) -> tuple[np.ndarray, int]:
         data = handle.read()
     with _opencv_quiet():  # a corrupt file is named by img2img, in one line, not described by OpenCV's log
         levels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    if levels is None:
+    if levels is None or levels.ndim != 3:
         raise ValueError("the PNG data is corrupt")
-    if levels.ndim == 2:
-        levels = levels[:, :, None]
-    elif len(data) > 25 and data[25] == 4:  # grey + alpha (colour type 4), which OpenCV expands to BGRA
-        levels = levels[:, :, :1]
-    elif levels.shape[2] == 3:
-        levels = levels[:, :, ::-1]  # BGR → RGB
-    elif levels.shape[2] == 4:
-        levels = levels[:, :, [2, 1, 0, 3]]
-    bits = 16 if levels.dtype == np.uint16 else 8
-    return np.ascontiguousarray(levels), bits
+    levels = levels[:, :, ::-1] if levels.shape[2] == 3 else levels[:, :, [2, 1, 0, 3]]  # BGR(A) → RGB(A)
+    return np.ascontiguousarray(levels), 16 if levels.dtype == np.uint16 else 8
 
 
 def _read_pillow(path: Path) -> tuple[np.ndarray, int]:
@@ -193,7 +178,7 @@ def read_image_levels(path: str | Path) -> tuple[np.ndarray, int]:
     floating-point files), C in {1, 3, 4}, and the bits per channel the file stores (8 or 16)."""
     path = Path(path)
     try:
-        if _png_colour_16(path):
+        if _png_ihdr(path) in ((16, 2), (16, 6)):  # 16-bit RGB or RGBA, which Pillow would cut to 8 bits
             _open_checked(path).close()  # the header's claim against the limit before OpenCV decodes
             try:
                 return _read_png(path)

@@ -51,6 +51,15 @@ def single_transform(size: int, load_size: int, flip: bool, train: bool, crop: b
     return albu.Compose(steps)
 
 
+def load_augmented(path: Path, channels: int, transform: albu.Compose, seed: int) -> Tensor:
+    """One image file with ``channels`` channels, through ``transform`` with the example's ``seed``: ``(C, S, S)``
+    in [-1, 1]."""
+    image = convert_channels(read_image(path), channels)
+    transform.set_random_seed(seed % 2**32)
+    out = transform(image=image)["image"]
+    return to_tensor(out[:, :, None] if out.ndim == 2 else out)
+
+
 class UnpairedImages(Dataset):
     """``{"a": (C_a, S, S), "b": (C_b, S, S)}`` float tensors in [-1, 1], A and B drawn independently."""
 
@@ -65,10 +74,7 @@ class UnpairedImages(Dataset):
         return max(len(self.a_files), len(self.b_files))
 
     def _load(self, path: Path, channels: int, seed: int) -> Tensor:
-        image = convert_channels(read_image(path), channels)
-        self.transform.set_random_seed(seed % 2**32)
-        out = self.transform(image=image)["image"]
-        return to_tensor(out[:, :, None] if out.ndim == 2 else out)
+        return load_augmented(path, channels, self.transform, seed)
 
     def side_image(self, side: str, index: int) -> Tensor:
         """Image ``index`` of domain ``side`` (``"a"`` or ``"b"``) alone, transformed as for evaluation."""

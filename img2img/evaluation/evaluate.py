@@ -105,6 +105,11 @@ class EvalData:
     aligned: str | None = None
     data: str | None = None
 
+    @classmethod
+    def of_training(cls, train: Any) -> EvalData:
+        """The held-out data a training run's ``--eval-*`` options name."""
+        return cls(train.eval_a, train.eval_b, train.eval_aligned, train.eval_data)
+
 
 @dataclass
 class Report:

@@ -29,9 +29,9 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from img2img.config import MAX_SIDE, TrainConfig, option
-from img2img.data.images import convert_channels, list_images, read_image, to_tensor
+from img2img.data.images import list_images
 from img2img.data.paired import infer_channels
-from img2img.data.unpaired import check_folder, single_transform
+from img2img.data.unpaired import check_folder, load_augmented, single_transform
 from img2img.errors import UserError
 from img2img.losses import gradient_penalty
 from img2img.models.base import GANModel, Logs, Phase, Translation, evaluating
@@ -97,10 +97,7 @@ class DomainImages(Dataset):
     def __getitem__(self, key: Any) -> dict[str, Any]:
         index, seed = key if isinstance(key, tuple) else (int(key), 0)
         path, label = self.items[index]
-        image = convert_channels(read_image(path), self.channels)
-        self.transform.set_random_seed(seed % 2**32)
-        out = self.transform(image=image)["image"]
-        return {"image": to_tensor(out[:, :, None] if out.ndim == 2 else out), "label": label}
+        return {"image": load_augmented(path, self.channels, self.transform, seed), "label": label}
 
 
 class ToDomain(nn.Module):
