@@ -30,7 +30,9 @@ def _start(ctx: click.Context, model_class: type[GANModel], values: dict) -> Non
         result = training.resume(resume, **resume_changes(ctx))
     else:
         train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-        run = RunConfig(model_class.name, TrainConfig(**{k: v for k, v in values.items() if k in train_fields}),
+        given = {k: v for k, v in values.items() if k in train_fields}
+        # the model's defaults of settings that are no options (GMMN's Adam β1) first, then the options' values
+        run = RunConfig(model_class.name, TrainConfig(**{**model_class.train_defaults, **given}),
                         model_class.Config(**{k: v for k, v in values.items() if k not in train_fields}))
         run = training.resolve_run(run)
         if from_environment().is_main:

@@ -71,6 +71,9 @@ class TrainConfig:
     sample_every_steps: int = option(500, "Write a sample grid every N steps (and at the end).",
                                      flag="--sample-every", min=1)
     log_every_steps: int = option(50, "Log losses and speed every N steps.", flag="--log-every", min=1)
+    time_limit: float = option(0.0, "Stop after this many seconds of training, with a checkpoint and sample grid, "
+                                    "even before --steps (0: no limit); --resume goes on from there.  For comparing "
+                                    "models at equal time.", min=0)
     keep_checkpoints: int = 2  # step checkpoints kept besides last.ckpt's target
     amp: bool = option(True, "bf16 autocast on CUDA.")  # the CPU always trains in float32
     num_workers: int = option(2, "Data-loading worker processes (0: load in this process, where a crashing "
@@ -128,7 +131,7 @@ class TrainConfig:
 
 
 # settings that --resume may change: they say where and how fast a run computes, not what
-RESUMABLE_SETTINGS = ("steps", "device", "channels_last", "compile", "cudnn_benchmark", "fused_adam", "tensorboard")
+RESUMABLE_SETTINGS = ("steps", "time_limit", "device", "channels_last", "compile", "cudnn_benchmark", "fused_adam", "tensorboard")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ resume bit for bit.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import random
@@ -31,7 +32,7 @@ from tqdm import tqdm
 from img2img import checkpoint, speed
 from img2img.board import Board
 from img2img import distributed as dist_tools
-from img2img.config import RESUMABLE_SETTINGS, RunConfig, TrainConfig
+from img2img.config import RESUMABLE_SETTINGS, RunConfig, TrainConfig, cli_option
 from img2img.data import guard
 from img2img.data.batches import mix_seed
 from img2img.distributed import Distributed
@@ -155,10 +156,7 @@ class Trainer:
 
     def _optimizer(self, phase: Phase) -> torch.optim.Optimizer:
         params = [p for name in phase.networks for p in self.model.nets[name].parameters()]
-        # fused: one kernel per step instead of a dozen (CPU and CUDA both have it); foreach for comparison
-        extra = {"fused": True} if self.config.fused_adam else {"foreach": True}
-        return torch.optim.Adam(params, lr=self.config.lr, betas=(self.config.beta1, self.config.beta2), **extra,
-                                **self.model.optimizer_options())
+        return self.model.make_optimizer(phase, params, self.config)
 
     # -- one step -----------------------------------------------------------------------------------
     def train_phase(self, phase: Phase, batch: Any, carry: dict[str, Any]) -> dict[str, Tensor]:
@@ -171,6 +169,7 @@ class Trainer:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        self.model.after_phase(phase.name)
         return logs
 
     def train_step(self, batch: Any) -> dict[str, Tensor]:
@@ -334,6 +333,10 @@ class Trainer:
                     for key, value in self.train_step(batch).items():
                         totals[key].append(value)
                     bar.update(1)
+                    timed_out = bool(config.time_limit) and time.perf_counter() - started >= config.time_limit
+                    if timed_out:
+                        log.info("--time-limit %g s reached at step %d", config.time_limit, self.step)
+                        end = self.step
                     if main and (self.step % config.log_every_steps == 0 or self.step == end):
                         now = time.perf_counter()
                         record = self._log_record(totals, (self.step - window_step) / max(now - window_start, 1e-9))
@@ -345,7 +348,8 @@ class Trainer:
                         log.log(logging.INFO if bar.disable else logging.DEBUG, "%s",
                                 " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                          for k, v in record.items()))
-                    if main and (self.step % config.sample_every_steps == 0 or self.step == config.steps):
+                    if main and (self.step % config.sample_every_steps == 0 or self.step == config.steps
+                                 or timed_out):
                         grid = self.write_samples(sample_inputs)
                     evaluate = config.eval_every_steps > 0 and (self.step % config.eval_every_steps == 0
                                                                 or self.step == config.steps)
@@ -367,7 +371,7 @@ class Trainer:
         except (RuntimeError, MemoryError) as error:  # torch.OutOfMemoryError is a RuntimeError
             if not out_of_memory(error):
                 raise
-            size = getattr(self.run.options, "size", None)
+            size = size_option(self.run.options)
             kept = self._newest_checkpoint()
             raise UserError(f"out of {self.device.type.upper()} memory at step {self.step}: "
                             + (f"--size {size} with " if size else "") + f"--batch-size {config.batch_size} does "
@@ -468,6 +472,13 @@ _IMPOSSIBLE = (("more than 1 value per channel", "batch"), ("more than 1 spatial
                ("Output size is too small", "size"))
 
 
+def size_option(options: Any) -> int | None:
+    """The value of the model's --size option; None for a model without one (the MLP GANs' fixed 28)."""
+    field = next((f for f in dataclasses.fields(options) if f.name == "size"), None) \
+        if dataclasses.is_dataclass(options) else None
+    return getattr(options, "size") if field is not None and cli_option(field) is not None else None
+
+
 def check_runnable(run: RunConfig, batch: Any = None) -> None:
     """Refuse in one line, before any folder is made or step taken, settings whose networks cannot run: a batch
     of 1 through batch norm in training mode, an image too small for the networks' depth (instance norm on a
@@ -480,7 +491,7 @@ def check_runnable(run: RunConfig, batch: Any = None) -> None:
         except Exception as error:  # noqa: BLE001 - reading and resizing one example: memory is what can fail
             if not out_of_memory(error):
                 raise
-            load = getattr(run.options, "load_size", None) or getattr(run.options, "size", None)
+            load = getattr(run.options, "load_size", None) or size_option(run.options)
             raise UserError(f"--load-size {load}: one training image resized to {load}×{load} does not fit in "
                             f"memory ({str(error).strip().splitlines()[-1][:120]})") from None
     if batch is None:
@@ -532,6 +543,9 @@ def resolve_run(run: RunConfig) -> RunConfig:
         if given:
             raise UserError(f"{given[0]} applies to the held-out evaluation during training: add --eval-every N, "
                             f"or leave out {', '.join(given)}")
+    if train.time_limit and dist_tools.from_environment().enabled:
+        raise UserError("--time-limit stops one process on its own clock; under torchrun the processes would stop "
+                        "at different steps: set --steps instead")
     if train.sync_batch_norm and not dist_tools.from_environment().enabled:
         log.warning("--sync-bn synchronises batch norm across torchrun processes; this is one process, so it has "
                     "no effect")

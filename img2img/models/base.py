@@ -188,6 +188,17 @@ class GANModel(nn.Module):
         """Extra Adam arguments of this model (e.g. weight decay)."""
         return {}
 
+    def make_optimizer(self, phase: Phase, params: list[nn.Parameter], train: TrainConfig) -> torch.optim.Optimizer:
+        """The optimiser of ``phase``: Adam with the run's --lr and betas and :meth:`optimizer_options`, one fused
+        kernel per step (the multi-tensor "foreach" one without ``fused_adam``).  A model may choose another
+        (WGAN: RMSprop)."""
+        extra = {"fused": True} if train.fused_adam else {"foreach": True}
+        return torch.optim.Adam(params, lr=train.lr, betas=(train.beta1, train.beta2), **extra,
+                                **self.optimizer_options())
+
+    def after_phase(self, phase: str) -> None:
+        """Called after each optimiser step of ``phase`` (WGAN clips its critic's weights here)."""
+
     def prepare_batch(self, batch: Any) -> Any:
         """Last changes to a batch on the training device (e.g. GPU-side augmentation)."""
         return batch
