@@ -133,8 +133,9 @@ def synthetic_run(model: str, size: int, batch_size: int, device: str, speed: Sp
 
 
 def _image_side(batch: Any) -> int:
-    """The side of the images in a synthetic batch (a tensor, or a dict of them)."""
-    tensor = batch if isinstance(batch, torch.Tensor) else next(iter(batch.values()))
+    """The side of the images in a synthetic batch (a tensor, or a dict or tuple of them, the images first)."""
+    tensor = batch if isinstance(batch, torch.Tensor) else \
+        next(iter(batch.values() if isinstance(batch, dict) else batch))
     return int(tensor.shape[-1])
 
 

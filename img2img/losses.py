@@ -164,3 +164,27 @@ def get_loss(name: str) -> AdversarialLoss:
         return LOSSES[name]
     except KeyError:
         raise UserError(f"--loss: unknown loss {name!r}; choose one of {', '.join(LOSSES)}") from None
+
+
+# -- losses with no discriminator, and the generator's alternatives ------------------------------------------
+def mmd2(x: Tensor, y: Tensor, bandwidths: tuple[float, ...]) -> Tensor:
+    """The squared maximum mean discrepancy between samples ``x`` ``(N, ...)`` and ``y`` ``(M, ...)`` (Gretton et
+    al. 2012; GMMN, Li et al. 2015, Eq. 2), biased (V-statistic) form, with a sum of Gaussian kernels
+    k(a, b) = Σ_σ exp(−‖a − b‖² / (2σ²)):
+
+    MMD² = mean k(x, x′) + mean k(y, y′) − 2 mean k(x, y) ≥ 0, and 0 when the two samples are the same.
+    """
+    x, y = x.flatten(1).float(), y.flatten(1).float()
+    joined = torch.cat([x, y])
+    squares = joined.pow(2).sum(1)
+    distances = (squares[:, None] + squares[None, :] - 2 * joined @ joined.T).clamp_min(0)
+    kernel = sum(torch.exp(-distances / (2 * sigma ** 2)) for sigma in bandwidths)
+    n = len(x)
+    return (kernel[:n, :n].mean() + kernel[n:, n:].mean() - 2 * kernel[:n, n:].mean()).clamp_min(0)
+
+
+def feature_matching(real_features: Tensor, fake_features: Tensor) -> Tensor:
+    """Feature matching (Salimans et al. 2016, §3.1): the generator's loss ‖E f(x) − E f(G(z))‖²₂ over the
+    discriminator's hidden features f, in place of its adversarial loss."""
+    return (real_features.detach().float().flatten(1).mean(0)
+            - fake_features.float().flatten(1).mean(0)).pow(2).sum()

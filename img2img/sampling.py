@@ -1,4 +1,5 @@
-"""Images from an unconditional generator (the MNIST GAN), written as PNG files."""
+"""Images from a noise-to-image generator (the MNIST GAN, DCGAN, ...; one class of a conditional one), written as
+PNG files."""
 
 from __future__ import annotations
 
@@ -13,12 +14,16 @@ from img2img.loading import load_model, resolve_device
 
 
 def sample_to_folder(checkpoint: str | Path, count: int, out: str | Path, seed: int = 0, grid: str | Path | None = None,
-                     device: str = "auto", overwrite: bool = False) -> list[Path]:
-    """Write ``count`` images from the checkpoint's generator to ``out/000000.png`` ...; same seed, same images."""
+                     device: str = "auto", overwrite: bool = False, label: str | None = None) -> list[Path]:
+    """Write ``count`` images from the checkpoint's generator to ``out/000000.png`` ...; same seed, same images.
+
+    A conditional model draws class ``label`` (by name: ``"7"`` for a digit, a sub-folder's name for ``--data``),
+    or, without one, every class in turn; its grid then has one row per class."""
     model, run, _ = load_model(checkpoint, resolve_device(device), option="CHECKPOINT")
     if not hasattr(model, "generate"):
         raise UserError(f"CHECKPOINT: {run.model} translates images; sample needs an unconditional model "
                         "(use `img2img translate`)")
+    labels = None if label is None else torch.full((count,), model.class_index(label))
     out = Path(out)
     width = max(6, len(str(count - 1)))
     paths = [out / f"{index:0{width}d}.png" for index in range(count)]
@@ -31,11 +36,13 @@ def sample_to_folder(checkpoint: str | Path, count: int, out: str | Path, seed: 
         if existing:
             raise UserError(f"--out: {existing[0]} exists ({len(existing)} files would be replaced); "
                             "pass --overwrite or choose another folder")
-    images = model.generate(count, torch.Generator().manual_seed(seed))
+    images = model.generate(count, torch.Generator().manual_seed(seed), labels=labels)
     arrays = images.float().add(1).div(2).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
     for path, array in zip(paths, arrays):
         path.write_bytes(encode_image(quantize(array), ".png"))
     if grid is not None:
-        side = max(1, int(count ** 0.5))
+        per_class = model.sample_labels(count)
+        side = max(1, int(count ** 0.5)) if per_class is None or labels is not None else \
+            int((per_class == 0).sum())  # one row per class
         save_image(images.cpu(), str(grid), nrow=side, normalize=True, value_range=(-1, 1))
     return paths

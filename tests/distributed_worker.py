@@ -27,7 +27,7 @@ def main(model: str, out: str, data: str | None, steps: int = 4) -> None:
     identical, data_differs = [], []
     for _ in range(steps):
         batch = trainer.model.move_batch(next(batches), trainer.device)
-        first = batch if isinstance(batch, torch.Tensor) else batch["a"]
+        first = batch if isinstance(batch, torch.Tensor) else batch[0] if isinstance(batch, tuple) else batch["a"]
         trainer.train_step(batch)
         weights = torch.cat([p.detach().flatten() for p in trainer.model.nets.parameters()])
         every = gather(weights, job)

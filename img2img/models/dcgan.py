@@ -1,4 +1,4 @@
-"""DCGAN (Radford et al. 2016) on the MNIST digits: the MNIST GAN's data, losses, sampling and evaluation, with
+"""DCGAN (Radford et al. 2016): the MNIST GAN's data, losses, remedies, sampling and evaluation, with
 strided-convolution networks (``img2img.nn.dcgan``) in place of the MLPs.
 
 The paper's settings: weights ~ N(0, 0.02), Adam with learning rate 2e-4 and
@@ -10,20 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
-from img2img.config import option
-from img2img.models.mnist_gan import MnistGan, MnistGanConfig
+from img2img.models.mnist_gan import ConvOptions, MnistGan, MnistGanConfig
 from img2img.nn.dcgan import DCGANDiscriminator, DCGANGenerator
 
 
 @dataclass(frozen=True)
-class DcganConfig(MnistGanConfig):
-    base_channels: int = option(64, "Generator base width (the last hidden layer's channels).", flag="--ngf", min=1,
-                                max=4096)
-    d_base_channels: int = option(64, "Discriminator base width (the first layer's channels).", flag="--ndf", min=1,
-                                  max=4096)
+class DcganConfig(ConvOptions, MnistGanConfig):
+    pass
 
 
 class Dcgan(MnistGan):
@@ -32,14 +27,11 @@ class Dcgan(MnistGan):
     name = "dcgan"
     order = 1
     Config = DcganConfig
+    fixed_size = None
     # the paper's batch and optimiser (the loop's defaults: Adam 2e-4, β1 0.5); no weight average, as the paper
     train_defaults = dict(MnistGan.train_defaults, steps=3000, ema_decay=0.0)
 
     def networks(self, config: DcganConfig) -> tuple[nn.Module, nn.Module]:
-        return (DCGANGenerator(config.noise_dim, 1, 28, config.base_channels),
-                DCGANDiscriminator(1, 28, config.d_base_channels))
-
-    @classmethod
-    def synthetic(cls, size: int, batch_size: int, generator: torch.Generator) -> tuple[DcganConfig, Tensor]:
-        """Always 28×28 digits, whatever ``size``."""
-        return DcganConfig(), super().synthetic(size, batch_size, generator)[1]
+        return (DCGANGenerator(config.noise_dim, config.channels, config.size, config.base_channels),
+                DCGANDiscriminator(config.channels * config.pac, config.size, config.d_base_channels,
+                                   minibatch_std=config.minibatch_std))

@@ -10,7 +10,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 
 @torch.no_grad()
-def recompute_batch_norm(net: nn.Module, inputs: Iterable[Tensor]) -> None:
+def recompute_batch_norm(net: nn.Module, inputs: Iterable[Tensor | tuple[Tensor, ...]]) -> None:
     """Set every batch norm's running statistics of ``net`` to their exact average over ``inputs``.
 
     Weights averaged over training (EMA) never produced the running
@@ -28,8 +28,8 @@ def recompute_batch_norm(net: nn.Module, inputs: Iterable[Tensor]) -> None:
         norm.momentum = None
     net.train()
     try:
-        for batch in inputs:
-            net(batch)
+        for batch in inputs:  # a tuple is the network's arguments (noise and labels, say)
+            net(*batch) if isinstance(batch, tuple) else net(batch)
     finally:
         for norm, momentum in zip(norms, momenta):
             norm.momentum = momentum

@@ -1,0 +1,285 @@
+"""The noise-to-image GANs beside the MNIST GAN: conditional GAN, AC-GAN, GMMN, WGAN (weight clipping), the
+mode-collapse remedies (minibatch std, feature matching, packing), --data folders, sample --class and
+--time-limit.  Every model also goes through the contract of tests/test_models.py."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from img2img import checkpoint
+from img2img.data.mnist import image_folder, load_image_folder
+from img2img.losses import feature_matching, mmd2
+from img2img.models import MODELS
+from img2img.models.dcgan import Dcgan, DcganConfig
+from img2img.models.mnist_gan import MnistGan, MnistGanConfig
+from img2img.nn.dcgan import DCGANDiscriminator, DCGANGenerator
+from img2img.nn.gan_tricks import MinibatchStd, pack
+from img2img.nn.mlp import GMMNGenerator, MLPDiscriminator, MLPGenerator
+
+from test_cli import assert_one_line_error, invoke
+from test_models import check_phases, tiny_trainer
+
+
+# -- networks ----------------------------------------------------------------------------------------------
+def test_conditional_networks_take_the_label_and_depend_on_it():
+    noise, labels = torch.randn(4, 100), torch.tensor([0, 3, 7, 9])
+    for g in (MLPGenerator(classes=10).eval(), DCGANGenerator(100, 1, 28, 8, classes=10).eval()):
+        images = g(noise, labels)
+        assert images.shape == (4, 1, 28, 28) and images.abs().max() <= 1
+        assert not torch.allclose(images, g(noise, (labels + 1) % 10))  # the label changes the image
+        with pytest.raises(ValueError, match="labels"):
+            g(noise)
+    d = MLPDiscriminator(classes=10)
+    assert d(images, labels).shape == (4, 1)
+    assert not torch.allclose(d(images, labels), d(images, (labels + 1) % 10))
+
+
+def test_the_auxiliary_classifier_discriminator_has_two_heads():
+    d = DCGANDiscriminator(1, 32, 8, classes=10)
+    scores, classes = d(torch.randn(5, 1, 32, 32), classes=True)
+    assert scores.shape == (5, 1) and classes.shape == (5, 10)
+    assert d(torch.randn(5, 1, 32, 32)).shape == (5, 1)
+    with pytest.raises(ValueError, match="class head"):
+        DCGANDiscriminator(1, 32, 8)(torch.randn(2, 1, 32, 32), classes=True)
+
+
+def test_gmmn_generator_is_the_papers_relu_mlp():
+    g = GMMNGenerator()
+    widths = [m.out_features for m in g.modules() if isinstance(m, torch.nn.Linear)]
+    assert widths == [64, 256, 256, 1024, 784]
+    assert g(torch.rand(3, 10) * 2 - 1).shape == (3, 1, 28, 28)
+
+
+def test_minibatch_std_appends_one_feature_that_measures_the_batchs_spread():
+    layer = MinibatchStd()
+    flat, maps = torch.randn(6, 5), torch.randn(6, 4, 3, 3)
+    assert layer(flat).shape == (6, 6) and layer(maps).shape == (6, 5, 3, 3)
+    same = torch.ones(6, 5)  # every sample alike (a collapsed generator): no spread
+    assert layer(same)[:, -1].max() < 1e-3 and layer(flat)[:, -1].min() > 0.5
+    for d in (MLPDiscriminator(minibatch_std=True), DCGANDiscriminator(1, 28, 8, minibatch_std=True)):
+        assert d(torch.randn(4, 1, 28, 28)).shape == (4, 1)
+
+
+def test_packing_joins_pac_samples_along_the_channels():
+    images = torch.arange(4 * 3 * 2 * 2, dtype=torch.float32).view(4, 3, 2, 2)
+    packed = pack(images, 2)
+    assert packed.shape == (2, 6, 2, 2)
+    assert torch.equal(packed[1, :3], images[2]) and torch.equal(packed[1, 3:], images[3])
+    assert pack(images, 1) is images
+    with pytest.raises(ValueError, match="groups of 3"):
+        pack(images, 3)
+    for model, first in ((MnistGan(MnistGanConfig(pac=3)), "layers.1"), (Dcgan(DcganConfig(pac=3)), "main.0")):
+        layer = model.nets["d"].get_submodule(first)
+        assert (layer.in_features == 3 * 28 * 28) if isinstance(layer, torch.nn.Linear) else layer.in_channels == 3
+
+
+# -- losses ------------------------------------------------------------------------------------------------
+def test_mmd_is_zero_for_identical_samples_positive_for_shifted_ones_and_reaches_the_generator():
+    torch.manual_seed(0)
+    x = torch.rand(64, 1, 28, 28)
+    assert mmd2(x, x.clone(), (2.0, 5.0)).item() == pytest.approx(0, abs=1e-5)
+    assert mmd2(x, x + 0.3, (2.0, 5.0)).item() > 1e-3
+    assert mmd2(x, x + 0.6, (2.0, 5.0)) > mmd2(x, x + 0.3, (2.0, 5.0))
+    g = GMMNGenerator()
+    loss = mmd2(g(torch.rand(64, 10)).add(1).div(2), x, (2.0, 5.0, 10.0))
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in g.parameters())
+
+
+def test_feature_matching_compares_batch_means_and_is_zero_when_they_match():
+    real = torch.randn(8, 5)
+    assert feature_matching(real, real[torch.randperm(8)]).item() == pytest.approx(0, abs=1e-10)
+    assert feature_matching(real, real + 1).item() == pytest.approx(5.0)
+
+
+def test_gmmn_learns_the_digits_its_mmd_falls(tmp_path):
+    defaults = MODELS["gmmn"].train_defaults
+    trainer, _ = tiny_trainer("gmmn", tmp_path, batch_size=200, steps=60, lr=defaults["lr"], beta1=defaults["beta1"])
+    from img2img.data.mnist import load_embedded  # noqa: PLC0415
+
+    digits = load_embedded("train")
+    real = digits.as_float()[:200]
+    first = [trainer.train_step((real, digits.labels[:200]))["mmd"].item() for _ in range(5)]
+    for _ in range(50):
+        last = trainer.train_step((real, digits.labels[:200]))["mmd"].item()
+    assert last < 0.5 * np.mean(first), (first, last)
+
+
+# -- the models' phases with their options -------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["mnist-gan", "dcgan"])
+@pytest.mark.parametrize("remedy", [{"minibatch_std": True}, {"feature_matching": True}, {"pac": 2},
+                                    {"pac": 2, "minibatch_std": True, "loss": "wgan-gp"}])
+def test_every_remedy_keeps_the_gradient_contract(name, remedy, tmp_path):
+    trainer, batch = tiny_trainer(name, tmp_path, batch_size=4, options=remedy)
+    check_phases(trainer, batch)
+
+
+def test_weight_clipping_keeps_every_critic_weight_within_its_bound_and_uses_rmsprop(tmp_path):
+    trainer, batch = tiny_trainer("wgan", tmp_path, batch_size=4, options={"clip": 0.005}, lr=0.05)
+    assert all(isinstance(opt, torch.optim.RMSprop) for opt in trainer.optimizers.values())
+    with torch.no_grad():  # weights far outside the bound: the first critic update must bring them back
+        for p in trainer.model.nets["d"].parameters():
+            p.mul_(10)
+    phases = []
+    for _ in range(5):
+        phases.append(tuple(p.name for p in trainer.model.phases_at(trainer.step)))
+        trainer.train_step(batch)
+        for name, p in trainer.model.nets["d"].named_parameters():
+            assert p.abs().max() <= 0.005, name
+    assert phases == [("d",)] * 4 + [("d", "g")]  # one generator update per five critic updates
+    generator_weights = torch.cat([p.flatten() for p in trainer.model.nets["g"].parameters()])
+    assert generator_weights.abs().max() > 0.005  # only the critic is clipped
+
+
+def test_acgan_classifies_real_and_generated_images_in_both_phases(tmp_path):
+    trainer, batch = tiny_trainer("acgan", tmp_path, batch_size=4)
+    logs = trainer.train_step(batch)
+    assert {"g_loss", "g_cls", "d_loss", "d_cls"} <= set(logs)
+    # with the class terms off, the class head gets no gradient: the class terms are what train it
+    trainer, batch = tiny_trainer("acgan", tmp_path / "off", batch_size=4, options={"lambda_cls": 0.0})
+    trainer.model.nets["d"].zero_grad()
+    loss, _ = trainer.model.phase_loss("g", trainer.model.nets, batch, carry := {})
+    loss, _ = trainer.model.phase_loss("d", trainer.model.nets, batch, carry)
+    loss.backward()
+    head = trainer.model.nets["d"].class_head.weight.grad
+    assert head is None or head.abs().sum() == 0
+
+
+# -- conditional sampling ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cgan_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cgan") / "run"
+    result, output = invoke("train", "cgan", "--out", out, "--steps", 3, "--batch-size", 8, "--device", "cpu")
+    assert result.exit_code == 0, output
+    return out
+
+
+def test_sample_class_draws_that_class_and_the_grid_has_one_row_per_class(cgan_run, tmp_path):
+    result, output = invoke("sample", cgan_run, "--class", 7, "--n", 3, "--out", tmp_path / "seven", "--device",
+                            "cpu")
+    assert result.exit_code == 0, output
+    assert len(list((tmp_path / "seven").glob("*.png"))) == 3
+    from img2img.loading import load_model  # noqa: PLC0415
+
+    model = load_model(cgan_run)[0]
+    assert torch.equal(model.sample_labels(20), torch.arange(20) // 2)  # two of each class, class by class
+    grid, per_row = model.sample_grid(torch.Generator().manual_seed(0))
+    assert grid.shape == (100, 1, 28, 28) and per_row == 10
+    seven = model.generate(3, torch.Generator().manual_seed(1), labels=torch.full((3,), 7))
+    nine = model.generate(3, torch.Generator().manual_seed(1), labels=torch.full((3,), 9))
+    assert not torch.allclose(seven, nine)
+    result, output = invoke("sample", cgan_run, "--n", 20, "--out", tmp_path / "all", "--grid", tmp_path / "g.png",
+                            "--device", "cpu")
+    assert result.exit_code == 0, output
+    assert Image.open(tmp_path / "g.png").size[1] == 10 * 30 + 2  # ten rows of 28 + 2 pixels of padding
+
+
+@pytest.mark.parametrize("value", ["12", "-1", "seven"])
+def test_a_class_the_model_does_not_have_is_a_one_line_error(cgan_run, tmp_path, value):
+    result, _ = invoke("sample", cgan_run, "--class", value, "--out", tmp_path / "x", "--device", "cpu")
+    assert_one_line_error(result, "--class", value, "0, 1, 2")
+    assert not (tmp_path / "x").exists()
+
+
+def test_class_for_an_unconditional_model_is_a_one_line_error(mnist_run, tmp_path):
+    from img2img.train import train  # noqa: PLC0415
+
+    train(mnist_run(steps=2), tmp_path / "run")
+    result, _ = invoke("sample", tmp_path / "run", "--class", "3", "--out", tmp_path / "x", "--device", "cpu")
+    assert_one_line_error(result, "--class", "mnist-gan", "cgan")
+
+
+def test_eval_reports_how_often_a_conditional_model_draws_the_class_asked_for(cgan_run):
+    result, output = invoke("eval", cgan_run, "--samples", 100, "--device", "cpu", "--json", cgan_run / "e.json")
+    assert result.exit_code == 0, output
+    report = json.loads((cgan_run / "e.json").read_text())
+    assert 0 <= report["metrics"]["class_agreement"] <= 1 and "class_agreement" in MODELS["cgan"].metrics()
+    assert "class_agreement" not in MODELS["dcgan"].metrics()
+
+
+# -- data: a folder of images, with or without class sub-folders -------------------------------------------------
+def _folder(root, classes=("cats", "dogs"), per_class=6, colour=True):
+    rng = np.random.default_rng(0)
+    for index, name in enumerate(classes):
+        folder = root / name if name else root
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            shape = (40 + i, 30, 3) if colour else (40 + i, 30)
+            Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(folder / f"{index}-{i}.png")
+    return root
+
+
+def test_a_folder_of_class_sub_folders_gives_images_and_labels(tmp_path):
+    root = _folder(tmp_path / "pets")
+    files, labels, classes = image_folder(root)
+    assert classes == ("cats", "dogs") and sorted(set(labels)) == [0, 1] and len(files) == 12
+    data = load_image_folder(root, 32, 3)
+    assert data.images.shape == (12, 3, 32, 32) and data.images.dtype == torch.uint8
+    assert data.classes == ("cats", "dogs")
+    flat = _folder(tmp_path / "flat", classes=("",), per_class=5, colour=False)
+    assert image_folder(flat)[2] == () and set(image_folder(flat)[1]) == {-1}
+
+
+def test_train_sample_and_eval_on_a_folder(tmp_path):
+    root = _folder(tmp_path / "pets")
+    out = tmp_path / "run"
+    result, output = invoke("train", "acgan", "--data", root, "--size", 32, "--ngf", 8, "--ndf", 8, "--out", out,
+                            "--steps", 2, "--batch-size", 4, "--device", "cpu")
+    assert result.exit_code == 0, output
+    config = json.loads((out / "config.json").read_text())["options"]
+    assert config["classes"] == ["cats", "dogs"] and config["channels"] == 3
+    result, output = invoke("sample", out, "--class", "dogs", "--n", 2, "--out", tmp_path / "dogs", "--device", "cpu")
+    assert result.exit_code == 0, output
+    assert np.asarray(Image.open(tmp_path / "dogs" / "000000.png")).shape == (32, 32, 3)
+    result, output = invoke("eval", out, "--samples", 8, "--device", "cpu", "--features", "random")
+    assert result.exit_code == 0 and "fid" in output and "nn_distance_to_train" in output, output
+
+
+def test_a_conditional_model_needs_labelled_folders(tmp_path):
+    flat = _folder(tmp_path / "flat", classes=("",), per_class=5)
+    result, _ = invoke("train", "cgan", "--data", flat, "--out", tmp_path / "run", "--steps", 1, "--batch-size", 2)
+    assert_one_line_error(result, "--data", "sub-folder per class")
+    assert not (tmp_path / "run").exists()
+    result, _ = invoke("train", "mnist-gan", "--data", flat, "--mnist-root", tmp_path, "--out", tmp_path / "run")
+    assert_one_line_error(result, "--data", "--mnist-root")
+
+
+def test_a_broken_file_in_the_folder_is_named_before_training(tmp_path):
+    root = _folder(tmp_path / "pets")
+    (root / "dogs" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    result, _ = invoke("train", "mnist-gan", "--data", root, "--out", tmp_path / "run", "--steps", 1,
+                       "--batch-size", 2)
+    assert_one_line_error(result, "broken.png")
+    assert not (tmp_path / "run").exists()
+
+
+# -- options that cannot work -------------------------------------------------------------------------------
+def test_a_batch_that_does_not_pack_is_a_one_line_error_before_the_run_folder(tmp_path):
+    result, _ = invoke("train", "mnist-gan", "--pac", 3, "--batch-size", 8, "--out", tmp_path / "run")
+    assert_one_line_error(result, "--pac 3", "--batch-size 8")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args, fragment", [(["dcgan", "--size", 48], "--size"), (["cgan", "--loss", "wgan-gp"],
+                                                                                   "--loss"),
+                                            (["wgan", "--clip", 0], "--clip"), (["mnist-gan", "--pac", 5], "--pac")])
+def test_bad_values_are_one_line_errors(tmp_path, args, fragment):
+    result, _ = invoke("train", *args, "--out", tmp_path / "run", "--steps", 1)
+    assert_one_line_error(result, fragment)
+
+
+def test_time_limit_stops_the_run_with_a_checkpoint_and_resume_goes_on(tmp_path):
+    out = tmp_path / "run"
+    result, output = invoke("train", "mnist-gan", "--out", out, "--steps", 100000, "--batch-size", 8,
+                            "--time-limit", 0.5, "--device", "cpu")
+    assert result.exit_code == 0, output
+    step = checkpoint.read(out / "last.ckpt")["step"]
+    assert 0 < step < 100000 and (out / "samples" / f"step-{step:08d}.png").exists()
+    result, output = invoke("train", "mnist-gan", "--resume", out, "--steps", step + 3, "--time-limit", 0)
+    assert result.exit_code == 0, output
+    assert checkpoint.read(out / "last.ckpt")["step"] == step + 3
