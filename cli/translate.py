@@ -123,6 +123,9 @@ def import_weights(weights: str, weights_b: str | None, out: str, overwrite: boo
 @official_options
 def export(checkpoint: str, export_format: str, out: str, target: str | None, use_ema: bool, overwrite: bool,
            arch: str | None, norm: str | None, base_channels: int | None) -> None:
-    """Export one generator of CHECKPOINT (batch and image size dynamic; sides must be multiples of what it needs)."""
+    """Export one generator of CHECKPOINT (batch and image size dynamic; sides must be multiples of what it needs).
+
+    A model that makes images from noise (mnist-gan, dcgan, wgan, gmmn, cgan, acgan) exports its generator:
+    input 'noise' (and 'label', one-hot, for cgan and acgan), output 'images'."""
     path = export_lib.export_onnx(checkpoint, out, target, arch, norm, base_channels, use_ema, overwrite)
     click.echo(f"wrote {path}")

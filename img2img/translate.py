@@ -107,7 +107,7 @@ def load(path: str | Path, target: str | None = None, device: str | torch.device
     return translator
 
 
-def _checkpoint_model(path: str | Path, use_ema: bool = True, option: str = "CHECKPOINT") -> Any:
+def checkpoint_model(path: str | Path, use_ema: bool = True, option: str = "CHECKPOINT") -> Any:
     """The model in an img2img checkpoint (generators only: ``partial``), or None for an official weights file."""
     file = checkpoint.resolve(path, option)
     payload = checkpoint.load_file(file, option)
@@ -120,7 +120,7 @@ def _checkpoint_model(path: str | Path, use_ema: bool = True, option: str = "CHE
 
 def translation_targets(path: str | Path, option: str = "CHECKPOINT") -> tuple[str, ...]:
     """What the model in a checkpoint (or official weights file) translates to: its directions or domains."""
-    model = _checkpoint_model(path, option=option)
+    model = checkpoint_model(path, option=option)
     return ("a2b",) if model is None else model.translation_targets()
 
 
@@ -140,14 +140,6 @@ def load_generator(path: str | Path, target: str | None = None, arch: str | None
         raise UserError(f"--arch/--norm/--ngf describe official weights files; {file} is an img2img checkpoint, "
                         "which describes itself")
     return checkpoint_generator(checkpoint.validate(payload, file, option), target, use_ema, option)
-
-
-def conditional_generator(path: str | Path, use_ema: bool = True,
-                          option: str = "CHECKPOINT") -> tuple[nn.Module, tuple[str, ...]] | None:
-    """The generator that takes its target as an input, and the targets, of a multi-domain model's checkpoint
-    (see :meth:`~img2img.models.base.GANModel.conditional_generator`); None for other models and official files."""
-    model = _checkpoint_model(path, use_ema, option)
-    return None if model is None else model.conditional_generator()
 
 
 def checkpoint_generator(payload: dict[str, Any], target: str | None = None, use_ema: bool = True,

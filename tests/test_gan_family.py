@@ -283,3 +283,34 @@ def test_time_limit_stops_the_run_with_a_checkpoint_and_resume_goes_on(tmp_path)
     result, output = invoke("train", "mnist-gan", "--resume", out, "--steps", step + 3, "--time-limit", 0)
     assert result.exit_code == 0, output
     assert checkpoint.read(out / "last.ckpt")["step"] == step + 3
+
+
+# -- export -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("conditional", [False, True])
+def test_a_noise_models_generator_exports_and_onnxruntime_agrees(cgan_run, mnist_run, tmp_path, conditional):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from img2img.loading import load_model  # noqa: PLC0415
+    from img2img.train import train  # noqa: PLC0415
+
+    run = cgan_run if conditional else train(mnist_run(steps=2), tmp_path / "run").run_dir
+    result, output = invoke("export", run, "--out", tmp_path / "g.onnx")
+    assert result.exit_code == 0, output
+    session = onnxruntime.InferenceSession(str(tmp_path / "g.onnx"))
+    model = load_model(run)[0]
+    g = model.nets["g"].eval()
+    noise = torch.randn(3, 100)
+    feeds, args = {"noise": noise.numpy()}, (noise,)
+    if conditional:
+        assert [i.name for i in session.get_inputs()] == ["noise", "label"]
+        labels = torch.tensor([7, 0, 3])
+        feeds["label"] = torch.nn.functional.one_hot(labels, 10).float().numpy()
+        args = (noise, labels)
+        assert session.get_modelmeta().custom_metadata_map["img2img.classes"] == ",".join("0123456789")
+    (images,) = session.run(None, feeds)
+    with torch.no_grad():
+        expected = g(*args)
+    assert images.shape == (3, 1, 28, 28)
+    assert np.abs(images - expected.numpy()).max() < 1e-4
+    result, _ = invoke("export", run, "--out", tmp_path / "h.onnx", "--direction", "a2b")
+    assert_one_line_error(result, "--direction", "noise")

@@ -54,6 +54,9 @@ class Gmmn(NoiseModel):
             return (torch.rand(count, self.config.noise_dim, generator=generator) * 2 - 1).to(device)
         return torch.rand(count, self.config.noise_dim, device=device) * 2 - 1
 
+    def noise_law(self) -> str:
+        return f"U[-1, 1], {self.config.noise_dim} values"
+
     def phase_loss(self, phase: str, nets: Mapping[str, nn.Module], batch: tuple[Tensor, Tensor],
                    carry: dict[str, Any]) -> tuple[Tensor, Logs]:
         if phase != "g":

@@ -163,6 +163,10 @@ class NoiseModel(GANModel):
             return torch.randn(count, self.config.noise_dim, generator=generator).to(device)
         return torch.randn(count, self.config.noise_dim, device=device)
 
+    def noise_law(self) -> str:
+        """The noise :meth:`noise` draws, in words (an exported generator's metadata)."""
+        return f"N(0, I), {self.config.noise_dim} values"
+
     def random_labels(self, count: int, device: torch.device) -> Tensor:
         """Labels drawn uniformly over the classes, for the generated half of a conditional step."""
         return torch.randint(0, len(self.config.classes), (count,), device=device)

@@ -29,13 +29,15 @@ KERAS_MOMENTUM_0_8 = 0.2
 
 
 def join_label(inputs: Tensor, labels: Tensor | None, classes: int) -> Tensor:
-    """``inputs`` ``(N, F)`` with the one-hot ``labels`` ``(N,)`` appended, ``(N, F + classes)``; unchanged when
-    the network takes no label (``classes`` 0)."""
+    """``inputs`` ``(N, F)`` with the labels appended as one-hot vectors, ``(N, F + classes)``: ``labels`` are
+    class indices ``(N,)`` or already one-hot ``(N, classes)`` (what an exported graph takes).  ``inputs`` are
+    unchanged when the network takes no label (``classes`` 0)."""
     if not classes:
         return inputs
     if labels is None:
         raise ValueError("a conditional network needs the labels")
-    return torch.cat([inputs, F.one_hot(labels, classes).to(inputs.dtype)], 1)
+    one_hot = labels if labels.dim() == 2 else F.one_hot(labels, classes)
+    return torch.cat([inputs, one_hot.to(inputs.dtype)], 1)
 
 
 class MLPGenerator(nn.Module):
