@@ -100,10 +100,10 @@ def image_folder(root: str | Path, option: str = "--data") -> tuple[list[Path], 
     return [root / f for f in files], [-1] * len(files), ()
 
 
-def folder_channels(root: str | Path, option: str = "--data") -> int:
-    """1 when every image under ``root`` is grey, else 3 (colour; alpha is dropped), after decoding every file
-    fully once (:func:`img2img.data.guard.verify_images`: a broken file is named in one line)."""
-    infos = verify_images(image_folder(root, option)[0], option)
+def folder_channels(files: list[Path], option: str = "--data") -> int:
+    """1 when every one of ``files`` is grey, else 3 (colour; alpha is dropped), after decoding each fully once
+    (:func:`img2img.data.guard.verify_images`: a broken file is named in one line)."""
+    infos = verify_images(files, option)
     return 1 if all(info.channels == 1 for info in infos) else 3
 
 

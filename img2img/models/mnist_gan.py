@@ -54,8 +54,9 @@ class DigitsConfig:
 
 @dataclass(frozen=True)
 class ConvOptions:
-    """The options of the models with DCGAN's networks (joined before :class:`DigitsConfig` so that ``size``
-    becomes an option)."""
+    """The options of the models with DCGAN's networks.  A config lists it before :class:`DigitsConfig` among its
+    bases (``class DcganConfig(ConvOptions, MnistGanConfig)``), so that its ``size`` option replaces the plain
+    field."""
 
     size: int = option(28, "Image side: 28, 32 or 64 (the 28-pixel digits are padded to 32, then resized).", min=28,
                        max=64)
@@ -111,8 +112,8 @@ class NoiseModel(GANModel):
         else:
             if config.mnist_root is not None:
                 raise UserError("--data and --mnist-root both name training data; give one")
-            classes = image_folder(config.data)[2]
-            config = dataclasses.replace(config, channels=folder_channels(config.data), classes=classes)
+            files, _, classes = image_folder(config.data)
+            config = dataclasses.replace(config, channels=folder_channels(files), classes=classes)
         if cls.conditional and not config.classes:
             raise UserError(f"--data: a {cls.name} model learns from labels; put the images of {config.data} in one "
                             "sub-folder per class (two or more)")
