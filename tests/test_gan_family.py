@@ -240,6 +240,17 @@ def test_train_sample_and_eval_on_a_folder(tmp_path):
     assert result.exit_code == 0 and "fid" in output and "nn_distance_to_train" in output, output
 
 
+def test_a_folder_whose_classes_changed_is_named_at_resume(tmp_path):
+    root = _folder(tmp_path / "pets")
+    out = tmp_path / "run"
+    result, output = invoke("train", "cgan", "--data", root, "--out", out, "--steps", 2, "--batch-size", 4,
+                            "--device", "cpu")
+    assert result.exit_code == 0, output
+    _folder(root, classes=("birds",), per_class=3)  # a third class appears
+    result, _ = invoke("train", "cgan", "--resume", out, "--steps", 4)
+    assert_one_line_error(result, "--data", "birds, cats, dogs", "cats, dogs")
+
+
 def test_a_conditional_model_needs_labelled_folders(tmp_path):
     flat = _folder(tmp_path / "flat", classes=("",), per_class=5)
     result, _ = invoke("train", "cgan", "--data", flat, "--out", tmp_path / "run", "--steps", 1, "--batch-size", 2)

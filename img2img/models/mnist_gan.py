@@ -123,7 +123,11 @@ class NoiseModel(GANModel):
     def load_data(cls, config: DigitsConfig) -> Digits:
         """The training images ``(N, C, size, size)`` uint8 with their labels."""
         if config.data is not None:
-            return load_image_folder(config.data, config.size, config.channels)
+            data = load_image_folder(config.data, config.size, config.channels)
+            if data.classes != tuple(config.classes):  # the folder changed since the run began (--resume)
+                raise UserError(f"--data: {config.data} now holds the classes {', '.join(data.classes) or 'none'}; "
+                                f"this run learnt {', '.join(config.classes) or 'none'}")
+            return data
         digits = load_digits(config.mnist_root, split="train")
         if config.size != 28:  # padded to 32, as DCGAN implementations take MNIST, then resized
             images = F.pad(digits.images, (2, 2, 2, 2))
