@@ -524,6 +524,14 @@ def check_runnable(run: RunConfig, batch: Any = None) -> None:
         raise UserError(f"{where}: the {run.model} networks cannot run this ({reason[:160]}); {advice}") from None
 
 
+def check_time_limit(train: TrainConfig) -> None:
+    """--time-limit stops one process on its own clock: refused under torchrun, whose processes would stop at
+    different steps and wait for each other for ever."""
+    if train.time_limit and dist_tools.from_environment().enabled:
+        raise UserError("--time-limit stops one process on its own clock; under torchrun the processes would stop "
+                        "at different steps: set --steps instead")
+
+
 def resolve_run(run: RunConfig) -> RunConfig:
     """Validate a run's options and data once and make every inferred setting explicit: the model's options
     (channels, depths, ... read off the data), its schedule (--steps/--decay-steps from its epochs where
@@ -543,9 +551,7 @@ def resolve_run(run: RunConfig) -> RunConfig:
         if given:
             raise UserError(f"{given[0]} applies to the held-out evaluation during training: add --eval-every N, "
                             f"or leave out {', '.join(given)}")
-    if train.time_limit and dist_tools.from_environment().enabled:
-        raise UserError("--time-limit stops one process on its own clock; under torchrun the processes would stop "
-                        "at different steps: set --steps instead")
+    check_time_limit(train)
     if train.sync_batch_norm and not dist_tools.from_environment().enabled:
         log.warning("--sync-bn synchronises batch norm across torchrun processes; this is one process, so it has "
                     "no effect")
@@ -605,6 +611,7 @@ def resume(path: str | Path, steps: int | None = None, stop_after_steps: int | N
         changes["steps"] = steps
     if changes:
         run = run.replace_train(**changes)
+    check_time_limit(run.train)
     get_model_class(run.model).resolve(run.options)  # the data checked again (every file decoded) before a step
     run_root = Path(payload["path"]).resolve().parent
     if run_root.name == "checkpoints":
