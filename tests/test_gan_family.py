@@ -325,3 +325,14 @@ def test_a_noise_models_generator_exports_and_onnxruntime_agrees(cgan_run, mnist
     assert np.abs(images - expected.numpy()).max() < 1e-4
     result, _ = invoke("export", run, "--out", tmp_path / "h.onnx", "--direction", "a2b")
     assert_one_line_error(result, "--direction", "noise")
+
+
+def test_time_limit_is_refused_under_torchrun_at_start_and_at_resume(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    result, output = invoke("train", "mnist-gan", "--out", out, "--steps", 2, "--batch-size", 8, "--device", "cpu")
+    assert result.exit_code == 0, output
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it; nothing starts before the refusal
+    for args in (["--out", tmp_path / "new", "--steps", 5], ["--resume", out, "--steps", 5]):
+        result, _ = invoke("train", "mnist-gan", *args, "--time-limit", 10)
+        assert_one_line_error(result, "--time-limit", "torchrun")
+    assert not (tmp_path / "new").exists()
