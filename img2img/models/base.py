@@ -181,8 +181,11 @@ class GANModel(nn.Module):
         return getattr(self.config, "loss", None) != "wgan-gp"
 
     def phases_at(self, step: int) -> tuple[Phase, ...]:
-        """The phases of training step ``step`` (all of them, unless a model alternates its updates)."""
-        return self.phases
+        """The phases of training step ``step``: all of them, except that a model whose config has ``n_critic``
+        (WGAN, StarGAN: its first phase the critic's) runs the later phases only every ``n_critic`` steps, as
+        the official ``(i + 1) % n_critic == 0``.  A model that alternates otherwise overrides this."""
+        every = getattr(self.config, "n_critic", 1)
+        return self.phases if (step + 1) % every == 0 else self.phases[:1]
 
     def optimizer_options(self) -> dict[str, Any]:
         """Extra Adam arguments of this model (e.g. weight decay)."""

@@ -187,10 +187,6 @@ class StarGAN(GANModel):
         steps = train.steps if train.steps is not None else cls.train_defaults["steps"]
         return replace(train, steps=steps, decay_steps=steps // 2 if train.decay_steps is None else train.decay_steps)
 
-    def phases_at(self, step: int) -> tuple[Phase, ...]:
-        """D every step; G as well every ``n_critic`` steps (the official ``(i+1) % n_critic == 0``)."""
-        return self.phases if (step + 1) % self.config.n_critic == 0 else self.phases[:1]
-
     # -- training --------------------------------------------------------------------------------------------
     def _one_hot(self, labels: Tensor, like: Tensor) -> Tensor:
         return F.one_hot(labels, len(self.config.domains)).to(like.dtype)

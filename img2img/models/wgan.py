@@ -51,10 +51,6 @@ class Wgan(NoiseModel):
                                                      config.base_channels))
         self.nets["d"] = init_weights(DCGANDiscriminator(config.channels, config.size, config.d_base_channels))
 
-    def phases_at(self, step: int) -> tuple[Phase, ...]:
-        """The critic every step; the generator as well every ``n_critic`` steps."""
-        return self.phases if (step + 1) % self.config.n_critic == 0 else self.phases[:1]
-
     def make_optimizer(self, phase: Phase, params: list[nn.Parameter], train: TrainConfig) -> torch.optim.Optimizer:
         """RMSprop with the run's --lr (5e-5 by default), as the paper."""
         return torch.optim.RMSprop(params, lr=train.lr)
