@@ -8,6 +8,9 @@ log-likelihood of the right source and L_C that of the right class (Eq. 2,
 adversarial loss plus the cross-entropy of its class head on real images
 (their labels) and on generated ones (the classes asked for), and G its
 adversarial loss plus the cross-entropy of the generated images' classes.
+``--no-fake-classes`` drops the generated images from D's class term: the
+class head is then a classifier of real images that G must satisfy, instead
+of one that also learns G's own renderings of each class.
 
 ``img2img sample RUN --class 7`` draws one class; the sample grids have one
 row per class.  With ``--data DIR``, DIR's sub-folders are the classes.
@@ -34,6 +37,9 @@ from img2img.nn.dcgan import DCGANDiscriminator, DCGANGenerator
 class AcganConfig(ConvOptions, DigitsConfig):
     loss: str = option("non-saturating", "Adversarial loss of the source head.", choices=tuple(LOSSES))
     lambda_cls: float = option(1.0, "Weight of the class terms (L_C).", min=0)
+    fake_classes: bool = option(True, "D's class head also learns the classes of generated images, as in the "
+                                      "paper; --no-fake-classes trains it on real images only (as StarGAN's), so that "
+                                      "G cannot pass with digits that only D reads as their class.")
 
 
 class Acgan(NoiseModel):
@@ -79,8 +85,9 @@ class Acgan(NoiseModel):
             real_scores, real_classes = d(real, classes=True)
             fake_scores, fake_classes = d(fake, classes=True)
             adversarial = self.adversarial.discriminator(real_scores.float(), fake_scores.float())
-            classification = F.cross_entropy(real_classes.float(), labels) + \
-                F.cross_entropy(fake_classes.float(), wanted)
+            classification = F.cross_entropy(real_classes.float(), labels)
+            if self.config.fake_classes:
+                classification = classification + F.cross_entropy(fake_classes.float(), wanted)
             loss = adversarial + weight * classification
             logs = {"d_loss": adversarial.detach(), "d_cls": classification.detach()}
             if self.adversarial.gradient_penalty_weight:
