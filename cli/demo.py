@@ -40,7 +40,7 @@ def cyclegan(out: str, overwrite: bool) -> None:
 @click.option("--overwrite", is_flag=True, help="Write into a folder that is not empty.")
 def stargan(out: str, overwrite: bool) -> None:
     """Digits in four styles (OUT/train/<style>, disjoint quarters; OUT/test/<style>, every held-out digit in
-    every style), 32×32: plain white on black, bold orange on navy, soft yellow on maroon, bold soft green."""
+    every style), 32×32, ink on black: plain white, bold orange, soft cyan, bold and soft green."""
     counts = demo_data.write_style_digits(out, overwrite=overwrite)
     test = counts.pop("test")
     click.echo(f"wrote {' + '.join(str(n) for n in counts.values())} training digits in {len(counts)} styles "
