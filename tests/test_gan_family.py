@@ -152,20 +152,17 @@ def test_acgan_classifies_real_and_generated_images_in_both_phases(tmp_path):
 
 
 def test_acgan_without_fake_classes_trains_the_class_head_on_real_images_only(tmp_path):
-    trainer, batch = tiny_trainer("acgan", tmp_path, batch_size=4, options={"fake_classes": False})
-    model = trainer.model
-    _, _ = model.phase_loss("g", model.nets, batch, carry := {})
-    real_only = F.cross_entropy(model.nets["d"](batch[0], classes=True)[1].float(), batch[1])
-    _, logs = model.phase_loss("d", model.nets, batch, carry)
-    torch.testing.assert_close(logs["d_cls"], real_only.detach())
-    trainer, batch = tiny_trainer("acgan", tmp_path / "both", batch_size=4)  # the paper's: generated ones too
-    model = trainer.model
-    _, _ = model.phase_loss("g", model.nets, batch, carry := {})
-    fake, wanted = carry["fake"]
-    both = F.cross_entropy(model.nets["d"](batch[0], classes=True)[1].float(), batch[1]) + \
-        F.cross_entropy(model.nets["d"](fake, classes=True)[1].float(), wanted)
-    _, logs = model.phase_loss("d", model.nets, batch, carry)
-    torch.testing.assert_close(logs["d_cls"], both.detach())
+    for fake_classes in (False, True):  # --no-fake-classes, then the paper's L_C (generated images too)
+        trainer, batch = tiny_trainer("acgan", tmp_path / str(fake_classes), batch_size=4,
+                                      options={"fake_classes": fake_classes})
+        model, (real, labels) = trainer.model, batch
+        model.phase_loss("g", model.nets, batch, carry := {})
+        fake, wanted = carry["fake"]
+        expected = F.cross_entropy(model.nets["d"](real, classes=True)[1].float(), labels)
+        if fake_classes:
+            expected = expected + F.cross_entropy(model.nets["d"](fake, classes=True)[1].float(), wanted)
+        _, logs = model.phase_loss("d", model.nets, batch, carry)
+        torch.testing.assert_close(logs["d_cls"], expected.detach())
 
 
 # -- conditional sampling ---------------------------------------------------------------------------------
