@@ -3,14 +3,15 @@
 #
 #   bash .ci/gan-table.sh SECONDS OUT [NAME ...]     # with img2img installed; on an otherwise idle machine
 #
-# trains every row one after another, each for SECONDS of wall-clock time (--time-limit) on the CPU, evaluates
+# trains every row one after another, each for SECONDS of wall-clock time (--time-limit), evaluates
 # it by the MNIST GAN protocol, and writes the table's markdown rows to OUT/table.md (also printed). The runs,
-# their logs and their JSON stay in OUT. NAMEs pick rows (default: all). Nothing else may run beside it: the
-# steps a run reaches in its time are what the table compares.
+# their logs and their JSON stay in OUT. NAMEs pick rows (default: all); GAN_TABLE_DEVICE (default cpu) picks
+# the device. Nothing else may run beside it: the steps a run reaches in its time are what the table compares.
 set -euo pipefail
 SECONDS_EACH=${1:?usage: bash .ci/gan-table.sh SECONDS OUT [NAME ...]}
 OUT=$(realpath -m "${2:?usage: bash .ci/gan-table.sh SECONDS OUT [NAME ...]}")
 shift 2
+DEVICE=${GAN_TABLE_DEVICE:-cpu}
 mkdir -p "$OUT"
 
 # NAME|title|model and options (each row of the table)
@@ -37,9 +38,9 @@ while IFS='|' read -r name title command; do
     [ $# -gt 0 ] && [[ $chosen != *" $name "* ]] && continue
     # shellcheck disable=SC2086
     img2img train $command --out "$OUT/$name" --steps 1000000 --time-limit "$SECONDS_EACH" --log-every 100 \
-        --sample-every 1000000 --save-every 1000000 --device cpu >"$OUT/$name.log" 2>&1 \
+        --sample-every 1000000 --save-every 1000000 --device "$DEVICE" >"$OUT/$name.log" 2>&1 \
         || { echo "$name: training failed, see $OUT/$name.log" >&2; continue; }
-    img2img eval "$OUT/$name" --device cpu --json "$OUT/$name.json" >"$OUT/$name.eval" 2>&1 \
+    img2img eval "$OUT/$name" --device "$DEVICE" --json "$OUT/$name.json" >"$OUT/$name.eval" 2>&1 \
         || { echo "$name: evaluation failed, see $OUT/$name.eval" >&2; continue; }
     printf '%s|%s|%s\n' "$name" "$title" "$command" >>"$OUT/rows.txt"
     echo "$name done" >&2
