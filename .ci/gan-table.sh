@@ -4,7 +4,8 @@
 #   bash .ci/gan-table.sh SECONDS OUT [NAME ...]     # with img2img installed; on an otherwise idle machine
 #
 # trains every row one after another, each for SECONDS of wall-clock time (--time-limit), evaluates
-# it by the MNIST GAN protocol, and writes the table's markdown rows to OUT/table.md (also printed). The runs,
+# it by the MNIST GAN protocol, and writes the table's markdown rows to OUT/table.md (also printed), with
+# the rows of earlier calls into the same OUT. The runs,
 # their logs and their JSON stay in OUT. NAMEs pick rows (default: all); GAN_TABLE_DEVICE (default cpu) picks
 # the device. Nothing else may run beside it: the steps a run reaches in its time are what the table compares.
 set -euo pipefail
@@ -33,7 +34,7 @@ for name in "$@"; do
     grep -q "^$name|" <<<"$ROWS" || { echo "no row called $name; the rows: $(cut -d'|' -f1 <<<"$ROWS" | xargs)" >&2; exit 2; }
 done
 chosen=" $* "
-: >"$OUT/rows.txt"
+touch "$OUT/rows.txt"  # rows already in OUT stay; a row run again replaces its line
 while IFS='|' read -r name title command; do
     [ $# -gt 0 ] && [[ $chosen != *" $name "* ]] && continue
     # shellcheck disable=SC2086
@@ -42,7 +43,9 @@ while IFS='|' read -r name title command; do
         || { echo "$name: training failed, see $OUT/$name.log" >&2; continue; }
     img2img eval "$OUT/$name" --device "$DEVICE" --json "$OUT/$name.json" >"$OUT/$name.eval" 2>&1 \
         || { echo "$name: evaluation failed, see $OUT/$name.eval" >&2; continue; }
-    printf '%s|%s|%s\n' "$name" "$title" "$command" >>"$OUT/rows.txt"
+    grep -v "^$name|" "$OUT/rows.txt" >"$OUT/rows.tmp" || true
+    printf '%s|%s|%s\n' "$name" "$title" "$command" >>"$OUT/rows.tmp"
+    mv "$OUT/rows.tmp" "$OUT/rows.txt"
     echo "$name done" >&2
 done <<<"$ROWS"
 
