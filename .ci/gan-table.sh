@@ -3,11 +3,11 @@
 #
 #   bash .ci/gan-table.sh SECONDS OUT [NAME ...]     # with img2img installed; on an otherwise idle machine
 #
-# trains every row one after another, each for SECONDS of wall-clock time (--time-limit), evaluates
-# it by the MNIST GAN protocol, and writes the table's markdown rows to OUT/table.md (also printed), with
-# the rows of earlier calls into the same OUT. The runs,
-# their logs and their JSON stay in OUT. NAMEs pick rows (default: all); GAN_TABLE_DEVICE (default cpu) picks
-# the device. Nothing else may run beside it: the steps a run reaches in its time are what the table compares.
+# trains every row one after another, each for SECONDS of wall-clock time (--time-limit), evaluates it by the
+# MNIST GAN protocol, and writes the table's markdown rows, with those of earlier calls into the same OUT, to
+# OUT/table.md (also printed). The runs, their logs and their JSON stay in OUT. NAMEs pick rows (default:
+# all); GAN_TABLE_DEVICE (default cpu) picks the device. Nothing else may run beside it: the steps a run
+# reaches in its time are what the table compares.
 set -euo pipefail
 SECONDS_EACH=${1:?usage: bash .ci/gan-table.sh SECONDS OUT [NAME ...]}
 OUT=$(realpath -m "${2:?usage: bash .ci/gan-table.sh SECONDS OUT [NAME ...]}")
