@@ -27,7 +27,7 @@ def _start(ctx: click.Context, model_class: type[GANModel], values: dict) -> Non
         if dry_run:
             click.echo(f"would resume {resume}")
             return
-        result = training.resume(resume, **resume_changes(ctx))
+        result = training.resume(resume, model=model_class.name, **resume_changes(ctx))
     else:
         train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
         given = {k: v for k, v in values.items() if k in train_fields}

@@ -592,15 +592,19 @@ def train(run: RunConfig, out: str | Path, resolved: bool = False) -> TrainResul
 
 
 def resume(path: str | Path, steps: int | None = None, stop_after_steps: int | None = None,
-           **changes: Any) -> TrainResult:
+           model: str | None = None, **changes: Any) -> TrainResult:
     """Continue the run whose checkpoint (or run folder) is ``path``, in that run's folder.
 
+    ``model``: the model the caller expects (``img2img train MODEL --resume``); a run of another is refused.
     ``changes``: new values of the settings that do not change what the run computes (``device`` and the
     speed settings, see :data:`~img2img.config.RESUMABLE_SETTINGS`)."""
     payload, run = open_checkpoint(path, "--resume")
     if "optimizers" not in payload:
         raise UserError(f"--resume: {payload['path']} holds imported generator weights only; it translates and "
                         "exports but cannot continue training")
+    if model is not None and run.model != model:
+        raise UserError(f"--resume: {payload['path']} is from a {run.model} run, not {model}; continue it with "
+                        f"`img2img train {run.model} --resume {path}`")
     unknown = sorted(set(changes) - set(RESUMABLE_SETTINGS))
     if unknown:
         raise ValueError(f"resume cannot change {', '.join(unknown)}")

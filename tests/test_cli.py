@@ -102,6 +102,14 @@ def test_resume_refuses_changed_settings(finished_run):
     assert result.exit_code == 2 and "--loss cannot be changed when resuming" in result.output
 
 
+def test_resume_refuses_a_run_of_another_model(finished_run):
+    before = (finished_run / "last.ckpt").read_bytes()
+    result, _ = invoke("train", "dcgan", "--resume", finished_run, "--steps", "6")
+    assert_one_line_error(result, "--resume", "is from a mnist-gan run, not dcgan",
+                          f"img2img train mnist-gan --resume {finished_run}")
+    assert (finished_run / "last.ckpt").read_bytes() == before
+
+
 def test_resume_extends_a_finished_run(finished_run):
     result, output = invoke("train", "mnist-gan", "--resume", finished_run, "--steps", "6")
     assert result.exit_code == 0, output
