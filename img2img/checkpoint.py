@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -104,10 +105,27 @@ def read(path: str | Path, option: str = "checkpoint") -> dict[str, Any]:
 def load_file(file: Path, option: str = "checkpoint") -> Any:
     """Whatever ``torch.load(weights_only=True)`` reads from ``file``; a one-line error if it cannot."""
     try:
-        return torch.load(file, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. torch doubting a pickle protocol: the outcome is what matters
+            warnings.simplefilter("ignore")
+            return torch.load(file, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - a corrupt file raises many kinds of error
-        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
-        raise UserError(f"{option}: {file} is not a readable checkpoint ({reason})") from None
+        raise UserError(f"{option}: {file} is not a readable checkpoint ({_load_failure(file, error)})") from None
+
+
+def _load_failure(file: Path, error: Exception) -> str:
+    """Why ``torch.load`` could not read ``file``, in a few words.  Its weights-only refusal is long and advises
+    loading with ``weights_only=False``, which would run the file's code: say what the file is instead."""
+    text = str(error).strip()
+    if "Weights only load failed" not in text:
+        return text.splitlines()[0][:160] if text else type(error).__name__
+    with open(file, "rb") as stream:
+        head = stream.read(4)
+    if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save writes a zip archive (or, long ago, a pickle)
+        return "not a file that torch.save wrote"
+    detail = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()[0].split(". ")[0] \
+        if "WeightsUnpickler error:" in text else ""
+    return f"it holds Python objects beyond tensors and plain data, which are never unpickled{': ' if detail else ''}" \
+        f"{detail[:120]}"
 
 
 def validate(payload: Any, file: Path, option: str = "checkpoint") -> dict[str, Any]:

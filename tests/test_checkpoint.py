@@ -79,8 +79,16 @@ def test_old_step_checkpoints_are_pruned(tmp_path, mnist_run):
 def test_corrupt_foreign_and_missing_checkpoints_are_one_line_errors(tmp_path):
     corrupt = tmp_path / "corrupt.ckpt"
     corrupt.write_bytes(b"\x00not a checkpoint at all")
-    with pytest.raises(UserError, match=r"corrupt\.ckpt is not a readable checkpoint"):
+    with pytest.raises(UserError, match=r"corrupt\.ckpt is not a readable checkpoint \(not a file that torch\.save "
+                       r"wrote\)$"):
         checkpoint.read(corrupt)
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"net": torch.nn.Linear(1, 1)}, pickled)  # a module: code, which weights-only loading refuses
+    with pytest.raises(UserError, match=r"pickled\.pt is not a readable checkpoint \(it holds Python objects beyond "
+                       r"tensors and plain data, which are never unpickled: Unsupported global: "
+                       r"GLOBAL torch\.nn\.modules\.linear\.Linear was not an allowed global by default\)$") as caught:
+        checkpoint.read(pickled)
+    assert "weights_only" not in str(caught.value)  # torch's advice to load it with code execution is not passed on
     foreign = tmp_path / "latest_net_G.pth"
     torch.save({"model.0.weight": torch.zeros(2)}, foreign)
     with pytest.raises(UserError, match=r"latest_net_G\.pth is not an img2img checkpoint"):
