@@ -610,8 +610,10 @@ class _ImageFiles(Dataset):
         # 8-bit levels that no resampling or luminance mixes travel as they are (a quarter of float32's bytes)
         mixed = self.resize is not None or (self.channels == 1 and levels.shape[2] > 1)
         if levels.dtype == np.uint8 and not mixed:
+            # copied to channels-first (a one-channel array would already be contiguous, and decoders return
+            # read-only arrays, which torch warns of)
             levels = convert_channels(levels, self.channels)
-            return {"index": index, "tensor": torch.from_numpy(np.ascontiguousarray(levels.transpose(2, 0, 1))),
+            return {"index": index, "tensor": torch.from_numpy(levels.transpose(2, 0, 1).copy()),
                     "bits": bits, "error": ""}
         array = convert_channels(to_unit(levels), self.channels)
         if self.resize is not None:

@@ -4,6 +4,8 @@ official weights, ONNX export and the Python API."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -346,3 +348,19 @@ def test_max_pixels_sets_the_limit_and_training_folders_name_a_bomb(photos, tmp_
     write_bomb(folder / "bomb.png")
     result, _ = invoke("train", "cyclegan", "--a", folder, "--b", folder, "--dry-run")
     assert_one_line_error(result, "bomb.png", "pixels")
+
+
+def test_folder_translation_of_one_channel_images_prints_no_warnings(tmp_path):
+    """Grey files for a grey-input model travel from the decoder untouched; torch must not warn (as it did once)
+    that the array it was given is read-only.  A fresh process: torch gives that warning once per process."""
+    from test_unpaired import cyclegan_trainer, write_unpaired  # noqa: PLC0415
+
+    root = write_unpaired(tmp_path)
+    for path in (root / "a").iterdir():
+        Image.open(path).convert("L").save(path)
+    cyclegan_trainer(root, tmp_path, steps=1).fit()
+    result = subprocess.run([sys.executable, "-m", "img2img.cli", "translate", tmp_path / "run", root / "a",
+                             tmp_path / "out", "--workers", "0"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in (root / "a").iterdir())
+    assert "Warning" not in result.stderr, result.stderr
