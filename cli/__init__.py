@@ -8,6 +8,7 @@ It parses and validates options and calls the library; it holds no logic.
 from __future__ import annotations
 
 import logging
+import signal
 
 import click
 
@@ -33,8 +34,8 @@ class _Group(click.Group):
             if error.filename is None:
                 raise
             raise click.ClickException(f"{error.filename}: {error.strerror or error}") from None
-        except KeyboardInterrupt:  # the trainer has saved a checkpoint and said so
-            raise click.exceptions.Exit(130) from None
+        except KeyboardInterrupt as error:  # the trainer has said what it saved; 128 + the signal, as shells do
+            raise click.exceptions.Exit(128 + getattr(error, "signal_number", signal.SIGINT)) from None
 
 
 class _ConsoleFormatter(logging.Formatter):

@@ -9,6 +9,7 @@ resume bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -37,6 +38,7 @@ from img2img.data import guard
 from img2img.data.batches import mix_seed
 from img2img.distributed import Distributed
 from img2img.errors import UserError
+from img2img.interrupt import Interrupted, StopRequests
 # load_model, resolve_device and run_config_from_dict live in img2img.loading; importable from here as before
 from img2img.loading import (build_model, load_model, open_checkpoint, resolve_device,  # noqa: F401
                              run_config_from_dict)
@@ -88,6 +90,7 @@ class Trainer:
             self.dirs.create(fresh=False)
         self.device = dist_tools.setup(self.job, device or resolve_device(self.config.device))
         self.step = 0
+        self.saved_step: int | None = None  # the step of this trainer's newest checkpoint
         self.best: dict[str, Any] | None = None  # {"metric", "value", "step"} of the best evaluation so far
         seed_everything(self.config.seed)
         speed.configure_device(self.device, self.config.cudnn_benchmark)
@@ -267,6 +270,7 @@ class Trainer:
             state["rng_ranks"] = rng_ranks
         path = checkpoint.atomic_save(state, self.dirs.checkpoint(self.step))
         checkpoint.atomic_link(path, self.dirs.last)
+        self.saved_step = self.step
         self.dirs.prune_checkpoints(max(1, self.config.keep_checkpoints))
         return self.dirs.last
 
@@ -325,19 +329,27 @@ class Trainer:
         last = self.dirs.last if self.dirs.last.exists() else None
         bar = tqdm(total=config.steps, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=None if main else True, desc=self.run.model)
+        # Ctrl-C and SIGTERM stop the loop between two steps; the ranks of a distributed run, which could not
+        # agree on which step to stop at without a synchronisation per step, stop at once
+        stop = StopRequests()
+        mid_step = False
         try:
-            with guard.worker_deaths_at_fetch(batches):
+            with guard.worker_deaths_at_fetch(batches), stop if not self.job.enabled else contextlib.nullcontext():
                 # a dead loading worker is noticed between steps; the workers end before SIGCHLD is let through
-                while self.step < end:
+                while self.step < end and stop.signal is None:
                     batch = self.model.move_batch(_fetch(batches), self.device)
-                    for key, value in self.train_step(batch).items():
+                    mid_step = True
+                    logs = self.train_step(batch)
+                    mid_step = False
+                    for key, value in logs.items():
                         totals[key].append(value)
                     bar.update(1)
                     timed_out = bool(config.time_limit) and time.perf_counter() - started >= config.time_limit
                     if timed_out:
                         log.info("--time-limit %g s reached at step %d", config.time_limit, self.step)
                         end = self.step
-                    if main and (self.step % config.log_every_steps == 0 or self.step == end):
+                    stopping = stop.signal is not None and self.step < end  # log, save; no samples, no evaluation
+                    if main and (self.step % config.log_every_steps == 0 or self.step == end or stopping):
                         now = time.perf_counter()
                         record = self._log_record(totals, (self.step - window_step) / max(now - window_start, 1e-9))
                         totals.clear()
@@ -348,25 +360,31 @@ class Trainer:
                         log.log(logging.INFO if bar.disable else logging.DEBUG, "%s",
                                 " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                          for k, v in record.items()))
-                    if main and (self.step % config.sample_every_steps == 0 or self.step == config.steps
-                                 or timed_out):
+                    if main and not stopping and (self.step % config.sample_every_steps == 0
+                                                  or self.step == config.steps or timed_out):
                         grid = self.write_samples(sample_inputs)
-                    evaluate = config.eval_every_steps > 0 and (self.step % config.eval_every_steps == 0
-                                                                or self.step == config.steps)
+                    evaluate = not stopping and config.eval_every_steps > 0 and (
+                        self.step % config.eval_every_steps == 0 or self.step == config.steps)
                     improved = self.evaluate() if evaluate and main else False
-                    if self.step % config.save_every_steps == 0 or self.step == end or evaluate:
+                    if self.step % config.save_every_steps == 0 or self.step == end or evaluate or stopping:
                         last = self.save()
                         if improved:
                             checkpoint.atomic_link(self.dirs.checkpoint(self.step), self.dirs.best)
         except _DataFailure as failure:
             bar.close()
+            if stop.signal is not None:  # the loading workers had the signal too, and ended
+                raise self._interrupted(stop.signal) from None
             raise self._data_failure(failure.error) from None
         except KeyboardInterrupt:
             bar.close()
             if not self.job.enabled:  # a distributed save would wait on ranks that are stopping too
-                saved = self.save()
-                log.warning("interrupted at step %d; checkpoint %s; continue with --resume %s",
-                            self.step, saved, self.dirs.root)
+                if mid_step:  # what the networks hold now is part of a step: not a checkpoint to resume from
+                    log.warning("stopped at once halfway through step %d, with no checkpoint of it (%s)",
+                                self.step + 1, self._newest_checkpoint() + (
+                                    f"; continue with --resume {self.dirs.root}" if self.dirs.last.exists() else ""))
+                else:
+                    log.warning("interrupted at step %d; checkpoint %s; continue with --resume %s",
+                                self.step, self.save(), self.dirs.root)
             raise
         except (RuntimeError, MemoryError) as error:  # torch.OutOfMemoryError is a RuntimeError
             if not out_of_memory(error):
@@ -378,6 +396,8 @@ class Trainer:
                             f"not fit; use smaller images or batches ({kept})") from None
         finally:
             bar.close()
+        if stop.signal is not None and self.step < end:
+            raise self._interrupted(stop.signal)
         seconds = time.perf_counter() - started
         if last is None:
             last = self.save()
@@ -389,6 +409,13 @@ class Trainer:
                 log.info("held-out %s: final %.4g at step %d; best %.4g at step %d (%s)", metric,
                          self.final_evaluation, self.step, self.best["value"], self.best["step"], self.dirs.best)
         return TrainResult(self.dirs.root, last, grid, self.step, seconds)
+
+    def _interrupted(self, number: int) -> Interrupted:
+        """Stopped by a signal between two steps: a checkpoint of this step (unless there is one), said in the log."""
+        saved = self.dirs.last if self.saved_step == self.step else self.save()
+        log.warning("interrupted at step %d; checkpoint %s; continue with --resume %s", self.step, saved,
+                    self.dirs.root)
+        return Interrupted(number)
 
     def _newest_checkpoint(self) -> str:
         return f"the newest checkpoint, {self.dirs.last}, is intact" if self.dirs.last.exists() else \

@@ -1,10 +1,14 @@
 """Checkpoints: bit-exact round trip, atomic saves, clear errors on foreign or corrupt files."""
 
+import os
+import signal
+
 import pytest
 import torch
 
 from img2img import checkpoint
 from img2img.errors import UserError
+from img2img.interrupt import Interrupted
 from img2img.train import Trainer, load_model
 
 
@@ -110,16 +114,41 @@ def test_load_model_prefers_the_weight_average(tmp_path, mnist_run):
     assert torch.equal(raw.nets["g"].layers[0].weight, trainer.model.nets["g"].layers[0].weight)
 
 
-def test_ctrl_c_saves_a_checkpoint_before_stopping(tmp_path, mnist_run, monkeypatch):
+def _signalled_at_step(trainer, monkeypatch, step, *signals):
+    """Send ``signals`` to this process during ``step``, halfway through it (after its first phase)."""
+    phase, pending = trainer.train_phase, list(signals)
+
+    def train_phase(*args, **kwargs):
+        result = phase(*args, **kwargs)
+        while trainer.step == step and pending:
+            os.kill(os.getpid(), pending.pop(0))
+        return result
+
+    monkeypatch.setattr(trainer, "train_phase", train_phase)
+
+
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_training_when_the_step_ends_with_a_checkpoint(tmp_path, mnist_run, monkeypatch, number):
     trainer = Trainer(mnist_run(steps=50, save_every_steps=100), tmp_path)
-    original = trainer.train_step
-
-    def interrupted(batch):
-        if trainer.step == 7:
-            raise KeyboardInterrupt
-        return original(batch)
-
-    monkeypatch.setattr(trainer, "train_step", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    _signalled_at_step(trainer, monkeypatch, 7, number)
+    handlers = {n: signal.getsignal(n) for n in (signal.SIGINT, signal.SIGTERM)}
+    with pytest.raises(Interrupted) as caught:
         trainer.fit()
-    assert checkpoint.read(tmp_path)["step"] == 7
+    assert caught.value.signal_number == number
+    assert {n: signal.getsignal(n) for n in handlers} == handlers
+    payload = checkpoint.read(tmp_path)
+    assert payload["step"] == trainer.step == 8  # the step under way was finished, then saved
+    for name, net in trainer.model.nets.items():
+        assert all(torch.equal(value, payload["networks"][name][key]) for key, value in net.state_dict().items())
+
+
+def test_a_second_signal_stops_at_once_and_keeps_the_newest_checkpoint(tmp_path, mnist_run, monkeypatch):
+    trainer = Trainer(mnist_run(steps=50, save_every_steps=5), tmp_path)
+    _signalled_at_step(trainer, monkeypatch, 7, signal.SIGINT, signal.SIGINT)
+    with pytest.raises(Interrupted):
+        trainer.fit()
+    assert trainer.step == 7  # halfway through step 8: nothing of it is saved
+    assert checkpoint.read(tmp_path)["step"] == 5
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000005.ckpt"]
+
+

@@ -51,23 +51,68 @@ def test_resume_from_an_older_step_checkpoint_file(tmp_path, mnist_run):
     _assert_same(_weights_and_optimizers(tmp_path / "whole"), _weights_and_optimizers(parts))
 
 
-def test_sigkilled_cli_run_resumes_bit_identically(tmp_path):
-    """The real thing: SIGKILL a training process after its first checkpoint, resume it, compare."""
+def test_killed_and_terminated_cli_runs_resume_bit_identically(tmp_path):
+    """The real thing: SIGKILL one training process after its first checkpoint, and SIGTERM another before it
+    has written one (it finishes the step under way and saves one as it stops); resume both, compare."""
     command = [sys.executable, "-m", "img2img.cli", "train", "mnist-gan", "--steps", "600", "--batch-size", "8",
-               "--save-every", "50", "--sample-every", "600", "--device", "cpu", "--seed", "3"]
+               "--sample-every", "600", "--log-every", "10", "--device", "cpu", "--seed", "3"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(command + ["--out", str(tmp_path / "whole")], check=True, env=env, capture_output=True)
-    killed = tmp_path / "killed"
-    process = subprocess.Popen(command + ["--out", str(killed)], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    whole = subprocess.Popen(command + ["--out", str(tmp_path / "whole")], env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    killed, terminated = tmp_path / "killed", tmp_path / "terminated"
+    saves = {killed: "50", terminated: "600"}  # the terminated run writes no checkpoint before its last step
+    runs = {run: subprocess.Popen(command + ["--save-every", saves[run], "--out", str(run)], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            for run in (killed, terminated)}
     deadline = time.monotonic() + 120
-    while not (killed / "last.ckpt").exists() and time.monotonic() < deadline and process.poll() is None:
+    while not (terminated / "metrics.jsonl").exists() and time.monotonic() < deadline:
         time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    step_at_kill = checkpoint.read(killed)["step"]
-    resumed = subprocess.run([sys.executable, "-m", "img2img.cli", "train", "mnist-gan", "--resume", str(killed)],
-                             env=env, capture_output=True, text=True)
+    runs[terminated].send_signal(signal.SIGTERM)
+    while not (killed / "last.ckpt").exists() and time.monotonic() < deadline and runs[killed].poll() is None:
+        time.sleep(0.02)
+    runs[killed].send_signal(signal.SIGKILL)
+    stopped = {run: (process.wait(timeout=120), process.stderr.read()) for run, process in runs.items()}
+    assert whole.wait(timeout=300) == 0
+    code, output = stopped[terminated]
+    step = checkpoint.read(terminated)["step"]
+    assert code == 128 + signal.SIGTERM and "Traceback" not in output, output
+    assert f"interrupted at step {step}; checkpoint {terminated / 'last.ckpt'}" in output, output
+    assert 10 <= step < 600 and [p.name for p in (terminated / "checkpoints").iterdir()] == [f"step-{step:08d}.ckpt"]
+    assert stopped[killed][0] == -signal.SIGKILL and checkpoint.read(killed)["step"] < 600
+    for run in (killed, terminated):
+        resumed = subprocess.run([sys.executable, "-m", "img2img.cli", "train", "mnist-gan", "--resume", str(run)],
+                                 env=env, capture_output=True, text=True)
+        assert resumed.returncode == 0, resumed.stderr
+        _assert_same(_weights_and_optimizers(tmp_path / "whole"), _weights_and_optimizers(run))
+
+
+def test_ctrl_c_in_a_terminal_stops_a_run_with_loading_workers_cleanly(tmp_path):
+    """A terminal's Ctrl-C reaches the whole process group, the loading workers too, and people press it twice:
+    the run stops with one line, no traceback from any process, and what it saved resumes."""
+    from test_unpaired import write_unpaired  # noqa: PLC0415
+
+    root = write_unpaired(tmp_path)
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "img2img.cli", "train", "cyclegan", "--a", str(root / "a"), "--b",
+               str(root / "b"), "--size", "32", "--load-size", "32", "--ngf", "8", "--ndf", "8", "--workers", "2",
+               "--steps", "100000", "--decay-steps", "0", "--save-every", "20", "--log-every", "25", "--device", "cpu",
+               "--out", str(run)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.jsonl").exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    for _ in range(2):
+        os.killpg(process.pid, signal.SIGINT)
+        time.sleep(0.05)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGINT, output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
+    assert "warning: SIGINT: stopping when this step ends" in output
+    assert "warning: interrupted at step" in output or "warning: stopped at once halfway through step" in output
+    step = checkpoint.read(run)["step"]
+    assert step >= 20
+    resumed = subprocess.run([sys.executable, "-m", "img2img.cli", "train", "cyclegan", "--resume", str(run),
+                              "--steps", str(step + 2)], capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
-    assert step_at_kill < 600, "the process finished before it could be killed"
-    _assert_same(_weights_and_optimizers(tmp_path / "whole"), _weights_and_optimizers(killed))
+    assert checkpoint.read(run)["step"] == step + 2

@@ -14,6 +14,7 @@ reproducible too, whichever worker process loads the example.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -111,6 +112,12 @@ class _StepBatches:
             step += 1
 
 
+def _ignore_ctrl_c(worker_id: int) -> None:
+    """In each loading worker: a terminal's Ctrl-C reaches the workers too, and the training process, not they,
+    decides how to stop (:mod:`img2img.interrupt`); it ends its workers when it does."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class LoaderBatches:
     """Batches from a map-style dataset through worker processes, pinned memory and prefetching.
 
@@ -133,7 +140,7 @@ class LoaderBatches:
         # which the models draw from (dropout, ...): a resumed run's draws match an uninterrupted run's
         loader = DataLoader(self.dataset, batch_sampler=_StepBatches(self.sampler, start_step), num_workers=workers,
                             pin_memory=self.pin_memory, persistent_workers=workers > 0,
-                            prefetch_factor=self.PREFETCH if workers > 0 else None,
+                            prefetch_factor=self.PREFETCH if workers > 0 else None, worker_init_fn=_ignore_ctrl_c,
                             generator=torch.Generator().manual_seed(mix_seed(self.sampler.seed, start_step)))
         return iter(loader)
 
