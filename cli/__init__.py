@@ -17,6 +17,7 @@ from img2img.errors import UserError
 from .bench import bench
 from .demo import demo
 from .evaluate import evaluate
+from .options import OUTPUTS
 from .sample import sample
 from .train import train
 from .translate import export, import_weights, translate
@@ -30,10 +31,11 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except UserError as error:
             raise click.ClickException(str(error)) from None
-        except OSError as error:  # a file the user named cannot be written or read: say which, in one line
-            if error.filename is None:
-                raise
-            raise click.ClickException(f"{error.filename}: {error.strerror or error}") from None
+        except OSError as error:  # a file cannot be written or read: say which, in one line
+            # with no file of its own (a full disk under a library's writer), the error is where the command writes
+            where = error.filename or ", ".join(dict.fromkeys(ctx.meta.get(OUTPUTS, [])))
+            raise click.ClickException(f"{where}: {error.strerror or error}" if where else
+                                       str(error.strerror or error)) from None
         except KeyboardInterrupt as error:  # the trainer has said what it saved; 128 + the signal, as shells do
             raise click.exceptions.Exit(128 + getattr(error, "signal_number", signal.SIGINT)) from None
 

@@ -9,7 +9,7 @@ import click
 from img2img import bench as bench_lib
 from img2img.config import MAX_SIDE
 
-from .options import with_speed_options
+from .options import Output, with_speed_options
 
 
 @click.command()
@@ -35,7 +35,7 @@ from .options import with_speed_options
 @click.option("--io-only", is_flag=True,
               help="translate: a 1×1 convolution instead of the ResNet, to measure decoding, transfers and "
                    "encoding alone (the ceiling of the folder pipeline).")
-@click.option("--profile", type=click.Path(dir_okay=False), default=None,
+@click.option("--profile", type=Output(dir_okay=False), default=None,
               help="Training targets: also profile ten more steps (torch.profiler) and write where their time goes "
                    "(device busy time against wall time, operators by device time) to this file.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the summary.")

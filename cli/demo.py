@@ -6,6 +6,8 @@ import click
 
 from img2img.data import demo as demo_data
 
+from .options import Output
+
 
 @click.group()
 def demo() -> None:
@@ -13,7 +15,7 @@ def demo() -> None:
 
 
 @demo.command("pix2pix")
-@click.argument("out", type=click.Path(file_okay=False))
+@click.argument("out", type=Output(file_okay=False))
 @click.option("--overwrite", is_flag=True, help="Write into a folder that is not empty.")
 def pix2pix(out: str, overwrite: bool) -> None:
     """Paired digits: skeleton (OUT/*/a) → digit (OUT/*/b), 32×32, train/ and test/ splits."""
@@ -24,7 +26,7 @@ def pix2pix(out: str, overwrite: bool) -> None:
 
 
 @demo.command("cyclegan")
-@click.argument("out", type=click.Path(file_okay=False))
+@click.argument("out", type=Output(file_okay=False))
 @click.option("--overwrite", is_flag=True, help="Write into a folder that is not empty.")
 def cyclegan(out: str, overwrite: bool) -> None:
     """Unpaired digits: grey (OUT/train/a) and orange-on-navy (OUT/train/b) from disjoint halves, 32×32."""
@@ -36,7 +38,7 @@ def cyclegan(out: str, overwrite: bool) -> None:
 
 
 @demo.command("stargan")
-@click.argument("out", type=click.Path(file_okay=False))
+@click.argument("out", type=Output(file_okay=False))
 @click.option("--overwrite", is_flag=True, help="Write into a folder that is not empty.")
 def stargan(out: str, overwrite: bool) -> None:
     """Digits in four styles (OUT/train/<style>, disjoint quarters; OUT/test/<style>, every held-out digit in

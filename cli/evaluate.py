@@ -9,6 +9,8 @@ import click
 from img2img.evaluation.features import EXTRACTORS
 from img2img.evaluation.evaluate import evaluate_checkpoint
 
+from .options import Output
+
 
 @click.command("eval")
 @click.argument("checkpoint", type=click.Path())
@@ -27,7 +29,7 @@ from img2img.evaluation.evaluate import evaluate_checkpoint
               help="Generated images (MNIST GAN).  [default: 1000]")
 @click.option("--seed", type=int, default=0, help="Seed of the generated images and of the floor's draw.")
 @click.option("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--json", "json_path", type=Output(dir_okay=False), default=None,
               help="Where to write the JSON.  [default: RUN/eval/step-N.json beside the checkpoint]")
 def evaluate(checkpoint: str, data_a: str | None, data_b: str | None, aligned: str | None, domains: str | None,
              metrics: str | None,

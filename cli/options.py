@@ -38,6 +38,24 @@ class FiniteFloat(click.FloatRange):
         return number
 
 
+OUTPUTS = "img2img.outputs"  # the key of the paths a command writes, in click's Context.meta
+
+
+class Output(click.Path):
+    """A path the command writes.  Each one given is recorded in the context's ``meta`` (which nested contexts
+    share), so that an error with no file of its own (a full disk) can name where the command was writing."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        path = super().convert(value, param, ctx)
+        if ctx is not None:
+            record_output(ctx, path)
+        return path
+
+
+def record_output(ctx: click.Context, path: Any) -> None:
+    ctx.meta.setdefault(OUTPUTS, []).append(str(path))
+
+
 def _base_type(hint: Any) -> type:
     """``int | None`` → int; ``bool`` → bool."""
     args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
@@ -137,5 +155,5 @@ def report_config(run: RunConfig) -> None:
     click.echo(f"resolved configuration:\n{run.to_json()}")
 
 
-__all__ = ["check_resume_options", "config_options", "decorate", "default_out", "report_config", "resume_changes",
-           "speed_options", "with_speed_options"]
+__all__ = ["OUTPUTS", "Output", "check_resume_options", "config_options", "decorate", "default_out",
+           "record_output", "report_config", "resume_changes", "speed_options", "with_speed_options"]

@@ -11,7 +11,8 @@ from img2img.config import RunConfig, TrainConfig
 from img2img.distributed import from_environment
 from img2img.models import MODELS, GANModel
 
-from .options import check_resume_options, config_options, decorate, default_out, report_config, resume_changes
+from .options import (Output, check_resume_options, config_options, decorate, default_out, record_output, report_config,
+                      resume_changes)
 
 
 @click.group()
@@ -39,7 +40,9 @@ def _start(ctx: click.Context, model_class: type[GANModel], values: dict) -> Non
             report_config(run)
         if dry_run:
             return
-        result = training.train(run, out or default_out(run.model), resolved=True)
+        out = out or default_out(run.model)
+        record_output(ctx, out)
+        result = training.train(run, out, resolved=True)
     if not from_environment().is_main:
         return
     click.echo(f"run folder:  {result.run_dir}")
@@ -68,9 +71,9 @@ def model_command(model_class: type[GANModel]) -> click.Command:
     if model_class.epoch_schedule is not None:  # unset, they follow the data's size (GANModel.schedule)
         defaults.update(steps=None, decay_steps=None)
     options = [
-        click.option("--out", type=click.Path(file_okay=False), default=None,
+        click.option("--out", type=Output(file_okay=False), default=None,
                      help="Run folder to create.  [default: runs/MODEL-TIME]"),
-        click.option("--resume", type=click.Path(), default=None,
+        click.option("--resume", type=Output(), default=None,
                      help="Continue the run in this folder (or from this checkpoint) with its saved settings."),
         *config_options(model_class.Config),
         *config_options(TrainConfig, defaults, help_overrides=_help_overrides(model_class)),

@@ -12,7 +12,7 @@ from img2img import translate as translate_lib
 from img2img.config import MAX_SIDE
 from img2img.data.images import pixel_limit
 
-from .options import with_speed_options
+from .options import Output, with_speed_options
 
 ARCH_HELP = "Official weights only: the generator they hold (checked against the weights, which say it anyway)."
 
@@ -33,7 +33,7 @@ def official_options(command):
 @click.command()
 @click.argument("checkpoint", type=click.Path())
 @click.argument("input_path", metavar="INPUT", type=click.Path())
-@click.argument("output", type=click.Path())
+@click.argument("output", type=Output())
 @click.option("--direction", "--to", "target", default=None,
               help="What the translation takes, as the model says: a2b or b2a for two-way models (CycleGAN, "
                    "DiscoGAN), a domain for StarGAN, or all: every one, each into OUTPUT/<target>.  "
@@ -96,7 +96,7 @@ def translate(checkpoint: str, input_path: str, output: str, target: str | None,
 @click.command("import")
 @click.argument("weights", type=click.Path())
 @click.argument("weights_b", required=False, type=click.Path())
-@click.option("--out", type=click.Path(dir_okay=False), required=True, help="The img2img checkpoint to write.")
+@click.option("--out", type=Output(dir_okay=False), required=True, help="The img2img checkpoint to write.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @official_options
 def import_weights(weights: str, weights_b: str | None, out: str, overwrite: bool, arch: str | None,
@@ -114,7 +114,7 @@ def import_weights(weights: str, weights_b: str | None, out: str, overwrite: boo
 @click.command()
 @click.argument("checkpoint", type=click.Path())
 @click.option("--format", "export_format", type=click.Choice(["onnx"]), default="onnx", help="Export format.")
-@click.option("--out", type=click.Path(dir_okay=False), required=True, help="The file to write.")
+@click.option("--out", type=Output(dir_okay=False), required=True, help="The file to write.")
 @click.option("--direction", "--to", "target", default=None,
               help="What the exported generator translates (a2b, b2a; a StarGAN domain).  [default: the model's "
                    "first; for StarGAN, every domain, the target being a second input]")

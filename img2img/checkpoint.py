@@ -56,11 +56,23 @@ def atomic_save(payload: Any, path: str | Path) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         temporary.unlink(missing_ok=True)
+        cause = _os_error(error)
+        if cause is not None:  # torch's writer hides a full disk behind a RuntimeError of its own, naming no file
+            raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from None
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _os_error(error: BaseException | None) -> OSError | None:
+    """The OSError that ``error`` is, or that it was raised while handling (a writer's cleanup failing in turn)."""
+    while error is not None:
+        if isinstance(error, OSError):
+            return error
+        error = error.__context__
+    return None
 
 
 def atomic_link(target: Path, link: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
-from img2img.data.images import encode_image, quantize
+from img2img.data.images import WRITABLE_EXTENSIONS, can_write, encode_image, quantize
 from img2img.errors import UserError
 from img2img.loading import load_model, resolve_device
 
@@ -24,6 +24,9 @@ def sample_to_folder(checkpoint: str | Path, count: int, out: str | Path, seed: 
         raise UserError(f"CHECKPOINT: {run.model} translates images; sample needs an unconditional model "
                         "(use `img2img translate`)")
     labels = None if label is None else torch.full((count,), model.class_index(label))
+    if grid is not None and not can_write(Path(grid).suffix):
+        raise UserError(f"--grid: {grid} needs the extension of an image format: "
+                        f"{', '.join(sorted(WRITABLE_EXTENSIONS))}")
     out = Path(out)
     width = max(6, len(str(count - 1)))
     paths = [out / f"{index:0{width}d}.png" for index in range(count)]

@@ -386,6 +386,9 @@ class Trainer:
                     log.warning("interrupted at step %d; checkpoint %s; continue with --resume %s",
                                 self.step, self.save(), self.dirs.root)
             raise
+        except OSError as error:  # writing the run's files (a full disk, a folder taken away) or reading eval data
+            raise UserError(f"{error.filename or self.dirs.root}: {error.strerror or error} at step {self.step} "
+                            f"({self._newest_checkpoint()})") from None
         except (RuntimeError, MemoryError) as error:  # torch.OutOfMemoryError is a RuntimeError
             if not out_of_memory(error):
                 raise

@@ -19,6 +19,7 @@ unreadable input in one line and goes on.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import math
 import os
@@ -649,9 +650,13 @@ def to_levels(images: Tensor, bits: int) -> Tensor:
     return levels.to(torch.uint8 if bits == 8 else torch.int32)
 
 
+_DESTINATION_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # no space, over quota, read-only file system
+
+
 def _write(path: Path, levels: Tensor, bits: int, overwrite: bool) -> str | None:
     """Write one output, ``(C, H, W)`` levels from :func:`to_levels`, atomically (temporary file, then rename);
-    never replace a file unless ``overwrite``.  Returns None, or why the file could not be written."""
+    never replace a file unless ``overwrite``.  Returns None, or why the file could not be written; raises
+    OSError, naming the file, when no file can be written there (a full disk)."""
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         array = levels.permute(1, 2, 0).numpy().astype(np.uint8 if bits == 8 else np.uint16, copy=False)
@@ -671,8 +676,12 @@ def _write(path: Path, levels: Tensor, bits: int, overwrite: bool) -> str | None
                     return "exists (it appeared while translating); kept"
                 os.replace(temporary, path)
         return None
-    except (OSError, ValueError) as error:
-        return getattr(error, "strerror", None) or str(error)
+    except OSError as error:
+        if error.errno in _DESTINATION_FULL:  # every file after this one would fail too: stop, naming this one
+            raise OSError(error.errno, error.strerror, str(path)) from None
+        return error.strerror or str(error)
+    except ValueError as error:
+        return str(error)
     finally:
         with contextlib.suppress(OSError):
             temporary.unlink(missing_ok=True)

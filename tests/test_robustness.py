@@ -3,6 +3,7 @@ run-folder locks, and a corpus of broken images driven through every command."""
 
 from __future__ import annotations
 
+import errno
 import faulthandler
 import os
 import signal
@@ -11,9 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from img2img import translate
+from img2img import checkpoint, translate
 from img2img.data import guard, images
 from img2img.errors import UserError
+from img2img.train import Trainer
 from img2img.translate import GeneratorInfo, Translator
 
 from test_cli import assert_one_line_error, invoke
@@ -306,3 +308,64 @@ def test_options_that_do_not_apply_are_refused_or_warned(tmp_path, cyclegan_run)
                             "--samples", 50, "--device", "cpu")
     assert result.exit_code == 0 and "--samples applies to models that generate" in caplog.text, output
     logging.getLogger("img2img").removeHandler(collect)
+
+
+# -- a full disk --------------------------------------------------------------------------------------------
+def full_disk_save(payload, handle):
+    """What torch.save does on a full disk: a partial file, then its zip writer's own error while cleaning up."""
+    handle.write(b"PK\x03\x04 partial")
+    try:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    except OSError:
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 125248 vs 125144") from None
+
+
+def test_a_full_disk_stops_training_naming_the_checkpoint_and_keeping_the_previous_one(tmp_path, mnist_run,
+                                                                                       monkeypatch):
+    trainer = Trainer(mnist_run(steps=8, save_every_steps=3), tmp_path)
+    trainer.fit(stop_after_steps=3)
+    before = (tmp_path / "last.ckpt").read_bytes()
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk_save)
+    with pytest.raises(UserError) as caught:
+        trainer.fit()
+    assert str(caught.value) == (f"{tmp_path / 'checkpoints' / 'step-00000006.ckpt'}: No space left on device at "
+                                 f"step 6 (the newest checkpoint, {tmp_path / 'last.ckpt'}, is intact)")
+    assert (tmp_path / "last.ckpt").read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000003.ckpt"]  # no partial file
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+def test_an_error_that_names_no_file_names_where_the_command_writes(tmp_path, cyclegan_run):
+    """/dev/full fails every write with ENOSPC; Python's file objects name no file when the write fails."""
+    result, _ = invoke("eval", cyclegan_run, "--a", cyclegan_run.parent / "a", "--b", cyclegan_run.parent / "b",
+                       "--features", "random", "--json", "/dev/full")
+    assert_one_line_error(result, "Error: /dev/full: No space left on device")
+
+
+def test_translation_stops_at_a_full_disk_naming_the_file(tmp_path, monkeypatch):
+    source = tmp_path / "in"
+    for index in range(12):
+        write_rgb(source / f"{index}.png", 16, 16, seed=index)
+    written = []
+
+    def encode(array, suffix):
+        if len(written) == 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written.append(suffix)
+        return images.encode_image(array, suffix)
+
+    monkeypatch.setattr(translate, "encode_image", encode)
+    translator = Translator(Invert(), GeneratorInfo(3, 3, 4), batch_size=2)
+    with pytest.raises(OSError) as caught:
+        translator.translate_folder(source, tmp_path / "out", progress=False, workers=0)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename.startswith(str(tmp_path / "out"))
+    outputs = sorted((tmp_path / "out").iterdir())
+    assert len(outputs) == 3 and all(np.asarray(Image.open(p)).shape == (16, 16, 3) for p in outputs)
+
+
+def test_a_grid_file_without_an_image_extension_is_refused_before_sampling(tmp_path, mnist_run):
+    run = tmp_path / "run"
+    Trainer(mnist_run(steps=1), run).fit()
+    result, _ = invoke("sample", run, "--n", 4, "--out", tmp_path / "digits", "--grid", tmp_path / "grid")
+    assert_one_line_error(result, "--grid", str(tmp_path / "grid"), "extension of an image format", ".png")
+    assert not (tmp_path / "digits").exists()
