@@ -68,8 +68,10 @@ def translate(checkpoint: str, input_path: str, output: str, target: str | None,
     CHECKPOINT is an img2img checkpoint, a run folder (its last checkpoint), or
     an official pytorch-CycleGAN-and-pix2pix generator file (latest_net_G_A.pth).
     OUTPUT mirrors INPUT's sub-folders and file names; each output has its
-    input's size.  Existing files are kept unless --overwrite.  An unreadable
-    input is reported and skipped, and the exit code is then 3.
+    input's size.  One image INPUT may also go to an image file OUTPUT
+    (out.png, out.jpg: its extension sets the format).  Existing files are
+    kept unless --overwrite.  An unreadable input is reported and skipped, and
+    the exit code is then 3.
     """
     # --to all: every target of the model, each into its own sub-folder of OUTPUT
     every = target == "all"

@@ -552,12 +552,19 @@ class _Job:
 
 def plan_folder(source: str | Path, destination: str | Path, format: str = "png") -> tuple[list[_Job], int]:  # noqa: A002
     """Input and output paths of a folder translation, after every safety check; and how many files under
-    ``source`` are not images."""
+    ``source`` are not images.  One image (``source`` a file) goes into the folder ``destination``, or to the
+    file ``destination`` when that is an image's name (its extension, not ``format``, sets the output's)."""
     if format not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
     source, destination = Path(source), Path(destination)
     if not source.exists():
         raise UserError(f"INPUT: {source} does not exist")
+    if source.is_file() and is_image_name(destination) and not destination.is_dir():  # one image to a named file
+        if not can_write(destination.suffix):
+            raise UserError(f"OUTPUT: cannot write {destination.suffix} files; name the output .png or .jpg")
+        if destination.resolve() == source.resolve():
+            raise UserError(f"OUTPUT: translating {source} would replace the input {destination}")
+        return [_Job(source, destination)], 0
     if destination.exists() and not destination.is_dir():
         raise UserError(f"OUTPUT: {destination} is a file; give a folder for the translations")
     real_source, real_destination = source.resolve(), destination.resolve()

@@ -364,3 +364,22 @@ def test_folder_translation_of_one_channel_images_prints_no_warnings(tmp_path):
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in (root / "a").iterdir())
     assert "Warning" not in result.stderr, result.stderr
+
+
+def test_one_image_goes_to_a_named_file_whose_extension_sets_the_format(photos, tmp_path, cyclegan_run):
+    source = next(p for p in sorted(photos.rglob("*.png")))
+    for name, kind in (("out.png", "PNG"), ("out.jpg", "JPEG")):
+        result, output = invoke("translate", cyclegan_run, source, tmp_path / name)
+        assert result.exit_code == 0, output
+        with Image.open(tmp_path / name) as written, Image.open(source) as original:
+            assert written.format == kind and written.size == original.size
+    before = (tmp_path / "out.png").read_bytes()
+    result, output = invoke("translate", cyclegan_run, source, tmp_path / "out.png", "--direction", "b2a")
+    assert result.exit_code == 0 and "kept 1 existing" in output and (tmp_path / "out.png").read_bytes() == before
+    result, _ = invoke("translate", cyclegan_run, source, tmp_path / "out.gif")
+    assert_one_line_error(result, "OUTPUT", "cannot write .gif files")
+    result, _ = invoke("translate", cyclegan_run, source, source)
+    assert_one_line_error(result, "OUTPUT", "would replace the input")
+    (tmp_path / "folder.png").mkdir()  # an existing folder stays a folder, whatever its name
+    result, output = invoke("translate", cyclegan_run, source, tmp_path / "folder.png")
+    assert result.exit_code == 0 and (tmp_path / "folder.png" / source.name).is_file(), output
