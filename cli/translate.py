@@ -10,7 +10,7 @@ from img2img import export as export_lib
 from img2img import official
 from img2img import translate as translate_lib
 from img2img.config import MAX_SIDE
-from img2img.data.images import pixel_limit
+from img2img.data.images import is_image_name, pixel_limit
 
 from .options import Output, with_speed_options
 
@@ -75,6 +75,8 @@ def translate(checkpoint: str, input_path: str, output: str, target: str | None,
     """
     # --to all: every target of the model, each into its own sub-folder of OUTPUT
     every = target == "all"
+    if every and is_image_name(Path(output)) and not Path(output).is_dir():
+        raise click.UsageError(f"--to all writes a folder per target into OUTPUT; {output} names a file")
     targets = translate_lib.translation_targets(checkpoint) if every else (target,)
     ok = True
     with pixel_limit(max_pixels):  # this command's limit, not the process's for good

@@ -380,6 +380,9 @@ def test_one_image_goes_to_a_named_file_whose_extension_sets_the_format(photos, 
     assert_one_line_error(result, "OUTPUT", "cannot write .gif files")
     result, _ = invoke("translate", cyclegan_run, source, source)
     assert_one_line_error(result, "OUTPUT", "would replace the input")
+    result, _ = invoke("translate", cyclegan_run, source, tmp_path / "both.png", "--to", "all")
+    assert result.exit_code == 2 and "--to all writes a folder per target" in result.output
+    assert not (tmp_path / "both.png").exists()
     (tmp_path / "folder.png").mkdir()  # an existing folder stays a folder, whatever its name
     result, output = invoke("translate", cyclegan_run, source, tmp_path / "folder.png")
     assert result.exit_code == 0 and (tmp_path / "folder.png" / source.name).is_file(), output
