@@ -58,18 +58,23 @@ def atomic_save(payload: Any, path: str | Path) -> Path:
         os.replace(temporary, path)
     except BaseException as error:
         temporary.unlink(missing_ok=True)
-        cause = _os_error(error)
-        if cause is not None:  # torch's writer hides a full disk behind a RuntimeError of its own, naming no file
+        # torch's writer hides what stopped it (Ctrl-C, a full disk) behind a RuntimeError of its own
+        interrupt = _first_in_chain(error, KeyboardInterrupt)
+        if interrupt is not None and interrupt is not error:
+            raise interrupt from None
+        cause = _first_in_chain(error, OSError)
+        if cause is not None:  # and an OSError of a writer names no file: name this one
             raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from None
         raise
     _fsync_dir(path.parent)
     return path
 
 
-def _os_error(error: BaseException | None) -> OSError | None:
-    """The OSError that ``error`` is, or that it was raised while handling (a writer's cleanup failing in turn)."""
+def _first_in_chain(error: BaseException | None, kind: type[BaseException]) -> BaseException | None:
+    """``error`` if it is a ``kind``, or the first ``kind`` it was raised while handling (a writer's cleanup
+    failing in turn)."""
     while error is not None:
-        if isinstance(error, OSError):
+        if isinstance(error, kind):
             return error
         error = error.__context__
     return None

@@ -6,8 +6,10 @@ checkpoint and raises :class:`Interrupted`, so no step's work is lost and the
 checkpoint resumes exactly.  A Python ``KeyboardInterrupt`` raised wherever the
 main thread happens to be could land between two networks' updates or inside an
 optimiser's loop over its parameters, where no consistent checkpoint can be
-written.  A second signal stops at once, without a checkpoint of the step it cut
-short; the newest checkpoint on disk stays as it was.
+written.  A second signal during the step under way stops at once, without a
+checkpoint of it; the newest checkpoint on disk stays as it was.  Between steps,
+where the loop is stopping already, a second signal changes nothing: the checkpoint
+being written is finished.
 """
 
 from __future__ import annotations
@@ -31,10 +33,10 @@ class Interrupted(KeyboardInterrupt):
 
 class StopRequests:
     """While entered, SIGINT and SIGTERM set :attr:`signal` rather than stop the program, and a second one
-    raises :class:`Interrupted` wherever the program is.  Entered outside the main thread (where Python sets no
-    handlers) it does nothing.  A process forked while it is entered (a data-loading worker) ignores SIGINT,
-    which a terminal's Ctrl-C sends it too (the training process ends its workers when it stops), and ends on
-    SIGTERM."""
+    raises :class:`Interrupted` if a step is under way (:attr:`in_step`).  Entered outside the main thread
+    (where Python sets no handlers) it does nothing.  A process forked while it is entered (a data-loading
+    worker) ignores SIGINT, which a terminal's Ctrl-C sends it too (the training process ends its workers when
+    it stops), and ends on SIGTERM."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -42,6 +44,7 @@ class StopRequests:
         self.signal: int | None = None
         self._previous: dict[int, object] = {}
         self._pid = os.getpid()
+        self.in_step = False  # set by the loop while a step is under way: only that is cut short
 
     def __enter__(self) -> StopRequests:
         if threading.current_thread() is threading.main_thread():
@@ -63,7 +66,9 @@ class StopRequests:
             return
         name = signal.Signals(number).name
         if self.signal is not None:
-            raise Interrupted(number)
+            if self.in_step:
+                raise Interrupted(number)
+            return  # between steps the loop is stopping already (writing its checkpoint, ending its workers)
         self.signal = number
         log.warning("%s: stopping when this step ends, with a checkpoint (another %s stops at once, without one)",
                     name, "Ctrl-C" if number == signal.SIGINT else name)

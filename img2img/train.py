@@ -329,18 +329,18 @@ class Trainer:
         last = self.dirs.last if self.dirs.last.exists() else None
         bar = tqdm(total=config.steps, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=None if main else True, desc=self.run.model)
-        # Ctrl-C and SIGTERM stop the loop between two steps; the ranks of a distributed run, which could not
-        # agree on which step to stop at without a synchronisation per step, stop at once
+        # Ctrl-C and SIGTERM stop the loop between two steps (its loading workers end while the signals are still
+        # the loop's); the ranks of a distributed run, which could not agree on which step to stop at without a
+        # synchronisation per step, stop at once
         stop = StopRequests()
-        mid_step = False
         try:
-            with guard.worker_deaths_at_fetch(batches), stop if not self.job.enabled else contextlib.nullcontext():
+            with stop if not self.job.enabled else contextlib.nullcontext(), guard.worker_deaths_at_fetch(batches):
                 # a dead loading worker is noticed between steps; the workers end before SIGCHLD is let through
                 while self.step < end and stop.signal is None:
                     batch = self.model.move_batch(_fetch(batches), self.device)
-                    mid_step = True
+                    stop.in_step = True
                     logs = self.train_step(batch)
-                    mid_step = False
+                    stop.in_step = False
                     for key, value in logs.items():
                         totals[key].append(value)
                     bar.update(1)
@@ -373,18 +373,18 @@ class Trainer:
         except _DataFailure as failure:
             bar.close()
             if stop.signal is not None:  # the loading workers had the signal too, and ended
-                raise self._interrupted(stop.signal) from None
+                self._save_on_stop()
+                raise Interrupted(stop.signal) from None
             raise self._data_failure(failure.error) from None
         except KeyboardInterrupt:
             bar.close()
             if not self.job.enabled:  # a distributed save would wait on ranks that are stopping too
-                if mid_step:  # what the networks hold now is part of a step: not a checkpoint to resume from
+                if stop.in_step:  # what the networks hold now is part of a step: not a checkpoint to resume from
                     log.warning("stopped at once halfway through step %d, with no checkpoint of it (%s)",
                                 self.step + 1, self._newest_checkpoint() + (
                                     f"; continue with --resume {self.dirs.root}" if self.dirs.last.exists() else ""))
                 else:
-                    log.warning("interrupted at step %d; checkpoint %s; continue with --resume %s",
-                                self.step, self.save(), self.dirs.root)
+                    self._save_on_stop()
             raise
         except OSError as error:  # writing the run's files (a full disk, a folder taken away) or reading eval data
             raise UserError(f"{error.filename or self.dirs.root}: {error.strerror or error} at step {self.step} "
@@ -400,7 +400,8 @@ class Trainer:
         finally:
             bar.close()
         if stop.signal is not None and self.step < end:
-            raise self._interrupted(stop.signal)
+            self._save_on_stop()
+            raise Interrupted(stop.signal)
         seconds = time.perf_counter() - started
         if last is None:
             last = self.save()
@@ -413,12 +414,11 @@ class Trainer:
                          self.final_evaluation, self.step, self.best["value"], self.best["step"], self.dirs.best)
         return TrainResult(self.dirs.root, last, grid, self.step, seconds)
 
-    def _interrupted(self, number: int) -> Interrupted:
-        """Stopped by a signal between two steps: a checkpoint of this step (unless there is one), said in the log."""
+    def _save_on_stop(self) -> None:
+        """Stopped between two steps: a checkpoint of this step (unless there is one), said in the log."""
         saved = self.dirs.last if self.saved_step == self.step else self.save()
         log.warning("interrupted at step %d; checkpoint %s; continue with --resume %s", self.step, saved,
                     self.dirs.root)
-        return Interrupted(number)
 
     def _newest_checkpoint(self) -> str:
         return f"the newest checkpoint, {self.dirs.last}, is intact" if self.dirs.last.exists() else \
