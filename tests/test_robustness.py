@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import errno
 import faulthandler
+import gc
 import os
 import signal
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from img2img import checkpoint, translate
 from img2img.data import guard, images
+from img2img.data.batches import LoaderBatches, StepSampler
 from img2img.errors import UserError
 from img2img.train import Trainer
 from img2img.translate import GeneratorInfo, Translator
@@ -369,3 +372,50 @@ def test_a_grid_file_without_an_image_extension_is_refused_before_sampling(tmp_p
     result, _ = invoke("sample", run, "--n", 4, "--out", tmp_path / "digits", "--grid", tmp_path / "grid")
     assert_one_line_error(result, "--grid", str(tmp_path / "grid"), "extension of an image format", ".png")
     assert not (tmp_path / "digits").exists()
+
+
+# -- forked workers -----------------------------------------------------------------------------------------
+class _Collected:
+    """Garbage whose destructor says in which process it ran (a native handle's would wait on its threads)."""
+
+    def __init__(self, log):
+        self.log, self.cycle = log, self
+
+    def __del__(self):
+        with open(self.log, "a") as handle:
+            handle.write(f"{os.getpid()}\n")
+
+
+class _CollectingDataset:
+    """Each item runs a full garbage collection in the loading worker, as allocation may at any time."""
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, key):
+        gc.collect()
+        return torch.tensor(os.getpid())
+
+
+def test_loading_workers_never_run_the_destructors_of_the_trainers_garbage(tmp_path, monkeypatch):
+    """A worker forked while garbage waits for collection must not collect it: its destructor could wait for
+    threads the worker does not have (an ONNX Runtime session's once hung a test run this way)."""
+    log = tmp_path / "collected"
+
+    def collect_and_read(path):  # the crash finder's child decodes with this
+        gc.collect()
+        raise ValueError("not an image")
+
+    monkeypatch.setattr(images, "read_image_levels", collect_and_read)
+    gc.disable()
+    try:
+        _Collected(log)  # a reference cycle: only the collector frees it
+        batches = LoaderBatches(_CollectingDataset(), StepSampler(8, 2, seed=0), num_workers=2)
+        workers = {int(pid) for _, batch in zip(range(4), batches.iterate(0)) for pid in batch}
+        crashes = guard.find_crashes([tmp_path / "none.png"])  # the other kind of child: one decoding process
+    finally:
+        gc.enable()
+    assert os.getpid() not in workers and len(workers) == 2 and not crashes
+    assert not log.exists(), f"collected in a worker: {log.read_text()}"
+    gc.collect()
+    assert log.read_text().split() == [str(os.getpid())]

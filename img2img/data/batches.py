@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from img2img.data import guard
 from img2img.errors import UserError
 
 _MIX = 0x9E3779B97F4A7C15  # golden-ratio constant: spreads nearby seeds apart
@@ -142,7 +143,8 @@ class LoaderBatches:
                             pin_memory=self.pin_memory, persistent_workers=workers > 0,
                             prefetch_factor=self.PREFETCH if workers > 0 else None, worker_init_fn=_ignore_ctrl_c,
                             generator=torch.Generator().manual_seed(mix_seed(self.sampler.seed, start_step)))
-        return iter(loader)
+        with guard.forking():
+            return iter(loader)
 
     def files(self, start_step: int, steps: int) -> list[Path]:
         """The files that the batches of ``steps`` steps from ``start_step`` read (when the dataset says,

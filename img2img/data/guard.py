@@ -18,6 +18,7 @@ on, and lets the caller go on without that file:
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing
 import os
 import signal
@@ -79,6 +80,20 @@ def worker_deaths_at_fetch(loader: Any = None) -> Iterator[None]:
             signal.signal(sigchld, previous)
 
 
+@contextlib.contextmanager
+def forking() -> Iterator[None]:
+    """Start child processes (loading workers) inside this block: the objects that exist now are frozen out of
+    the garbage collector (:func:`gc.freeze`) while the children fork, so that a child's collections never run
+    the destructors of this process's garbage.  Such a destructor can wait for threads that a forked child does
+    not have (an ONNX Runtime session waits on its thread pool's condition variable) and hang the child, and
+    with it this process, which waits for the child's batches."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def _describe_exit(code: int | None) -> str:
     if code is not None and code < 0:
         with contextlib.suppress(ValueError):
@@ -107,7 +122,8 @@ def find_crashes(paths: Sequence[Path]) -> dict[int, str]:
     while start < len(paths):
         receiver, sender = context.Pipe(duplex=False)
         child = context.Process(target=_scan, args=(list(paths[start:]), read, sender), daemon=True)
-        child.start()
+        with forking():
+            child.start()
         sender.close()
         last = -1
         with contextlib.suppress(EOFError, OSError):
@@ -139,7 +155,8 @@ def resilient(dataset: Callable[[list[int]], Dataset], count: int, paths: Callab
     fruitless = 0
     while remaining:
         seen: set[int] = set()
-        iterator = iter(DataLoader(dataset(remaining), **loader))
+        with forking():
+            iterator = iter(DataLoader(dataset(remaining), **loader))
         # while the consumer works between two pieces too, a dead worker is noticed only at the next fetch
         with worker_deaths_at_fetch(iterator):
             try:
