@@ -417,5 +417,17 @@ def test_loading_workers_never_run_the_destructors_of_the_trainers_garbage(tmp_p
         gc.enable()
     assert os.getpid() not in workers and len(workers) == 2 and not crashes
     assert not log.exists(), f"collected in a worker: {log.read_text()}"
+    assert gc.get_freeze_count() == 0  # the parent's collector has everything back
     gc.collect()
     assert log.read_text().split() == [str(os.getpid())]
+
+
+def test_forking_keeps_what_the_caller_froze_frozen():
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with guard.forking():
+            pass
+        assert gc.get_freeze_count() >= frozen
+    finally:
+        gc.unfreeze()

@@ -86,12 +86,15 @@ def forking() -> Iterator[None]:
     the garbage collector (:func:`gc.freeze`) while the children fork, so that a child's collections never run
     the destructors of this process's garbage.  Such a destructor can wait for threads that a forked child does
     not have (an ONNX Runtime session waits on its thread pool's condition variable) and hang the child, and
-    with it this process, which waits for the child's batches."""
+    with it this process, which waits for the child's batches.  Objects frozen before (by the program that
+    uses img2img) stay frozen."""
+    frozen_before = gc.get_freeze_count()
     gc.freeze()
     try:
         yield
     finally:
-        gc.unfreeze()
+        if not frozen_before:  # unfreezing would thaw the caller's frozen objects too
+            gc.unfreeze()
 
 
 def _describe_exit(code: int | None) -> str:
