@@ -307,7 +307,17 @@ def _host_syncs(step: Callable[[], Any], device: torch.device) -> tuple[int, lis
         finally:
             torch.cuda.set_sync_debug_mode("default")
     _synchronize(device)
-    syncs = [w for w in caught if "synchroniz" in str(w.message)]
+    return sync_warnings(caught)
+
+
+# what CUDA's sync debug mode says at each synchronising call; its own notice on being switched on
+# ("Synchronization debug mode is a prototype feature …", once per process) is not one
+SYNC_WARNING = "called a synchronizing CUDA operation"
+
+
+def sync_warnings(caught: list[warnings.WarningMessage]) -> tuple[int, list[str]]:
+    """How many of ``caught`` report a synchronising call, and the lines of Python they came from."""
+    syncs = [w for w in caught if SYNC_WARNING in str(w.message)]
     return len(syncs), sorted({f"{w.filename}:{w.lineno}" for w in syncs})
 
 

@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
+
+from img2img.bench import sync_warnings
 
 from test_cli import assert_one_line_error, invoke
 
@@ -30,3 +33,19 @@ def test_bench_runs_each_target_and_reports_json(target, size):
 def test_bench_refuses_sizes_the_networks_cannot_take():
     result, _ = invoke("bench", "discogan", "--size", 48, "--device", "cpu")
     assert_one_line_error(result, "--size", "power of two")
+
+
+def test_host_synchronisations_are_the_sync_debug_modes_reports_not_its_notice():
+    """CUDA's sync debug mode warns once per process, when first switched on, that it is a prototype
+    ("Synchronization debug mode is …"): that notice is no synchronisation (the GPU's first run counted it as one
+    a step)."""
+    def caught(message, filename, lineno):
+        return warnings.WarningMessage(UserWarning(message), UserWarning, filename, lineno)
+
+    notice = caught("Synchronization debug mode is a prototype feature and does not yet detect all synchronizing "
+                    "operations (Triggered internally at /pytorch/torch/csrc/cuda/Module.cpp:1003.)",
+                    "torch/cuda/__init__.py", 1270)
+    sync = caught("called a synchronizing CUDA operation (Triggered internally at "
+                  "/pytorch/c10/cuda/CUDAFunctions.cpp:157.)", "img2img/models/pix2pix.py", 170)
+    assert sync_warnings([notice]) == (0, [])
+    assert sync_warnings([notice, sync, sync]) == (2, ["img2img/models/pix2pix.py:170"])
