@@ -75,7 +75,13 @@ def bench(target: str, size: int, batch_size: int | None, steps: int | None, war
                                         profile)
 
     if ladder:
-        results = bench_lib.ladder(run, torch_device, training=target != "translate")
+        refusal = None if target == "translate" else bench_lib.compile_refusal(target, size)
+        if refusal:
+            click.echo(f"the compiled rungs are left out: {refusal}", err=True)
+        results = bench_lib.ladder(run, torch_device, training=target != "translate", compiles=refusal is None,
+                                   progress=lambda r: click.echo(
+                                       f"{r['rung']}: {r['seconds_per_step'] * 1000:.2f} ms per step, "
+                                       f"{r['images_per_second']:.1f} images/s", err=True))
         click.echo(json.dumps({"ladder": results}) if as_json else bench_lib.format_ladder(results))
         return
     result = run(bench_lib.SpeedSettings(amp=amp, cudnn_benchmark=cudnn_benchmark, channels_last=channels_last,

@@ -95,11 +95,15 @@ LADDER: tuple[Rung, ...] = (
 
 
 def ladder(run: Callable[[SpeedSettings], dict[str, Any]], device: torch.device,
-           training: bool = True) -> list[dict[str, Any]]:
-    """Run one benchmark once per rung of :data:`LADDER` (each adding one mean), and say what each rung changed."""
+           training: bool = True, compiles: bool = True,
+           progress: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Run one benchmark once per rung of :data:`LADDER` (each adding one mean), and say what each rung changed.
+    ``compiles``: False leaves out the compiled rungs (a model that torch.compile cannot run); ``progress`` is
+    given each rung's result as it comes (a ladder cut short still tells what it measured)."""
     results = []
     for rung in LADDER:
-        if (rung.cuda_only and device.type != "cuda") or (rung.training_only and not training):
+        if ((rung.cuda_only and device.type != "cuda") or (rung.training_only and not training)
+                or (rung.speed.compile != "off" and not compiles)):
             continue
         torch.compiler.reset()  # a rung compiles afresh, in its own mode
         result = run(rung.speed)
@@ -109,6 +113,8 @@ def ladder(run: Callable[[SpeedSettings], dict[str, Any]], device: torch.device,
         result["speedup_over_first"] = (results[0]["seconds_per_step"] / result["seconds_per_step"]
                                         if results else 1.0)
         results.append(result)
+        if progress is not None:
+            progress(result)
     torch.compiler.reset()
     return results
 
@@ -130,6 +136,14 @@ def synthetic_run(model: str, size: int, batch_size: int, device: str, speed: Sp
     run = RunConfig(model, train, options)
     check_runnable(run, batch)
     return run, batch
+
+
+def compile_refusal(model: str, size: int) -> str | None:
+    """Why torch.compile cannot run ``model``'s training step as the benchmark sets it up, or None."""
+    from img2img.models import MODELS  # noqa: PLC0415
+
+    options, _ = MODELS[model].synthetic(size, 1, torch.Generator().manual_seed(0))
+    return MODELS[model].compile_refusal(options)
 
 
 def _image_side(batch: Any) -> int:

@@ -94,7 +94,8 @@ class TrainConfig:
     channels_last: bool = option(False, "Networks and image batches in NHWC memory layout.")
     compile: str = option("auto", "torch.compile the networks; reduce-overhead and max-autotune also replay each step "
                                   "as CUDA graphs; auto: reduce-overhead when training on one CUDA GPU (the first "
-                                  "steps compile, about a minute), off on the CPU.", choices=COMPILE_MODES)
+                                  "steps compile, about a minute), off on the CPU and for a gradient penalty "
+                                  "(StarGAN, --loss wgan-gp), which cannot be compiled.", choices=COMPILE_MODES)
     cudnn_benchmark: bool = option(True, "Let cuDNN time and pick its fastest convolution algorithms (CUDA).")
     fused_adam: bool = True  # Adam's update as one fused kernel (else the multi-tensor "foreach" one)
     tensorboard: bool = option(False, "Also write TensorBoard event files to RUN/tensorboard: losses, learning rate, "

@@ -17,6 +17,7 @@ losses, to within floating-point rounding.
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 from collections.abc import Iterator
 from typing import Any
@@ -81,8 +82,15 @@ def check_compiler(mode: str, device: torch.device, option: str = "--compile") -
 
 
 @contextlib.contextmanager
-def compile_errors(mode: str, option: str = "--compile") -> Iterator[None]:
-    """Turn a failure of the compiler behind ``torch.compile`` into one line naming the option."""
+def compile_errors(mode: str, option: str = "--compile", channels_last: bool = False) -> Iterator[None]:
+    """Turn a failure of the compiler behind ``torch.compile``, or of the code it made, into one line naming the
+    option.
+
+    The code TorchInductor makes checks that each operator it calls out to returns tensors of the sizes and
+    strides that torch's shape functions ("fake" kernels) predicted.  Some of those predictions are wrong about
+    memory layout in current torch (``replication_pad2d_backward`` with channels_last inputs on the CPU; on
+    CUDA, ``convolution_backward`` for DCGAN's float32 networks, measured with torch 2.11), and the check fails
+    at the first step with an ``AssertionError`` whose message names the operator."""
     if mode == "off":
         yield
         return
@@ -93,6 +101,14 @@ def compile_errors(mode: str, option: str = "--compile") -> Iterator[None]:
         reason = lines[1] if len(lines) > 1 else lines[0] if lines else type(error).__name__
         raise UserError(f"{option} {mode}: torch.compile failed ({reason.strip()[:200]}); "
                         f"run without {option}") from None
+    except AssertionError as error:
+        operator = re.search(r"Error in op: (\S+)", str(error))
+        if operator is None:
+            raise
+        raise UserError(f"{option} {mode}: the compiled code's call to {operator[1]} returned tensors laid out "
+                        f"otherwise than torch {torch.__version__} predicts ({str(error).split(';')[0][:100]}), "
+                        f"a fault of torch's compiler with these networks; run with {option} off"
+                        + (" or without --channels-last" if channels_last else "")) from None
 
 
 def compile_module(module: nn.Module, mode: str, device: torch.device) -> nn.Module:

@@ -106,9 +106,11 @@ class Trainer:
         if self.job.rank:  # every rank starts from rank 0's weights (DDP broadcasts them) but draws its own noise
             seed_everything(mix_seed(self.config.seed, self.job.rank))
         self.wrapped = self._wrap_for_distributed()
+        refusal = self.model.compile_refusal(self.model.config)
+        if refusal and self.config.compile not in ("auto", "off"):
+            raise UserError(f"--compile {self.config.compile}: {refusal}; use --compile off (auto leaves it off)")
         self.compile_mode = speed.resolve_compile(self.config.compile, self.device, training=True,
-                                                  supported=self.model.supports_compile(),
-                                                  distributed=self.job.enabled)
+                                                  supported=refusal is None, distributed=self.job.enabled)
         if self.compile_mode != "off" and self.job.is_main:
             log.info("compiling the networks (torch.compile %s%s): the first steps take a minute or so; "
                      "--compile off skips it", self.compile_mode,
@@ -181,7 +183,7 @@ class Trainer:
         carry: dict[str, Any] = {"step": self.step}
         logs: dict[str, Tensor] = {}
         batch = speed.to_layout(self.model.prepare_batch(batch), self.config.channels_last)
-        with speed.compile_errors(self.compile_mode):
+        with speed.compile_errors(self.compile_mode, channels_last=self.config.channels_last):
             for phase in self.model.phases_at(self.step):
                 logs.update(self.train_phase(phase, batch, carry))
         with warnings.catch_warnings():

@@ -310,7 +310,8 @@ class Translator:
     def _forward(self, images: Tensor) -> Tensor:
         with speed.cudnn_autotuning(self._autotune(tuple(images.shape))):
             speed.mark_step(self.compile, self.device)
-            with speed.compile_errors(self.compile), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            with (speed.compile_errors(self.compile, channels_last=self.channels_last),
+                  torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp)):
                 output = self._run(speed.to_layout(images, self.channels_last))
         if speed.uses_cuda_graphs(self.compile, self.device):  # the graph's output buffer is reused next call
             return output.float() if output.dtype != torch.float32 else output.clone()

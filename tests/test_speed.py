@@ -18,6 +18,7 @@ from img2img.train import load_model, train
 from img2img.translate import GeneratorInfo, Translator, _to_array, from_levels, to_levels
 
 from test_cli import assert_one_line_error, invoke
+from test_stargan import _domains
 from test_translate import photos  # noqa: F401 - fixture
 from test_unpaired import cyclegan_trainer, write_unpaired
 
@@ -182,6 +183,11 @@ def test_bench_ladder_reports_each_rung_on_the_cpu(aot_eager):
     assert not rungs[0]["settings"]["fused_adam"] and rungs[1]["settings"]["fused_adam"]
     assert rungs[2]["settings"]["channels_last"] and rungs[3]["settings"]["compile"] == "default"
     assert rungs[3]["flops_per_step"] == rungs[0]["flops_per_step"]  # same work, counted eagerly
+    # each rung is reported as it is measured (on stderr), so that a ladder cut short still tells its figures
+    progress = [line for line in output.splitlines() if " ms per step, " in line]
+    assert [line.split(":")[0] for line in progress] == [r["rung"] for r in rungs]
+    assert progress[0].endswith(f"{rungs[0]['seconds_per_step'] * 1000:.2f} ms per step, "
+                                f"{rungs[0]['images_per_second']:.1f} images/s")
     result, output = invoke("bench", "pix2pix", "--size", 32, "--steps", 1, "--warmup", 0, "--device", "cpu",
                             "--ladder")
     assert "| + torch.compile |" in output
@@ -199,3 +205,57 @@ def test_bench_io_only_measures_the_folder_pipeline(aot_eager):
     assert [r["rung"] for r in rungs] == ["float32, eager", "+ channels_last", "+ torch.compile"]  # no optimiser
     result, _ = invoke("bench", "cyclegan", "--io-only", "--device", "cpu")
     assert_one_line_error(result, "--io-only")
+
+
+def test_a_compile_mode_is_refused_for_a_gradient_penalty(tmp_path, aot_eager, monkeypatch):
+    """StarGAN's penalty and --loss wgan-gp's differentiate D's gradient: compiled autograd refuses that double
+    backward, so an explicit --compile is refused in one line before training (--compile auto leaves it off),
+    and the bench ladder leaves out its compiled rungs."""
+    data = _domains(tmp_path / "domains")
+    for args in (["train", "stargan", "--data", data, "--size", 16], ["train", "mnist-gan", "--loss", "wgan-gp"]):
+        result, _ = invoke(*args, "--steps", 2, "--batch-size", 2, "--device", "cpu", "--compile", "default",
+                           "--out", tmp_path / "r")
+        assert_one_line_error(result, "--compile default", "double backward", "--compile off")
+    result, _ = invoke("bench", "stargan", "--size", 32, "--steps", 1, "--device", "cpu", "--compile", "default")
+    assert_one_line_error(result, "--compile default", "double backward")
+    result, output = invoke("bench", "stargan", "--size", 32, "--batch-size", 2, "--steps", 1, "--warmup", 0,
+                            "--device", "cpu", "--ladder", "--json")
+    assert result.exit_code == 0, output
+    assert "the compiled rungs are left out: StarGAN's gradient penalty" in output
+    rungs = json.loads(output.strip().splitlines()[-1])["ladder"]
+    assert [r["rung"] for r in rungs] == ["float32, eager, foreach Adam", "+ fused Adam", "+ channels_last"]
+    # the refusal is real: compiled, the penalty's backward fails
+    from img2img.models import MODELS  # noqa: PLC0415
+
+    monkeypatch.setattr(MODELS["stargan"], "compile_refusal", classmethod(lambda cls, config: None))
+    with pytest.raises(RuntimeError, match="double backward"):
+        invoke("train", "stargan", "--data", data, "--steps", 1, "--batch-size", 2, "--size", 16, "--device", "cpu",
+               "--compile", "default", "--out", tmp_path / "compiled")
+
+
+def test_a_layout_fault_in_torchs_compiled_code_is_one_line_naming_the_option():
+    """TorchInductor's code checks each operator's output strides against torch's predictions, and some are
+    wrong (replication padding's backward with channels_last inputs, in torch 2.14 on the CPU): the run stops
+    with one line that names the option and the operator, not an AssertionError from generated code.  Should a
+    torch fix the prediction, the compiled network must instead compute what the eager one does."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.ReplicationPad2d(1), torch.nn.Conv2d(4, 4, 3))
+    net = net.to(memory_format=torch.channels_last)
+    compiled = speed.compile_module(net, "default", torch.device("cpu"))
+    images = torch.randn(2, 4, 8, 8).to(memory_format=torch.channels_last).requires_grad_()
+    torch.compiler.reset()
+    try:
+        with speed.compile_errors("default", channels_last=True):
+            compiled(images).sum().backward()
+    except UserError as error:
+        message = str(error)
+        assert message.startswith("--compile default: the compiled code's call to ")
+        assert "replication_pad2d_backward" in message and "\n" not in message
+        assert message.endswith("run with --compile off or without --channels-last")
+    else:
+        got = images.grad.clone()
+        images.grad = None
+        net(images).sum().backward()
+        assert torch.allclose(got, images.grad, atol=1e-5)
+    finally:
+        torch.compiler.reset()

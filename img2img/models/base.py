@@ -175,10 +175,14 @@ class GANModel(nn.Module):
         """Examples in one epoch of the (resolved) configuration's training data."""
         raise NotImplementedError
 
-    def supports_compile(self) -> bool:
-        """Whether ``torch.compile`` can run this model's phases (``--compile auto`` turns it on only then): not
-        with the WGAN-GP penalty, whose double backward compiled autograd cannot take."""
-        return getattr(self.config, "loss", None) != "wgan-gp"
+    @classmethod
+    def compile_refusal(cls, config: Any) -> str | None:
+        """Why ``torch.compile`` cannot run the phases of this model with ``config``, or None when it can
+        (``--compile auto`` turns it on only then, and another mode is refused): a gradient penalty (WGAN-GP)
+        differentiates D's gradient, a double backward that compiled autograd cannot take."""
+        if getattr(config, "loss", None) == "wgan-gp":
+            return "the wgan-gp loss's gradient penalty needs a double backward, which torch.compile cannot take"
+        return None
 
     def phases_at(self, step: int) -> tuple[Phase, ...]:
         """The phases of training step ``step``: all of them, except that a model whose config has ``n_critic``

@@ -220,8 +220,9 @@ class StarGAN(GANModel):
                           "g_rec": g_rec.detach()}
         raise KeyError(phase)
 
-    def supports_compile(self) -> bool:
-        return False  # the gradient penalty's double backward, as with --loss wgan-gp
+    @classmethod
+    def compile_refusal(cls, config: StarGANConfig) -> str | None:
+        return "StarGAN's gradient penalty needs a double backward, which torch.compile cannot take"
 
     # -- inference and monitoring ----------------------------------------------------------------------------
     def translation_targets(self) -> tuple[str, ...]:
