@@ -16,7 +16,9 @@ from img2img.config import RunConfig, TrainConfig
 from img2img.data.demo import write_colour_digits
 from img2img.errors import UserError
 from img2img.models.cut import CUT, CutConfig, FastCUT, FastCutConfig
-from img2img.nn.cut import BlurDownsample, BlurUpsample, CutResnetGenerator, PatchSampleMLP, patch_nce_loss
+from img2img import speed
+from img2img.nn.cut import (BlurDownsample, BlurUpsample, CutResnetGenerator, PatchSampleMLP, patch_nce_loss,
+                            replicate_edges)
 from img2img.train import Trainer
 
 from test_cli import assert_one_line_error, invoke
@@ -181,3 +183,34 @@ def test_size_too_small_for_the_patchgan_is_one_line(tmp_path):
     write_unpaired(tmp_path)
     result, _ = invoke("train", "cut", "--a", tmp_path / "a", "--b", tmp_path / "b", "--size", 16)
     assert_one_line_error(result, "--size", "at least 32")
+
+
+def test_the_blur_upsamplings_edge_padding_is_replication_padding_and_compiles():
+    """The up-blur's edge padding, made of slices, gives nn.ReplicationPad2d(1)'s values and gradients; compiled,
+    its backward runs (torch's own replication padding there fails the compiled code's stride check)."""
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 5, 7, requires_grad=True)
+    weights = torch.randn(2, 3, 7, 9)
+    ours = replicate_edges(images)
+    assert torch.equal(ours, torch.nn.ReplicationPad2d(1)(images))
+    (ours * weights).sum().backward()
+    got = images.grad.clone()
+    images.grad = None
+    (torch.nn.ReplicationPad2d(1)(images) * weights).sum().backward()
+    assert torch.allclose(got, images.grad)
+    up = BlurUpsample(4).to(memory_format=torch.channels_last)
+    features = torch.randn(2, 4, 6, 6).to(memory_format=torch.channels_last).requires_grad_()
+    torch.compiler.reset()
+    try:
+        compiled = speed.compile_module(up, "default", torch.device("cpu"))
+        with speed.compile_errors("default", channels_last=True):
+            out = compiled(features)
+            (out * out).sum().backward()
+    finally:
+        torch.compiler.reset()
+    got = features.grad.clone()
+    features.grad = None
+    want = up(features)
+    (want * want).sum().backward()
+    assert out.shape == (2, 4, 12, 12) and torch.allclose(out, want, atol=1e-5)
+    assert torch.allclose(got, features.grad, atol=1e-4)

@@ -51,17 +51,26 @@ class BlurDownsample(nn.Module):
         return F.conv2d(self.pad(x), self.filt.to(x.dtype), stride=2, groups=x.shape[1])
 
 
+def replicate_edges(x: Tensor) -> Tensor:
+    """``nn.ReplicationPad2d(1)``: each side extended by a copy of its edge pixels, ``(…, H, W)`` → ``(…, H + 2,
+    W + 2)``, made of slices and concatenation.  The values and gradients are the same; torch's compiler,
+    though, mislays the strides of ``replication_pad2d_backward``'s result (an AssertionError from its own code,
+    see :func:`img2img.speed.compile_errors`), which CUT's generator met on the CPU even without channels_last."""
+    x = torch.cat([x[..., :1, :], x, x[..., -1:, :]], dim=-2)
+    return torch.cat([x[..., :1], x, x[..., -1:]], dim=-1)
+
+
 class BlurUpsample(nn.Module):
     """Double the sides with a transposed [1, 3, 3, 1]² blur (× 4): ``(N, C, H, W)`` → ``(N, C, 2H, 2W)``."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.pad = nn.ReplicationPad2d(1)
         self.register_buffer("filt", (_binomial(4) * 4)[None, None].repeat(channels, 1, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
-        # filter size 4 (even): padding 1 + 1, then drop the first and last row and column, as the official code
-        out = F.conv_transpose2d(self.pad(x), self.filt.to(x.dtype), stride=2, padding=2, groups=x.shape[1])
+        # filter size 4 (even): replication padding 1 + 1, then drop the first and last row and column, as the
+        # official code
+        out = F.conv_transpose2d(replicate_edges(x), self.filt.to(x.dtype), stride=2, padding=2, groups=x.shape[1])
         return out[:, :, 1:-1, 1:-1]
 
 
