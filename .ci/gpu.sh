@@ -4,16 +4,21 @@
 #   bash .ci/gpu.sh OUT        # from the repository root; wheels of the packages the machine lacks in .whl/
 #
 # 1. installs img2img (and the carried wheels) into /tmp/site, without the network;
-# 2. side by side on the GPU: the tests marked `cuda`; the README's commands exactly as it gives them (the
-#    pix2pix and CycleGAN demos: demo, train, eval, translate both ways, export; the MNIST GAN; CycleGAN at
-#    256² with every default on folders of JPEGs of mixed sizes), each model's benchmark step;
-# 3. alone on the GPU: the CycleGAN and pix2pix steps with the defaults and their profiles, folder translation
-#    and its pipeline's ceiling over 2,048 images, `img2img bench --ladder` for cyclegan, pix2pix and translate
-#    at 256², and a batch-size sweep.
+# 2. part "tests", alone on the GPU: the tests marked `cuda`;
+# 3. part "commands", side by side on the GPU: the README's commands exactly as it gives them (the pix2pix and
+#    CycleGAN demos: demo, train, eval, translate both ways, export; the MNIST GAN; CycleGAN at 256² with every
+#    default on folders of JPEGs of mixed sizes), each model's benchmark step, and where a training step
+#    synchronises with the host (.ci/find_syncs.py);
+# 4. part "speed", alone on the GPU: the CycleGAN and pix2pix steps with the defaults and their profiles, folder
+#    translation and its pipeline's ceiling over 2,048 images, `img2img bench --ladder` for cyclegan, pix2pix
+#    and translate at 256², and a batch-size sweep.
 #
 # Every log and JSON goes under OUT/logs, packed into OUT/gpu-logs.tar.gz at the end; OUT/summary.txt (also
 # printed last) has the statuses and the figures.  Each command has its own time limit and the whole a budget
-# (GPU_BUDGET_S, default 540 s): what would not fit is skipped and says so, and one failure costs only itself.
+# (GPU_BUDGET_S, default 540 s; the tests and the commands GPU_TESTS_S and GPU_COMMANDS_S of it at most): what
+# would not fit is skipped and says so, and one failure costs only itself.  GPU_PARTS (default "tests commands
+# speed") runs some parts only, and GPU_TESTS_K some tests only (pytest -k), for a session whose GPU time comes
+# in pieces.
 set -uo pipefail
 OUT=$(realpath -m "${1:?usage: bash .ci/gpu.sh OUT}")
 BUDGET=${GPU_BUDGET_S:-540}
@@ -22,6 +27,8 @@ WORK=${GPU_WORK:-/tmp/img2img-gpu}
 LOGS=$OUT/logs
 mkdir -p "$LOGS" "$WORK"
 STATUS=$OUT/status.tsv
+PARTS=" ${GPU_PARTS:-tests commands speed} "
+part() { [[ $PARTS == *" $1 "* ]]; }
 : >"$STATUS"
 export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=5 NO_ALBUMENTATIONS_UPDATE=1
 
@@ -63,7 +70,19 @@ export PYTHONPATH=/tmp/site PATH=/tmp/site/bin:$PATH
 # run from WORK, never from the checkout: there `import img2img` would find the sources, not the installed package
 cd "$WORK" || exit 1
 
-# -- 2. side by side ----------------------------------------------------------------------------------------
+# -- 2. the tests, alone ---------------------------------------------------------------------------------
+# each failure is written to OUT/logs/failures.txt as it happens (a run cut at its limit still says what failed);
+# one compiler thread each, as 12 processes compile at once
+if part tests; then
+    END=$((SECONDS + ${GPU_TESTS_S:-300}))
+    run cuda-tests 999 env TORCHINDUCTOR_COMPILE_THREADS=1 IMG2IMG_FAILURES="$LOGS/failures.txt" \
+        python3 -m pytest -m cuda -n 12 -v -p no:cacheprovider ${GPU_TESTS_K:+-k "$GPU_TESTS_K"} \
+        "$REPO/tests/test_cuda.py"
+fi
+
+# -- 3. the README's commands, side by side ---------------------------------------------------------------
+if part commands; then
+END=$((SECONDS + ${GPU_COMMANDS_S:-260}))
 run p2p-demo 60 img2img demo pix2pix data/skeletons &
 run cg-demo 60 img2img demo cyclegan data/colour-digits &
 run jpeg-folders 60 python3 -c '
@@ -79,20 +98,18 @@ for side, count in (("a", 24), ("b", 20)):
         image = Image.fromarray(low).resize((width, height), Image.BICUBIC)
         image.convert("L" if index % 7 == 3 else "RGB").save(Path("jpegs", side, f"{index:03d}.jpg"), quality=90)' &
 wait
-END=$((SECONDS + ${GPU_PHASE1_S:-230}))
 P2P=(--a data/skeletons/train/a --b data/skeletons/train/b --size 32 --load-size 32 --no-flip --batch-size 16
      --steps 3000 --decay-steps 1000)
 CG=(--a data/colour-digits/train/a --b data/colour-digits/train/b --size 32 --load-size 32 --no-flip --batch-size 4
     --steps 3000 --decay-steps 1000 --ngf 32 --ndf 32)
-# the tests compile much: at a lower priority, with few compiler threads each, so that the demos keep pace; each
-# failure is written to OUT/logs/failures.txt as it happens (a run cut at its limit still says what failed)
-run cuda-tests 999 env TORCHINDUCTOR_COMPILE_THREADS=2 IMG2IMG_FAILURES="$LOGS/failures.txt" nice -n 15 \
-    python3 -m pytest -m cuda -n 8 -v -p no:cacheprovider "$REPO/tests/test_cuda.py" &
 (   # the README's commands with every CUDA default (--compile auto: CUDA graphs)
     run p2p-train 999 img2img train pix2pix "${P2P[@]}" --out runs/skeletons &&
         run p2p-eval 60 img2img eval runs/skeletons --a data/skeletons/test/a --b data/skeletons/test/b \
             --json "$LOGS/eval-pix2pix.json" &&
         run p2p-translate 60 img2img translate runs/skeletons data/skeletons/test/a out/skeletons
+    run mnist-train 999 img2img train mnist-gan --out runs/mnist &&
+        run mnist-sample 60 img2img sample runs/mnist --n 1000 --out digits/ --grid digits.png --seed 0 &&
+        run mnist-eval 60 img2img eval runs/mnist --json "$LOGS/eval-mnist.json"
 ) &
 (
     run cg-train 999 img2img train cyclegan "${CG[@]}" --out runs/colour &&
@@ -117,31 +134,32 @@ sys.exit(worst > 2)'
     run cg-export 90 img2img export runs/colour --format onnx --out colour.onnx
 ) &
 (
+    run find-syncs 150 python3 "$REPO/.ci/find_syncs.py" cyclegan pix2pix
     run h2z-train 999 img2img train cyclegan --a jpegs/a --b jpegs/b --steps 50 --out runs/h2z &&
         run h2z-translate 60 img2img translate runs/h2z jpegs/a out/h2z
-    run mnist-train 999 img2img train mnist-gan --out runs/mnist &&
-        run mnist-sample 60 img2img sample runs/mnist --n 1000 --out digits/ --grid digits.png --seed 0 &&
-        run mnist-eval 60 img2img eval runs/mnist --json "$LOGS/eval-mnist.json"
-    for target in discogan cut fastcut mnist-gan; do  # every model's step on CUDA with the defaults
+    for target in discogan cut fastcut stargan; do  # every model's step on CUDA with the defaults
         run "bench-$target" 90 img2img bench "$target" --steps 5 --warmup 2 --json
     done
 ) &
 wait
+fi
 END=$BUDGET
 
-# -- 3. alone on the GPU --------------------------------------------------------------------------------------
-# what users get first (the defaults), with the profile that says where the step's time goes; then each mean
+# -- 4. speed, alone on the GPU -----------------------------------------------------------------------------
+if part speed; then
+# each mean's effect first, then what users get (the defaults) with the profile that says where the step's time
+# goes, then translation and its pipeline's ceiling
+run ladder-cyclegan 200 img2img bench cyclegan --size 256 --batch-size 1 --steps 20 --ladder --json
+run ladder-pix2pix 150 img2img bench pix2pix --size 256 --batch-size 1 --steps 20 --ladder --json
 run bench-cyclegan 150 img2img bench cyclegan --size 256 --batch-size 1 --profile "$LOGS/profile-cyclegan.txt" --json
 run bench-pix2pix 90 img2img bench pix2pix --size 256 --batch-size 1 --profile "$LOGS/profile-pix2pix.txt" --json
+run ladder-translate 120 img2img bench translate --size 256 --steps 512 --ladder --json
 run translate-2048 40 img2img bench translate --size 256 --steps 2048 --json
 run io-only-2048 30 img2img bench translate --size 256 --steps 2048 --io-only --json
-run io-only-2048-8-workers 30 img2img bench translate --size 256 --steps 2048 --io-only --workers 8 --json
-run ladder-cyclegan 200 img2img bench cyclegan --size 256 --batch-size 1 --ladder --json
-run ladder-pix2pix 150 img2img bench pix2pix --size 256 --batch-size 1 --ladder --json
-run ladder-translate 120 img2img bench translate --size 256 --ladder --json
-for b in 2 4 8 16; do
+for b in 4 16 2 8; do
     run "sweep-cyclegan-$b" 120 img2img bench cyclegan --size 256 --batch-size "$b" --steps 20 --json
 done
+fi
 
 # -- the summary ----------------------------------------------------------------------------------------------
 python3 - "$LOGS" "$STATUS" >"$OUT/summary.txt" 2>&1 <<'EOF'
@@ -194,6 +212,9 @@ for name in ("cg-bf16-vs-fp32",):
     path = logs / f"{name}.log"
     if path.exists():
         print(f"\n== {name}\n" + "\n".join(path.read_text().splitlines()[-3:]))
+path = logs / "find-syncs.log"
+if path.exists():
+    print("\n== find-syncs\n" + path.read_text()[:8000])
 for name in ("profile-cyclegan", "profile-pix2pix"):
     path = logs / f"{name}.txt"
     if path.exists():
