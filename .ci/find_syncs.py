@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sys
 import traceback
-import warnings
 
 import torch
 
@@ -21,13 +20,7 @@ from img2img import bench
 
 def report(step, device) -> None:
     torch.cuda.synchronize(device)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            step()
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
+    caught = bench.warnings_in_sync_debug_mode(step)
     torch.cuda.synchronize(device)
     count, sites = bench.sync_warnings(caught)
     print(f"warn mode: {count} synchronisation(s) at {', '.join(sites) or '-'}")

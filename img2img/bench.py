@@ -313,6 +313,14 @@ def _host_syncs(step: Callable[[], Any], device: torch.device) -> tuple[int, lis
     (CUDA's sync debug mode; None elsewhere)."""
     if device.type != "cuda":
         return None
+    caught = warnings_in_sync_debug_mode(step)
+    _synchronize(device)
+    return sync_warnings(caught)
+
+
+def warnings_in_sync_debug_mode(step: Callable[[], Any]) -> list[warnings.WarningMessage]:
+    """Every warning that ``step()`` gives under CUDA's sync debug mode "warn", which reports each synchronising
+    call as one (see :func:`sync_warnings`)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
@@ -320,8 +328,7 @@ def _host_syncs(step: Callable[[], Any], device: torch.device) -> tuple[int, lis
             step()
         finally:
             torch.cuda.set_sync_debug_mode("default")
-    _synchronize(device)
-    return sync_warnings(caught)
+    return caught
 
 
 # what CUDA's sync debug mode says at each synchronising call; its own notice on being switched on
