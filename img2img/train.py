@@ -83,6 +83,7 @@ class Trainer:
                  data: Any = None) -> None:
         """``data``: a batch source to train on instead of the model's own (benchmarks use synthetic data)."""
         run.train.validate()
+        check_compilable(run)
         self.run, self.config = run, run.train
         self.job = job or dist_tools.from_environment()
         self.dirs = RunDir(run_dir)
@@ -106,11 +107,9 @@ class Trainer:
         if self.job.rank:  # every rank starts from rank 0's weights (DDP broadcasts them) but draws its own noise
             seed_everything(mix_seed(self.config.seed, self.job.rank))
         self.wrapped = self._wrap_for_distributed()
-        refusal = self.model.compile_refusal(self.model.config)
-        if refusal and self.config.compile not in ("auto", "off"):
-            raise UserError(f"--compile {self.config.compile}: {refusal}; use --compile off (auto leaves it off)")
         self.compile_mode = speed.resolve_compile(self.config.compile, self.device, training=True,
-                                                  supported=refusal is None, distributed=self.job.enabled)
+                                                  supported=self.model.compile_refusal(self.model.config) is None,
+                                                  distributed=self.job.enabled)
         if self.compile_mode != "off" and self.job.is_main:
             log.info("compiling the networks (torch.compile %s%s): the first steps take a minute or so; "
                      "--compile off skips it", self.compile_mode,
@@ -511,11 +510,20 @@ def size_option(options: Any) -> int | None:
     return getattr(options, "size") if field is not None and cli_option(field) is not None else None
 
 
+def check_compilable(run: RunConfig) -> None:
+    """Refuse in one line a --compile mode (other than auto and off) for a model that cannot be compiled."""
+    refusal = get_model_class(run.model).compile_refusal(run.options)
+    if refusal and run.train.compile not in ("auto", "off"):
+        raise UserError(f"--compile {run.train.compile}: {refusal}; use --compile off (auto leaves it off)")
+
+
 def check_runnable(run: RunConfig, batch: Any = None) -> None:
     """Refuse in one line, before any folder is made or step taken, settings whose networks cannot run: a batch
     of 1 through batch norm in training mode, an image too small for the networks' depth (instance norm on a
-    1×1 map, a kernel larger than its input).  One training step's losses are computed on the ``meta`` device
-    (shapes only, no arithmetic) on ``batch`` or the model's :meth:`dry_batch`."""
+    1×1 map, a kernel larger than its input), a compile mode for a model that cannot be compiled.  One training
+    step's losses are computed on the ``meta`` device (shapes only, no arithmetic) on ``batch`` or the model's
+    :meth:`dry_batch`."""
+    check_compilable(run)
     model_class = get_model_class(run.model)
     if batch is None:
         try:

@@ -216,6 +216,7 @@ def test_a_compile_mode_is_refused_for_a_gradient_penalty(tmp_path, aot_eager, m
         result, _ = invoke(*args, "--steps", 2, "--batch-size", 2, "--device", "cpu", "--compile", "default",
                            "--out", tmp_path / "r")
         assert_one_line_error(result, "--compile default", "double backward", "--compile off")
+        assert not (tmp_path / "r").exists()  # refused before the run folder is made
     result, _ = invoke("bench", "stargan", "--size", 32, "--steps", 1, "--device", "cpu", "--compile", "default")
     assert_one_line_error(result, "--compile default", "double backward")
     result, output = invoke("bench", "stargan", "--size", 32, "--batch-size", 2, "--steps", 1, "--warmup", 0,
