@@ -83,7 +83,7 @@ class Trainer:
                  data: Any = None) -> None:
         """``data``: a batch source to train on instead of the model's own (benchmarks use synthetic data)."""
         run.train.validate()
-        check_compilable(run)
+        refusal = check_compilable(run)
         self.run, self.config = run, run.train
         self.job = job or dist_tools.from_environment()
         self.dirs = RunDir(run_dir)
@@ -108,8 +108,7 @@ class Trainer:
             seed_everything(mix_seed(self.config.seed, self.job.rank))
         self.wrapped = self._wrap_for_distributed()
         self.compile_mode = speed.resolve_compile(self.config.compile, self.device, training=True,
-                                                  supported=self.model.compile_refusal(self.model.config) is None,
-                                                  distributed=self.job.enabled)
+                                                  supported=refusal is None, distributed=self.job.enabled)
         if self.compile_mode != "off" and self.job.is_main:
             log.info("compiling the networks (torch.compile %s%s): the first steps take a minute or so; "
                      "--compile off skips it", self.compile_mode,
@@ -510,11 +509,13 @@ def size_option(options: Any) -> int | None:
     return getattr(options, "size") if field is not None and cli_option(field) is not None else None
 
 
-def check_compilable(run: RunConfig) -> None:
-    """Refuse in one line a --compile mode (other than auto and off) for a model that cannot be compiled."""
+def check_compilable(run: RunConfig) -> str | None:
+    """Refuse in one line a --compile mode (other than auto and off) for a model that cannot be compiled; else
+    why it cannot be (auto leaves it off), or None."""
     refusal = get_model_class(run.model).compile_refusal(run.options)
     if refusal and run.train.compile not in ("auto", "off"):
         raise UserError(f"--compile {run.train.compile}: {refusal}; use --compile off (auto leaves it off)")
+    return refusal
 
 
 def check_runnable(run: RunConfig, batch: Any = None) -> None:

@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.overrides import TorchFunctionMode
 
 from img2img import checkpoint, speed
-from img2img.bench import bench_training
+from img2img.bench import bench_training, compile_refusal
 from img2img.distributed import Distributed, teardown
 from img2img.errors import UserError
 from img2img.loading import open_checkpoint
@@ -56,8 +56,7 @@ def _fresh_compiler():
 
 def compiles(name: str) -> bool:
     """Whether torch.compile can run the model's training step (StarGAN's gradient penalty: not)."""
-    model = MODELS[name]
-    return model.compile_refusal(model.synthetic(tiny_size(model), 1, torch.Generator())[0]) is None
+    return compile_refusal(name, tiny_size(MODELS[name])) is None
 
 
 def smooth_batch(count: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
