@@ -17,8 +17,8 @@
 # printed last) has the statuses and the figures.  Each command has its own time limit and the whole a budget
 # (GPU_BUDGET_S, default 540 s; the tests and the commands GPU_TESTS_S and GPU_COMMANDS_S of it at most): what
 # would not fit is skipped and says so, and one failure costs only itself.  GPU_PARTS (default "tests commands
-# speed") runs some parts only, and GPU_TESTS_K some tests only (pytest -k), for a session whose GPU time comes
-# in pieces.
+# speed") runs some parts only, GPU_TESTS_K some tests only (pytest -k), and GPU_SKIP (a bash regular expression
+# of command names, e.g. "ladder-.*|sweep-.*") leaves out commands, for a session whose GPU time comes in pieces.
 set -uo pipefail
 OUT=$(realpath -m "${1:?usage: bash .ci/gpu.sh OUT}")
 BUDGET=${GPU_BUDGET_S:-540}
@@ -40,6 +40,10 @@ left() { local end=$((END < BUDGET ? END : BUDGET)); echo $((end - SECONDS)); }
 run() {
     local name=$1 limit=$2
     shift 2
+    if [[ -n ${GPU_SKIP:-} && $name =~ ^(${GPU_SKIP})$ ]]; then
+        printf '%s\tskipped (GPU_SKIP)\t0\n' "$name" >>"$STATUS"
+        return 1
+    fi
     local remaining
     remaining=$(left)
     if ((remaining < 15)); then
@@ -72,10 +76,11 @@ cd "$WORK" || exit 1
 
 # -- 2. the tests, alone ---------------------------------------------------------------------------------
 # each failure is written to OUT/logs/failures.txt as it happens (a run cut at its limit still says what failed);
-# one compiler thread each, as 12 processes compile at once
+# the slowest tests come first, and four compiler processes each: the quick tests are done early, and then the
+# few that compile CycleGAN's and CUT's networks have the machine's cores
 if part tests; then
     END=$((SECONDS + ${GPU_TESTS_S:-300}))
-    run cuda-tests 999 env TORCHINDUCTOR_COMPILE_THREADS=1 IMG2IMG_FAILURES="$LOGS/failures.txt" \
+    run cuda-tests 999 env TORCHINDUCTOR_COMPILE_THREADS=4 IMG2IMG_FAILURES="$LOGS/failures.txt" \
         python3 -m pytest -m cuda -n 12 -v -p no:cacheprovider ${GPU_TESTS_K:+-k "$GPU_TESTS_K"} \
         "$REPO/tests/test_cuda.py"
 fi
@@ -147,18 +152,18 @@ END=$BUDGET
 
 # -- 4. speed, alone on the GPU -----------------------------------------------------------------------------
 if part speed; then
-# each mean's effect first, then what users get (the defaults) with the profile that says where the step's time
-# goes, then translation and its pipeline's ceiling
-run ladder-cyclegan 200 img2img bench cyclegan --size 256 --batch-size 1 --steps 20 --ladder --json
-run ladder-pix2pix 150 img2img bench pix2pix --size 256 --batch-size 1 --steps 20 --ladder --json
-run bench-cyclegan 150 img2img bench cyclegan --size 256 --batch-size 1 --profile "$LOGS/profile-cyclegan.txt" --json
-run bench-pix2pix 90 img2img bench pix2pix --size 256 --batch-size 1 --profile "$LOGS/profile-pix2pix.txt" --json
-run ladder-translate 120 img2img bench translate --size 256 --steps 512 --ladder --json
+# translation and its pipeline's ceiling first (quick), then each mean's effect on the training steps, a batch-size
+# sweep with the defaults, and last what users get (the defaults) with the profiles that say where the time goes
 run translate-2048 40 img2img bench translate --size 256 --steps 2048 --json
 run io-only-2048 30 img2img bench translate --size 256 --steps 2048 --io-only --json
+run ladder-cyclegan 200 img2img bench cyclegan --size 256 --batch-size 1 --steps 20 --ladder --json
+run ladder-pix2pix 150 img2img bench pix2pix --size 256 --batch-size 1 --steps 20 --ladder --json
+run ladder-translate 120 img2img bench translate --size 256 --steps 512 --ladder --json
 for b in 4 16 2 8; do
     run "sweep-cyclegan-$b" 120 img2img bench cyclegan --size 256 --batch-size "$b" --steps 20 --json
 done
+run bench-cyclegan 150 img2img bench cyclegan --size 256 --batch-size 1 --profile "$LOGS/profile-cyclegan.txt" --json
+run bench-pix2pix 90 img2img bench pix2pix --size 256 --batch-size 1 --profile "$LOGS/profile-pix2pix.txt" --json
 fi
 
 # -- the summary ----------------------------------------------------------------------------------------------
@@ -191,6 +196,9 @@ for name in ("ladder-cyclegan", "ladder-pix2pix", "ladder-translate"):
     data = last_json(name)
     for r in (data or {}).get("ladder", []):
         print(f"{name}: {r['rung']}: " + line(r))
+    if data is None and (logs / f"{name}.log").exists():  # cut short: the rungs it printed as it went
+        print("\n".join(f"{name} (cut short): {l}" for l in (logs / f"{name}.log").read_text().splitlines()
+                        if " per step" in l))
 print("\n== single runs")
 for path in sorted(logs.glob("*.log")):
     name = path.stem

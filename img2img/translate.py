@@ -478,20 +478,39 @@ class Translator:
                     summary.failed.append((job.output, error))
                     report(job.output, error)
 
+        def hand_over(batch: dict[str, Any], levels: list[Tensor], bits: list[int],
+                      copied: torch.cuda.Event | None) -> None:  # a translated batch → the writers
+            if copied is not None:
+                copied.synchronize()  # its copy to the host has landed
+            for index, result, b in zip(batch["indices"], levels, bits):
+                job = pending[index]
+                writes.append((job, writer.submit(_write, job.output, result, b, overwrite)))
+            bar.update(len(batch["indices"]))
+            collect(4 * writers + self.batch_size)  # encoded images waiting in memory stay bounded
+
+        # one batch deep: a batch's forward pass is queued on the GPU, and its results copied back to (pinned)
+        # host memory without waiting, before the batch before it is handed to the writers; so the GPU translates
+        # while the host gathers the next batch and hands over the last one
+        cuda = self.device.type == "cuda"
         with ThreadPoolExecutor(max_workers=writers) as writer:
+            previous = None
             for batch in _batches_by_shape(loader, self.batch_size, unreadable):
                 inputs = batch["images"].to(self.device, non_blocking=True)
                 bits = [self.output_bits(b) for b in batch["bits"]]
                 results = self.translate_tensor(from_levels(inputs))
                 if len(set(bits)) == 1:
-                    levels = list(to_levels(results, bits[0]).cpu())
+                    levels = list(to_levels(results, bits[0]).to("cpu", non_blocking=cuda))
                 else:
-                    levels = [to_levels(result, b).cpu() for result, b in zip(results, bits)]
-                for index, result, b in zip(batch["indices"], levels, bits):
-                    job = pending[index]
-                    writes.append((job, writer.submit(_write, job.output, result, b, overwrite)))
-                bar.update(len(batch["indices"]))
-                collect(4 * writers + self.batch_size)  # encoded images waiting in memory stay bounded
+                    levels = [to_levels(result, b).to("cpu", non_blocking=cuda) for result, b in zip(results, bits)]
+                copied = None
+                if cuda:
+                    copied = torch.cuda.Event()
+                    copied.record()
+                if previous is not None:
+                    hand_over(*previous)
+                previous = batch, levels, bits, copied
+            if previous is not None:
+                hand_over(*previous)
             collect(0)
         bar.close()
         summary.seconds = time.perf_counter() - started
