@@ -13,11 +13,15 @@ from img2img.models.mnist_gan import MnistGanConfig
 
 def pytest_runtest_logreport(report):
     """With IMG2IMG_FAILURES=FILE, write each failure to FILE as it happens (a run cut short by its time limit,
-    as on a lent GPU machine, still says what failed and why)."""
+    as on a lent GPU machine, still says what failed and why): where in the test, and the error.  Under
+    pytest-xdist the process that ran the test writes it (the report it forwards has a ``node``)."""
     path = os.environ.get("IMG2IMG_FAILURES")
-    if path and report.failed:
+    if path and report.failed and getattr(report, "node", None) is None:
+        text = report.longreprtext
+        if len(text) > 7000:
+            text = f"{text[:2500]}\n[…]\n{text[-4500:]}"
         with open(path, "a") as handle:
-            handle.write(f"== {report.nodeid} ({report.when})\n{report.longreprtext[-4000:]}\n\n")
+            handle.write(f"== {report.nodeid} ({report.when})\n{text}\n\n")
 
 
 @pytest.fixture(autouse=True)

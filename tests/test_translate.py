@@ -4,6 +4,7 @@ official weights, ONNX export and the Python API."""
 from __future__ import annotations
 
 import re
+from copy import deepcopy as copy_module
 import subprocess
 import sys
 
@@ -19,7 +20,8 @@ from img2img.data.images import read_image_bits
 from img2img.models.pix2pix import Pix2Pix, Pix2PixConfig
 from img2img.nn.resnet import ResnetGenerator
 from img2img.train import train
-from img2img.translate import GeneratorInfo, Translator, generator_info, tile_window
+from img2img.translate import (GeneratorInfo, Translator, generator_info, output_layer, output_layer_in_float32,
+                               tile_window)
 
 from official_reference import (OfficialResnetGenerator, OfficialUnetGenerator, official_test_output,
                                 settle_batch_norm)
@@ -386,3 +388,51 @@ def test_one_image_goes_to_a_named_file_whose_extension_sets_the_format(photos, 
     (tmp_path / "folder.png").mkdir()  # an existing folder stays a folder, whatever its name
     result, output = invoke("translate", cyclegan_run, source, tmp_path / "folder.png")
     assert result.exit_code == 0 and (tmp_path / "folder.png" / source.name).is_file(), output
+
+
+def _translating_generators() -> dict[str, tuple[nn.Module, tuple]]:
+    """Each image model's generator, as translation runs it, with inputs for it."""
+    import tempfile  # noqa: PLC0415
+
+    from img2img.models import MODELS  # noqa: PLC0415
+    from test_models import tiny_size, tiny_trainer  # noqa: PLC0415
+
+    nets = {}
+    for name, net_name in (("cyclegan", "g_ab"), ("pix2pix", "g"), ("cut", "g"), ("discogan", "g_ab"),
+                           ("stargan", "g")):
+        trainer, _ = tiny_trainer(name, tempfile.mkdtemp())
+        net = trainer.model.nets[net_name].eval()
+        side = tiny_size(MODELS[name])
+        images = torch.rand(2, 3, side, side, generator=torch.Generator().manual_seed(1)) * 2 - 1
+        inputs = (images, torch.eye(net.domains)[:2]) if name == "stargan" else (images,)
+        nets[name] = net, inputs
+    return nets
+
+
+def test_the_output_layer_is_the_generators_last_step_before_tanh():
+    """output_layer finds, in every generator, the layer whose output tanh makes the translated image."""
+    for name, (net, inputs) in _translating_generators().items():
+        seen = []
+        handle = output_layer(net).register_forward_hook(lambda module, args, output: seen.append(output))
+        with torch.no_grad():
+            output = net(*inputs)
+        handle.remove()
+        assert torch.equal(torch.tanh(seen[-1]), output), name
+
+
+def test_under_bf16_autocast_the_output_layer_computes_in_float32():
+    """The translator's output layer runs in float32 under autocast: its output is float32 and equals the float32
+    layer's on the same (bf16) input (what this does to a trained generator's images: test_cuda's bf16 test)."""
+    for name, (net, inputs) in _translating_generators().items():
+        with torch.no_grad():
+            layer, seen = output_layer(net), []
+            output_layer_in_float32(net)
+            layer.register_forward_hook(lambda module, args, output: seen.append((args[0], output)))
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                widened = net(*inputs)
+        layer_input, layer_output = seen[-1]
+        assert layer_output.dtype == widened.dtype == torch.float32, name
+        with torch.no_grad():
+            assert torch.equal(layer_output, type(layer).forward(layer, layer_input.float())), name
+        copy = copy_module(net)  # a copy's output layer is its own
+        assert copy.forward is not net.forward and output_layer(copy).forward.__self__ is output_layer(copy)
