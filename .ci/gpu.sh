@@ -76,11 +76,11 @@ cd "$WORK" || exit 1
 
 # -- 2. the tests, alone ---------------------------------------------------------------------------------
 # each failure is written to OUT/logs/failures.txt as it happens (a run cut at its limit still says what failed);
-# the slowest tests come first, and four compiler processes each: the quick tests are done early, and then the
-# few that compile CycleGAN's and CUT's networks have the machine's cores
+# the slowest tests come first, and four compiler processes each (GPU_COMPILE_THREADS): the quick tests are done
+# early, and then the few that compile CycleGAN's and CUT's networks have the machine's cores
 if part tests; then
     END=$((SECONDS + ${GPU_TESTS_S:-300}))
-    run cuda-tests 999 env TORCHINDUCTOR_COMPILE_THREADS=4 IMG2IMG_FAILURES="$LOGS/failures.txt" \
+    run cuda-tests 999 env TORCHINDUCTOR_COMPILE_THREADS="${GPU_COMPILE_THREADS:-4}" IMG2IMG_FAILURES="$LOGS/failures.txt" \
         python3 -m pytest -m cuda -n 12 -v -p no:cacheprovider ${GPU_TESTS_K:+-k "$GPU_TESTS_K"} \
         "$REPO/tests/test_cuda.py"
 fi
@@ -152,18 +152,22 @@ END=$BUDGET
 
 # -- 4. speed, alone on the GPU -----------------------------------------------------------------------------
 if part speed; then
-# translation and its pipeline's ceiling first (quick), then each mean's effect on the training steps, a batch-size
-# sweep with the defaults, and last what users get (the defaults) with the profiles that say where the time goes
+# most told per second first: folder translation (with its batch size: each batch's forward pass costs the host a
+# launch of every layer) and its pipeline's ceiling; the training steps with the defaults, with their profiles
+# (the device's kernels and the host's Python: where a launch-bound step's time goes) and with channels_last
+# added (which removes cuDNN's layout conversions); then each mean's effect (the ladders) and a batch-size sweep
 run translate-2048 40 img2img bench translate --size 256 --steps 2048 --json
+run translate-2048-b32 40 img2img bench translate --size 256 --steps 2048 --batch-size 32 --json
 run io-only-2048 30 img2img bench translate --size 256 --steps 2048 --io-only --json
-run ladder-cyclegan 200 img2img bench cyclegan --size 256 --batch-size 1 --steps 20 --ladder --json
-run ladder-pix2pix 150 img2img bench pix2pix --size 256 --batch-size 1 --steps 20 --ladder --json
+run bench-cyclegan 150 img2img bench cyclegan --size 256 --batch-size 1 --profile "$LOGS/profile-cyclegan.txt" --json
+run bench-cyclegan-channels-last 150 img2img bench cyclegan --size 256 --batch-size 1 --channels-last --json
+run bench-pix2pix 90 img2img bench pix2pix --size 256 --batch-size 1 --profile "$LOGS/profile-pix2pix.txt" --json
+run ladder-cyclegan 240 img2img bench cyclegan --size 256 --batch-size 1 --steps 20 --ladder --json
+run ladder-pix2pix 180 img2img bench pix2pix --size 256 --batch-size 1 --steps 20 --ladder --json
 run ladder-translate 120 img2img bench translate --size 256 --steps 512 --ladder --json
 for b in 4 16 2 8; do
     run "sweep-cyclegan-$b" 120 img2img bench cyclegan --size 256 --batch-size "$b" --steps 20 --json
 done
-run bench-cyclegan 150 img2img bench cyclegan --size 256 --batch-size 1 --profile "$LOGS/profile-cyclegan.txt" --json
-run bench-pix2pix 90 img2img bench pix2pix --size 256 --batch-size 1 --profile "$LOGS/profile-pix2pix.txt" --json
 fi
 
 # -- the summary ----------------------------------------------------------------------------------------------
@@ -226,7 +230,9 @@ if path.exists():
 for name in ("profile-cyclegan", "profile-pix2pix"):
     path = logs / f"{name}.txt"
     if path.exists():
-        print(f"\n== {name}.txt\n" + "\n".join(path.read_text().splitlines()[:30]))
+        lines = path.read_text().splitlines()
+        python = next((i for i, l in enumerate(lines) if l.startswith("host time by Python")), len(lines))
+        print(f"\n== {name}.txt\n" + "\n".join(lines[:30] + lines[python:python + 32]))
 failures = logs / "failures.txt"
 if failures.exists():
     print("\n== failed tests\n" + "\n".join(l for l in failures.read_text().splitlines()

@@ -36,8 +36,9 @@ from .options import Output, with_speed_options
               help="translate: a 1×1 convolution instead of the ResNet, to measure decoding, transfers and "
                    "encoding alone (the ceiling of the folder pipeline).")
 @click.option("--profile", type=Output(dir_okay=False), default=None,
-              help="Training targets: also profile ten more steps (torch.profiler) and write where their time goes "
-                   "(device busy time against wall time, operators by device time) to this file.")
+              help="Training targets: also profile ten more steps and write where their time goes to this file: "
+                   "device busy time against wall time, operators by device time (torch.profiler), and the "
+                   "host's time by Python function (cProfile).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the summary.")
 def bench(target: str, size: int, batch_size: int | None, steps: int | None, warmup: int | None, device: str,
           amp: bool, channels_last: bool, compile_mode: str, cudnn_benchmark: bool, ladder: bool,

@@ -305,7 +305,31 @@ def write_profile(step: Callable[[], Any], device: torch.device, path: Path, tit
         except (AttributeError, KeyError, ValueError):
             continue
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n\n" + table + "\n")
+    path.write_text("\n".join(lines) + "\n\n" + table + "\n\n" + python_profile(step, device, steps) + "\n")
+
+
+def python_profile(step: Callable[[], Any], device: torch.device, steps: int = 10, rows: int = 25) -> str:
+    """Where the host's time goes in ``steps`` calls of ``step``, by Python function (cProfile): the functions
+    with the most time of their own, then with the most in all (its hooks slow Python code down, so that the
+    shares count more than the times).  A step that leaves the GPU idle is spending its time here."""
+    import cProfile  # noqa: PLC0415
+    import io  # noqa: PLC0415
+    import pstats  # noqa: PLC0415
+
+    profiler = cProfile.Profile()
+    _synchronize(device)
+    profiler.enable()
+    for _ in range(steps):
+        step()
+    _synchronize(device)
+    profiler.disable()
+    text = io.StringIO()
+    stats = pstats.Stats(profiler, stream=text)
+    text.write(f"host time by Python function over {steps} steps (cProfile), by own time:\n")
+    stats.sort_stats("tottime").print_stats(rows)
+    text.write("by time in all (with what it calls):\n")
+    stats.sort_stats("cumulative").print_stats(rows)
+    return text.getvalue()
 
 
 def _host_syncs(step: Callable[[], Any], device: torch.device) -> tuple[int, list[str]] | None:

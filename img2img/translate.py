@@ -248,6 +248,10 @@ class Translator:
     a PIL image, a NumPy array ``(H, W[, C])`` (uint8, uint16 or floats in
     [0, 1]) or a file path, and returns the same kind (a NumPy array for a
     path).  ``translate_folder`` translates a folder tree into another.
+
+    The translator takes ``net`` over: it moves it to ``device``, puts it in
+    evaluation mode and, with bf16 autocast, runs its output layer in float32
+    (:func:`output_layer_in_float32`).
     """
 
     def __init__(self, net: nn.Module, info: GeneratorInfo, device: torch.device | str = "cpu",
@@ -498,9 +502,14 @@ class Translator:
         with ThreadPoolExecutor(max_workers=writers) as writer:
             previous = None
             for batch in _batches_by_shape(loader, self.batch_size, unreadable):
-                inputs = batch["images"].to(self.device, non_blocking=True)
                 bits = [self.output_bits(b) for b in batch["bits"]]
-                results = self.translate_tensor(from_levels(inputs))
+                try:
+                    results = self.translate_tensor(from_levels(batch["images"].to(self.device, non_blocking=True)))
+                except Exception:  # what was translated before is still written, then the run stops
+                    if previous is not None:
+                        with contextlib.suppress(Exception):
+                            hand_over(*previous)
+                    raise
                 if len(set(bits)) == 1:
                     levels = list(to_levels(results, bits[0]).to("cpu", non_blocking=cuda))
                 else:

@@ -49,3 +49,17 @@ def test_host_synchronisations_are_the_sync_debug_modes_reports_not_its_notice()
                   "/pytorch/c10/cuda/CUDAFunctions.cpp:157.)", "img2img/models/pix2pix.py", 170)
     assert sync_warnings([notice]) == (0, [])
     assert sync_warnings([notice, sync, sync]) == (2, ["img2img/models/pix2pix.py:170"])
+
+
+def test_profile_says_where_the_device_and_the_hosts_time_go(tmp_path):
+    """--profile writes the operators' table (torch.profiler) and the host's time by Python function (cProfile),
+    where a launch-bound step's time shows."""
+    path = tmp_path / "profile.txt"
+    result, output = invoke("bench", "pix2pix", "--size", 32, "--batch-size", 2, "--steps", 2, "--warmup", 0,
+                            "--device", "cpu", "--profile", path)
+    assert result.exit_code == 0, output
+    text = path.read_text()
+    assert text.startswith("pix2pix training step") and "profiled steps: 10" in text
+    assert "aten::convolution" in text  # the operators
+    python = text[text.index("host time by Python function over 10 steps"):]
+    assert "by time in all" in python and "train_step" in python and "train_phase" in python

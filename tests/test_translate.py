@@ -70,6 +70,27 @@ def test_names_and_relative_paths_are_mirrored_and_sizes_kept(photos, tmp_path):
     assert (same / "sub" / "b.jpg").is_file() and (same / "a.png").is_file()
 
 
+def test_a_batch_that_fails_still_leaves_the_batches_before_it_written(tmp_path, monkeypatch):
+    """Batches are handed to the writers one batch late (the GPU translates the next meanwhile): when a batch's
+    translation fails and the run stops, the batch translated before it is written all the same."""
+    for index in range(6):
+        write_rgb(tmp_path / "in" / f"{index}.png", 8, 8, seed=index)
+    translator = Translator(Invert(), GeneratorInfo(3, 3, 4), batch_size=2)
+    calls = []
+    translate = translator.translate_tensor
+
+    def third_fails(images):
+        calls.append(len(images))
+        if len(calls) == 3:
+            raise RuntimeError("the third batch fails")
+        return translate(images)
+
+    monkeypatch.setattr(translator, "translate_tensor", third_fails)
+    with pytest.raises(RuntimeError, match="third batch"):
+        translator.translate_folder(tmp_path / "in", tmp_path / "out", progress=False, workers=0)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.png", "1.png", "2.png", "3.png"]
+
+
 @pytest.mark.parametrize("size", [(5, 3), (33, 47), (64, 64), (1, 9)])
 def test_odd_sizes_are_padded_and_cropped_back(size):
     net = ResnetGenerator(3, 3, base_channels=4, n_blocks=1, norm="instance").eval()
