@@ -37,6 +37,8 @@ class _Group(click.Group):
             raise click.ClickException(f"{where}: {error.strerror or error}" if where else
                                        str(error.strerror or error)) from None
         except KeyboardInterrupt as error:  # the trainer has said what it saved; 128 + the signal, as shells do
+            for number in (signal.SIGINT, signal.SIGTERM):  # stopping already: one more Ctrl-C is no traceback
+                signal.signal(number, signal.SIG_IGN)
             raise click.exceptions.Exit(128 + getattr(error, "signal_number", signal.SIGINT)) from None
 
 

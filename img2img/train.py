@@ -370,6 +370,11 @@ class Trainer:
                         last = self.save()
                         if improved:
                             checkpoint.atomic_link(self.dirs.checkpoint(self.step), self.dirs.best)
+                if stop.signal is not None and self.step < end:  # said while the signals are still the loop's:
+                    self._save_on_stop()  # another Ctrl-C now changes nothing
+                    raise Interrupted(stop.signal)
+        except Interrupted:
+            raise
         except _DataFailure as failure:
             bar.close()
             if stop.signal is not None:  # the loading workers had the signal too, and ended
@@ -399,9 +404,6 @@ class Trainer:
                             f"not fit; use smaller images or batches ({kept})") from None
         finally:
             bar.close()
-        if stop.signal is not None and self.step < end:
-            self._save_on_stop()
-            raise Interrupted(stop.signal)
         seconds = time.perf_counter() - started
         if last is None:
             last = self.save()
