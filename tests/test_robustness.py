@@ -71,6 +71,39 @@ def test_a_crashing_decoder_costs_translation_that_file_only(tmp_path, monkeypat
         assert np.array_equal(got, 255 - np.asarray(Image.open(source / f"{name}.png")))
 
 
+def test_a_batch_whose_worker_died_while_handing_it_over_is_read_again(tmp_path):
+    """A batch's tensors cross from a loading worker as file descriptors that the main process asks the worker
+    for: when the worker dies (on the next file) before that, fetching the batch raises ConnectionResetError,
+    before the DataLoader sees the worker gone (it made the crash test above fail one time in two on 2 busy
+    cores).  That is a worker's death too: the items not delivered are read again, and none is lost."""
+    paths = []
+    for index in range(6):
+        write_rgb(tmp_path / f"{index}.png", 8, 8, seed=index)
+        paths.append(tmp_path / f"{index}.png")
+    fetched = []
+
+    class Items(torch.utils.data.Dataset):
+        def __init__(self, items):
+            self.items = items
+
+        def __len__(self):
+            return len(self.items)
+
+        def __getitem__(self, position):
+            item = self.items[position]
+            fetched.append(item)
+            if item == 3 and fetched.count(3) == 1:
+                raise ConnectionResetError(errno.ECONNRESET, os.strerror(errno.ECONNRESET))
+            return item
+
+    assert guard.worker_died(ConnectionResetError()) and guard.worker_died(EOFError())
+    crashed = []
+    pieces = guard.resilient(Items, 6, lambda item: [paths[item]], lambda piece: [int(i) for i in piece],
+                             lambda item, why: crashed.append(item), batch_size=2, num_workers=0)
+    assert sorted(int(i) for piece in pieces for i in piece) == list(range(6)) and not crashed
+    assert fetched.count(3) == 2
+
+
 def test_a_crashing_decoder_in_a_training_folder_is_named_before_training(tmp_path, monkeypatch):
     for i in range(6):
         write_rgb(tmp_path / "a" / f"{i}.png", 16, 16, seed=i)

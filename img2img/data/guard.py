@@ -34,7 +34,12 @@ from img2img.errors import UserError
 
 
 def worker_died(error: BaseException) -> bool:
-    """Whether ``error`` is a DataLoader's report that one of its worker processes died."""
+    """Whether ``error`` is a DataLoader's report that one of its worker processes died, or what fetching a batch
+    from a worker that is dying raises before the DataLoader sees it gone: a batch's tensors cross processes as
+    file descriptors, which the main process asks the sending worker for, and a worker that died since it sent
+    the batch resets (or closes) that connection."""
+    if isinstance(error, (ConnectionError, EOFError)):
+        return True
     text = str(error)
     return isinstance(error, RuntimeError) and "DataLoader worker" in text and (
         "exited unexpectedly" in text or "killed by signal" in text)
@@ -167,7 +172,7 @@ def resilient(dataset: Callable[[list[int]], Dataset], count: int, paths: Callab
                     seen.update(delivered(piece))
                     yield piece
                 return
-            except RuntimeError as error:
+            except (RuntimeError, ConnectionError, EOFError) as error:
                 if not worker_died(error):
                     raise
                 reason = original_message(error)
