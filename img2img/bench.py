@@ -134,7 +134,7 @@ def synthetic_run(model: str, size: int, batch_size: int, device: str, speed: Sp
     from img2img.train import check_runnable  # noqa: PLC0415
 
     run = RunConfig(model, train, options)
-    check_runnable(run, batch)
+    check_runnable(run, batch, architecture_options=False)
     return run, batch
 
 

@@ -520,12 +520,13 @@ def check_compilable(run: RunConfig) -> str | None:
     return refusal
 
 
-def check_runnable(run: RunConfig, batch: Any = None) -> None:
+def check_runnable(run: RunConfig, batch: Any = None, architecture_options: bool = True) -> None:
     """Refuse in one line, before any folder is made or step taken, settings whose networks cannot run: a batch
     of 1 through batch norm in training mode, an image too small for the networks' depth (instance norm on a
     1×1 map, a kernel larger than its input), a compile mode for a model that cannot be compiled.  One training
     step's losses are computed on the ``meta`` device (shapes only, no arithmetic) on ``batch`` or the model's
-    :meth:`dry_batch`."""
+    :meth:`dry_batch`.  ``architecture_options``: whether the command has the model's options (``train``),
+    which the advice may then name (``bench`` times the default networks and has none)."""
     check_compilable(run)
     model_class = get_model_class(run.model)
     if batch is None:
@@ -561,7 +562,7 @@ def check_runnable(run: RunConfig, batch: Any = None) -> None:
             where = f"--batch-size {run.train.batch_size}"
             advice = "use a batch of 2 or more"
         else:
-            depth = getattr(run.options, "n_layers", None)
+            depth = getattr(run.options, "n_layers", None) if architecture_options else None
             where = f"--size {getattr(run.options, 'size', '?')}" + (f" with --n-layers {depth}" if depth else "")
             advice = "use larger images" + (" or fewer --n-layers" if depth else "")
         raise UserError(f"{where}: the {run.model} networks cannot run this ({reason[:160]}); {advice}") from None

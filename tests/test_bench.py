@@ -33,6 +33,9 @@ def test_bench_runs_each_target_and_reports_json(target, size):
 def test_bench_refuses_sizes_the_networks_cannot_take():
     result, _ = invoke("bench", "discogan", "--size", 48, "--device", "cpu")
     assert_one_line_error(result, "--size", "power of two")
+    result, _ = invoke("bench", "cyclegan", "--size", 12, "--device", "cpu")  # the PatchGAN's last map: 1×1
+    assert_one_line_error(result, "--size 12", "larger images")
+    assert "--n-layers" not in result.output  # an option of train's, not of bench's
 
 
 def test_host_synchronisations_are_the_sync_debug_modes_reports_not_its_notice():
