@@ -106,6 +106,10 @@ def _write(net: torch.nn.Module, inputs: tuple, names: list[str], output: str, d
             entry.key, entry.value = key, str(value)
         onnx.save(model, str(temporary))
         os.replace(temporary, out)
+    except OSError as error:
+        if error.filename is None or Path(error.filename) != temporary:
+            raise
+        raise OSError(error.errno, error.strerror, str(out)) from None  # the file asked for, not its temporary
     finally:
         temporary.unlink(missing_ok=True)
     return out

@@ -304,6 +304,9 @@ def test_onnx_export_matches_pytorch(cyclegan_run, tmp_path):
         assert np.abs(exported - translator.translate(image).numpy()).max() < 1e-4
     result, _ = invoke("export", cyclegan_run, "--out", tmp_path / "g.onnx")
     assert_one_line_error(result, "--out", "exists")
+    result, _ = invoke("export", cyclegan_run, "--out", "/proc/g.onnx")  # a folder where no file can be made
+    assert_one_line_error(result, "/proc/g.onnx")
+    assert ".tmp-" not in result.output  # the file asked for, not the temporary it is written through
 
 
 def test_evaluation_mode_is_deterministic_and_stochastic_keeps_dropout_noise():
