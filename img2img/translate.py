@@ -681,12 +681,11 @@ def from_levels(images: Tensor) -> Tensor:
     return images.float().div(255).mul(2).sub(1)
 
 
-def output_layer(net: nn.Module) -> nn.Module:
-    """A generator's output layer: its last convolution (every generator here ends in one, then tanh)."""
+def output_layer(net: nn.Module) -> nn.Module | None:
+    """A generator's output layer: its last convolution (every generator here ends in one, then tanh); None for
+    a network without one."""
     layers = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
-    if not layers:
-        raise ValueError(f"{type(net).__name__} has no convolution")
-    return layers[-1]
+    return layers[-1] if layers else None
 
 
 def output_layer_in_float32(net: nn.Module) -> None:
@@ -694,8 +693,10 @@ def output_layer_in_float32(net: nn.Module) -> None:
     8 (or 16) bits, and bf16's 8-bit mantissa alone rounds a value in [0.5, 1) by up to a quarter of an 8-bit
     level, on top of the rounding of the layers before it (on an H200, with a bf16 output layer, a trained
     ResNet's output was up to 3 levels from float32's, and one value in 15,000 more than 1 level off).  It costs
-    one layer's work, the narrowest: 3 output channels."""
+    one layer's work, the narrowest: 3 output channels.  A network without a convolution is left as it is."""
     layer = output_layer(net)
+    if layer is None:
+        return
 
     def forward(self: nn.Module, images: Tensor) -> Tensor:
         with torch.autocast(images.device.type, enabled=False):

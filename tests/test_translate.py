@@ -414,17 +414,16 @@ def test_one_image_goes_to_a_named_file_whose_extension_sets_the_format(photos, 
     assert result.exit_code == 0 and (tmp_path / "folder.png" / source.name).is_file(), output
 
 
-def _translating_generators() -> dict[str, tuple[nn.Module, tuple]]:
-    """Each image model's generator, as translation runs it, with inputs for it."""
-    import tempfile  # noqa: PLC0415
-
+def _translating_generators(folder) -> dict[str, tuple[nn.Module, tuple]]:
+    """Each image model's generator, as translation runs it, with inputs for it (their runs' folders in
+    ``folder``)."""
     from img2img.models import MODELS  # noqa: PLC0415
     from test_models import tiny_size, tiny_trainer  # noqa: PLC0415
 
     nets = {}
     for name, net_name in (("cyclegan", "g_ab"), ("pix2pix", "g"), ("cut", "g"), ("discogan", "g_ab"),
                            ("stargan", "g")):
-        trainer, _ = tiny_trainer(name, tempfile.mkdtemp())
+        trainer, _ = tiny_trainer(name, folder / name)
         net = trainer.model.nets[net_name].eval()
         side = tiny_size(MODELS[name])
         images = torch.rand(2, 3, side, side, generator=torch.Generator().manual_seed(1)) * 2 - 1
@@ -433,9 +432,12 @@ def _translating_generators() -> dict[str, tuple[nn.Module, tuple]]:
     return nets
 
 
-def test_the_output_layer_is_the_generators_last_step_before_tanh():
-    """output_layer finds, in every generator, the layer whose output tanh makes the translated image."""
-    for name, (net, inputs) in _translating_generators().items():
+def test_the_output_layer_is_the_generators_last_step_before_tanh(tmp_path):
+    """output_layer finds, in every generator, the layer whose output tanh makes the translated image; a network
+    without a convolution has none, and translates unchanged with bf16 autocast asked for."""
+    assert output_layer(Invert()) is None
+    output_layer_in_float32(Invert())  # nothing to widen
+    for name, (net, inputs) in _translating_generators(tmp_path).items():
         seen = []
         handle = output_layer(net).register_forward_hook(lambda module, args, output: seen.append(output))
         with torch.no_grad():
@@ -444,10 +446,10 @@ def test_the_output_layer_is_the_generators_last_step_before_tanh():
         assert torch.equal(torch.tanh(seen[-1]), output), name
 
 
-def test_under_bf16_autocast_the_output_layer_computes_in_float32():
+def test_under_bf16_autocast_the_output_layer_computes_in_float32(tmp_path):
     """The translator's output layer runs in float32 under autocast: its output is float32 and equals the float32
     layer's on the same (bf16) input (what this does to a trained generator's images: test_cuda's bf16 test)."""
-    for name, (net, inputs) in _translating_generators().items():
+    for name, (net, inputs) in _translating_generators(tmp_path).items():
         with torch.no_grad():
             layer, seen = output_layer(net), []
             output_layer_in_float32(net)
