@@ -100,10 +100,12 @@ def test_generator_phase_trains_both_generators_and_freezes_both_discriminators(
 
 
 def test_cycle_term_falls_on_a_learnable_mapping(unpaired, tmp_path):
-    trainer = cyclegan_trainer(unpaired, tmp_path, steps=60, lr=1e-3, lambda_identity=0.0)
+    # 120 steps: after 60 the ratio below ranged 0.40-0.58 over seeds 0-3 (the image pools' draws move it); after
+    # 120, 0.26-0.35 over seeds 0-5
+    trainer = cyclegan_trainer(unpaired, tmp_path, steps=120, lr=1e-3, lambda_identity=0.0)
     batches = trainer.data.iterate(0)
-    cycle = [trainer.train_step(next(batches))["cycle_a"].item() for _ in range(60)]
-    assert np.mean(cycle[-5:]) < 0.5 * np.mean(cycle[:5])
+    cycle = [trainer.train_step(next(batches))["cycle_a"].item() for _ in range(120)]
+    assert np.mean(cycle[-10:]) < 0.5 * np.mean(cycle[:5])
 
 
 def test_identity_term_is_used_when_channels_match_and_dropped_when_not(unpaired, tmp_path):
