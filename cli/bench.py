@@ -25,11 +25,14 @@ from .options import Output, with_speed_options
 @click.option("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N.")
 @click.option("--amp/--no-amp", default=True, help="bf16 autocast on CUDA.")
 @with_speed_options
+@click.option("--cuda-graph", is_flag=True,
+              help="Training targets: capture each whole step as one CUDA graph and replay it (train's "
+                   "--cuda-graph; --compile auto is then default).")
 @click.option("--ladder", is_flag=True,
               help="Run once per means of going faster, each rung adding one to the last (float32 eager with "
-                   "foreach Adam, fused Adam, bf16, cuDNN benchmark, channels_last, torch.compile, CUDA graphs; "
-                   "CUDA-only rungs skipped on the CPU), and print a table of each one's effect.  Ignores the "
-                   "speed options above.")
+                   "foreach Adam, fused Adam, bf16, cuDNN benchmark, channels_last, torch.compile, CUDA graphs, "
+                   "then the whole step as one CUDA graph; CUDA-only rungs skipped on the CPU), and print a table "
+                   "of each one's effect.  Ignores the speed options above.")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="translate: decoding processes.  [default: min(4, CPUs)]")
 @click.option("--io-only", is_flag=True,
@@ -41,7 +44,7 @@ from .options import Output, with_speed_options
                    "host's time by Python function (cProfile).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the summary.")
 def bench(target: str, size: int, batch_size: int | None, steps: int | None, warmup: int | None, device: str,
-          amp: bool, channels_last: bool, compile_mode: str, cudnn_benchmark: bool, ladder: bool,
+          amp: bool, channels_last: bool, compile_mode: str, cudnn_benchmark: bool, cuda_graph: bool, ladder: bool,
           workers: int | None, io_only: bool, profile: str | None, as_json: bool) -> None:
     """Time TARGET (a model's training step, or translate) on synthetic data: seconds per step, images/s,
     peak memory, achieved TFLOP/s and its fraction of the device's measured peak."""
@@ -58,11 +61,15 @@ def bench(target: str, size: int, batch_size: int | None, steps: int | None, war
         raise click.UsageError("--warmup applies to training targets only (translate times every image)")
     if ladder:
         context = click.get_current_context()
-        given = [f"--{name.replace('_', '-')}" for name in ("amp", "channels_last", "compile_mode", "cudnn_benchmark")
+        given = [f"--{name.replace('_', '-')}" for name in ("amp", "channels_last", "compile_mode", "cudnn_benchmark",
+                                                             "cuda_graph")
                  if context.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
         if given:
             raise click.UsageError(f"--ladder sets the speed settings itself, rung by rung; leave out "
                                    f"{', '.join(g.replace('--compile-mode', '--compile') for g in given)}")
+    if cuda_graph and target == "translate":
+        raise click.UsageError("--cuda-graph applies to training targets only (translate's CUDA graphs: --compile "
+                               "reduce-overhead)")
     if profile and (target == "translate" or ladder):
         raise click.UsageError("--profile applies to a training target without --ladder")
 
@@ -79,12 +86,16 @@ def bench(target: str, size: int, batch_size: int | None, steps: int | None, war
         refusal = None if target == "translate" else bench_lib.compile_refusal(target, size)
         if refusal:
             click.echo(f"the compiled rungs are left out: {refusal}", err=True)
+        graph_refusal = None if target == "translate" else bench_lib.graph_refusal(target, size)
+        if graph_refusal and on_cuda:
+            click.echo(f"the whole-step CUDA graph is left out: {graph_refusal}", err=True)
         results = bench_lib.ladder(run, torch_device, training=target != "translate", compiles=refusal is None,
+                                   graphs=graph_refusal is None,
                                    progress=lambda r: click.echo(
                                        f"{r['rung']}: {r['seconds_per_step'] * 1000:.2f} ms per step, "
                                        f"{r['images_per_second']:.1f} images/s", err=True))
         click.echo(json.dumps({"ladder": results}) if as_json else bench_lib.format_ladder(results))
         return
     result = run(bench_lib.SpeedSettings(amp=amp, cudnn_benchmark=cudnn_benchmark, channels_last=channels_last,
-                                         compile=compile_mode))
+                                         compile=compile_mode, cuda_graph=cuda_graph))
     click.echo(json.dumps(result) if as_json else bench_lib.format_result(result))

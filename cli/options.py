@@ -141,8 +141,8 @@ def check_resume_options(ctx: click.Context) -> None:
         if ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None):
             flag = next(p for p in ctx.command.params if p.name == name).opts[0]
             raise click.UsageError(f"{flag} cannot be changed when resuming; --resume uses the run's saved "
-                                   "settings (only --steps, --device, --channels-last, --compile, --cudnn-benchmark and "
-                                   "--tensorboard may be given)", ctx)
+                                   "settings (only --steps, --device, --channels-last, --compile, --cudnn-benchmark, "
+                                   "--cuda-graph and --tensorboard may be given)", ctx)
     if ctx.get_parameter_source("out") is not click.core.ParameterSource.DEFAULT:
         raise click.UsageError("--out cannot be given with --resume: a resumed run stays in its own folder", ctx)
 

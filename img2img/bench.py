@@ -31,6 +31,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from img2img import step_graph
 from img2img.config import RunConfig, TrainConfig
 from img2img.errors import UserError
 
@@ -61,6 +62,7 @@ class SpeedSettings:
     channels_last: bool = False
     compile: str = "off"
     fused_adam: bool = True  # training only
+    cuda_graph: bool = False  # training only: the whole step as one CUDA graph (img2img.step_graph)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -70,7 +72,7 @@ class SpeedSettings:
         settings = {**self.as_dict(), "amp": self.amp and device.type == "cuda",
                     "cudnn_benchmark": self.cudnn_benchmark and device.type == "cuda"}
         if not training:
-            del settings["fused_adam"]
+            del settings["fused_adam"], settings["cuda_graph"]
         return settings
 
 
@@ -91,19 +93,22 @@ LADDER: tuple[Rung, ...] = (
     Rung("+ channels_last", SpeedSettings(channels_last=True)),
     Rung("+ torch.compile", SpeedSettings(channels_last=True, compile="default")),
     Rung("+ CUDA graphs", SpeedSettings(channels_last=True, compile="reduce-overhead"), cuda_only=True),
+    Rung("whole step as one CUDA graph", SpeedSettings(channels_last=True, compile="default", cuda_graph=True),
+         cuda_only=True, training_only=True),
 )
 
 
 def ladder(run: Callable[[SpeedSettings], dict[str, Any]], device: torch.device,
-           training: bool = True, compiles: bool = True,
+           training: bool = True, compiles: bool = True, graphs: bool = True,
            progress: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Run one benchmark once per rung of :data:`LADDER` (each adding one mean), and say what each rung changed.
-    ``compiles``: False leaves out the compiled rungs (a model that torch.compile cannot run); ``progress`` is
-    given each rung's result as it comes (a ladder cut short still tells what it measured)."""
+    ``compiles``: False leaves out the compiled rungs (a model that torch.compile cannot run), ``graphs`` the
+    whole-step CUDA graph (a model whose step cannot be captured); ``progress`` is given each rung's result as
+    it comes (a ladder cut short still tells what it measured)."""
     results = []
     for rung in LADDER:
         if ((rung.cuda_only and device.type != "cuda") or (rung.training_only and not training)
-                or (rung.speed.compile != "off" and not compiles)):
+                or (rung.speed.compile != "off" and not compiles) or (rung.speed.cuda_graph and not graphs)):
             continue
         torch.compiler.reset()  # a rung compiles afresh, in its own mode
         result = run(rung.speed)
@@ -136,6 +141,14 @@ def synthetic_run(model: str, size: int, batch_size: int, device: str, speed: Sp
     run = RunConfig(model, train, options)
     check_runnable(run, batch, architecture_options=False)
     return run, batch
+
+
+def graph_refusal(model: str, size: int) -> str | None:
+    """Why ``model``'s training step, as the benchmark sets it up, cannot be one CUDA graph (--cuda-graph)."""
+    from img2img.models import MODELS  # noqa: PLC0415
+
+    options, _ = MODELS[model].synthetic(size, 1, torch.Generator().manual_seed(0))
+    return MODELS[model].graph_refusal(options)
 
 
 def compile_refusal(model: str, size: int) -> str | None:
@@ -242,11 +255,12 @@ def bench_training(model: str, size: int = 256, batch_size: int = 1, steps: int 
     with tempfile.TemporaryDirectory(prefix="img2img-bench-") as folder:
         trainer = Trainer(run, Path(folder) / "run", torch_device, data=SyntheticBatches(batch))
         speed = dataclasses.replace(speed, compile=trainer.compile_mode)  # what --compile auto stood for
-        if speed.compile == "off":
+        if speed.compile == "off" and not speed.cuda_graph:
             flops = _step_flops(trainer, batch)
-        else:  # FLOPs are counted on an eager twin: the counter's hooks stay out of compiled code
-            warmup = max(warmup, 3)
-            eager = Trainer(run.replace_train(compile="off"), Path(folder) / "eager", torch_device,
+        else:  # FLOPs are counted on an eager twin: the counter's hooks stay out of compiled code and graphs
+            # compiling takes the first steps; a step graph's key runs eagerly first, then is captured
+            warmup = max(warmup, 3, step_graph.WARMUP_STEPS + 2 if speed.cuda_graph else 0)
+            eager = Trainer(run.replace_train(compile="off", cuda_graph=False), Path(folder) / "eager", torch_device,
                             data=SyntheticBatches(batch))
             flops = _step_flops(eager, batch)
             del eager

@@ -97,6 +97,9 @@ class TrainConfig:
                                   "steps compile, about a minute), off on the CPU and for a gradient penalty "
                                   "(StarGAN, --loss wgan-gp), which cannot be compiled.", choices=COMPILE_MODES)
     cudnn_benchmark: bool = option(True, "Let cuDNN time and pick its fastest convolution algorithms (CUDA).")
+    cuda_graph: bool = option(False, "Capture each whole training step (every phase's forward and backward passes "
+                                     "and optimiser update) as one CUDA graph and replay it (CUDA, one process); "
+                                     "with it --compile auto is default, not reduce-overhead.")
     fused_adam: bool = True  # Adam's update as one fused kernel (else the multi-tensor "foreach" one)
     tensorboard: bool = option(False, "Also write TensorBoard event files to RUN/tensorboard: losses, learning rate, "
                                       "speed, sample grids, evaluations and the config (needs pip install "
@@ -132,7 +135,8 @@ class TrainConfig:
 
 
 # settings that --resume may change: they say where and how fast a run computes, not what
-RESUMABLE_SETTINGS = ("steps", "time_limit", "device", "channels_last", "compile", "cudnn_benchmark", "fused_adam", "tensorboard")
+RESUMABLE_SETTINGS = ("steps", "time_limit", "device", "channels_last", "compile", "cudnn_benchmark", "cuda_graph",
+                      "fused_adam", "tensorboard")
 
 
 @dataclass(frozen=True)

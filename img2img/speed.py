@@ -128,15 +128,19 @@ def compile_module(module: nn.Module, mode: str, device: torch.device) -> nn.Mod
 
 
 def resolve_compile(mode: str, device: torch.device, training: bool = True, supported: bool = True,
-                    distributed: bool = False) -> str:
+                    distributed: bool = False, step_graphs: bool = False) -> str:
     """The compile mode ``auto`` stands for: ``reduce-overhead`` (compiled networks replayed as CUDA graphs)
     for training on one CUDA device, where it pays most (BENCHMARKS.md: CycleGAN 4x, pix2pix 2x at 256²,
-    batch 1), unless the model cannot be compiled (``supported``); ``off`` on the CPU, where compiling does not
-    pay for training, for translation, where it gains under 10% for a minute of compiling, and under torchrun,
-    whose DDP buckets are not captured in CUDA graphs here.  Other modes are returned as given."""
+    batch 1), unless the model cannot be compiled (``supported``), and ``default`` there when the whole step is
+    captured as one CUDA graph (``step_graphs``, --cuda-graph), which holds the compiled kernels; ``off`` on the
+    CPU, where compiling does not pay for training, for translation, where it gains under 10% for a minute of
+    compiling, and under torchrun, whose DDP buckets are not captured in CUDA graphs here.  Other modes are
+    returned as given."""
     if check_compile_mode(mode) != "auto":
         return mode
-    return "reduce-overhead" if device.type == "cuda" and training and supported and not distributed else "off"
+    if device.type == "cuda" and training and supported and not distributed:
+        return "default" if step_graphs else "reduce-overhead"
+    return "off"
 
 
 def uses_cuda_graphs(mode: str, device: torch.device) -> bool:

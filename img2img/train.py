@@ -44,6 +44,7 @@ from img2img.loading import (build_model, load_model, open_checkpoint, resolve_d
                              run_config_from_dict)
 from img2img.models import GANModel, Phase, get_model_class
 from img2img.run import RunDir, held
+from img2img.step_graph import StepGraphs, portable
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +108,10 @@ class Trainer:
         if self.job.rank:  # every rank starts from rank 0's weights (DDP broadcasts them) but draws its own noise
             seed_everything(mix_seed(self.config.seed, self.job.rank))
         self.wrapped = self._wrap_for_distributed()
+        check_graphable(run, self.device)
         self.compile_mode = speed.resolve_compile(self.config.compile, self.device, training=True,
-                                                  supported=refusal is None, distributed=self.job.enabled)
+                                                  supported=refusal is None, distributed=self.job.enabled,
+                                                  step_graphs=self.config.cuda_graph)
         if self.compile_mode != "off" and self.job.is_main:
             log.info("compiling the networks (torch.compile %s%s): the first steps take a minute or so; "
                      "--compile off skips it", self.compile_mode,
@@ -140,6 +143,8 @@ class Trainer:
                 EvalData.of_training(self.config))
         if resume is not None:
             self._load_state(resume)
+        # --cuda-graph: each step's device work captured once and replayed (img2img.step_graph)
+        self.graphs = StepGraphs(list(self.optimizers.values()), self.device) if self.config.cuda_graph else None
         self.data = data if data is not None else self.model.build_data(run.options, self.config, self.device,
                                                                         self.job.rank, self.job.world_size)
 
@@ -166,7 +171,9 @@ class Trainer:
         """Update ``phase.networks`` by one optimiser step; every other network stays frozen."""
         for name, net in self.model.nets.items():
             net.requires_grad_(name in phase.networks)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+        # autocast keeps no casts of the weights across a captured step: its cache would hold the capture's tensors
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast,
+                            cache_enabled=not self.config.cuda_graph):
             loss, logs = self.model.phase_loss(phase.name, self.phase_nets[phase.name], batch, carry)
         optimizer = self.optimizers[phase.name]
         optimizer.zero_grad(set_to_none=True)
@@ -176,23 +183,34 @@ class Trainer:
         return logs
 
     def train_step(self, batch: Any) -> dict[str, Tensor]:
-        """One training step: every phase of the model in order, then the schedules advance."""
+        """One training step: every phase of the model in order (and the weight average), then the schedules
+        advance.  With --cuda-graph the phases run as the replay of a captured step (:mod:`img2img.step_graph`)."""
         speed.mark_step(self.compile_mode, self.device)
-        carry: dict[str, Any] = {"step": self.step}
-        logs: dict[str, Tensor] = {}
         batch = speed.to_layout(self.model.prepare_batch(batch), self.config.channels_last)
+        phases = self.model.phases_at(self.step)
         with speed.compile_errors(self.compile_mode, channels_last=self.config.channels_last):
-            for phase in self.model.phases_at(self.step):
-                logs.update(self.train_phase(phase, batch, carry))
+            if self.graphs is None:
+                logs = self._step_phases(batch, phases)
+            else:
+                logs = self.graphs.run(batch, self.model.graph_key(self.step),
+                                       lambda static: self._step_phases(static, phases))
         with warnings.catch_warnings():
             # a model that alternates its updates (DiscoGAN) steps some optimisers only every few steps; the
             # schedule follows the global step all the same, which is what this order-of-calls warning doubts
             warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
             for scheduler in self.schedulers.values():
                 scheduler.step()
+        self.step += 1
+        return logs
+
+    def _step_phases(self, batch: Any, phases: tuple[Phase, ...]) -> dict[str, Tensor]:
+        """A step's work on the device: ``phases`` on ``batch``, then the weight average."""
+        carry: dict[str, Any] = {"step": self.step}
+        logs: dict[str, Tensor] = {}
+        for phase in phases:
+            logs.update(self.train_phase(phase, batch, carry))
         if self.ema:
             self._update_ema()
-        self.step += 1
         return logs
 
     @torch.no_grad()
@@ -232,7 +250,7 @@ class Trainer:
             "step": self.step,
             "networks": {name: net.state_dict() for name, net in self.model.nets.items()},
             "ema": {name: net.state_dict() for name, net in self.ema.items()},
-            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+            "optimizers": {name: portable(opt.state_dict()) for name, opt in self.optimizers.items()},
             "schedulers": {name: sch.state_dict() for name, sch in self.schedulers.items()},
             "rng": checkpoint.capture_rng(),
             "world_size": self.job.world_size,
@@ -511,6 +529,26 @@ def size_option(options: Any) -> int | None:
     return getattr(options, "size") if field is not None and cli_option(field) is not None else None
 
 
+def check_graphable(run: RunConfig, device: torch.device | None = None) -> None:
+    """Refuse in one line --cuda-graph where it cannot run: for a model whose step cannot be captured, with a
+    compile mode that records CUDA graphs of its own (per network), on a device without CUDA graphs (``device``,
+    else the run's), or under torchrun (DDP's gradient buckets are not captured here)."""
+    if not run.train.cuda_graph:
+        return
+    refusal = get_model_class(run.model).graph_refusal(run.options)
+    if refusal:
+        raise UserError(f"--cuda-graph: {refusal}; leave --cuda-graph off")
+    if run.train.compile in ("reduce-overhead", "max-autotune"):
+        raise UserError(f"--cuda-graph captures the whole step as one CUDA graph, and --compile {run.train.compile} "
+                        "records graphs of its own per network; with --cuda-graph use --compile auto, default, "
+                        "max-autotune-no-cudagraphs or off")
+    device = device or resolve_device(run.train.device)
+    if device.type != "cuda":
+        raise UserError(f"--cuda-graph needs a CUDA device; this run is on {device}: leave --cuda-graph off")
+    if dist_tools.from_environment().enabled:
+        raise UserError("--cuda-graph runs in one process; under torchrun leave it off")
+
+
 def check_compilable(run: RunConfig) -> str | None:
     """Refuse in one line a --compile mode (other than auto and off) for a model that cannot be compiled; else
     why it cannot be (auto leaves it off), or None."""
@@ -528,6 +566,7 @@ def check_runnable(run: RunConfig, batch: Any = None, architecture_options: bool
     :meth:`dry_batch`.  ``architecture_options``: whether the command has the model's options (``train``),
     which the advice may then name (``bench`` times the default networks and has none)."""
     check_compilable(run)
+    check_graphable(run)
     model_class = get_model_class(run.model)
     if batch is None:
         try:

@@ -25,9 +25,10 @@ from PIL import Image
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_map
 
 from img2img import checkpoint, speed
-from img2img.bench import bench_training, compile_refusal
+from img2img.bench import SpeedSettings, bench_training, compile_refusal
 from img2img.distributed import Distributed, teardown
 from img2img.errors import UserError
 from img2img.loading import open_checkpoint
@@ -225,6 +226,61 @@ def test_every_model_trains_on_cuda_with_the_defaults(name, tmp_path):
         logs = trainer.train_step(batch)
         assert all(torch.isfinite(value).all() for value in logs.values()), logs
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+# models whose steps draw nothing at random once dropout is off (CycleGAN's pool draws, but only uses its draws once
+# full): a replayed step and an eager one compute the same from the same batch
+UNRANDOM = ("cyclegan", "discogan", "pix2pix")
+
+
+@pytest.mark.parametrize("name", [name for name in NAMES if MODELS[name].graph_refusal(
+    MODELS[name].synthetic(tiny_size(MODELS[name]), 1, torch.Generator())[0]) is None])
+def test_a_training_step_captured_as_one_cuda_graph_trains_as_eager_steps_do(name, tmp_path):
+    """--cuda-graph: each kind of step runs eagerly on a side stream a few times, is captured, then replayed.  In
+    float32 without TF32 and with cuDNN's deterministic algorithms, the replaying trainer's weights follow the
+    eager one's over steps on new batches while the learning rate decays (a graph that read a stale batch or
+    learning rate would be off by several updates); every model's replayed steps give finite, changing losses."""
+    settings = dict(steps=10, decay_steps=10, amp=False, cudnn_benchmark=False, compile="off",
+                    options={"dropout": False})
+    before = torch.backends.cudnn.deterministic
+    torch.backends.cudnn.deterministic = True
+    try:
+        with exact_float32():
+            eager, batch = tiny_trainer(name, tmp_path / "eager", device="cuda", **settings)
+            graphed, _ = tiny_trainer(name, tmp_path / "graphed", device="cuda", cuda_graph=True, **settings)
+            for net_name, net in eager.model.nets.items():
+                graphed.model.nets[net_name].load_state_dict(net.state_dict())
+            generator = torch.Generator().manual_seed(3)
+            logs = []
+            for step in range(10):
+                fresh = tree_map(lambda leaf: torch.rand(leaf.shape, generator=generator) * 2 - 1
+                                 if torch.is_tensor(leaf) and leaf.is_floating_point() else leaf, batch)
+                for trainer in (eager, graphed):
+                    torch.manual_seed(step)
+                    result = trainer.train_step(trainer.model.move_batch(fresh, trainer.device))
+                logs.append(result)
+            torch.cuda.synchronize()
+    finally:
+        torch.backends.cudnn.deterministic = before
+    assert graphed.graphs is not None and graphed.graphs.graphs, "no step was captured"
+    assert all(torch.isfinite(value).all() for step in logs for value in step.values())
+    alike = [(a, b) for a, b in zip(logs[-4:], logs[-3:]) if a.keys() == b.keys()]  # replays of one graph
+    assert alike and all(any(not torch.equal(a[key], b[key]) for key in a) for a, b in alike)
+    if name in UNRANDOM:
+        for net_name, net in eager.model.nets.items():
+            want = torch.cat([p.detach().flatten() for p in net.parameters()])
+            have = torch.cat([p.detach().flatten() for p in graphed.model.nets[net_name].parameters()])
+            assert relative_error(have, want) <= 1e-3, (net_name, relative_error(have, want))
+
+
+@pytest.mark.parametrize("name", ["cyclegan", "pix2pix"])
+def test_the_fast_step_graph_trains_with_compiled_kernels_and_no_host_sync(name):
+    """--cuda-graph with what it is for: bf16, channels_last and --compile auto (default: Inductor's kernels inside
+    the captured step); the replayed steps stay finite and wait for nothing."""
+    result = bench_training(name, size=tiny_size(MODELS[name]), batch_size=2, steps=3, warmup=1, device="cuda",
+                            speed=SpeedSettings(channels_last=True, compile="auto", cuda_graph=True))
+    assert result["settings"]["compile"] == "default" and result["settings"]["cuda_graph"]
+    assert result["host_syncs_per_step"] == 0, result["host_sync_sites"]
 
 
 class Float64(TorchFunctionMode):

@@ -184,6 +184,19 @@ class GANModel(nn.Module):
             return "the wgan-gp loss's gradient penalty needs a double backward, which torch.compile cannot take"
         return None
 
+    @classmethod
+    def graph_refusal(cls, config: Any) -> str | None:
+        """Why one training step of this model with ``config`` cannot be captured as a CUDA graph and replayed
+        (``--cuda-graph``), or None when it can: a step that decides something in Python from a random draw or
+        a tensor's value would replay the decision made at capture."""
+        return None
+
+    def graph_key(self, step: int) -> tuple[Any, ...]:
+        """What of training step ``step`` is decided on the host from the step's number, which a step captured
+        as a CUDA graph repeats (``--cuda-graph``: steps with another key get their own graph): the phases
+        that run (:meth:`phases_at`), and more for a model whose losses read ``carry["step"]``."""
+        return tuple(phase.name for phase in self.phases_at(step))
+
     def phases_at(self, step: int) -> tuple[Phase, ...]:
         """The phases of training step ``step``: all of them, except that a model whose config has ``n_critic``
         (WGAN, StarGAN: its first phase the critic's) runs the later phases only every ``n_critic`` steps, as

@@ -106,6 +106,12 @@ class CUT(UnpairedModel):
                             "need more than one pixel)")
 
     @classmethod
+    def graph_refusal(cls, config: CutConfig) -> str | None:
+        return (f"{cls.name} draws its PatchNCE patch locations"
+                + (" and whether to flip a step's images" if config.flip_equivariance else "")
+                + " on the host each step, which a replayed graph would repeat")
+
+    @classmethod
     def resolve(cls, config: CutConfig) -> CutConfig:
         """As the unpaired models, except that both domains get the same channels: G encodes its own outputs
         for PatchNCE, so it must take images of domain b (the official code reads every image as RGB)."""

@@ -91,6 +91,9 @@ class DiscoGAN(UnpairedModel):
     def phases_at(self, step: int) -> tuple[Phase, ...]:
         return (self.phases[1],) if step % self.config.update_interval == 0 else (self.phases[0],)
 
+    def graph_key(self, step: int) -> tuple[Any, ...]:
+        return (*super().graph_key(step), self.reconstruction_rate(step))
+
     def optimizer_options(self) -> dict[str, Any]:
         return {"weight_decay": self.config.weight_decay}
 

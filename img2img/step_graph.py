@@ -1,0 +1,243 @@
+"""Whole training steps captured as CUDA graphs and replayed (``--cuda-graph``).
+
+A training step at batch 1 launches thousands of small kernels, and
+between them the host runs the trainer's, the losses' and the optimisers'
+Python; on a fast GPU the step waits on the host (BENCHMARKS.md).
+``torch.compile``'s CUDA-graph mode (``--compile reduce-overhead``) records
+each network call as its own graph, and the host still runs everything
+between them.  Here the step's whole device work (every phase's forward
+pass, loss, backward pass and optimiser update, then the weight average) is
+recorded once as one CUDA graph, and each later step with the same
+structure is one copy of its batch into the graph's input buffers, a
+learning-rate write per optimiser, and one replay.
+
+What a step may not do for that (each model says in
+:meth:`~img2img.models.base.GANModel.graph_refusal` when it cannot): make
+a choice in Python from a random draw or a tensor's value (a captured step
+replays the choice made at capture), or wait for the device.  Choices that
+follow the step number go into :meth:`~img2img.models.base.GANModel.graph_key`:
+a step whose key differs gets its own graph.
+
+Each key's first steps run eagerly on a side stream (optimiser state,
+cuDNN's algorithm search and compiled code are made there), then its step
+is captured and replayed from then on.  A batch of another shape runs
+eagerly.  Optimisers run with ``capturable`` on and their learning rates in
+device tensors during capture, which the replays read; the schedule's value
+is written into them before each replay, so checkpoints keep plain floats.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils._pytree import tree_flatten, tree_unflatten
+
+from img2img.errors import UserError
+
+log = logging.getLogger(__name__)
+
+Logs = dict[str, Tensor]
+WARMUP_STEPS = 3  # eager steps of a key before its capture (the docs' side-stream warm-up; compiling takes two)
+MAX_GRAPHS = 8  # keys beyond this many run eagerly (each graph holds its own activations' memory)
+
+
+class GraphBackend:
+    """CUDA's graphs; tests on the CPU swap in :class:`ReplayBackend`."""
+
+    rate_dtype = torch.float32  # what the fused optimisers' CUDA kernels read a learning rate tensor as
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._stream: torch.cuda.Stream | None = None
+
+    def prepare(self, optimizer: torch.optim.Optimizer) -> None:
+        make_capturable(optimizer)
+
+    def eagerly(self, step: Callable[[], Logs]) -> Logs:
+        """Run ``step`` on a side stream, as CUDA graphs' warm-up asks (the current stream waits for it)."""
+        if self._stream is None:
+            self._stream = torch.cuda.Stream(self.device)
+        current = torch.cuda.current_stream(self.device)
+        self._stream.wait_stream(current)
+        with torch.cuda.stream(self._stream):
+            logs = step()
+        current.wait_stream(self._stream)
+        return logs
+
+    def capture(self, step: Callable[[], Tensor]) -> tuple[Callable[[], None], Tensor]:
+        """Record ``step`` (not run: the caller replays it) and return its replay and its output."""
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: the data loader's pin-memory thread may allocate while this thread captures
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            output = step()
+        return graph.replay, output
+
+
+class ReplayBackend:
+    """A stand-in for CUDA graphs on any device: "capturing" keeps the step, and a replay runs it again on the
+    same input buffers.  A step that takes everything it uses from device memory gives the same results either
+    way; what a CPU test can check with it is the trainer's side: buffers, learning rates, keys, logs."""
+
+    rate_dtype = torch.float64  # the schedule's floats exactly, so that a test can ask for equal weights
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.captured = 0
+
+    def prepare(self, optimizer: torch.optim.Optimizer) -> None:
+        """Nothing: ``capturable`` is for CUDA (and its parameter check refuses the CPU)."""
+
+    def eagerly(self, step: Callable[[], Logs]) -> Logs:
+        return step()
+
+    def capture(self, step: Callable[[], Tensor]) -> tuple[Callable[[], None], Tensor]:
+        self.captured += 1
+        output = step()
+        # the first replay computes the captured step itself: undo nothing, but give its output buffer back
+        holder = {"first": True}
+
+        def replay() -> None:
+            if holder.pop("first", False):
+                return
+            output.copy_(step())
+
+        return replay, output
+
+
+@dataclass
+class _Graph:
+    replay: Callable[[], None]
+    inputs: list[Any]  # the input buffers (tensors) and the batch's other leaves, as captured
+    output: Tensor  # every log value, flattened into one buffer
+    names: list[str]
+    shapes: list[torch.Size]
+    learning_rates: list[tuple[dict[str, Any], Tensor]] = field(default_factory=list)
+
+
+def _signature(leaf: Any) -> Hashable:
+    """What of a batch's leaf a graph is captured for: a tensor's shape, layout, type and device; another value
+    itself (or, unhashable, its identity: a new one each step, which then runs eagerly)."""
+    if isinstance(leaf, Tensor):
+        return ("tensor", tuple(leaf.shape), leaf.stride(), leaf.dtype, leaf.device)
+    try:
+        hash(leaf)
+    except TypeError:
+        return ("object", id(leaf))
+    return ("value", leaf)
+
+
+class StepGraphs:
+    """Runs each training step's device work (``body(batch)``, returning its logs): eagerly for the first
+    :data:`WARMUP_STEPS` steps of a key, then captured once and replayed."""
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer], device: torch.device,
+                 backend: GraphBackend | ReplayBackend | None = None) -> None:
+        self.optimizers = optimizers
+        self.backend = backend or GraphBackend(device)
+        self.graphs: dict[Hashable, _Graph] = {}
+        self.seen: Counter[Hashable] = Counter()
+        for optimizer in optimizers:
+            self.backend.prepare(optimizer)
+
+    def run(self, batch: Any, key: Hashable, body: Callable[[Any], Logs]) -> Logs:
+        """One step: ``body(batch)``, or the replay of the graph captured for ``key`` and the batch's shapes
+        (``body`` must depend on nothing else that changes between steps)."""
+        leaves, spec = tree_flatten(batch)
+        full_key = (key, spec, tuple(_signature(leaf) for leaf in leaves))
+        graph = self.graphs.get(full_key)
+        if graph is None:
+            self.seen[full_key] += 1
+            if self.seen[full_key] <= WARMUP_STEPS or len(self.graphs) >= MAX_GRAPHS:
+                if len(self.graphs) >= MAX_GRAPHS and self.seen[full_key] == WARMUP_STEPS + 1:
+                    log.info("--cuda-graph: %d step graphs already; steps of another kind run without one",
+                             MAX_GRAPHS)
+                return self.backend.eagerly(lambda: body(batch))
+            graph = self.graphs[full_key] = self._capture(leaves, spec, key, body)
+        else:
+            for buffer, leaf in zip(graph.inputs, leaves):
+                if isinstance(leaf, Tensor):
+                    buffer.copy_(leaf, non_blocking=True)
+        for group, rate in graph.learning_rates:
+            rate.fill_(group["lr"])
+        graph.replay()
+        return unpack(graph.output.clone(), graph.names, graph.shapes)
+
+    def _capture(self, leaves: list[Any], spec: Any, key: Hashable, body: Callable[[Any], Logs]) -> _Graph:
+        inputs = [leaf.clone(memory_format=torch.preserve_format) if isinstance(leaf, Tensor) else leaf
+                  for leaf in leaves]
+        batch = tree_unflatten(inputs, spec)
+        # the learning rates the replays read: device tensors in the optimisers' groups while capturing, then the
+        # groups' floats again (which the schedules set, and checkpoints keep), written into them before each replay
+        rates = [(group, torch.tensor(float(group["lr"]), dtype=self.backend.rate_dtype, device=self.backend.device))
+                 for optimizer in self.optimizers for group in optimizer.param_groups]
+        names: list[str] = []
+        shapes: list[torch.Size] = []
+
+        def step() -> Tensor:
+            floats = [group["lr"] for group, _ in rates]
+            for group, rate in rates:
+                group["lr"] = rate
+            try:
+                logs = body(batch)
+            finally:
+                for (group, _), value in zip(rates, floats):
+                    group["lr"] = value
+            if not names:
+                names.extend(logs)
+                shapes.extend(value.shape for value in logs.values())
+            return pack(logs)
+
+        try:
+            replay, output = self.backend.capture(step)
+        except RuntimeError as error:
+            if "out of memory" in str(error):
+                raise
+            reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+            raise UserError(f"--cuda-graph: this training step cannot be captured as one CUDA graph ({reason[:200]}); "
+                            "run without --cuda-graph") from None
+        log.debug("--cuda-graph: captured a step (%s)", key)
+        return _Graph(replay, inputs, output, names, shapes, rates)
+
+
+def pack(logs: Logs) -> Tensor:
+    """Every log value in one float32 buffer (a replay overwrites it: the caller keeps a copy)."""
+    if not logs:
+        return torch.zeros(0)
+    return torch.cat([value.detach().float().reshape(-1) for value in logs.values()])
+
+
+def unpack(values: Tensor, names: list[str], shapes: list[torch.Size]) -> Logs:
+    """:func:`pack`'s buffer as the logs again (views of it, no copies)."""
+    sizes = [shape.numel() for shape in shapes]
+    return {name: part.view(shape) for name, part, shape in zip(names, values.split(sizes), shapes)}
+
+
+def make_capturable(optimizer: torch.optim.Optimizer) -> None:
+    """An optimiser whose step can be captured: ``capturable`` on (its step counts stay on the device, and its
+    update reads them there), with any step counts it already has moved beside their parameters."""
+    for group in optimizer.param_groups:
+        if "capturable" not in group:
+            continue
+        group["capturable"] = True
+        for parameter in group["params"]:
+            state = optimizer.state.get(parameter, {})
+            step = state.get("step")
+            if isinstance(step, Tensor) and step.device != parameter.device:
+                state["step"] = step.to(parameter.device, torch.float32)
+            elif step is not None and not isinstance(step, Tensor):
+                state["step"] = torch.tensor(float(step), dtype=torch.float32, device=parameter.device)
+
+
+def portable(state: dict[str, Any]) -> dict[str, Any]:
+    """An optimiser's state dict as it would be without ``--cuda-graph`` (``capturable`` off), so that the
+    checkpoint resumes anywhere, with or without it."""
+    for group in state.get("param_groups", []):
+        if "capturable" in group:
+            group["capturable"] = False
+    return state

@@ -1,0 +1,172 @@
+"""--cuda-graph: whole training steps captured once and replayed (img2img.step_graph).
+
+The capture itself needs CUDA (tests/test_cuda.py); here a stand-in backend
+replays a "captured" step by running it again on the same input buffers,
+which checks the trainer's side on the CPU: the batch reaches the buffers,
+the schedule's learning rates reach the replays, every log is the step's
+own, a step of another kind gets its own graph, and the options refuse
+what cannot be captured in one line.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from img2img import speed
+from img2img.errors import UserError
+from img2img.models import MODELS
+from img2img.models.discogan import DiscoGAN
+from img2img.nn.pool import ImagePool
+from img2img.step_graph import WARMUP_STEPS, ReplayBackend, StepGraphs, make_capturable, pack, unpack
+
+from test_cli import assert_one_line_error, invoke
+from test_models import tiny_trainer
+
+
+def replaying(trainer) -> ReplayBackend:
+    """``trainer`` with its steps run through StepGraphs on the stand-in backend (as --cuda-graph on CUDA)."""
+    backend = ReplayBackend(trainer.device)
+    trainer.graphs = StepGraphs(list(trainer.optimizers.values()), trainer.device, backend=backend)
+    return backend
+
+
+@pytest.mark.parametrize("name, steps, options, graphs", [
+    ("pix2pix", 8, {}, 1),
+    ("cyclegan", 8, {}, 1),
+    # the discriminators step one step in three, and the reconstruction rate changes at step 6: three kinds of step
+    # reach their capture within 24 steps (the generators' before and after 6, the discriminators' after)
+    ("discogan", 24, {"curriculum_steps": 6, "starting_rate": 0.01, "default_rate": 0.5}, 3),
+])
+def test_replayed_steps_train_as_eager_steps_do(name, steps, options, graphs, tmp_path):
+    """Two trainers from the same weights on different batches each step, the learning rate falling to 0 over the
+    run: the replaying one ends with the same weights, bit for bit, and logged the same losses step by step."""
+    settings = dict(steps=steps, decay_steps=steps, options={"dropout": False, **options})
+    eager, batch = tiny_trainer(name, tmp_path / "eager", **settings)
+    replayed, _ = tiny_trainer(name, tmp_path / "graphed", **settings)
+    backend = replaying(replayed)
+    generator = torch.Generator().manual_seed(3)
+    history = {"eager": [], "replayed": []}
+    for step in range(steps):
+        # a new batch of the same shape each step (the buffers must take it), the same for both
+        fresh = {key: torch.rand(value.shape, generator=generator) * 2 - 1 for key, value in batch.items()}
+        for key, trainer in (("eager", eager), ("replayed", replayed)):
+            torch.manual_seed(step)
+            history[key].append(trainer.train_step(trainer.model.move_batch(fresh, trainer.device)))
+    assert backend.captured == graphs and len(replayed.graphs.graphs) == graphs
+    for want, have in zip(history["eager"], history["replayed"]):
+        assert want.keys() == have.keys()
+        for key in want:
+            assert torch.equal(have[key], want[key].float()), (key, have[key], want[key])
+    for net in eager.model.nets:
+        for a, b in zip(eager.model.nets[net].parameters(), replayed.model.nets[net].parameters()):
+            assert torch.equal(a, b), net
+    # each step's logs are its own, not a view of the one buffer that every replay overwrites
+    first, last = history["replayed"][-2], history["replayed"][-1]
+    assert any(not torch.equal(first[key], last[key]) for key in last)
+
+
+def test_a_batch_of_another_shape_runs_without_the_graph(tmp_path):
+    trainer, batch = tiny_trainer("pix2pix", tmp_path, steps=20)
+    backend = replaying(trainer)
+    batch = trainer.model.move_batch(batch, trainer.device)
+    for _ in range(WARMUP_STEPS + 2):
+        trainer.train_step(batch)
+    assert backend.captured == 1
+    half = {key: value[:1] for key, value in batch.items()}
+    logs = trainer.train_step(half)
+    assert backend.captured == 1 and len(trainer.graphs.graphs) == 1  # counted towards a key of its own
+    assert all(torch.isfinite(value).all() for value in logs.values())
+
+
+def test_logs_pack_into_one_buffer_and_back():
+    logs = {"a": torch.tensor(1.5), "b": torch.tensor([2.0, 3.0]), "c": torch.tensor(4, dtype=torch.int64)}
+    packed = pack(logs)
+    assert packed.shape == (4,) and packed.dtype == torch.float32
+    back = unpack(packed, list(logs), [value.shape for value in logs.values()])
+    assert back.keys() == logs.keys()
+    assert all(torch.equal(back[key], logs[key].float()) for key in logs)
+
+
+def test_checkpoints_of_a_graphed_run_resume_without_it(tmp_path):
+    """Capturable optimisers (their step counts beside the parameters) are saved as ordinary ones."""
+    trainer, batch = tiny_trainer("pix2pix", tmp_path, steps=4)
+    trainer.train_step(trainer.model.move_batch(batch, trainer.device))
+    for optimizer in trainer.optimizers.values():
+        make_capturable(optimizer)
+        assert all(group["capturable"] for group in optimizer.param_groups)
+    for state in trainer.state()["optimizers"].values():
+        assert not any(group["capturable"] for group in state["param_groups"])
+        assert all(isinstance(group["lr"], float) for group in state["param_groups"])
+
+
+def test_the_image_pool_decides_on_its_device():
+    """No choice of the pool is made in Python (so that a captured step can replay it): on the meta device, where
+    no value exists, a query still runs, and the history keeps what the values say."""
+    pool = ImagePool(size=4)
+    with torch.device("meta"):
+        out = pool.query(torch.zeros(3, 2, 5, 5))
+        out = pool.query(torch.zeros(3, 2, 5, 5))
+    assert out.shape == (3, 2, 5, 5) and pool.images.shape == (4, 2, 5, 5)
+    torch.manual_seed(0)
+    pool = ImagePool(size=4)
+    pool.query(torch.arange(3.0).view(3, 1, 1, 1))
+    assert int(pool.count) == 3 and pool.state().flatten().tolist() == [0.0, 1.0, 2.0]
+    pool.query(torch.full((2, 1, 1, 1), 9.0))  # one fills the last slot; the other swaps in, or not
+    assert int(pool.count) == 4 and pool.state().flatten().tolist()[:3] in ([0.0, 1.0, 2.0], [9.0, 1.0, 2.0],
+                                                                          [0.0, 9.0, 2.0], [0.0, 1.0, 9.0])
+
+
+def test_the_step_key_follows_what_the_host_decides_by_step(tmp_path):
+    trainer, _ = tiny_trainer("discogan", tmp_path, options={"curriculum_steps": 6, "starting_rate": 0.01,
+                                                             "default_rate": 0.5})
+    model: DiscoGAN = trainer.model
+    assert model.graph_key(0) != model.graph_key(1)  # the discriminators' step and the generators'
+    assert model.graph_key(1) == model.graph_key(2) != model.graph_key(7)  # the rate changes at 6
+    pix2pix, _ = tiny_trainer("pix2pix", tmp_path / "p")
+    assert pix2pix.model.graph_key(0) == pix2pix.model.graph_key(1) == ("g", "d") or \
+        pix2pix.model.graph_key(0) == tuple(phase.name for phase in pix2pix.model.phases)
+
+
+def test_auto_compiles_without_graphs_of_its_own_under_a_step_graph():
+    cuda = torch.device("cuda")
+    assert speed.resolve_compile("auto", cuda, step_graphs=True) == "default"
+    assert speed.resolve_compile("auto", cuda) == "reduce-overhead"
+    assert speed.resolve_compile("auto", torch.device("cpu"), step_graphs=True) == "off"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["pix2pix", "--device", "cpu"], "--cuda-graph needs a CUDA device"),
+    (["cut"], "--cuda-graph: cut draws its PatchNCE patch locations on the host"),
+    (["fastcut"], "and whether to flip a step's images"),
+    (["pix2pix", "--compile", "reduce-overhead"], "--compile reduce-overhead records graphs of its own"),
+])
+def test_cuda_graph_is_refused_in_one_line_where_it_cannot_run(args, message, tmp_path):
+    root = tmp_path / "data"
+    for side in "ab":
+        (root / side).mkdir(parents=True)
+    from PIL import Image  # noqa: PLC0415
+
+    for index in range(2):
+        for side in "ab":
+            Image.new("RGB", (32, 32), (index * 90, 40, 200)).save(root / side / f"{index}.png")
+    model, *rest = args
+    folders = ["--a", str(root / "a"), "--b", str(root / "b")]
+    result, _ = invoke("train", model, *folders, "--size", 32, "--load-size", 32, "--steps", 2, "--workers", 0,
+                       "--out", tmp_path / "run", "--cuda-graph", *rest)
+    assert_one_line_error(result, message)
+    assert not (tmp_path / "run").exists()  # refused before the run's folder is made
+
+
+def test_bench_says_a_step_graph_needs_cuda_and_training():
+    result, output = invoke("bench", "translate", "--cuda-graph", "--device", "cpu")
+    assert result.exit_code == 2 and "--cuda-graph applies to training targets only" in output
+    result, _ = invoke("bench", "pix2pix", "--size", 32, "--cuda-graph", "--device", "cpu")
+    assert_one_line_error(result, "--cuda-graph needs a CUDA device")
+
+
+def test_every_model_says_whether_its_step_can_be_one_graph():
+    for name, model in MODELS.items():
+        options, _ = model.synthetic(64 if name in ("stargan",) else 32, 1, torch.Generator().manual_seed(0))
+        refusal = model.graph_refusal(options)
+        assert (refusal is not None) == (name in ("cut", "fastcut")), (name, refusal)
