@@ -9,16 +9,20 @@
 #    CycleGAN demos: demo, train, eval, translate both ways, export; the MNIST GAN; CycleGAN at 256² with every
 #    default on folders of JPEGs of mixed sizes), each model's benchmark step, and where a training step
 #    synchronises with the host (.ci/find_syncs.py);
-# 4. part "speed", alone on the GPU: the CycleGAN and pix2pix steps with the defaults and their profiles, folder
-#    translation and its pipeline's ceiling over 2,048 images, `img2img bench --ladder` for cyclegan, pix2pix
-#    and translate at 256², and a batch-size sweep.
+# 4. part "speed", alone on the GPU: the CycleGAN and pix2pix steps with the defaults, with each whole step as one
+#    CUDA graph (--cuda-graph) and with channels_last, and their profiles; folder translation and its pipeline's
+#    ceiling over 2,048 images; `img2img bench --ladder` for cyclegan, pix2pix and translate at 256², and a
+#    batch-size sweep.  Its compiled configurations are first compiled side by side (each bench once, briefly,
+#    GPU_WARM_S at most), which fills TorchInductor's caches on disk: the timed runs after it, one at a time,
+#    then load their compiled code instead of compiling it again.
 #
 # Every log and JSON goes under OUT/logs, packed into OUT/gpu-logs.tar.gz at the end; OUT/summary.txt (also
 # printed last) has the statuses and the figures.  Each command has its own time limit and the whole a budget
 # (GPU_BUDGET_S, default 540 s; the tests and the commands GPU_TESTS_S and GPU_COMMANDS_S of it at most): what
 # would not fit is skipped and says so, and one failure costs only itself.  GPU_PARTS (default "tests commands
-# speed") runs some parts only, GPU_TESTS_K some tests only (pytest -k), and GPU_SKIP (a bash regular expression
-# of command names, e.g. "ladder-.*|sweep-.*") leaves out commands, for a session whose GPU time comes in pieces.
+# speed") runs some parts only, in the order given, GPU_TESTS_K some tests only (pytest -k), and GPU_SKIP (a bash
+# regular expression of command names, e.g. "ladder-.*|sweep-.*") leaves out commands, for a session whose GPU
+# time comes in pieces.
 set -uo pipefail
 OUT=$(realpath -m "${1:?usage: bash .ci/gpu.sh OUT}")
 BUDGET=${GPU_BUDGET_S:-540}
@@ -27,8 +31,7 @@ WORK=${GPU_WORK:-/tmp/img2img-gpu}
 LOGS=$OUT/logs
 mkdir -p "$LOGS" "$WORK"
 STATUS=$OUT/status.tsv
-PARTS=" ${GPU_PARTS:-tests commands speed} "
-part() { [[ $PARTS == *" $1 "* ]]; }
+PARTS=${GPU_PARTS:-tests commands speed}
 : >"$STATUS"
 export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=5 NO_ALBUMENTATIONS_UPDATE=1
 
@@ -78,15 +81,15 @@ cd "$WORK" || exit 1
 # each failure is written to OUT/logs/failures.txt as it happens (a run cut at its limit still says what failed);
 # the slowest tests come first, and four compiler processes each (GPU_COMPILE_THREADS): the quick tests are done
 # early, and then the few that compile CycleGAN's and CUT's networks have the machine's cores
-if part tests; then
+part_tests() {
     END=$((SECONDS + ${GPU_TESTS_S:-300}))
     run cuda-tests 999 env TORCHINDUCTOR_COMPILE_THREADS="${GPU_COMPILE_THREADS:-4}" IMG2IMG_FAILURES="$LOGS/failures.txt" \
         python3 -m pytest -m cuda -n 12 -v -p no:cacheprovider ${GPU_TESTS_K:+-k "$GPU_TESTS_K"} \
         "$REPO/tests/test_cuda.py"
-fi
+}
 
 # -- 3. the README's commands, side by side ---------------------------------------------------------------
-if part commands; then
+part_commands() {
 END=$((SECONDS + ${GPU_COMMANDS_S:-260}))
 run p2p-demo 60 img2img demo pix2pix data/skeletons &
 run cg-demo 60 img2img demo cyclegan data/colour-digits &
@@ -147,28 +150,73 @@ sys.exit(worst > 2)'
     done
 ) &
 wait
-fi
-END=$BUDGET
+}
 
 # -- 4. speed, alone on the GPU -----------------------------------------------------------------------------
-if part speed; then
-# most told per second first: folder translation (with its batch size: each batch's forward pass costs the host a
-# launch of every layer) and its pipeline's ceiling; the training steps with the defaults, with their profiles
-# (the device's kernels and the host's Python: where a launch-bound step's time goes) and with channels_last
-# added (which removes cuDNN's layout conversions); then each mean's effect (the ladders) and a batch-size sweep
-run translate-2048 40 img2img bench translate --size 256 --steps 2048 --json
-run translate-2048-b32 40 img2img bench translate --size 256 --steps 2048 --batch-size 32 --json
-run io-only-2048 30 img2img bench translate --size 256 --steps 2048 --io-only --json
-run bench-cyclegan 150 img2img bench cyclegan --size 256 --batch-size 1 --profile "$LOGS/profile-cyclegan.txt" --json
-run bench-cyclegan-channels-last 150 img2img bench cyclegan --size 256 --batch-size 1 --channels-last --json
-run bench-pix2pix 90 img2img bench pix2pix --size 256 --batch-size 1 --profile "$LOGS/profile-pix2pix.txt" --json
-run ladder-cyclegan 240 img2img bench cyclegan --size 256 --batch-size 1 --steps 20 --ladder --json
-run ladder-pix2pix 180 img2img bench pix2pix --size 256 --batch-size 1 --steps 20 --ladder --json
-run ladder-translate 120 img2img bench translate --size 256 --steps 512 --ladder --json
-for b in 4 16 2 8; do
-    run "sweep-cyclegan-$b" 120 img2img bench cyclegan --size 256 --batch-size "$b" --steps 20 --json
+# each timed benchmark: NAME LIMIT ARGUMENTS (of img2img bench), most told per second first: folder translation and
+# the training steps with the defaults, each whole step as one CUDA graph (--cuda-graph, with its profile: where a
+# replayed step's time goes) and with channels_last added (which removes cuDNN's layout conversions), the profiles
+# of the defaults (the device's kernels and the host's Python: where a launch-bound step's time goes), then each
+# mean's effect (the ladders) and a batch-size sweep
+SPEED=(
+    "translate-2048 40 translate --size 256 --steps 2048"
+    "bench-cyclegan 150 cyclegan --size 256 --batch-size 1 --profile $LOGS/profile-cyclegan.txt"
+    "bench-cyclegan-graph 150 cyclegan --size 256 --batch-size 1 --cuda-graph --profile $LOGS/profile-cyclegan-graph.txt"
+    "bench-pix2pix 90 pix2pix --size 256 --batch-size 1 --profile $LOGS/profile-pix2pix.txt"
+    "bench-pix2pix-graph 90 pix2pix --size 256 --batch-size 1 --cuda-graph --profile $LOGS/profile-pix2pix-graph.txt"
+    "bench-cyclegan-graph-channels-last 150 cyclegan --size 256 --batch-size 1 --cuda-graph --channels-last"
+    "bench-pix2pix-graph-channels-last 90 pix2pix --size 256 --batch-size 1 --cuda-graph --channels-last"
+    "bench-cyclegan-channels-last 150 cyclegan --size 256 --batch-size 1 --channels-last"
+    "translate-2048-b32 40 translate --size 256 --steps 2048 --batch-size 32"
+    "io-only-2048 30 translate --size 256 --steps 2048 --io-only"
+    "ladder-cyclegan 240 cyclegan --size 256 --batch-size 1 --steps 20 --ladder"
+    "ladder-pix2pix 180 pix2pix --size 256 --batch-size 1 --steps 20 --ladder"
+    "ladder-translate 120 translate --size 256 --steps 512 --ladder"
+    "sweep-cyclegan-4 120 cyclegan --size 256 --batch-size 4 --steps 20"
+    "sweep-cyclegan-16 120 cyclegan --size 256 --batch-size 16 --steps 20"
+    "sweep-cyclegan-2 120 cyclegan --size 256 --batch-size 2 --steps 20"
+    "sweep-cyclegan-8 120 cyclegan --size 256 --batch-size 8 --steps 20"
+)
+part_speed() {
+    local entry name limit args
+    # the compiling, side by side: every compiled timed benchmark (training targets with the defaults or
+    # --cuda-graph; the ladders compile the same networks as the single runs with channels_last) for a few steps,
+    # which leaves their compiled code in TorchInductor's caches for the timed runs below
+    END=$((SECONDS + ${GPU_WARM_S:-150}))
+    for entry in "${SPEED[@]}"; do
+        read -r name limit args <<<"$entry"
+        [[ $name == translate-* || $name == io-only-* || $name == ladder-* ]] && continue
+        [[ -n ${GPU_SKIP:-} && $name =~ ^(${GPU_SKIP})$ ]] && continue
+        args=${args%% --profile *}
+        # shellcheck disable=SC2086
+        run "warm-$name" 999 env TORCHINDUCTOR_COMPILE_THREADS=4 img2img bench $args --steps 1 --warmup 3 --json &
+    done
+    for entry in "ladder-cyclegan cyclegan" "ladder-pix2pix pix2pix"; do  # the ladders' compiled rungs
+        read -r name args <<<"$entry"
+        [[ -n ${GPU_SKIP:-} && $name =~ ^(${GPU_SKIP})$ ]] && continue
+        run "warm-$name" 999 env TORCHINDUCTOR_COMPILE_THREADS=4 img2img bench "$args" --size 256 --batch-size 1 --steps 1 --warmup 3 --channels-last \
+            --compile default --json &
+        run "warm-$name-graphs" 999 env TORCHINDUCTOR_COMPILE_THREADS=4 img2img bench "$args" --size 256 --batch-size 1 --steps 1 --warmup 3 \
+            --channels-last --compile reduce-overhead --json &
+    done
+    wait
+    END=$BUDGET
+    for entry in "${SPEED[@]}"; do
+        read -r name limit args <<<"$entry"
+        # shellcheck disable=SC2086
+        run "$name" "$limit" img2img bench $args --json
+    done
+}
+
+for PART in $PARTS; do
+    case $PART in
+        tests) part_tests ;;
+        commands) part_commands ;;
+        speed) part_speed ;;
+        *) echo "GPU_PARTS: unknown part $PART (tests, commands, speed)" >&2 ;;
+    esac
+    END=$BUDGET
 done
-fi
 
 # -- the summary ----------------------------------------------------------------------------------------------
 python3 - "$LOGS" "$STATUS" >"$OUT/summary.txt" 2>&1 <<'EOF'
@@ -227,7 +275,7 @@ for name in ("cg-bf16-vs-fp32",):
 path = logs / "find-syncs.log"
 if path.exists():
     print("\n== find-syncs\n" + path.read_text()[:8000])
-for name in ("profile-cyclegan", "profile-pix2pix"):
+for name in ("profile-cyclegan-graph", "profile-pix2pix-graph", "profile-cyclegan", "profile-pix2pix"):
     path = logs / f"{name}.txt"
     if path.exists():
         lines = path.read_text().splitlines()
