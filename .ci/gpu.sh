@@ -7,8 +7,9 @@
 # 2. part "tests", alone on the GPU: the tests marked `cuda`;
 # 3. part "commands", side by side on the GPU: the README's commands exactly as it gives them (the pix2pix and
 #    CycleGAN demos: demo, train, eval, translate both ways, export; the MNIST GAN; CycleGAN at 256² with every
-#    default on folders of JPEGs of mixed sizes), each model's benchmark step, and where a training step
-#    synchronises with the host (.ci/find_syncs.py);
+#    default on folders of JPEGs of mixed sizes), the two demos trained again with --cuda-graph and evaluated
+#    (its quality must not move), each model's benchmark step, and where a training step synchronises with the
+#    host (.ci/find_syncs.py);
 # 4. part "speed", alone on the GPU: the CycleGAN and pix2pix steps with the defaults, with each whole step as one
 #    CUDA graph (--cuda-graph) and with channels_last, and their profiles; folder translation and its pipeline's
 #    ceiling over 2,048 images; `img2img bench --ladder` for cyclegan, pix2pix and translate at 256², and a
@@ -140,6 +141,14 @@ for path in sorted(Path("out/colour-a2b").rglob("*.png")):
 print(f"bf16 against float32 translation of the held-out digits: max {worst} levels, {off} of {total} values off by more than 2")
 sys.exit(worst > 2)'
     run cg-export 90 img2img export runs/colour --format onnx --out colour.onnx
+) &
+(   # the same demos with each whole step as one CUDA graph: the quality must not move
+    run cg-train-graph 999 img2img train cyclegan "${CG[@]}" --cuda-graph --out runs/colour-graph &&
+        run cg-eval-graph 60 img2img eval runs/colour-graph --a data/colour-digits/test/a \
+            --b data/colour-digits/test/b --json "$LOGS/eval-cyclegan-graph.json"
+    run p2p-train-graph 999 img2img train pix2pix "${P2P[@]}" --cuda-graph --out runs/skeletons-graph &&
+        run p2p-eval-graph 60 img2img eval runs/skeletons-graph --a data/skeletons/test/a \
+            --b data/skeletons/test/b --json "$LOGS/eval-pix2pix-graph.json"
 ) &
 (
     run find-syncs 150 python3 "$REPO/.ci/find_syncs.py" cyclegan pix2pix

@@ -170,3 +170,29 @@ def test_every_model_says_whether_its_step_can_be_one_graph():
         options, _ = model.synthetic(64 if name in ("stargan",) else 32, 1, torch.Generator().manual_seed(0))
         refusal = model.graph_refusal(options)
         assert (refusal is not None) == (name in ("cut", "fastcut")), (name, refusal)
+
+
+def test_a_replaying_run_samples_saves_and_resumes_exactly(tmp_path):
+    """Samples and checkpoints between replayed steps, and a resumed run (whose steps run eagerly again before
+    its own capture): the weights end bit for bit as an uninterrupted replaying run's."""
+    from img2img.loading import open_checkpoint  # noqa: PLC0415
+    from img2img.train import Trainer  # noqa: PLC0415
+
+    from test_unpaired import cyclegan_trainer, write_unpaired  # noqa: PLC0415
+
+    root = write_unpaired(tmp_path)
+    loop = {"save_every_steps": 5, "sample_every_steps": 3}
+    whole = cyclegan_trainer(root, tmp_path / "whole", steps=10, train=loop)
+    replaying(whole)
+    whole.fit()
+    first = cyclegan_trainer(root, tmp_path / "parts", steps=10, train=loop)
+    replaying(first)
+    first.fit(stop_after_steps=5)
+    payload, run = open_checkpoint(tmp_path / "parts" / "run")
+    resumed = Trainer(run, tmp_path / "parts" / "run", resume=payload)
+    backend = replaying(resumed)
+    result = resumed.fit()
+    assert result.step == 10 and backend.captured == 1
+    for name, net in whole.model.nets.items():
+        for a, b in zip(net.parameters(), resumed.model.nets[name].parameters()):
+            assert torch.equal(a, b), name
