@@ -106,12 +106,6 @@ class CUT(UnpairedModel):
                             "need more than one pixel)")
 
     @classmethod
-    def graph_refusal(cls, config: CutConfig) -> str | None:
-        return (f"{cls.name} draws its PatchNCE patch locations"
-                + (" and whether to flip a step's images" if config.flip_equivariance else "")
-                + " on the host each step, which a replayed graph would repeat")
-
-    @classmethod
     def resolve(cls, config: CutConfig) -> CutConfig:
         """As the unpaired models, except that both domains get the same channels: G encodes its own outputs
         for PatchNCE, so it must take images of domain b (the official code reads every image as RGB)."""
@@ -128,23 +122,30 @@ class CUT(UnpairedModel):
         return config
 
     # -- training ---------------------------------------------------------------------------------------
-    def _flipped(self, carry: dict[str, Any]) -> bool:
-        """Whether this step translates flipped images (FastCUT); drawn once per step from the CPU generator."""
+    def _flipped(self, carry: dict[str, Any], device: torch.device) -> Tensor | None:
+        """Whether this step translates flipped images (FastCUT): a boolean on the images' device, drawn there once
+        per step (so that no choice is made in Python: the step can be one CUDA graph); None without it."""
+        if not self.config.flip_equivariance:
+            return None
         if "flipped" not in carry:
-            carry["flipped"] = self.config.flip_equivariance and bool(torch.rand(()) < 0.5)
+            carry["flipped"] = torch.rand((), device=device) < 0.5
         return carry["flipped"]
 
-    def _inputs(self, real_a: Tensor, real_b: Tensor, flipped: bool) -> Tensor:
-        """What G translates in a step: a (and b, for the identity term), flipped when the step says so."""
-        real = torch.cat([real_a, real_b]) if self.config.nce_idt else real_a
-        return real.flip(3) if flipped else real
+    @staticmethod
+    def _flip(images: Tensor, flipped: Tensor | None) -> Tensor:
+        """``images`` mirrored left to right where ``flipped`` says so."""
+        return images if flipped is None else torch.where(flipped, images.flip(3), images)
 
-    def nce_loss(self, nets: Mapping[str, nn.Module], source: Tensor, output: Tensor, flipped: bool) -> Tensor:
+    def _inputs(self, real_a: Tensor, real_b: Tensor, flipped: Tensor | None) -> Tensor:
+        """What G translates in a step: a (and b, for the identity term), flipped when the step says so."""
+        return self._flip(torch.cat([real_a, real_b]) if self.config.nce_idt else real_a, flipped)
+
+    def nce_loss(self, nets: Mapping[str, nn.Module], source: Tensor, output: Tensor,
+                 flipped: Tensor | None) -> Tensor:
         """PatchNCE(output, source), averaged over the layers (× λ_NCE)."""
         config, layers = self.config, self.config.nce_layers
-        queries = nets["g"](output, layers)
-        if flipped:  # the output was made from the flipped source: flip its features back into place
-            queries = [feature.flip(3) for feature in queries]
+        # the output was made from the flipped source when the step flips: its features are flipped back into place
+        queries = [self._flip(feature, flipped) for feature in nets["g"](output, layers)]
         with torch.no_grad():  # the keys are detached in the loss: no graph needed on their side
             keys, locations = nets["f"](nets["g"](source, layers), config.num_patches)
         queries, _ = nets["f"](queries, config.num_patches, locations)
@@ -155,10 +156,10 @@ class CUT(UnpairedModel):
                    carry: dict[str, Any]) -> tuple[Tensor, Logs]:
         real_a, real_b = batch["a"], batch["b"]
         config = self.config
-        flipped = self._flipped(carry)
+        flipped = self._flipped(carry, real_a.device)
         if phase == "d":
             with torch.no_grad():
-                fake_b = nets["g"](real_a.flip(3) if flipped else real_a)
+                fake_b = nets["g"](self._flip(real_a, flipped))
             loss, parts = self.adversarial.discriminator_loss(nets["d"], real_b, fake_b)
             loss = 0.5 * loss
             return loss, {"d_loss": loss.detach(), **parts}

@@ -169,8 +169,8 @@ class PatchSampleMLP(nn.Module):
         samples, drawn = [], []
         for index, (feature, mlp) in enumerate(zip(features, self.mlps)):
             flat = feature.permute(0, 2, 3, 1).flatten(1, 2)  # (N, H·W, C)
-            if locations is None:  # drawn on the CPU (reproducible, checkpointed), then sent over
-                where = torch.randperm(flat.shape[1])[:min(patches, flat.shape[1])].to(flat.device, non_blocking=True)
+            if locations is None:  # drawn on the features' device (as the official code): no copy, no choice in Python
+                where = torch.randperm(flat.shape[1], device=flat.device)[:min(patches, flat.shape[1])]
             else:
                 where = locations[index]
             sample = mlp(flat[:, where, :].flatten(0, 1))
