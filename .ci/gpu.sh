@@ -169,6 +169,7 @@ wait
 # mean's effect (the ladders) and a batch-size sweep
 SPEED=(
     "translate-2048 40 translate --size 256 --steps 2048"
+    "translate-2048-graph 40 translate --size 256 --steps 2048 --cuda-graph"
     "bench-cyclegan 150 cyclegan --size 256 --batch-size 1 --profile $LOGS/profile-cyclegan.txt"
     "bench-cyclegan-graph 150 cyclegan --size 256 --batch-size 1 --cuda-graph --profile $LOGS/profile-cyclegan-graph.txt"
     "bench-pix2pix 90 pix2pix --size 256 --batch-size 1 --profile $LOGS/profile-pix2pix.txt"

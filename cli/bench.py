@@ -26,12 +26,12 @@ from .options import Output, with_speed_options
 @click.option("--amp/--no-amp", default=True, help="bf16 autocast on CUDA.")
 @with_speed_options
 @click.option("--cuda-graph", is_flag=True,
-              help="Training targets: capture each whole step as one CUDA graph and replay it (train's "
-                   "--cuda-graph; --compile auto is then default).")
+              help="Capture each whole training step (translate: each batch's forward pass) as one CUDA graph and "
+                   "replay it (train's and translate's --cuda-graph; for training --compile auto is then default).")
 @click.option("--ladder", is_flag=True,
               help="Run once per means of going faster, each rung adding one to the last (float32 eager with "
                    "foreach Adam, fused Adam, bf16, cuDNN benchmark, channels_last, torch.compile, CUDA graphs, "
-                   "then the whole step as one CUDA graph; CUDA-only rungs skipped on the CPU), and print a table "
+                   "then one CUDA graph per step; CUDA-only rungs skipped on the CPU), and print a table "
                    "of each one's effect.  Ignores the speed options above.")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="translate: decoding processes.  [default: min(4, CPUs)]")
@@ -67,9 +67,6 @@ def bench(target: str, size: int, batch_size: int | None, steps: int | None, war
         if given:
             raise click.UsageError(f"--ladder sets the speed settings itself, rung by rung; leave out "
                                    f"{', '.join(g.replace('--compile-mode', '--compile') for g in given)}")
-    if cuda_graph and target == "translate":
-        raise click.UsageError("--cuda-graph applies to training targets only (translate's CUDA graphs: --compile "
-                               "reduce-overhead)")
     if profile and (target == "translate" or ladder):
         raise click.UsageError("--profile applies to a training target without --ladder")
 

@@ -59,10 +59,13 @@ def official_options(command):
                    "[default: Pillow's limit, about 89 million]")
 @official_options
 @with_speed_options
+@click.option("--cuda-graph", is_flag=True,
+              help="Capture the forward pass of each batch shape as a CUDA graph and replay it (CUDA).")
 def translate(checkpoint: str, input_path: str, output: str, target: str | None, image_format: str, resize: int | None,
               tile: int | None, batch_size: int, workers: int | None, device: str, amp: bool, stochastic: bool,
               use_ema: bool, overwrite: bool, max_pixels: int | None, arch: str | None, norm: str | None,
-              base_channels: int | None, channels_last: bool, compile_mode: str, cudnn_benchmark: bool) -> None:
+              base_channels: int | None, channels_last: bool, compile_mode: str, cudnn_benchmark: bool,
+              cuda_graph: bool) -> None:
     """Translate the image INPUT, or every image under the folder INPUT, into the folder OUTPUT.
 
     CHECKPOINT is an img2img checkpoint, a run folder (its last checkpoint), or
@@ -85,7 +88,7 @@ def translate(checkpoint: str, input_path: str, output: str, target: str | None,
                                             base_channels=base_channels, use_ema=use_ema, amp=amp,
                                             stochastic=stochastic, batch_size=batch_size, tile=tile,
                                             channels_last=channels_last, compile=compile_mode,
-                                            cudnn_benchmark=cudnn_benchmark)
+                                            cudnn_benchmark=cudnn_benchmark, cuda_graph=cuda_graph)
             click.echo(f"{translator.info.description} on {translator.device}", err=True)
             summary = translator.translate_folder(
                 input_path, Path(output) / goal if every else output, image_format, overwrite=overwrite,

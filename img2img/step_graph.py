@@ -1,4 +1,4 @@
-"""Whole training steps captured as CUDA graphs and replayed (``--cuda-graph``).
+"""Whole training steps (and translation batches) captured as CUDA graphs and replayed (``--cuda-graph``).
 
 A training step at batch 1 launches thousands of small kernels, and
 between them the host runs the trainer's, the losses' and the optimisers'
@@ -20,10 +20,12 @@ a step whose key differs gets its own graph.
 
 Each key's first steps run eagerly on a side stream (optimiser state,
 cuDNN's algorithm search and compiled code are made there), then its step
-is captured and replayed from then on.  A batch of another shape runs
-eagerly.  Optimisers run with ``capturable`` on and their learning rates in
-device tensors during capture, which the replays read; the schedule's value
-is written into them before each replay, so checkpoints keep plain floats.
+is captured and replayed from then on; a batch of another shape is a key
+of its own.  Optimisers run with ``capturable`` on and their learning rates
+in device tensors during capture, which the replays read; the schedule's
+value is written into them before each replay, so checkpoints keep plain
+floats.  Translation replays the generator's forward pass the same way, one
+graph per batch shape.
 """
 
 from __future__ import annotations
@@ -42,9 +44,9 @@ from img2img.errors import UserError
 
 log = logging.getLogger(__name__)
 
-Logs = dict[str, Tensor]
 WARMUP_STEPS = 3  # eager steps of a key before its capture (the docs' side-stream warm-up; compiling takes two)
 MAX_GRAPHS = 8  # keys beyond this many run eagerly (each graph holds its own activations' memory)
+Step = Callable[[], list[Tensor]]  # a step's work, returning its output tensors
 
 
 class GraphBackend:
@@ -59,30 +61,30 @@ class GraphBackend:
     def prepare(self, optimizer: torch.optim.Optimizer) -> None:
         make_capturable(optimizer)
 
-    def eagerly(self, step: Callable[[], Logs]) -> Logs:
+    def eagerly(self, step: Callable[[], Any]) -> Any:
         """Run ``step`` on a side stream, as CUDA graphs' warm-up asks (the current stream waits for it)."""
         if self._stream is None:
             self._stream = torch.cuda.Stream(self.device)
         current = torch.cuda.current_stream(self.device)
         self._stream.wait_stream(current)
         with torch.cuda.stream(self._stream):
-            logs = step()
+            result = step()
         current.wait_stream(self._stream)
-        return logs
+        return result
 
-    def capture(self, step: Callable[[], Tensor]) -> tuple[Callable[[], None], Tensor]:
-        """Record ``step`` (not run: the caller replays it) and return its replay and its output."""
+    def capture(self, step: Step) -> tuple[Callable[[], None], list[Tensor]]:
+        """Record ``step`` (not run: the caller replays it) and return its replay and its outputs."""
         graph = torch.cuda.CUDAGraph()
         # thread_local: the data loader's pin-memory thread may allocate while this thread captures
         with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            output = step()
-        return graph.replay, output
+            outputs = step()
+        return graph.replay, outputs
 
 
 class ReplayBackend:
     """A stand-in for CUDA graphs on any device: "capturing" keeps the step, and a replay runs it again on the
     same input buffers.  A step that takes everything it uses from device memory gives the same results either
-    way; what a CPU test can check with it is the trainer's side: buffers, learning rates, keys, logs."""
+    way; what a CPU test can check with it is the caller's side: buffers, learning rates, keys, outputs."""
 
     rate_dtype = torch.float64  # the schedule's floats exactly, so that a test can ask for equal weights
 
@@ -93,35 +95,34 @@ class ReplayBackend:
     def prepare(self, optimizer: torch.optim.Optimizer) -> None:
         """Nothing: ``capturable`` is for CUDA (and its parameter check refuses the CPU)."""
 
-    def eagerly(self, step: Callable[[], Logs]) -> Logs:
+    def eagerly(self, step: Callable[[], Any]) -> Any:
         return step()
 
-    def capture(self, step: Callable[[], Tensor]) -> tuple[Callable[[], None], Tensor]:
+    def capture(self, step: Step) -> tuple[Callable[[], None], list[Tensor]]:
         self.captured += 1
-        output = step()
-        # the first replay computes the captured step itself: undo nothing, but give its output buffer back
-        holder = {"first": True}
+        outputs = step()
+        first = [True]  # the first replay is the captured step itself, which has run here already
 
         def replay() -> None:
-            if holder.pop("first", False):
+            if first.pop() if first else False:
                 return
-            output.copy_(step())
+            for buffer, value in zip(outputs, step()):
+                buffer.copy_(value)
 
-        return replay, output
+        return replay, outputs
 
 
 @dataclass
 class _Graph:
     replay: Callable[[], None]
-    inputs: list[Any]  # the input buffers (tensors) and the batch's other leaves, as captured
-    output: Tensor  # every log value, flattened into one buffer
-    names: list[str]
-    shapes: list[torch.Size]
+    inputs: list[Any]  # the input buffers (tensors) and the inputs' other leaves, as captured
+    outputs: list[Tensor]  # the output buffers, which each replay overwrites
+    spec: Any  # how the outputs fit together
     learning_rates: list[tuple[dict[str, Any], Tensor]] = field(default_factory=list)
 
 
 def _signature(leaf: Any) -> Hashable:
-    """What of a batch's leaf a graph is captured for: a tensor's shape, layout, type and device; another value
+    """What of an input's leaf a graph is captured for: a tensor's shape, layout, type and device; another value
     itself (or, unhashable, its identity: a new one each step, which then runs eagerly)."""
     if isinstance(leaf, Tensor):
         return ("tensor", tuple(leaf.shape), leaf.stride(), leaf.dtype, leaf.device)
@@ -133,31 +134,35 @@ def _signature(leaf: Any) -> Hashable:
 
 
 class StepGraphs:
-    """Runs each training step's device work (``body(batch)``, returning its logs): eagerly for the first
-    :data:`WARMUP_STEPS` steps of a key, then captured once and replayed."""
+    """Runs ``body(inputs)`` (a step's device work, returning tensors, or dicts, lists or tuples of them) for each
+    step: eagerly for the first ``warmup`` steps of a key, then captured once and replayed.  ``optimizers``: the
+    ones the step updates (training), whose learning rates the replays follow."""
 
-    def __init__(self, optimizers: list[torch.optim.Optimizer], device: torch.device,
-                 backend: GraphBackend | ReplayBackend | None = None) -> None:
-        self.optimizers = optimizers
+    def __init__(self, device: torch.device, optimizers: list[torch.optim.Optimizer] = (),  # type: ignore[assignment]
+                 backend: GraphBackend | ReplayBackend | None = None, warmup: int = WARMUP_STEPS,
+                 max_graphs: int = MAX_GRAPHS, what: str = "step") -> None:
+        self.optimizers = list(optimizers)
         self.backend = backend or GraphBackend(device)
+        self.warmup, self.max_graphs, self.what = warmup, max_graphs, what
         self.graphs: dict[Hashable, _Graph] = {}
         self.seen: Counter[Hashable] = Counter()
-        for optimizer in optimizers:
+        for optimizer in self.optimizers:
             self.backend.prepare(optimizer)
 
-    def run(self, batch: Any, key: Hashable, body: Callable[[Any], Logs]) -> Logs:
-        """One step: ``body(batch)``, or the replay of the graph captured for ``key`` and the batch's shapes
-        (``body`` must depend on nothing else that changes between steps)."""
-        leaves, spec = tree_flatten(batch)
+    def run(self, inputs: Any, key: Hashable, body: Callable[[Any], Any]) -> Any:
+        """One step: ``body(inputs)``, or the replay of the graph captured for ``key`` and the inputs' shapes
+        (``body`` must depend on nothing else that changes between steps).  The outputs are the step's own
+        (copies of the graph's buffers)."""
+        leaves, spec = tree_flatten(inputs)
         full_key = (key, spec, tuple(_signature(leaf) for leaf in leaves))
         graph = self.graphs.get(full_key)
         if graph is None:
             self.seen[full_key] += 1
-            if self.seen[full_key] <= WARMUP_STEPS or len(self.graphs) >= MAX_GRAPHS:
-                if len(self.graphs) >= MAX_GRAPHS and self.seen[full_key] == WARMUP_STEPS + 1:
-                    log.info("--cuda-graph: %d step graphs already; steps of another kind run without one",
-                             MAX_GRAPHS)
-                return self.backend.eagerly(lambda: body(batch))
+            if self.seen[full_key] <= self.warmup or len(self.graphs) >= self.max_graphs:
+                if len(self.graphs) >= self.max_graphs and self.seen[full_key] == self.warmup + 1:
+                    log.info("--cuda-graph: %d graphs already; a %s of another kind runs without one",
+                             self.max_graphs, self.what)
+                return self.backend.eagerly(lambda: body(inputs))
             graph = self.graphs[full_key] = self._capture(leaves, spec, key, body)
         else:
             for buffer, leaf in zip(graph.inputs, leaves):
@@ -166,56 +171,40 @@ class StepGraphs:
         for group, rate in graph.learning_rates:
             rate.fill_(group["lr"])
         graph.replay()
-        return unpack(graph.output.clone(), graph.names, graph.shapes)
+        return tree_unflatten([output.clone() for output in graph.outputs], graph.spec)
 
-    def _capture(self, leaves: list[Any], spec: Any, key: Hashable, body: Callable[[Any], Logs]) -> _Graph:
+    def _capture(self, leaves: list[Any], spec: Any, key: Hashable, body: Callable[[Any], Any]) -> _Graph:
         inputs = [leaf.clone(memory_format=torch.preserve_format) if isinstance(leaf, Tensor) else leaf
                   for leaf in leaves]
-        batch = tree_unflatten(inputs, spec)
+        static = tree_unflatten(inputs, spec)
         # the learning rates the replays read: device tensors in the optimisers' groups while capturing, then the
         # groups' floats again (which the schedules set, and checkpoints keep), written into them before each replay
         rates = [(group, torch.tensor(float(group["lr"]), dtype=self.backend.rate_dtype, device=self.backend.device))
                  for optimizer in self.optimizers for group in optimizer.param_groups]
-        names: list[str] = []
-        shapes: list[torch.Size] = []
+        structure: list[Any] = []
 
-        def step() -> Tensor:
+        def step() -> list[Tensor]:
             floats = [group["lr"] for group, _ in rates]
             for group, rate in rates:
                 group["lr"] = rate
             try:
-                logs = body(batch)
+                outputs, output_spec = tree_flatten(body(static))
             finally:
                 for (group, _), value in zip(rates, floats):
                     group["lr"] = value
-            if not names:
-                names.extend(logs)
-                shapes.extend(value.shape for value in logs.values())
-            return pack(logs)
+            structure[:] = [output_spec]
+            return [output.detach() for output in outputs]
 
         try:
-            replay, output = self.backend.capture(step)
+            replay, outputs = self.backend.capture(step)
         except RuntimeError as error:
             if "out of memory" in str(error):
                 raise
             reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
-            raise UserError(f"--cuda-graph: this training step cannot be captured as one CUDA graph ({reason[:200]}); "
+            raise UserError(f"--cuda-graph: this {self.what} cannot be captured as one CUDA graph ({reason[:200]}); "
                             "run without --cuda-graph") from None
-        log.debug("--cuda-graph: captured a step (%s)", key)
-        return _Graph(replay, inputs, output, names, shapes, rates)
-
-
-def pack(logs: Logs) -> Tensor:
-    """Every log value in one float32 buffer (a replay overwrites it: the caller keeps a copy)."""
-    if not logs:
-        return torch.zeros(0)
-    return torch.cat([value.detach().float().reshape(-1) for value in logs.values()])
-
-
-def unpack(values: Tensor, names: list[str], shapes: list[torch.Size]) -> Logs:
-    """:func:`pack`'s buffer as the logs again (views of it, no copies)."""
-    sizes = [shape.numel() for shape in shapes]
-    return {name: part.view(shape) for name, part, shape in zip(names, values.split(sizes), shapes)}
+        log.debug("--cuda-graph: captured a %s (%s)", self.what, key)
+        return _Graph(replay, inputs, outputs, structure[0], rates)
 
 
 def make_capturable(optimizer: torch.optim.Optimizer) -> None:

@@ -144,7 +144,7 @@ class Trainer:
         if resume is not None:
             self._load_state(resume)
         # --cuda-graph: each step's device work captured once and replayed (img2img.step_graph)
-        self.graphs = StepGraphs(list(self.optimizers.values()), self.device) if self.config.cuda_graph else None
+        self.graphs = StepGraphs(self.device, list(self.optimizers.values())) if self.config.cuda_graph else None
         self.data = data if data is not None else self.model.build_data(run.options, self.config, self.device,
                                                                         self.job.rank, self.job.world_size)
 

@@ -45,6 +45,7 @@ from img2img.data.guard import resilient
 from img2img.data.images import (IMAGE_EXTENSIONS, can_write, convert_channels, encode_image, is_image_name,
                                  quantize, read_image_bits, read_image_levels, to_tensor, to_unit, visible_files)
 from img2img.errors import UserError
+from img2img.step_graph import StepGraphs
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,8 @@ def size_multiple(net: nn.Module) -> int:
 def load(path: str | Path, target: str | None = None, device: str | torch.device = "auto", arch: str | None = None,
          norm: str | None = None, base_channels: int | None = None, use_ema: bool = True, amp: bool | None = None,
          stochastic: bool = False, batch_size: int = 8, tile: int | None = None, channels_last: bool = False,
-         compile: str = "off", cudnn_benchmark: bool = True, direction: str | None = None) -> Translator:  # noqa: A002
+         compile: str = "off", cudnn_benchmark: bool = True, direction: str | None = None,  # noqa: A002
+         cuda_graph: bool = False) -> Translator:
     """A :class:`Translator` for a checkpoint file, a run folder, or an official generator weights file.
 
     ``target`` is what the translation takes, as the model says (see
@@ -95,17 +97,20 @@ def load(path: str | Path, target: str | None = None, device: str | torch.device
     official file's weights (which say what they are; img2img checkpoints
     describe themselves and take none of them).  ``amp``: bf16 autocast, on
     CUDA by default.  ``channels_last``, ``compile``, ``cudnn_benchmark``: see
-    :mod:`img2img.speed`.
+    :mod:`img2img.speed`; ``cuda_graph``: each batch shape's forward pass replayed as a CUDA graph
+    (:mod:`img2img.step_graph`).
     """
     from img2img.loading import resolve_device  # noqa: PLC0415
 
     device = resolve_device(str(device))
     net, info = load_generator(path, target or direction, arch, norm, base_channels, use_ema)
     translator = Translator(net, info, device, amp=amp, stochastic=stochastic, batch_size=batch_size, tile=tile,
-                            channels_last=channels_last, compile=compile, cudnn_benchmark=cudnn_benchmark)
+                            channels_last=channels_last, compile=compile, cudnn_benchmark=cudnn_benchmark,
+                            cuda_graph=cuda_graph)
     # translate(image, to=OTHER): the same checkpoint and settings, another target
     translator.retarget = lambda other: load(path, other, device, arch, norm, base_channels, use_ema, amp, stochastic,
-                                             batch_size, tile, channels_last, compile, cudnn_benchmark)
+                                             batch_size, tile, channels_last, compile, cudnn_benchmark,
+                                             cuda_graph=cuda_graph)
     return translator
 
 
@@ -258,7 +263,7 @@ class Translator:
                  amp: bool | None = None, stochastic: bool = False, batch_size: int = 8,
                  tile: int | None = None, tile_overlap: int | None = None,
                  max_pixels: int | None = None, channels_last: bool = False, compile: str = "off",  # noqa: A002
-                 cudnn_benchmark: bool = True) -> None:
+                 cudnn_benchmark: bool = True, cuda_graph: bool = False) -> None:
         self.device = torch.device(device)
         self.info = info
         # cuDNN's autotuning costs a fraction of a second per new input shape: worth it for a shape that comes
@@ -268,6 +273,17 @@ class Translator:
         self._shapes_seen: set[tuple[int, ...]] = set()
         self.channels_last = channels_last
         self.compile = speed.resolve_compile(compile, self.device, training=False)
+        # --cuda-graph: the forward pass of each batch shape captured once (after its eager run and its autotuned
+        # one) and replayed, which spares the host a launch per layer per batch
+        self._graphs = None
+        if cuda_graph:
+            if self.device.type != "cuda":
+                raise UserError(f"--cuda-graph needs a CUDA device; this translation is on {self.device}: leave "
+                                "--cuda-graph off")
+            if speed.uses_cuda_graphs(self.compile, self.device):
+                raise UserError(f"--cuda-graph captures the forward pass itself, and --compile {self.compile} records "
+                                "graphs of its own; with --cuda-graph use --compile off or default")
+            self._graphs = StepGraphs(self.device, warmup=2, max_graphs=4, what="batch")
         self.net = net.to(self.device, memory_format=speed.memory_format(channels_last)).eval()
         self.amp = self.device.type == "cuda" if amp is None else amp and self.device.type == "cuda"
         if self.amp:
@@ -317,9 +333,13 @@ class Translator:
     def _forward(self, images: Tensor) -> Tensor:
         with speed.cudnn_autotuning(self._autotune(tuple(images.shape))):
             speed.mark_step(self.compile, self.device)
+            images = speed.to_layout(images, self.channels_last)
+            # autocast keeps no casts of the weights across a captured forward pass: its cache would hold the capture's
             with (speed.compile_errors(self.compile, channels_last=self.channels_last),
-                  torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp)):
-                output = self._run(speed.to_layout(images, self.channels_last))
+                  torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp, cache_enabled=self._graphs is None)):
+                if self._graphs is not None:  # a copy of the graph's output buffer
+                    return self._graphs.run(images, None, self._run).float()
+                output = self._run(images)
         if speed.uses_cuda_graphs(self.compile, self.device):  # the graph's output buffer is reused next call
             return output.float() if output.dtype != torch.float32 else output.clone()
         return output.float()

@@ -18,7 +18,7 @@ from img2img.errors import UserError
 from img2img.models import MODELS
 from img2img.models.discogan import DiscoGAN
 from img2img.nn.pool import ImagePool
-from img2img.step_graph import WARMUP_STEPS, ReplayBackend, StepGraphs, make_capturable, pack, unpack
+from img2img.step_graph import WARMUP_STEPS, ReplayBackend, StepGraphs, make_capturable
 
 from test_cli import assert_one_line_error, invoke
 from test_models import tiny_trainer
@@ -27,7 +27,7 @@ from test_models import tiny_trainer
 def replaying(trainer) -> ReplayBackend:
     """``trainer`` with its steps run through StepGraphs on the stand-in backend (as --cuda-graph on CUDA)."""
     backend = ReplayBackend(trainer.device)
-    trainer.graphs = StepGraphs(list(trainer.optimizers.values()), trainer.device, backend=backend)
+    trainer.graphs = StepGraphs(trainer.device, list(trainer.optimizers.values()), backend=backend)
     return backend
 
 
@@ -80,13 +80,21 @@ def test_a_batch_of_another_shape_runs_without_the_graph(tmp_path):
     assert all(torch.isfinite(value).all() for value in logs.values())
 
 
-def test_logs_pack_into_one_buffer_and_back():
-    logs = {"a": torch.tensor(1.5), "b": torch.tensor([2.0, 3.0]), "c": torch.tensor(4, dtype=torch.int64)}
-    packed = pack(logs)
-    assert packed.shape == (4,) and packed.dtype == torch.float32
-    back = unpack(packed, list(logs), [value.shape for value in logs.values()])
-    assert back.keys() == logs.keys()
-    assert all(torch.equal(back[key], logs[key].float()) for key in logs)
+def test_outputs_of_any_structure_come_back_as_the_steps_own():
+    backend = ReplayBackend(torch.device("cpu"))
+    graphs = StepGraphs(torch.device("cpu"), backend=backend, warmup=1)
+    calls = []
+
+    def body(x):
+        calls.append(1)
+        return {"double": x * 2, "parts": (x.sum(), [x[:1] + 1])}
+
+    outs = [graphs.run(torch.full((2, 3), float(k)), "k", body) for k in range(4)]
+    assert backend.captured == 1 and len(calls) == 4  # one eager, one captured, two replays
+    for k, out in enumerate(outs):
+        assert torch.equal(out["double"], torch.full((2, 3), 2.0 * k))
+        assert out["parts"][0].item() == 6.0 * k and torch.equal(out["parts"][1][0], torch.full((1, 3), k + 1.0))
+    assert outs[2]["double"].data_ptr() != outs[3]["double"].data_ptr()  # copies, not the one buffer
 
 
 def test_checkpoints_of_a_graphed_run_resume_without_it(tmp_path):
@@ -159,11 +167,47 @@ def test_cuda_graph_is_refused_in_one_line_where_it_cannot_run(args, message, tm
     assert not (tmp_path / "run").exists()  # refused before the run's folder is made
 
 
-def test_bench_says_a_step_graph_needs_cuda_and_training():
-    result, output = invoke("bench", "translate", "--cuda-graph", "--device", "cpu")
-    assert result.exit_code == 2 and "--cuda-graph applies to training targets only" in output
+def test_bench_and_translate_say_a_cuda_graph_needs_cuda(tmp_path):
+    result, _ = invoke("bench", "translate", "--size", 32, "--steps", 2, "--cuda-graph", "--device", "cpu")
+    assert_one_line_error(result, "--cuda-graph needs a CUDA device")
     result, _ = invoke("bench", "pix2pix", "--size", 32, "--cuda-graph", "--device", "cpu")
     assert_one_line_error(result, "--cuda-graph needs a CUDA device")
+    from img2img.translate import GeneratorInfo, Translator  # noqa: PLC0415
+
+    with pytest.raises(UserError, match="--compile reduce-overhead records graphs of its own"):
+        Translator(torch.nn.Conv2d(3, 3, 1), GeneratorInfo(3, 3, 1), "cuda", compile="reduce-overhead", cuda_graph=True)
+
+
+def test_translation_replays_each_batch_shapes_forward_pass(tmp_path):
+    """Translation's graphs (on the stand-in): one per batch shape after its eager and autotuned passes, the
+    partial last batch its own shape; the images come out as eager translation's, file for file."""
+    from img2img.nn import init_weights  # noqa: PLC0415
+    from img2img.nn.resnet import ResnetGenerator  # noqa: PLC0415
+    from img2img.translate import Translator, generator_info  # noqa: PLC0415
+    from PIL import Image  # noqa: PLC0415
+
+    source = tmp_path / "in"
+    source.mkdir()
+    generator = torch.Generator().manual_seed(0)
+    for index in range(11):
+        side = 32 if index < 9 else 48
+        levels = (torch.rand(side, side, 3, generator=generator) * 255).byte().numpy()
+        Image.fromarray(levels).save(source / f"{index:02d}.png")
+    torch.manual_seed(0)
+    net = init_weights(ResnetGenerator(3, 3, 8, 1, "instance"))
+    info = generator_info(net, 3, 3)
+    outputs = {}
+    for kind in ("eager", "graphed"):
+        translator = Translator(net, info, "cpu", batch_size=2)
+        if kind == "graphed":
+            backend = ReplayBackend(translator.device)
+            translator._graphs = StepGraphs(translator.device, backend=backend, warmup=2, max_graphs=4, what="batch")
+        summary = translator.translate_folder(source, tmp_path / kind, progress=False, workers=0)
+        assert summary.ok and len(summary.translated) == 11
+        outputs[kind] = {p.name: p.read_bytes() for p in (tmp_path / kind).iterdir()}
+    # 32²: four full batches (eager, eager, captured, replayed) and a partial one; 48²: one full batch
+    assert backend.captured == 1 and len(translator._graphs.seen) == 3
+    assert outputs["graphed"] == outputs["eager"]
 
 
 def test_every_model_says_whether_its_step_can_be_one_graph():

@@ -20,7 +20,11 @@ whole model (see ``models/_template.py`` and the README's "Adding a model"):
 - :meth:`synthetic` and ``bench_batch_size``: how ``img2img bench`` runs it;
 - ``translation_networks``/:meth:`translation`: what a translation takes (a
   direction today, a target domain for a multi-domain model), so translate
-  and export need no code of their own for it.
+  and export need no code of their own for it;
+- :meth:`compile_refusal` and :meth:`graph_refusal`: whether ``torch.compile``
+  can run its phases, and whether a whole step can be replayed as one CUDA
+  graph (``--cuda-graph``: a step must make its random choices on the device,
+  not in Python); :meth:`graph_key`: what of a step its number decides.
 
 Defining a subclass with a ``name`` registers it (``img2img.models.MODELS``).
 """
