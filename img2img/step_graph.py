@@ -210,6 +210,8 @@ class StepGraphs:
 def make_capturable(optimizer: torch.optim.Optimizer) -> None:
     """An optimiser whose step can be captured: ``capturable`` on (its step counts stay on the device, and its
     update reads them there), with any step counts it already has moved beside their parameters."""
+    # the warm-up steps run uncaptured by design: not torch's once-per-optimiser warning that capturable is wasted
+    optimizer._warned_capturable_if_run_uncaptured = True  # type: ignore[attr-defined]
     for group in optimizer.param_groups:
         if "capturable" not in group:
             continue
