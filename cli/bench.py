@@ -80,10 +80,10 @@ def bench(target: str, size: int, batch_size: int | None, steps: int | None, war
                                         profile)
 
     if ladder:
-        refusal = None if target == "translate" else bench_lib.compile_refusal(target, size)
+        refusal = None if target == "translate" else bench_lib.refusal(target, size, "compile")
         if refusal:
             click.echo(f"the compiled rungs are left out: {refusal}", err=True)
-        graph_refusal = None if target == "translate" else bench_lib.graph_refusal(target, size)
+        graph_refusal = None if target == "translate" else bench_lib.refusal(target, size, "graph")
         if graph_refusal and on_cuda:
             click.echo(f"the whole-step CUDA graph is left out: {graph_refusal}", err=True)
         results = bench_lib.ladder(run, torch_device, training=target != "translate", compiles=refusal is None,

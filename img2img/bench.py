@@ -143,20 +143,13 @@ def synthetic_run(model: str, size: int, batch_size: int, device: str, speed: Sp
     return run, batch
 
 
-def graph_refusal(model: str, size: int) -> str | None:
-    """Why ``model``'s training step, as the benchmark sets it up, cannot be one CUDA graph (--cuda-graph)."""
+def refusal(model: str, size: int, kind: str) -> str | None:
+    """Why ``model``'s training step, as the benchmark sets it up, cannot be compiled (``kind`` "compile":
+    :meth:`~img2img.models.base.GANModel.compile_refusal`) or be one CUDA graph ("graph", --cuda-graph), or None."""
     from img2img.models import MODELS  # noqa: PLC0415
 
     options, _ = MODELS[model].synthetic(size, 1, torch.Generator().manual_seed(0))
-    return MODELS[model].graph_refusal(options)
-
-
-def compile_refusal(model: str, size: int) -> str | None:
-    """Why torch.compile cannot run ``model``'s training step as the benchmark sets it up, or None."""
-    from img2img.models import MODELS  # noqa: PLC0415
-
-    options, _ = MODELS[model].synthetic(size, 1, torch.Generator().manual_seed(0))
-    return MODELS[model].compile_refusal(options)
+    return getattr(MODELS[model], f"{kind}_refusal")(options)
 
 
 def _image_side(batch: Any) -> int:

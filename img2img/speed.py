@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from img2img.config import COMPILE_MODES  # noqa: F401 - also what callers import from here
 from img2img.errors import UserError
 
-_CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 # the compiler behind torch.compile; tests swap in "aot_eager" (the same graph capture, no code generation)
 BACKEND = "inductor"
 
@@ -144,7 +144,7 @@ def resolve_compile(mode: str, device: torch.device, training: bool = True, supp
 
 
 def uses_cuda_graphs(mode: str, device: torch.device) -> bool:
-    return device.type == "cuda" and mode in _CUDA_GRAPH_MODES and BACKEND == "inductor"
+    return device.type == "cuda" and mode in CUDA_GRAPH_MODES and BACKEND == "inductor"
 
 
 def mark_step(mode: str, device: torch.device) -> None:

@@ -33,13 +33,14 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
+from img2img import speed
 from img2img.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,16 @@ log = logging.getLogger(__name__)
 WARMUP_STEPS = 3  # eager steps of a key before its capture (the docs' side-stream warm-up; compiling takes two)
 MAX_GRAPHS = 8  # keys beyond this many run eagerly (each graph holds its own activations' memory)
 Step = Callable[[], list[Tensor]]  # a step's work, returning its output tensors
+
+
+def check_capture(device: torch.device, compile_mode: str, what: str) -> None:
+    """Refuse in one line a CUDA graph per ``what`` (a training step, a translated batch) where it cannot be: off
+    CUDA, or with a ``--compile`` mode that records CUDA graphs of its own (per network)."""
+    if compile_mode in speed.CUDA_GRAPH_MODES:
+        raise UserError(f"--cuda-graph captures each {what} as one CUDA graph itself, and --compile {compile_mode} "
+                        "records graphs of its own per network; with --cuda-graph use --compile default or off")
+    if device.type != "cuda":
+        raise UserError(f"--cuda-graph needs a CUDA device; this {what} runs on {device}: leave --cuda-graph off")
 
 
 class GraphBackend:
@@ -101,10 +112,11 @@ class ReplayBackend:
     def capture(self, step: Step) -> tuple[Callable[[], None], list[Tensor]]:
         self.captured += 1
         outputs = step()
-        first = [True]  # the first replay is the captured step itself, which has run here already
+        captured = [True]  # the first replay is the captured step itself, which has run here already
 
         def replay() -> None:
-            if first.pop() if first else False:
+            if captured:
+                captured.clear()
                 return
             for buffer, value in zip(outputs, step()):
                 buffer.copy_(value)
@@ -118,7 +130,7 @@ class _Graph:
     inputs: list[Any]  # the input buffers (tensors) and the inputs' other leaves, as captured
     outputs: list[Tensor]  # the output buffers, which each replay overwrites
     spec: Any  # how the outputs fit together
-    learning_rates: list[tuple[dict[str, Any], Tensor]] = field(default_factory=list)
+    learning_rates: list[tuple[dict[str, Any], Tensor]]  # each optimiser group and the rate tensor its replay reads
 
 
 def _signature(leaf: Any) -> Hashable:
@@ -140,7 +152,7 @@ class StepGraphs:
 
     def __init__(self, device: torch.device, optimizers: list[torch.optim.Optimizer] = (),  # type: ignore[assignment]
                  backend: GraphBackend | ReplayBackend | None = None, warmup: int = WARMUP_STEPS,
-                 max_graphs: int = MAX_GRAPHS, what: str = "step") -> None:
+                 max_graphs: int = MAX_GRAPHS, what: str = "training step") -> None:
         self.optimizers = list(optimizers)
         self.backend = backend or GraphBackend(device)
         self.warmup, self.max_graphs, self.what = warmup, max_graphs, what
@@ -219,10 +231,8 @@ def make_capturable(optimizer: torch.optim.Optimizer) -> None:
         for parameter in group["params"]:
             state = optimizer.state.get(parameter, {})
             step = state.get("step")
-            if isinstance(step, Tensor) and step.device != parameter.device:
+            if isinstance(step, Tensor) and step.device != parameter.device:  # resumed from a run without it
                 state["step"] = step.to(parameter.device, torch.float32)
-            elif step is not None and not isinstance(step, Tensor):
-                state["step"] = torch.tensor(float(step), dtype=torch.float32, device=parameter.device)
 
 
 def portable(state: dict[str, Any]) -> dict[str, Any]:

@@ -44,7 +44,7 @@ from img2img.loading import (build_model, load_model, open_checkpoint, resolve_d
                              run_config_from_dict)
 from img2img.models import GANModel, Phase, get_model_class
 from img2img.run import RunDir, held
-from img2img.step_graph import StepGraphs, portable
+from img2img.step_graph import StepGraphs, check_capture, portable
 
 log = logging.getLogger(__name__)
 
@@ -538,13 +538,7 @@ def check_graphable(run: RunConfig, device: torch.device | None = None) -> None:
     refusal = get_model_class(run.model).graph_refusal(run.options)
     if refusal:
         raise UserError(f"--cuda-graph: {refusal}; leave --cuda-graph off")
-    if run.train.compile in ("reduce-overhead", "max-autotune"):
-        raise UserError(f"--cuda-graph captures the whole step as one CUDA graph, and --compile {run.train.compile} "
-                        "records graphs of its own per network; with --cuda-graph use --compile auto, default, "
-                        "max-autotune-no-cudagraphs or off")
-    device = device or resolve_device(run.train.device)
-    if device.type != "cuda":
-        raise UserError(f"--cuda-graph needs a CUDA device; this run is on {device}: leave --cuda-graph off")
+    check_capture(device or resolve_device(run.train.device), run.train.compile, "training step")
     if dist_tools.from_environment().enabled:
         raise UserError("--cuda-graph runs in one process; under torchrun leave it off")
 

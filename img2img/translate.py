@@ -45,7 +45,7 @@ from img2img.data.guard import resilient
 from img2img.data.images import (IMAGE_EXTENSIONS, can_write, convert_channels, encode_image, is_image_name,
                                  quantize, read_image_bits, read_image_levels, to_tensor, to_unit, visible_files)
 from img2img.errors import UserError
-from img2img.step_graph import StepGraphs
+from img2img.step_graph import StepGraphs, check_capture
 
 log = logging.getLogger(__name__)
 
@@ -277,13 +277,8 @@ class Translator:
         # one) and replayed, which spares the host a launch per layer per batch
         self._graphs = None
         if cuda_graph:
-            if self.device.type != "cuda":
-                raise UserError(f"--cuda-graph needs a CUDA device; this translation is on {self.device}: leave "
-                                "--cuda-graph off")
-            if speed.uses_cuda_graphs(self.compile, self.device):
-                raise UserError(f"--cuda-graph captures the forward pass itself, and --compile {self.compile} records "
-                                "graphs of its own; with --cuda-graph use --compile off or default")
-            self._graphs = StepGraphs(self.device, warmup=2, max_graphs=4, what="batch")
+            check_capture(self.device, self.compile, "translated batch")
+            self._graphs = StepGraphs(self.device, warmup=2, max_graphs=4, what="translated batch")
         self.net = net.to(self.device, memory_format=speed.memory_format(channels_last)).eval()
         self.amp = self.device.type == "cuda" if amp is None else amp and self.device.type == "cuda"
         if self.amp:

@@ -28,7 +28,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_map
 
 from img2img import checkpoint, speed
-from img2img.bench import SpeedSettings, bench_training, compile_refusal
+from img2img.bench import SpeedSettings, bench_training, refusal
 from img2img.distributed import Distributed, teardown
 from img2img.errors import UserError
 from img2img.loading import open_checkpoint
@@ -57,7 +57,7 @@ def _fresh_compiler():
 
 def compiles(name: str) -> bool:
     """Whether torch.compile can run the model's training step (StarGAN's gradient penalty: not)."""
-    return compile_refusal(name, tiny_size(MODELS[name])) is None
+    return refusal(name, tiny_size(MODELS[name]), "compile") is None
 
 
 def smooth_batch(count: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
@@ -239,8 +239,7 @@ def test_every_model_trains_on_cuda_with_the_defaults(name, tmp_path):
 UNRANDOM = ("cyclegan", "discogan", "pix2pix")
 
 
-@pytest.mark.parametrize("name", [name for name in NAMES if MODELS[name].graph_refusal(
-    MODELS[name].synthetic(tiny_size(MODELS[name]), 1, torch.Generator())[0]) is None])
+@pytest.mark.parametrize("name", [name for name in NAMES if refusal(name, tiny_size(MODELS[name]), "graph") is None])
 def test_a_training_step_captured_as_one_cuda_graph_trains_as_eager_steps_do(name, tmp_path):
     """--cuda-graph: each kind of step runs eagerly on a side stream a few times, is captured, then replayed.  In
     float32 without TF32 and with cuDNN's deterministic algorithms, the replaying trainer's weights follow the
