@@ -261,6 +261,7 @@ def bench_training(model: str, size: int = 256, batch_size: int = 1, steps: int 
         trainer.model.train()
         for _ in range(warmup):
             trainer.train_step(batch)
+        speed = dataclasses.replace(speed, compile=trainer.compile_mode)  # off if auto met a fault of the compiler
         _synchronize(torch_device)
         _reset_peak(torch_device)
         start = time.perf_counter()

@@ -81,10 +81,19 @@ def check_compiler(mode: str, device: torch.device, option: str = "--compile") -
                         f"install one or leave {option} off")
 
 
+class CompileFault(UserError):
+    """``torch.compile``, or the code it made, failed: the message names the option and the way out;
+    ``reason`` says only what failed (for a caller that finds its own way out, such as ``--compile auto``)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 @contextlib.contextmanager
 def compile_errors(mode: str, option: str = "--compile", channels_last: bool = False) -> Iterator[None]:
-    """Turn a failure of the compiler behind ``torch.compile``, or of the code it made, into one line naming the
-    option.
+    """Turn a failure of the compiler behind ``torch.compile``, or of the code it made, into a
+    :class:`CompileFault`: one line naming the option.
 
     The code TorchInductor makes checks that each operator it calls out to returns tensors of the sizes and
     strides that torch's shape functions ("fake" kernels) predicted.  Some of those predictions are wrong about
@@ -99,16 +108,17 @@ def compile_errors(mode: str, option: str = "--compile", channels_last: bool = F
     except torch._dynamo.exc.BackendCompilerFailed as error:
         lines = [line for line in str(error).splitlines() if line.strip()]
         reason = lines[1] if len(lines) > 1 else lines[0] if lines else type(error).__name__
-        raise UserError(f"{option} {mode}: torch.compile failed ({reason.strip()[:200]}); "
-                        f"run without {option}") from None
+        reason = f"torch.compile failed ({reason.strip()[:200]})"
+        raise CompileFault(f"{option} {mode}: {reason}; run without {option}", reason) from None
     except AssertionError as error:
         operator = re.search(r"Error in op: (\S+)", str(error))
         if operator is None:
             raise
-        raise UserError(f"{option} {mode}: the compiled code's call to {operator[1]} returned tensors laid out "
-                        f"otherwise than torch {torch.__version__} predicts ({str(error).split(';')[0][:100]}), "
-                        f"a fault of torch's compiler with these networks; run with {option} off"
-                        + (" or without --channels-last" if channels_last else "")) from None
+        reason = (f"the compiled code's call to {operator[1]} returned tensors laid out otherwise than torch "
+                  f"{torch.__version__} predicts ({str(error).split(';')[0][:100]}), a fault of torch's compiler "
+                  f"with these networks")
+        raise CompileFault(f"{option} {mode}: {reason}; run with {option} off"
+                           + (" or without --channels-last" if channels_last else ""), reason) from None
 
 
 def compile_module(module: nn.Module, mode: str, device: torch.device) -> nn.Module:

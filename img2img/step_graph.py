@@ -133,7 +133,7 @@ class _Graph:
     learning_rates: list[tuple[dict[str, Any], Tensor]]  # each optimiser group and the rate tensor its replay reads
 
 
-def _signature(leaf: Any) -> Hashable:
+def signature(leaf: Any) -> Hashable:
     """What of an input's leaf a graph is captured for: a tensor's shape, layout, type and device; another value
     itself (or, unhashable, its identity: a new one each step, which then runs eagerly)."""
     if isinstance(leaf, Tensor):
@@ -161,12 +161,17 @@ class StepGraphs:
         for optimizer in self.optimizers:
             self.backend.prepare(optimizer)
 
+    def reset(self) -> None:
+        """Forget every graph and warm-up: the steps' work has changed (compiled networks replaced by eager ones)."""
+        self.graphs.clear()
+        self.seen.clear()
+
     def run(self, inputs: Any, key: Hashable, body: Callable[[Any], Any]) -> Any:
         """One step: ``body(inputs)``, or the replay of the graph captured for ``key`` and the inputs' shapes
         (``body`` must depend on nothing else that changes between steps).  The outputs are the step's own
         (copies of the graph's buffers)."""
         leaves, spec = tree_flatten(inputs)
-        full_key = (key, spec, tuple(_signature(leaf) for leaf in leaves))
+        full_key = (key, spec, tuple(signature(leaf) for leaf in leaves))
         graph = self.graphs.get(full_key)
         if graph is None:
             self.seen[full_key] += 1

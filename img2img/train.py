@@ -19,7 +19,7 @@ import re
 import time
 import warnings
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.utils._pytree import tree_leaves, tree_map
 from torchvision.utils import make_grid, save_image
 from tqdm import tqdm
 
@@ -44,7 +45,7 @@ from img2img.loading import (build_model, load_model, open_checkpoint, resolve_d
                              run_config_from_dict)
 from img2img.models import GANModel, Phase, get_model_class
 from img2img.run import RunDir, held
-from img2img.step_graph import StepGraphs, check_capture, portable
+from img2img.step_graph import StepGraphs, check_capture, portable, signature
 
 log = logging.getLogger(__name__)
 
@@ -116,13 +117,11 @@ class Trainer:
             log.info("compiling the networks (torch.compile %s%s): the first steps take a minute or so; "
                      "--compile off skips it", self.compile_mode,
                      ", replayed as CUDA graphs" if speed.uses_cuda_graphs(self.compile_mode, self.device) else "")
-        # what each phase calls: the networks it updates through DDP (gradients are averaged over ranks), the
-        # frozen ones bare (so DDP never waits for gradients they will not get); compiled when asked
-        self.phase_nets = {phase.name: {name: speed.compile_module(self.wrapped.get(name, net)
-                                                                   if name in phase.networks else net,
-                                                                   self.compile_mode, self.device)
-                                        for name, net in self.model.nets.items()}
-                           for phase in self.model.phases}
+        self.phase_nets = self._phase_nets()
+        # --compile auto: each new kind of step (its phases, its batch's shapes) first runs compiled from a copy of
+        # what it changes, so that a fault of torch's compiler there falls back to eager networks (_compiled_step)
+        self.compile_fallback = self.config.compile == "auto" and self.compile_mode != "off"
+        self.compiled_keys: set[Hashable] = set()
         self.optimizers = {phase.name: self._optimizer(phase) for phase in self.model.phases}
         factor = linear_decay(self.config.steps, self.config.decay_steps)
         self.schedulers = {name: torch.optim.lr_scheduler.LambdaLR(opt, factor)
@@ -147,6 +146,14 @@ class Trainer:
         self.graphs = StepGraphs(self.device, list(self.optimizers.values())) if self.config.cuda_graph else None
         self.data = data if data is not None else self.model.build_data(run.options, self.config, self.device,
                                                                         self.job.rank, self.job.world_size)
+
+    def _phase_nets(self) -> dict[str, dict[str, nn.Module]]:
+        """What each phase calls: the networks it updates through DDP (gradients are averaged over ranks), the
+        frozen ones bare (so DDP never waits for gradients they will not get); compiled when asked."""
+        return {phase.name: {name: speed.compile_module(self.wrapped.get(name, net) if name in phase.networks
+                                                        else net, self.compile_mode, self.device)
+                             for name, net in self.model.nets.items()}
+                for phase in self.model.phases}
 
     def _wrap_for_distributed(self) -> dict[str, nn.Module]:
         """DistributedDataParallel views of the networks (the bare networks stay in ``model.nets``)."""
@@ -188,12 +195,7 @@ class Trainer:
         speed.mark_step(self.compile_mode, self.device)
         batch = speed.to_layout(self.model.prepare_batch(batch), self.config.channels_last)
         phases = self.model.phases_at(self.step)
-        with speed.compile_errors(self.compile_mode, channels_last=self.config.channels_last):
-            if self.graphs is None:
-                logs = self._step_phases(batch, phases)
-            else:
-                logs = self.graphs.run(batch, self.model.graph_key(self.step),
-                                       lambda static: self._step_phases(static, phases))
+        logs = self._compiled_step(batch, phases) if self.compile_fallback else self._device_step(batch, phases)
         with warnings.catch_warnings():
             # a model that alternates its updates (DiscoGAN) steps some optimisers only every few steps; the
             # schedule follows the global step all the same, which is what this order-of-calls warning doubts
@@ -201,6 +203,40 @@ class Trainer:
             for scheduler in self.schedulers.values():
                 scheduler.step()
         self.step += 1
+        return logs
+
+    def _device_step(self, batch: Any, phases: tuple[Phase, ...]) -> dict[str, Tensor]:
+        """The step's device work, as it is (:meth:`_step_phases`) or replayed (--cuda-graph)."""
+        with speed.compile_errors(self.compile_mode, channels_last=self.config.channels_last):
+            if self.graphs is None:
+                return self._step_phases(batch, phases)
+            return self.graphs.run(batch, self.model.graph_key(self.step),
+                                   lambda static: self._step_phases(static, phases))
+
+    def _compiled_step(self, batch: Any, phases: tuple[Phase, ...]) -> dict[str, Tensor]:
+        """A step with the networks --compile auto compiled.  A step of a kind not yet taken (where torch compiles)
+        starts from a copy of what it changes: should torch's compiler fail there (a fault of torch with some
+        networks, BENCHMARKS.md), the step is taken again from that copy with eager networks, which the run keeps,
+        and a line says so.  The user did not ask for compiling, so it costs them nothing: the run goes on exactly
+        as an eager one from that step.  (An explicit --compile mode stops at the fault, in one line.)"""
+        key = (self.model.graph_key(self.step),
+               tuple(signature(leaf) for leaf in tree_leaves(batch) if isinstance(leaf, Tensor)))
+        if key in self.compiled_keys:
+            return self._device_step(batch, phases)
+        kept = self._changes()
+        try:
+            logs = self._device_step(batch, phases)
+        except speed.CompileFault as fault:
+            self._load_changes(kept)
+            checkpoint.restore_rng(kept["rng"])
+            log.warning("--compile auto: %s; training goes on without compiling (as with --compile off)", fault.reason)
+            self.compile_mode, self.compile_fallback = "off", False
+            torch.compiler.reset()  # no compiled code or CUDA-graph recording of the failed step stays
+            self.phase_nets = self._phase_nets()
+            if self.graphs is not None:
+                self.graphs.reset()
+            return self._device_step(batch, phases)
+        self.compiled_keys.add(key)
         return logs
 
     def _step_phases(self, batch: Any, phases: tuple[Phase, ...]) -> dict[str, Tensor]:
@@ -258,16 +294,30 @@ class Trainer:
             "best": self.best,
         }
 
-    def _load_state(self, payload: dict[str, Any]) -> None:
+    def _changes(self) -> dict[str, Any]:
+        """A copy, on the host, of all that a step changes: the weights and their averages, the optimisers' and
+        the model's state, the random streams (:meth:`_load_changes` puts it back)."""
+        changes = {"networks": {name: net.state_dict() for name, net in self.model.nets.items()},
+                   "ema": {name: net.state_dict() for name, net in self.ema.items()},
+                   "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+                   "model_state": self.model.extra_state(), "rng": checkpoint.capture_rng()}
+        return tree_map(lambda value: value.detach().to("cpu", copy=True) if isinstance(value, Tensor) else value,
+                        changes)
+
+    def _load_changes(self, payload: dict[str, Any]) -> None:
+        """The weights, averages, optimiser and model state of a checkpoint or of :meth:`_changes`."""
         for name, net in self.model.nets.items():
             net.load_state_dict(payload["networks"][name])
         for name, net in self.ema.items():
             net.load_state_dict(payload["ema"][name])
         for name, opt in self.optimizers.items():
             opt.load_state_dict(payload["optimizers"][name])
+        self.model.load_extra_state(payload.get("model_state", {}))
+
+    def _load_state(self, payload: dict[str, Any]) -> None:
+        self._load_changes(payload)
         for name, sch in self.schedulers.items():
             sch.load_state_dict(payload["schedulers"][name])
-        self.model.load_extra_state(payload.get("model_state", {}))
         self.step = int(payload["step"])
         self.best = payload.get("best")
         ranks = payload.get("rng_ranks")

@@ -325,6 +325,47 @@ def test_compile_auto_means_cuda_graphs_for_training_on_cuda(tmp_path):
         assert penalised.compile_mode == "off"  # the gradient penalty's double backward cannot be compiled
 
 
+@pytest.mark.parametrize("name", sorted(FLOAT32_LAYOUT_FAULT))
+def test_compile_auto_trains_on_through_a_fault_of_torchs_compiler(name, tmp_path, caplog):
+    """DCGAN's networks in float32 meet a fault of torch 2.11's compiler (convolution_backward's strides) at their
+    first compiled step.  Under --compile auto, the CUDA default, the run goes on uncompiled, saying so in one
+    line, and its weights move as an eager run's do (float32 without TF32, deterministic cuDNN, the same draws:
+    a step lost or taken twice would be a sixth of the updates); should a torch fix the fault, it trains
+    compiled, with no warning."""
+    settings = dict(steps=6, amp=False, cudnn_benchmark=False, options={"dropout": False})
+    before = torch.backends.cudnn.deterministic
+    torch.backends.cudnn.deterministic = True
+    try:
+        with exact_float32():
+            auto, batch = tiny_trainer(name, tmp_path / "auto", device="cuda", **settings)
+            eager, _ = tiny_trainer(name, tmp_path / "eager", device="cuda", compile="off", **settings)
+            assert auto.compile_mode == "reduce-overhead"
+            for net_name, net in auto.model.nets.items():
+                eager.model.nets[net_name].load_state_dict(net.state_dict())
+            initial = {net_name: torch.cat([p.detach().flatten() for p in net.parameters()])
+                       for net_name, net in eager.model.nets.items()}
+            with caplog.at_level(logging.WARNING, logger="img2img"):
+                for step in range(6):  # WGAN's G steps once in 5
+                    for trainer in (auto, eager):
+                        torch.manual_seed(step)
+                        logs = trainer.train_step(trainer.model.move_batch(batch, trainer.device))
+                        assert all(torch.isfinite(value).all() for value in logs.values()), logs
+            torch.cuda.synchronize()
+    finally:
+        torch.backends.cudnn.deterministic = before
+        torch.compiler.reset()
+    warnings = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+    if auto.compile_mode == "off":
+        assert len(warnings) == 1 and warnings[0].startswith("--compile auto: ") and "\n" not in warnings[0]
+        assert "convolution_backward" in warnings[0], warnings[0]
+        for net_name, net in eager.model.nets.items():
+            want = torch.cat([p.detach().flatten() for p in net.parameters()]) - initial[net_name]
+            have = torch.cat([p.detach().flatten() for p in auto.model.nets[net_name].parameters()]) - initial[net_name]
+            assert want.norm() > 0 and relative_error(have, want) <= 1e-3, (net_name, relative_error(have, want))
+    else:
+        assert auto.compile_mode == "reduce-overhead" and not warnings, warnings
+
+
 @pytest.mark.parametrize("name", ["cyclegan", "pix2pix"])
 def test_no_host_synchronisation_in_a_training_step(name):
     result = bench_training(name, size=tiny_size(MODELS[name]), batch_size=2, steps=2, warmup=1, device="cuda")

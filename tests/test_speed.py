@@ -5,16 +5,18 @@ Nothing here is timed: speed is measured by `img2img bench` (see BENCHMARKS.md).
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
 import torch
 
 from img2img import speed
+from img2img.bench import SpeedSettings, bench_training
 from img2img.checkpoint import read
 from img2img.data.images import quantize, read_image_bits, to_tensor
 from img2img.errors import UserError
-from img2img.train import load_model, train
+from img2img.train import Trainer, load_model, train
 from img2img.translate import GeneratorInfo, Translator, _to_array, from_levels, to_levels
 
 from test_cli import assert_one_line_error, invoke
@@ -122,6 +124,58 @@ def test_compiling_without_a_compiler_or_with_a_failing_one_is_a_one_line_error(
     translator = Translator(torch.nn.Conv2d(3, 3, 1), GeneratorInfo(3, 3, 1), compile="default")
     with pytest.raises(UserError, match="torch.compile failed .*the compiler broke"):
         translator.translate_tensor(torch.zeros(1, 3, 8, 8))
+    torch.compiler.reset()
+
+
+def test_a_compile_fault_under_compile_auto_retakes_the_step_eagerly_and_costs_nothing(tmp_path, mnist_run,
+                                                                                       monkeypatch, caplog):
+    """--compile auto compiles on its own (CUDA, training), so a fault of torch's compiler must not stop the run:
+    here the compiler fails at the third network it compiles, in the MNIST GAN's D phase, after G's phase has
+    already stepped.  The step is taken again from what it started with, eagerly, and the run goes on eager: it
+    ends bit for bit where an eager run ends, saying so in one line.  An explicit mode stops at the same fault."""
+    eager = Trainer(mnist_run(steps=3, batch_size=4, compile="off"), tmp_path / "eager")
+    eager_logs = steps_of(eager, 3)
+    compiled = []
+
+    def failing_third(graph, inputs):
+        compiled.append(graph)
+        if len(compiled) == 3:
+            raise RuntimeError("the compiler broke")
+        return graph.forward
+
+    monkeypatch.setattr(speed, "BACKEND", failing_third)
+    monkeypatch.setattr(speed, "resolve_compile", lambda mode, device, **settings: "default" if mode == "auto"
+                        else mode)  # what auto stands for on CUDA
+    torch.compiler.reset()
+    auto = Trainer(mnist_run(steps=3, batch_size=4), tmp_path / "auto")
+    assert auto.config.compile == "auto" and auto.compile_mode == "default"
+    with caplog.at_level(logging.WARNING, logger="img2img"):
+        auto_logs = steps_of(auto, 3)
+    assert len(compiled) == 3 and auto.compile_mode == "off"  # nothing compiled after the fault
+    warnings = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "\n" not in warnings[0], warnings
+    assert warnings[0].startswith("--compile auto: torch.compile failed (") and "the compiler broke" in warnings[0]
+    assert warnings[0].endswith("training goes on without compiling (as with --compile off)")
+    assert auto_logs == eager_logs
+    for name, net in eager.model.nets.items():
+        for (key, want), have in zip(net.state_dict().items(), auto.model.nets[name].state_dict().values()):
+            assert torch.equal(want, have), (name, key)
+    for name, optimizer in eager.optimizers.items():
+        want, have = optimizer.state_dict()["state"], auto.optimizers[name].state_dict()["state"]
+        assert all(torch.equal(want[i][k], have[i][k]) for i in want for k in want[i]), name
+
+    compiled.clear()  # bench says what it timed
+    torch.compiler.reset()
+    with caplog.at_level(logging.WARNING, logger="img2img"):
+        timed = bench_training("mnist-gan", size=28, batch_size=4, steps=1, warmup=1, device="cpu",
+                               speed=SpeedSettings(compile="auto"))
+    assert timed["settings"]["compile"] == "off" and len(compiled) == 3
+
+    compiled.clear()  # asked for by name, the same fault stops the run in one line
+    torch.compiler.reset()
+    result, _ = invoke("train", "mnist-gan", "--compile", "default", "--steps", 2, "--batch-size", 4,
+                       "--device", "cpu", "--out", tmp_path / "explicit")
+    assert_one_line_error(result, "--compile default", "torch.compile failed", "the compiler broke")
     torch.compiler.reset()
 
 

@@ -67,6 +67,45 @@ def test_replayed_steps_train_as_eager_steps_do(name, steps, options, graphs, tm
     assert any(not torch.equal(first[key], last[key]) for key in last)
 
 
+def test_a_compile_fault_under_compile_auto_captures_the_steps_again_from_eager_networks(tmp_path, monkeypatch):
+    """With --cuda-graph, --compile auto's kernels run inside the captured step.  Should torch's compiler fail in
+    a step's first (eager) run, after the step's first phase has stepped, the step is retaken from what it
+    started with, eagerly, and the steps are warmed up and captured afresh from eager networks: the run trains
+    bit for bit as a replaying run without compiling does."""
+    settings = dict(steps=8, decay_steps=8, options={"dropout": False})
+    reference, batch = tiny_trainer("pix2pix", tmp_path / "reference", compile="off", **settings)
+    replaying(reference)
+    compiled = []
+
+    def failing_last(graph, inputs):
+        compiled.append(graph)
+        if len(compiled) == 3:  # pix2pix compiles G and D in its G phase, then D again in its D phase
+            raise RuntimeError("the compiler broke")
+        return graph.forward
+
+    monkeypatch.setattr(speed, "BACKEND", failing_last)
+    monkeypatch.setattr(speed, "resolve_compile", lambda mode, device, **settings: "default" if mode == "auto"
+                        else mode)  # what auto stands for on CUDA
+    torch.compiler.reset()
+    trainer, _ = tiny_trainer("pix2pix", tmp_path / "auto", **settings)
+    backend = replaying(trainer)
+    assert trainer.compile_mode == "default"
+    generator = torch.Generator().manual_seed(3)
+    for step in range(8):
+        fresh = {key: torch.rand(value.shape, generator=generator) * 2 - 1 for key, value in batch.items()}
+        logs = []
+        for each in (reference, trainer):
+            torch.manual_seed(step)
+            logs.append(each.train_step(each.model.move_batch(fresh, each.device)))
+        assert logs[0].keys() == logs[1].keys() and all(torch.equal(logs[0][k], logs[1][k]) for k in logs[0])
+    torch.compiler.reset()
+    assert len(compiled) == 3 and trainer.compile_mode == "off"
+    assert backend.captured == 1 and len(trainer.graphs.graphs) == 1
+    for net in reference.model.nets:
+        for a, b in zip(reference.model.nets[net].parameters(), trainer.model.nets[net].parameters()):
+            assert torch.equal(a, b), net
+
+
 def test_a_batch_of_another_shape_runs_without_the_graph(tmp_path):
     trainer, batch = tiny_trainer("pix2pix", tmp_path, steps=20)
     backend = replaying(trainer)
