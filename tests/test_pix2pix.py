@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import cv2
 import numpy as np
 import pytest
@@ -18,6 +20,8 @@ from img2img.models.pix2pix import Pix2Pix, Pix2PixConfig
 from img2img.nn.patchgan import PatchDiscriminator, PixelDiscriminator, receptive_field
 from img2img.nn.unet import UnetGenerator
 from img2img.train import Trainer
+
+from test_cli import assert_one_line_error, invoke
 
 
 def write_gray(path, array):
@@ -167,6 +171,52 @@ def test_aligned_files_split_into_halves_and_odd_widths_are_named(tmp_path):
     write_gray(tmp_path / "al" / "1.png", np.zeros((32, 63)))
     with pytest.raises(UserError, match=r"al/1\.png: an aligned file .* width must be even"):
         check_pairs(aligned_files(tmp_path / "al"))
+
+
+def test_a_folder_of_only_square_files_given_as_aligned_is_doubted_in_one_line(tmp_path, caplog):
+    """Split in two, a square file makes halves twice as tall as wide: possible (portraits side by side), so not
+    refused, but a folder of nothing else is most likely single images, which training or `eval --aligned` would
+    take as pairs.  One warning line says so; a folder with the usual A|B files (or any of them) gets none."""
+    for index in range(3):
+        write_gray(tmp_path / "single" / f"{index}.png", np.zeros((16, 16)))
+        write_gray(tmp_path / "usual" / f"{index}.png", np.zeros((16, 32)))
+    with caplog.at_level(logging.WARNING, logger="img2img"):
+        check_pairs(aligned_files(tmp_path / "usual"))
+        assert not caplog.records
+        check_pairs(aligned_files(tmp_path / "single"))
+    warnings = [record.getMessage() for record in caplog.records]
+    assert len(warnings) == 1 and "\n" not in warnings[0], warnings
+    assert warnings[0].startswith("--aligned: every file is square (") and "16×16" in warnings[0]
+    assert warnings[0].endswith("give --a DIR --b DIR")
+
+
+def test_eval_checks_held_out_aligned_files_as_training_does(inverse_pairs, tmp_path, monkeypatch):
+    """`eval --aligned` splits each file in two as training does, so it checks them as training does: a file of odd
+    width is a one-line error naming it, a folder of only square files is doubted in a warning."""
+    for index, image in enumerate(smooth_images(4)):
+        write_gray(tmp_path / "aligned" / f"{index}.png", np.concatenate([image, 255 - image], 1))
+        write_gray(tmp_path / "square" / f"{index}.png", image)
+    train = ["train", "pix2pix", "--aligned", tmp_path / "aligned", "--size", 32, "--steps", 1, "--batch-size", 2,
+             "--ngf", 4, "--ndf", 4, "--workers", 0, "--out", tmp_path / "run"]
+    result, output = invoke(*train)
+    assert result.exit_code == 0, output
+    evaluate = ["eval", tmp_path / "run", "--features", "random", "--device", "cpu", "--aligned"]
+    warnings = []  # what the CLI logs, however the img2img logger is set up (the CLI stops its propagation)
+    collect = logging.Handler(logging.WARNING)
+    collect.emit = lambda record: warnings.append(record.getMessage())
+    logger = logging.getLogger("img2img")
+    logger.addHandler(collect)
+    try:
+        result, output = invoke(*evaluate, tmp_path / "aligned")
+        assert result.exit_code == 0 and not warnings, output
+        result, output = invoke(*evaluate, tmp_path / "square")
+    finally:
+        logger.removeHandler(collect)
+    assert result.exit_code == 0, output
+    assert len(warnings) == 1 and warnings[0].startswith("--aligned: every file is square"), warnings
+    write_gray(tmp_path / "aligned" / "odd.png", np.zeros((32, 63)))
+    result, _ = invoke(*evaluate, tmp_path / "aligned")
+    assert_one_line_error(result, "odd.png", "width must be even")
 
 
 def test_augmentation_crops_and_flips_a_and_b_identically(tmp_path):

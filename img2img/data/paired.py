@@ -14,6 +14,7 @@ Augmentation (albumentations): resize to ``load_size``, random crop to
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,8 @@ from torch.utils.data import Dataset
 from img2img.data.guard import verify_images
 from img2img.data.images import convert_channels, list_images, read_image, to_tensor
 from img2img.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -87,12 +90,25 @@ class PairSummary:
     bits_b: int
 
 
+_DOUBTED: set[Path] = set()  # folders of square aligned files already warned about
+
+
 def check_pairs(pairs: Sequence[PairFiles]) -> PairSummary:
     """Decode every file once (:func:`~img2img.data.guard.verify_images`): broken files and aligned files of odd
-    width are errors naming the file, before training starts."""
+    width are errors naming the file, before training or evaluation starts; a folder of only square aligned files
+    is doubted in a warning."""
     a_channels, b_channels, bits_a, bits_b = [], [], 8, 8
     files = [path for pair in pairs for path in (pair.a, pair.b) if path is not None]
     infos = dict(zip(files, verify_images(files, "--aligned" if pairs and pairs[0].b is None else "--a/--b")))
+    aligned = [pair.a for pair in pairs if pair.b is None]
+    if aligned and all(infos[path].width == infos[path].height for path in aligned) and aligned[0] not in _DOUBTED:
+        # halves twice as tall as wide are possible (portraits side by side), but a folder of only square files is
+        # far likelier a folder of single images, whose halves would be trained on or scored as pairs
+        _DOUBTED.add(aligned[0])  # said once (a run's evaluations check their data each time)
+        info = infos[aligned[0]]
+        log.warning("--aligned: every file is square (%s is %d×%d), so each splits into halves twice as tall as "
+                    "wide; an aligned file holds A and B side by side, each half usually square: for two folders of "
+                    "single images paired by name, give --a DIR --b DIR", aligned[0], info.width, info.height)
     for pair in pairs:
         info_a = infos[pair.a]
         bits_a = max(bits_a, info_a.bits)

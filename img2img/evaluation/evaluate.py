@@ -44,6 +44,7 @@ from torch import Tensor
 
 from img2img.data.demo import COLOUR_TASK, SKELETON_TASK, colour_map, demo_task, ink_from_colour, label_of
 from img2img.data.mnist import load_embedded
+from img2img.data.paired import check_pairs
 from img2img.errors import UserError
 from img2img.loading import load_model, resolve_device
 from img2img.evaluation.digits import load_classifier
@@ -273,6 +274,7 @@ def _evaluate_pix2pix(model: Any, options: Any, report: Report, data: EvalData, 
     if (held_out.aligned is None) == (held_out.a is None or held_out.b is None):
         raise UserError("held-out pix2pix data: give --a DIR --b DIR (paired by name) or --aligned DIR")
     dataset = type(model).dataset(held_out, train=False)
+    check_pairs(dataset.pairs)  # what training checks of its data: broken files, aligned files of odd width
     inputs, targets = _stack(dataset, ("a", "b"))
     outputs = _translate(model, inputs, "a2b", device)
     report.metrics.update(paired_metrics(unit(outputs), unit(targets)))
