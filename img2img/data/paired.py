@@ -90,7 +90,7 @@ class PairSummary:
     bits_b: int
 
 
-_DOUBTED: set[Path] = set()  # folders of square aligned files already warned about
+_DOUBTED: set[Path] = set()  # the first file of each folder of square aligned files already warned about
 
 
 def check_pairs(pairs: Sequence[PairFiles]) -> PairSummary:
