@@ -21,9 +21,10 @@
 # printed last) has the statuses and the figures.  Each command has its own time limit and the whole a budget
 # (GPU_BUDGET_S, default 540 s; the tests and the commands GPU_TESTS_S and GPU_COMMANDS_S of it at most): what
 # would not fit is skipped and says so, and one failure costs only itself.  GPU_PARTS (default "tests commands
-# speed") runs some parts only, in the order given, GPU_TESTS_K some tests only (pytest -k), and GPU_SKIP (a bash
-# regular expression of command names, e.g. "ladder-.*|sweep-.*") leaves out commands, for a session whose GPU
-# time comes in pieces.
+# speed") runs some parts only, in the order given ("tests+speed": the tests beside the speed part's compiling,
+# which is bound by the host's cores as they are, then the timed runs alone), GPU_TESTS_K some tests only (pytest
+# -k), and GPU_SKIP (a bash regular expression of command names, e.g. "ladder-.*|sweep-.*") leaves out commands,
+# for a session whose GPU time comes in pieces.
 set -uo pipefail
 OUT=$(realpath -m "${1:?usage: bash .ci/gpu.sh OUT}")
 BUDGET=${GPU_BUDGET_S:-540}
@@ -187,8 +188,11 @@ SPEED=(
     "sweep-cyclegan-2 120 cyclegan --size 256 --batch-size 2 --steps 20"
     "sweep-cyclegan-8 120 cyclegan --size 256 --batch-size 8 --steps 20"
 )
-part_speed() {
+part_speed() {  # part_speed [tests]: with "tests", the tests run beside the compiling (neither is timed)
     local entry name limit args
+    if [[ ${1:-} == tests ]]; then
+        part_tests &  # in a subshell of its own, with its own time limit; waited for with the compiling below
+    fi
     # the compiling, side by side: every compiled timed benchmark (training targets with the defaults or
     # --cuda-graph; the ladders compile the same networks as the single runs with channels_last) for a few steps,
     # which leaves their compiled code in TorchInductor's caches for the timed runs below
@@ -223,7 +227,8 @@ for PART in $PARTS; do
         tests) part_tests ;;
         commands) part_commands ;;
         speed) part_speed ;;
-        *) echo "GPU_PARTS: unknown part $PART (tests, commands, speed)" >&2 ;;
+        tests+speed) part_speed tests ;;
+        *) echo "GPU_PARTS: unknown part $PART (tests, commands, speed, tests+speed)" >&2 ;;
     esac
     END=$BUDGET
 done
