@@ -127,6 +127,24 @@ def test_compiling_without_a_compiler_or_with_a_failing_one_is_a_one_line_error(
     torch.compiler.reset()
 
 
+def compiler_failing_at(count, monkeypatch):
+    """--compile auto compiling on the CPU as on CUDA (``default``), with a compiler that fails at the ``count``-th
+    network it compiles (and passes the others through as they are); the list of what it was given."""
+    compiled = []
+
+    def failing(graph, inputs):
+        compiled.append(graph)
+        if len(compiled) == count:
+            raise RuntimeError("the compiler broke")
+        return graph.forward
+
+    monkeypatch.setattr(speed, "BACKEND", failing)
+    monkeypatch.setattr(speed, "resolve_compile", lambda mode, device, **settings: "default" if mode == "auto"
+                        else mode)  # what auto stands for on CUDA
+    torch.compiler.reset()
+    return compiled
+
+
 def test_a_compile_fault_under_compile_auto_retakes_the_step_eagerly_and_costs_nothing(tmp_path, mnist_run,
                                                                                        monkeypatch, caplog):
     """--compile auto compiles on its own (CUDA, training), so a fault of torch's compiler must not stop the run:
@@ -135,18 +153,7 @@ def test_a_compile_fault_under_compile_auto_retakes_the_step_eagerly_and_costs_n
     ends bit for bit where an eager run ends, saying so in one line.  An explicit mode stops at the same fault."""
     eager = Trainer(mnist_run(steps=3, batch_size=4, compile="off"), tmp_path / "eager")
     eager_logs = steps_of(eager, 3)
-    compiled = []
-
-    def failing_third(graph, inputs):
-        compiled.append(graph)
-        if len(compiled) == 3:
-            raise RuntimeError("the compiler broke")
-        return graph.forward
-
-    monkeypatch.setattr(speed, "BACKEND", failing_third)
-    monkeypatch.setattr(speed, "resolve_compile", lambda mode, device, **settings: "default" if mode == "auto"
-                        else mode)  # what auto stands for on CUDA
-    torch.compiler.reset()
+    compiled = compiler_failing_at(3, monkeypatch)
     auto = Trainer(mnist_run(steps=3, batch_size=4), tmp_path / "auto")
     assert auto.config.compile == "auto" and auto.compile_mode == "default"
     with caplog.at_level(logging.WARNING, logger="img2img"):

@@ -22,6 +22,7 @@ from img2img.step_graph import WARMUP_STEPS, ReplayBackend, StepGraphs, make_cap
 
 from test_cli import assert_one_line_error, invoke
 from test_models import tiny_trainer
+from test_speed import compiler_failing_at
 
 
 def replaying(trainer) -> ReplayBackend:
@@ -75,18 +76,7 @@ def test_a_compile_fault_under_compile_auto_captures_the_steps_again_from_eager_
     settings = dict(steps=8, decay_steps=8, options={"dropout": False})
     reference, batch = tiny_trainer("pix2pix", tmp_path / "reference", compile="off", **settings)
     replaying(reference)
-    compiled = []
-
-    def failing_last(graph, inputs):
-        compiled.append(graph)
-        if len(compiled) == 3:  # pix2pix compiles G and D in its G phase, then D again in its D phase
-            raise RuntimeError("the compiler broke")
-        return graph.forward
-
-    monkeypatch.setattr(speed, "BACKEND", failing_last)
-    monkeypatch.setattr(speed, "resolve_compile", lambda mode, device, **settings: "default" if mode == "auto"
-                        else mode)  # what auto stands for on CUDA
-    torch.compiler.reset()
+    compiled = compiler_failing_at(3, monkeypatch)  # pix2pix compiles G and D in its G phase, then D in its D phase
     trainer, _ = tiny_trainer("pix2pix", tmp_path / "auto", **settings)
     backend = replaying(trainer)
     assert trainer.compile_mode == "default"
