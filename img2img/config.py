@@ -95,8 +95,8 @@ class TrainConfig:
     compile: str = option("auto", "torch.compile the networks; reduce-overhead and max-autotune also replay each step "
                                   "as CUDA graphs; auto: reduce-overhead when training on one CUDA GPU (the first "
                                   "steps compile, about a minute), off on the CPU and for a gradient penalty "
-                                  "(StarGAN, --loss wgan-gp), which cannot be compiled; if torch's compiler fails under "
-                                  "auto, the run goes on uncompiled.", choices=COMPILE_MODES)
+                                  "(StarGAN, --loss wgan-gp), which cannot be compiled; if torch's compiler fails "
+                                  "under auto, the run goes on uncompiled.", choices=COMPILE_MODES)
     cudnn_benchmark: bool = option(True, "Let cuDNN time and pick its fastest convolution algorithms (CUDA).")
     cuda_graph: bool = option(False, "Capture each whole training step (every phase's forward and backward passes "
                                      "and optimiser update) as one CUDA graph and replay it (CUDA, one process); "
