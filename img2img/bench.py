@@ -247,8 +247,7 @@ def bench_training(model: str, size: int = 256, batch_size: int = 1, steps: int 
     run, batch = synthetic_run(model, size, batch_size, str(torch_device), speed)
     with tempfile.TemporaryDirectory(prefix="img2img-bench-") as folder:
         trainer = Trainer(run, Path(folder) / "run", torch_device, data=SyntheticBatches(batch))
-        speed = dataclasses.replace(speed, compile=trainer.compile_mode)  # what --compile auto stood for
-        if speed.compile == "off" and not speed.cuda_graph:
+        if trainer.compile_mode == "off" and not speed.cuda_graph:
             flops = _step_flops(trainer, batch)
         else:  # FLOPs are counted on an eager twin: the counter's hooks stay out of compiled code and graphs
             # compiling takes the first steps; a step graph's key runs eagerly first, then is captured
@@ -261,7 +260,8 @@ def bench_training(model: str, size: int = 256, batch_size: int = 1, steps: int 
         trainer.model.train()
         for _ in range(warmup):
             trainer.train_step(batch)
-        speed = dataclasses.replace(speed, compile=trainer.compile_mode)  # off if auto met a fault of the compiler
+        # what --compile auto stood for (off if torch's compiler failed with these networks in the warm-up)
+        speed = dataclasses.replace(speed, compile=trainer.compile_mode)
         _synchronize(torch_device)
         _reset_peak(torch_device)
         start = time.perf_counter()

@@ -279,30 +279,31 @@ class Trainer:
     def state(self) -> dict[str, Any]:
         if self.ema:
             self._refresh_ema_statistics(self.ema)
+        changing = self._changing()
+        changing["optimizers"] = {name: portable(state) for name, state in changing["optimizers"].items()}
         return {
             "format": checkpoint.FORMAT,
             "format_version": checkpoint.FORMAT_VERSION,
             "config": self.run.to_dict(),
             "step": self.step,
-            "networks": {name: net.state_dict() for name, net in self.model.nets.items()},
-            "ema": {name: net.state_dict() for name, net in self.ema.items()},
-            "optimizers": {name: portable(opt.state_dict()) for name, opt in self.optimizers.items()},
+            **changing,
             "schedulers": {name: sch.state_dict() for name, sch in self.schedulers.items()},
-            "rng": checkpoint.capture_rng(),
             "world_size": self.job.world_size,
-            "model_state": self.model.extra_state(),
             "best": self.best,
         }
 
+    def _changing(self) -> dict[str, Any]:
+        """All that a training step changes, as the live state (what :meth:`_load_changes` puts back): the weights
+        and their averages, the optimisers' and the model's state, the random streams."""
+        return {"networks": {name: net.state_dict() for name, net in self.model.nets.items()},
+                "ema": {name: net.state_dict() for name, net in self.ema.items()},
+                "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+                "model_state": self.model.extra_state(), "rng": checkpoint.capture_rng()}
+
     def _changes(self) -> dict[str, Any]:
-        """A copy, on the host, of all that a step changes: the weights and their averages, the optimisers' and
-        the model's state, the random streams (:meth:`_load_changes` puts it back)."""
-        changes = {"networks": {name: net.state_dict() for name, net in self.model.nets.items()},
-                   "ema": {name: net.state_dict() for name, net in self.ema.items()},
-                   "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
-                   "model_state": self.model.extra_state(), "rng": checkpoint.capture_rng()}
+        """A copy of :meth:`_changing` on the host, which the step cannot touch."""
         return tree_map(lambda value: value.detach().to("cpu", copy=True) if isinstance(value, Tensor) else value,
-                        changes)
+                        self._changing())
 
     def _load_changes(self, payload: dict[str, Any]) -> None:
         """The weights, averages, optimiser and model state of a checkpoint or of :meth:`_changes`."""
