@@ -9,7 +9,7 @@ import click
 from img2img import bench as bench_lib
 from img2img.config import MAX_SIDE
 
-from .options import Output, with_speed_options
+from .options import Output, cuda_graph_option, with_speed_options
 
 
 @click.command()
@@ -25,9 +25,9 @@ from .options import Output, with_speed_options
 @click.option("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N.")
 @click.option("--amp/--no-amp", default=True, help="bf16 autocast on CUDA.")
 @with_speed_options
-@click.option("--cuda-graph", is_flag=True,
-              help="Capture each whole training step (translate: each batch's forward pass) as one CUDA graph and "
-                   "replay it (train's and translate's --cuda-graph; for training --compile auto is then default).")
+@cuda_graph_option("Capture each whole training step (translate: each batch's forward pass) as one CUDA graph and "
+                   "replay it (train's and translate's --cuda-graph; for training --compile auto is then default).  "
+                   "Given alone: on; auto: on where it can run.")
 @click.option("--ladder", is_flag=True,
               help="Run once per means of going faster, each rung adding one to the last (float32 eager with "
                    "foreach Adam, fused Adam, bf16, cuDNN benchmark, channels_last, torch.compile, CUDA graphs, "
@@ -44,7 +44,7 @@ from .options import Output, with_speed_options
                    "host's time by Python function (cProfile).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the summary.")
 def bench(target: str, size: int, batch_size: int | None, steps: int | None, warmup: int | None, device: str,
-          amp: bool, channels_last: bool, compile_mode: str, cudnn_benchmark: bool, cuda_graph: bool, ladder: bool,
+          amp: bool, channels_last: bool, compile_mode: str, cudnn_benchmark: bool, cuda_graph: str, ladder: bool,
           workers: int | None, io_only: bool, profile: str | None, as_json: bool) -> None:
     """Time TARGET (a model's training step, or translate) on synthetic data: seconds per step, images/s,
     peak memory, achieved TFLOP/s and its fraction of the device's measured peak."""

@@ -89,6 +89,8 @@ def config_options(cls: type, defaults: dict[str, Any] | None = None, only: tupl
             decls = [flag]
             if meta.choices is not None:
                 extra["type"] = click.Choice(meta.choices)
+                if meta.bare is not None:  # the flag alone means this value; a value may follow it
+                    extra["is_flag"], extra["flag_value"] = False, meta.bare
                 if kind is int:
                     extra["callback"] = lambda ctx, p, value: None if value is None else int(value)
                     default = None if default is None else str(default)
@@ -119,6 +121,11 @@ def speed_options(defaults: TrainConfig) -> list[Callable]:
     """How fast a step runs (see img2img.speed); shared by ``train``, ``translate`` and ``bench``."""
     return config_options(TrainConfig, dataclasses.asdict(defaults), only=("channels_last", "compile", "cudnn_benchmark"),
                           rename={"compile": "compile_mode"})
+
+
+def cuda_graph_option(help: str) -> Callable:  # noqa: A002
+    """``--cuda-graph [auto|on|off]`` of ``translate`` and ``bench`` (``train``'s is TrainConfig's): alone, on."""
+    return config_options(TrainConfig, only=("cuda_graph",), help_overrides={"cuda_graph": help})[0]
 
 
 def with_speed_options(command: Callable) -> Callable:

@@ -12,7 +12,7 @@ from img2img import translate as translate_lib
 from img2img.config import MAX_SIDE
 from img2img.data.images import is_image_name, pixel_limit
 
-from .options import Output, with_speed_options
+from .options import Output, cuda_graph_option, with_speed_options
 
 ARCH_HELP = "Official weights only: the generator they hold (checked against the weights, which say it anyway)."
 
@@ -59,13 +59,13 @@ def official_options(command):
                    "[default: Pillow's limit, about 89 million]")
 @official_options
 @with_speed_options
-@click.option("--cuda-graph", is_flag=True,
-              help="Capture the forward pass of each batch shape as a CUDA graph and replay it (CUDA).")
+@cuda_graph_option("Capture the forward pass of each batch shape as a CUDA graph and replay it (CUDA).  Given "
+                   "alone: on; auto: on where it can run, and off again, with a warning, should a capture fail.")
 def translate(checkpoint: str, input_path: str, output: str, target: str | None, image_format: str, resize: int | None,
               tile: int | None, batch_size: int, workers: int | None, device: str, amp: bool, stochastic: bool,
               use_ema: bool, overwrite: bool, max_pixels: int | None, arch: str | None, norm: str | None,
               base_channels: int | None, channels_last: bool, compile_mode: str, cudnn_benchmark: bool,
-              cuda_graph: bool) -> None:
+              cuda_graph: str) -> None:
     """Translate the image INPUT, or every image under the folder INPUT, into the folder OUTPUT.
 
     CHECKPOINT is an img2img checkpoint, a run folder (its last checkpoint), or

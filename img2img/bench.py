@@ -62,7 +62,7 @@ class SpeedSettings:
     channels_last: bool = False
     compile: str = "off"
     fused_adam: bool = True  # training only
-    cuda_graph: bool = False  # the whole step (translation: the forward pass) as one CUDA graph (img2img.step_graph)
+    cuda_graph: str = "off"  # the whole step (translation: the forward pass) as one CUDA graph (img2img.step_graph)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -93,8 +93,8 @@ LADDER: tuple[Rung, ...] = (
     Rung("+ channels_last", SpeedSettings(channels_last=True)),
     Rung("+ torch.compile", SpeedSettings(channels_last=True, compile="default")),
     Rung("+ CUDA graphs", SpeedSettings(channels_last=True, compile="reduce-overhead"), cuda_only=True),
-    Rung("one CUDA graph per step (--cuda-graph)", SpeedSettings(channels_last=True, compile="default", cuda_graph=True),
-         cuda_only=True),
+    Rung("one CUDA graph per step (--cuda-graph)",
+         SpeedSettings(channels_last=True, compile="default", cuda_graph="on"), cuda_only=True),
 )
 
 
@@ -108,7 +108,7 @@ def ladder(run: Callable[[SpeedSettings], dict[str, Any]], device: torch.device,
     results = []
     for rung in LADDER:
         if ((rung.cuda_only and device.type != "cuda") or (rung.training_only and not training)
-                or (rung.speed.compile != "off" and not compiles) or (rung.speed.cuda_graph and not graphs)):
+                or (rung.speed.compile != "off" and not compiles) or (rung.speed.cuda_graph != "off" and not graphs)):
             continue
         torch.compiler.reset()  # a rung compiles afresh, in its own mode
         result = run(rung.speed)
@@ -150,6 +150,10 @@ def refusal(model: str, size: int, kind: str) -> str | None:
 
     options, _ = MODELS[model].synthetic(size, 1, torch.Generator().manual_seed(0))
     return getattr(MODELS[model], f"{kind}_refusal")(options)
+
+
+def _on(flag: bool) -> str:
+    return "on" if flag else "off"
 
 
 def _image_side(batch: Any) -> int:
@@ -247,12 +251,12 @@ def bench_training(model: str, size: int = 256, batch_size: int = 1, steps: int 
     run, batch = synthetic_run(model, size, batch_size, str(torch_device), speed)
     with tempfile.TemporaryDirectory(prefix="img2img-bench-") as folder:
         trainer = Trainer(run, Path(folder) / "run", torch_device, data=SyntheticBatches(batch))
-        if trainer.compile_mode == "off" and not speed.cuda_graph:
+        if trainer.compile_mode == "off" and not trainer.step_graphs:
             flops = _step_flops(trainer, batch)
         else:  # FLOPs are counted on an eager twin: the counter's hooks stay out of compiled code and graphs
             # compiling takes the first steps; a step graph's key runs eagerly first, then is captured
-            warmup = max(warmup, 3, step_graph.WARMUP_STEPS + 2 if speed.cuda_graph else 0)
-            eager = Trainer(run.replace_train(compile="off", cuda_graph=False), Path(folder) / "eager", torch_device,
+            warmup = max(warmup, 3, step_graph.WARMUP_STEPS + 2 if trainer.step_graphs else 0)
+            eager = Trainer(run.replace_train(compile="off", cuda_graph="off"), Path(folder) / "eager", torch_device,
                             data=SyntheticBatches(batch))
             flops = _step_flops(eager, batch)
             del eager
@@ -260,8 +264,9 @@ def bench_training(model: str, size: int = 256, batch_size: int = 1, steps: int 
         trainer.model.train()
         for _ in range(warmup):
             trainer.train_step(batch)
-        # what --compile auto stood for (off if torch's compiler failed with these networks in the warm-up)
-        speed = dataclasses.replace(speed, compile=trainer.compile_mode)
+        # what --compile auto and --cuda-graph auto stood for (off if torch's compiler, or a capture, failed with
+        # these networks in the warm-up)
+        speed = dataclasses.replace(speed, compile=trainer.compile_mode, cuda_graph=_on(trainer.step_graphs))
         _synchronize(torch_device)
         _reset_peak(torch_device)
         start = time.perf_counter()
@@ -402,7 +407,8 @@ def bench_translate(size: int = 256, batch_size: int = 8, images: int = 64, devi
     translator = Translator(net, info, torch_device, amp=speed.amp, batch_size=batch_size,
                             channels_last=speed.channels_last, compile=speed.compile,
                             cudnn_benchmark=speed.cudnn_benchmark, cuda_graph=speed.cuda_graph)
-    speed = dataclasses.replace(speed, compile=translator.compile)  # what --compile auto stood for
+    # what --compile auto and --cuda-graph auto stood for
+    speed = dataclasses.replace(speed, compile=translator.compile, cuda_graph=_on(translator.cuda_graph))
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="img2img-bench-") as folder:
         source = Path(folder) / "in"
@@ -413,7 +419,7 @@ def bench_translate(size: int = 256, batch_size: int = 8, images: int = 64, devi
         warm = Path(folder) / "warm"
         warm.mkdir()
         # compiling takes the first batches, and a batch shape's graph is captured at its third
-        for index in range(min(images, batch_size * (3 if speed.compile != "off" or speed.cuda_graph else 1))):
+        for index in range(min(images, batch_size * (3 if speed.compile != "off" or translator.cuda_graph else 1))):
             (warm / f"{index}.jpg").write_bytes((source / f"{index:05d}.jpg").read_bytes())
         translator.translate_folder(warm, Path(folder) / "warm-out", progress=False, workers=workers)
         _reset_peak(torch_device)

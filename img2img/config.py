@@ -18,6 +18,9 @@ from img2img.errors import UserError
 # torch.compile modes (img2img.speed); the two with CUDA graphs are reduce-overhead and max-autotune; auto:
 # reduce-overhead when training on one CUDA device (measured 2-4x a step; see BENCHMARKS.md), else off
 COMPILE_MODES = ("auto", "off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# --cuda-graph (img2img.step_graph): on (refused in one line where it cannot run), off, or auto: on where it can
+# run (CUDA, one process, a model whose step can be captured), and off again, with a line, should a capture fail
+CUDA_GRAPH_SETTINGS = ("auto", "on", "off")
 
 
 # the largest image side any option takes (32768² is a billion pixels; beyond it no decoder or network goes)
@@ -37,6 +40,7 @@ class CliOption:
     max_open: bool = False
     path: bool = False  # a file or folder
     switch: bool = False  # a bool given as a bare flag (--sync-bn), not as --x/--no-x
+    bare: str | None = None  # a choice's value when its flag is given alone (--cuda-graph means --cuda-graph on)
 
 
 def option(default: Any, help: str, **cli: Any) -> Any:  # noqa: A002
@@ -98,9 +102,11 @@ class TrainConfig:
                                   "(StarGAN, --loss wgan-gp), which cannot be compiled; if torch's compiler fails "
                                   "under auto, the run goes on uncompiled.", choices=COMPILE_MODES)
     cudnn_benchmark: bool = option(True, "Let cuDNN time and pick its fastest convolution algorithms (CUDA).")
-    cuda_graph: bool = option(False, "Capture each whole training step (every phase's forward and backward passes "
-                                     "and optimiser update) as one CUDA graph and replay it (CUDA, one process); "
-                                     "with it --compile auto is default, not reduce-overhead.")
+    cuda_graph: str = option("off", "Capture each whole training step (every phase's forward and backward passes "
+                                    "and optimiser update) as one CUDA graph and replay it (CUDA, one process); "
+                                    "with it --compile auto is default, not reduce-overhead.  Given alone: on; "
+                                    "auto: on where it can run, and off again, with a warning, should a capture "
+                                    "fail.", choices=CUDA_GRAPH_SETTINGS, bare="on")
     fused_adam: bool = True  # Adam's update as one fused kernel (else the multi-tensor "foreach" one)
     tensorboard: bool = option(False, "Also write TensorBoard event files to RUN/tensorboard: losses, learning rate, "
                                       "speed, sample grids, evaluations and the config (needs pip install "
@@ -129,6 +135,8 @@ class TrainConfig:
         from img2img.speed import check_compile_mode  # noqa: PLC0415
 
         check_compile_mode(self.compile)
+        if self.cuda_graph not in CUDA_GRAPH_SETTINGS:
+            raise UserError(f"--cuda-graph must be one of {', '.join(CUDA_GRAPH_SETTINGS)}, got {self.cuda_graph!r}")
         if self.tensorboard:
             from img2img.board import check_available  # noqa: PLC0415
 

@@ -44,7 +44,10 @@ def run_config_from_dict(values: dict[str, Any], what: str = "config") -> RunCon
         model_class = get_model_class(values["model"])
     except UserError as error:
         raise UserError(f"{what}: {error}") from None
-    return RunConfig(model=values["model"], train=from_dict(TrainConfig, values["train"], what),
+    train = dict(values["train"])
+    if isinstance(train.get("cuda_graph"), bool):  # written before --cuda-graph took auto
+        train["cuda_graph"] = "on" if train["cuda_graph"] else "off"
+    return RunConfig(model=values["model"], train=from_dict(TrainConfig, train, what),
                      options=from_dict(model_class.Config, values["options"], what))
 
 

@@ -41,6 +41,7 @@ from torch import Tensor
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from img2img import speed
+from img2img.config import CUDA_GRAPH_SETTINGS
 from img2img.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,31 @@ log = logging.getLogger(__name__)
 WARMUP_STEPS = 3  # eager steps of a key before its capture (the docs' side-stream warm-up; compiling takes two)
 MAX_GRAPHS = 8  # keys beyond this many run eagerly (each graph holds its own activations' memory)
 Step = Callable[[], list[Tensor]]  # a step's work, returning its output tensors
+
+
+class CaptureFault(UserError):
+    """A step could not be captured as one CUDA graph: the message names the option and the way out; ``reason``
+    says only what failed (for a caller that finds its own way out, such as ``--cuda-graph auto``)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def resolve(setting: str | bool, device: torch.device, compile_setting: str, refusal: str | None = None,
+            distributed: bool = False) -> bool:
+    """Whether ``--cuda-graph SETTING`` captures the steps: ``on`` (or True) yes, where the caller has refused in
+    one line what cannot run (:func:`check_capture`); ``off`` (or False) no; ``auto`` where it can run: on CUDA,
+    in one process, for a model with no ``refusal``, with a ``--compile`` setting that records no graphs of its
+    own."""
+    if isinstance(setting, bool):
+        return setting
+    if setting not in CUDA_GRAPH_SETTINGS:
+        raise UserError(f"--cuda-graph must be one of {', '.join(CUDA_GRAPH_SETTINGS)}, got {setting!r}")
+    if setting == "auto":
+        return (device.type == "cuda" and refusal is None and not distributed
+                and compile_setting not in speed.CUDA_GRAPH_MODES)
+    return setting == "on"
 
 
 def check_capture(device: torch.device, compile_mode: str, what: str) -> None:
@@ -86,9 +112,14 @@ class GraphBackend:
     def capture(self, step: Step) -> tuple[Callable[[], None], list[Tensor]]:
         """Record ``step`` (not run: the caller replays it) and return its replay and its outputs."""
         graph = torch.cuda.CUDAGraph()
-        # thread_local: the data loader's pin-memory thread may allocate while this thread captures
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            outputs = step()
+        current = torch.cuda.current_stream(self.device)
+        try:
+            # thread_local: the data loader's pin-memory thread may allocate while this thread captures
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                outputs = step()
+        except BaseException:
+            torch.cuda.set_stream(current)  # a capture that fails to end leaves its own stream the current one
+            raise
         return graph.replay, outputs
 
 
@@ -166,12 +197,22 @@ class StepGraphs:
         self.graphs.clear()
         self.seen.clear()
 
+    @staticmethod
+    def _key(inputs: Any, key: Hashable) -> tuple[Hashable, list[Any], Any]:
+        leaves, spec = tree_flatten(inputs)
+        return (key, spec, tuple(signature(leaf) for leaf in leaves)), leaves, spec
+
+    def captures(self, inputs: Any, key: Hashable) -> bool:
+        """Whether :meth:`run` with these arguments would capture its step (rather than run it eagerly or replay it)."""
+        full_key, _, _ = self._key(inputs, key)
+        return (full_key not in self.graphs and self.seen[full_key] == self.warmup
+                and len(self.graphs) < self.max_graphs)
+
     def run(self, inputs: Any, key: Hashable, body: Callable[[Any], Any]) -> Any:
         """One step: ``body(inputs)``, or the replay of the graph captured for ``key`` and the inputs' shapes
         (``body`` must depend on nothing else that changes between steps).  The outputs are the step's own
-        (copies of the graph's buffers)."""
-        leaves, spec = tree_flatten(inputs)
-        full_key = (key, spec, tuple(signature(leaf) for leaf in leaves))
+        (copies of the graph's buffers).  A step that cannot be captured raises :class:`CaptureFault`."""
+        full_key, leaves, spec = self._key(inputs, key)
         graph = self.graphs.get(full_key)
         if graph is None:
             self.seen[full_key] += 1
@@ -218,8 +259,8 @@ class StepGraphs:
             if "out of memory" in str(error):
                 raise
             reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
-            raise UserError(f"--cuda-graph: this {self.what} cannot be captured as one CUDA graph ({reason[:200]}); "
-                            "run without --cuda-graph") from None
+            reason = f"this {self.what} cannot be captured as one CUDA graph ({reason[:200]})"
+            raise CaptureFault(f"--cuda-graph: {reason}; run without --cuda-graph", reason) from None
         log.debug("--cuda-graph: captured a %s (%s)", self.what, key)
         return _Graph(replay, inputs, outputs, structure[0], rates)
 

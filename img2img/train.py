@@ -45,7 +45,7 @@ from img2img.loading import (build_model, load_model, open_checkpoint, resolve_d
                              run_config_from_dict)
 from img2img.models import GANModel, Phase, get_model_class
 from img2img.run import RunDir, held
-from img2img.step_graph import StepGraphs, check_capture, portable, signature
+from img2img.step_graph import CaptureFault, StepGraphs, check_capture, portable, resolve as resolve_graphs, signature
 
 log = logging.getLogger(__name__)
 
@@ -109,18 +109,22 @@ class Trainer:
         if self.job.rank:  # every rank starts from rank 0's weights (DDP broadcasts them) but draws its own noise
             seed_everything(mix_seed(self.config.seed, self.job.rank))
         self.wrapped = self._wrap_for_distributed()
-        check_graphable(run, self.device)
+        # --cuda-graph: each step's device work captured once and replayed (img2img.step_graph)
+        self.step_graphs = check_graphable(run, self.device)
+        self.compile_refusal = refusal
         self.compile_mode = speed.resolve_compile(self.config.compile, self.device, training=True,
                                                   supported=refusal is None, distributed=self.job.enabled,
-                                                  step_graphs=self.config.cuda_graph)
+                                                  step_graphs=self.step_graphs)
         if self.compile_mode != "off" and self.job.is_main:
             log.info("compiling the networks (torch.compile %s%s): the first steps take a minute or so; "
                      "--compile off skips it", self.compile_mode,
                      ", replayed as CUDA graphs" if speed.uses_cuda_graphs(self.compile_mode, self.device) else "")
         self.phase_nets = self._phase_nets()
-        # --compile auto: each new kind of step (its phases, its batch's shapes) first runs compiled from a copy of
-        # what it changes, so that a fault of torch's compiler there falls back to eager networks (_compiled_step)
+        # --compile auto and --cuda-graph auto: a step where torch compiles (each new kind of step: its phases,
+        # its batch's shapes) or where a step graph is captured first takes a copy of what it changes, so that a
+        # fault there falls back to eager networks or uncaptured steps (_guarded_step)
         self.compile_fallback = self.config.compile == "auto" and self.compile_mode != "off"
+        self.graph_fallback = self.config.cuda_graph == "auto" and self.step_graphs
         self.compiled_keys: set[Hashable] = set()
         self.optimizers = {phase.name: self._optimizer(phase) for phase in self.model.phases}
         factor = linear_decay(self.config.steps, self.config.decay_steps)
@@ -142,8 +146,7 @@ class Trainer:
                 EvalData.of_training(self.config))
         if resume is not None:
             self._load_state(resume)
-        # --cuda-graph: each step's device work captured once and replayed (img2img.step_graph)
-        self.graphs = StepGraphs(self.device, list(self.optimizers.values())) if self.config.cuda_graph else None
+        self.graphs = StepGraphs(self.device, list(self.optimizers.values())) if self.step_graphs else None
         self.data = data if data is not None else self.model.build_data(run.options, self.config, self.device,
                                                                         self.job.rank, self.job.world_size)
 
@@ -180,7 +183,7 @@ class Trainer:
             net.requires_grad_(name in phase.networks)
         # autocast keeps no casts of the weights across a captured step: its cache would hold the capture's tensors
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast,
-                            cache_enabled=not self.config.cuda_graph):
+                            cache_enabled=not self.step_graphs):
             loss, logs = self.model.phase_loss(phase.name, self.phase_nets[phase.name], batch, carry)
         optimizer = self.optimizers[phase.name]
         optimizer.zero_grad(set_to_none=True)
@@ -195,7 +198,8 @@ class Trainer:
         speed.mark_step(self.compile_mode, self.device)
         batch = speed.to_layout(self.model.prepare_batch(batch), self.config.channels_last)
         phases = self.model.phases_at(self.step)
-        logs = self._compiled_step(batch, phases) if self.compile_fallback else self._device_step(batch, phases)
+        guarded = self.compile_fallback or self.graph_fallback
+        logs = self._guarded_step(batch, phases) if guarded else self._device_step(batch, phases)
         with warnings.catch_warnings():
             # a model that alternates its updates (DiscoGAN) steps some optimisers only every few steps; the
             # schedule follows the global step all the same, which is what this order-of-calls warning doubts
@@ -213,31 +217,63 @@ class Trainer:
             return self.graphs.run(batch, self.model.graph_key(self.step),
                                    lambda static: self._step_phases(static, phases))
 
-    def _compiled_step(self, batch: Any, phases: tuple[Phase, ...]) -> dict[str, Tensor]:
-        """A step with the networks --compile auto compiled.  A step of a kind not yet taken (where torch compiles)
-        starts from a copy of what it changes: should torch's compiler fail there (a fault of torch with some
-        networks, BENCHMARKS.md), the step is taken again from that copy with eager networks, which the run keeps,
-        and a line says so.  The user did not ask for compiling, so it costs them nothing: the run goes on exactly
-        as an eager one from that step.  (An explicit --compile mode stops at the fault, in one line.)"""
-        key = (self.model.graph_key(self.step),
-               tuple(signature(leaf) for leaf in tree_leaves(batch) if isinstance(leaf, Tensor)))
-        if key in self.compiled_keys:
+    def _guarded_step(self, batch: Any, phases: tuple[Phase, ...]) -> dict[str, Tensor]:
+        """A step under --compile auto with compiled networks, or --cuda-graph auto with step graphs.  A step where
+        torch compiles (a kind of step not yet taken) or where a step graph is captured starts from a copy of what
+        it changes: should torch's compiler fail there (a fault of torch with some networks, BENCHMARKS.md), or the
+        capture, the step is taken again from that copy with eager networks, or uncaptured, which the run keeps,
+        and a line says so.  The user did not ask for either, so it costs them nothing: the run goes on exactly as
+        one without it from that step.  (An explicit --compile mode or --cuda-graph on stops there, in one line.)"""
+        key = self.model.graph_key(self.step)
+        compile_key = (key, tuple(signature(leaf) for leaf in tree_leaves(batch) if isinstance(leaf, Tensor)))
+        compiling = self.compile_fallback and compile_key not in self.compiled_keys
+        capturing = self.graph_fallback and self.graphs is not None and self.graphs.captures(batch, key)
+        if not (compiling or capturing):
             return self._device_step(batch, phases)
         kept = self._changes()
         try:
             logs = self._device_step(batch, phases)
         except speed.CompileFault as fault:
-            self._load_changes(kept)
-            checkpoint.restore_rng(kept["rng"])
+            if not self.compile_fallback:
+                raise
+            self._restore(kept)
             log.warning("--compile auto: %s; training goes on without compiling (as with --compile off)", fault.reason)
-            self.compile_mode, self.compile_fallback = "off", False
-            torch.compiler.reset()  # no compiled code or CUDA-graph recording of the failed step stays
-            self.phase_nets = self._phase_nets()
-            if self.graphs is not None:
-                self.graphs.reset()
-            return self._device_step(batch, phases)
-        self.compiled_keys.add(key)
+            self._recompile("off")
+            return self._guarded_step(batch, phases)
+        except CaptureFault as fault:
+            if not self.graph_fallback:
+                raise
+            # as without --cuda-graph: optimisers not capturable (their step counts on the host where they were)
+            kept["optimizers"] = {name: portable(state) for name, state in kept["optimizers"].items()}
+            self._restore(kept)
+            log.warning("--cuda-graph auto: %s; training goes on without it (as with --cuda-graph off)", fault.reason)
+            self.graphs, self.step_graphs, self.graph_fallback = None, False, False
+            if self.compile_fallback:  # what --compile auto stands for without step graphs (graphs of its own)
+                self._recompile(speed.resolve_compile(self.config.compile, self.device, training=True,
+                                                      supported=self.compile_refusal is None,
+                                                      distributed=self.job.enabled))
+            return self._guarded_step(batch, phases)
+        if compiling:
+            self.compiled_keys.add(compile_key)
         return logs
+
+    def _restore(self, kept: dict[str, Any]) -> None:
+        """Put back a copy of what a step changes (:meth:`_changes`), random streams included."""
+        self._load_changes(kept)
+        checkpoint.restore_rng(kept["rng"])
+
+    def _recompile(self, mode: str) -> None:
+        """Compile the networks in ``mode`` from now on (``off``: eager), unless that is the mode already; no
+        compiled code, CUDA-graph recording or step graph of the old mode stays."""
+        if mode == self.compile_mode:
+            return
+        self.compile_mode = mode
+        self.compile_fallback = self.config.compile == "auto" and mode != "off"
+        self.compiled_keys.clear()
+        torch.compiler.reset()
+        self.phase_nets = self._phase_nets()
+        if self.graphs is not None:
+            self.graphs.reset()
 
     def _step_phases(self, batch: Any, phases: tuple[Phase, ...]) -> dict[str, Tensor]:
         """A step's work on the device: ``phases`` on ``batch``, then the weight average."""
@@ -580,18 +616,24 @@ def size_option(options: Any) -> int | None:
     return getattr(options, "size") if field is not None and cli_option(field) is not None else None
 
 
-def check_graphable(run: RunConfig, device: torch.device | None = None) -> None:
-    """Refuse in one line --cuda-graph where it cannot run: for a model whose step cannot be captured, with a
-    compile mode that records CUDA graphs of its own (per network), on a device without CUDA graphs (``device``,
-    else the run's), or under torchrun (DDP's gradient buckets are not captured here)."""
-    if not run.train.cuda_graph:
-        return
+def check_graphable(run: RunConfig, device: torch.device | None = None) -> bool:
+    """Whether the run's steps are captured as CUDA graphs (``--cuda-graph``, see :func:`img2img.step_graph.resolve`)
+    on ``device`` (else the run's).  Refuse in one line ``on`` where it cannot run: for a model whose step cannot
+    be captured, with a compile mode that records CUDA graphs of its own (per network), on a device without CUDA
+    graphs, or under torchrun (DDP's gradient buckets are not captured here); ``auto`` is then off."""
+    setting = run.train.cuda_graph
+    if setting == "off":
+        return False
+    device = device or resolve_device(run.train.device)
     refusal = get_model_class(run.model).graph_refusal(run.options)
-    if refusal:
-        raise UserError(f"--cuda-graph: {refusal}; leave --cuda-graph off")
-    check_capture(device or resolve_device(run.train.device), run.train.compile, "training step")
-    if dist_tools.from_environment().enabled:
-        raise UserError("--cuda-graph runs in one process; under torchrun leave it off")
+    distributed = dist_tools.from_environment().enabled
+    if setting == "on":
+        if refusal:
+            raise UserError(f"--cuda-graph: {refusal}; leave --cuda-graph off")
+        check_capture(device, run.train.compile, "training step")
+        if distributed:
+            raise UserError("--cuda-graph runs in one process; under torchrun leave it off")
+    return resolve_graphs(setting, device, run.train.compile, refusal, distributed)
 
 
 def check_compilable(run: RunConfig) -> str | None:

@@ -40,12 +40,12 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from img2img import checkpoint, official, speed
+from img2img import checkpoint, official, speed, step_graph
 from img2img.data.guard import resilient
 from img2img.data.images import (IMAGE_EXTENSIONS, can_write, convert_channels, encode_image, is_image_name,
                                  quantize, read_image_bits, read_image_levels, to_tensor, to_unit, visible_files)
 from img2img.errors import UserError
-from img2img.step_graph import StepGraphs, check_capture
+from img2img.step_graph import CaptureFault, StepGraphs, check_capture
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def load(path: str | Path, target: str | None = None, device: str | torch.device
          norm: str | None = None, base_channels: int | None = None, use_ema: bool = True, amp: bool | None = None,
          stochastic: bool = False, batch_size: int = 8, tile: int | None = None, channels_last: bool = False,
          compile: str = "off", cudnn_benchmark: bool = True, direction: str | None = None,  # noqa: A002
-         cuda_graph: bool = False) -> Translator:
+         cuda_graph: str | bool = "off") -> Translator:
     """A :class:`Translator` for a checkpoint file, a run folder, or an official generator weights file.
 
     ``target`` is what the translation takes, as the model says (see
@@ -97,8 +97,8 @@ def load(path: str | Path, target: str | None = None, device: str | torch.device
     official file's weights (which say what they are; img2img checkpoints
     describe themselves and take none of them).  ``amp``: bf16 autocast, on
     CUDA by default.  ``channels_last``, ``compile``, ``cudnn_benchmark``: see
-    :mod:`img2img.speed`; ``cuda_graph``: each batch shape's forward pass replayed as a CUDA graph
-    (:mod:`img2img.step_graph`).
+    :mod:`img2img.speed`; ``cuda_graph`` (``on``, ``off`` or ``auto``: on CUDA, and off again should a capture
+    fail): each batch shape's forward pass replayed as a CUDA graph (:mod:`img2img.step_graph`).
     """
     from img2img.loading import resolve_device  # noqa: PLC0415
 
@@ -263,7 +263,7 @@ class Translator:
                  amp: bool | None = None, stochastic: bool = False, batch_size: int = 8,
                  tile: int | None = None, tile_overlap: int | None = None,
                  max_pixels: int | None = None, channels_last: bool = False, compile: str = "off",  # noqa: A002
-                 cudnn_benchmark: bool = True, cuda_graph: bool = False) -> None:
+                 cudnn_benchmark: bool = True, cuda_graph: str | bool = "off") -> None:
         self.device = torch.device(device)
         self.info = info
         # cuDNN's autotuning costs a fraction of a second per new input shape: worth it for a shape that comes
@@ -276,8 +276,11 @@ class Translator:
         # --cuda-graph: the forward pass of each batch shape captured once (after its eager run and its autotuned
         # one) and replayed, which spares the host a launch per layer per batch
         self._graphs = None
-        if cuda_graph:
+        if cuda_graph in (True, "on"):
             check_capture(self.device, self.compile, "translated batch")
+        self.cuda_graph = step_graph.resolve(cuda_graph, self.device, self.compile)
+        self._graph_fallback = cuda_graph == "auto"  # a capture that fails leaves the forward pass uncaptured
+        if self.cuda_graph:
             self._graphs = StepGraphs(self.device, warmup=2, max_graphs=4, what="translated batch")
         self.net = net.to(self.device, memory_format=speed.memory_format(channels_last)).eval()
         self.amp = self.device.type == "cuda" if amp is None else amp and self.device.type == "cuda"
@@ -333,7 +336,14 @@ class Translator:
             with (speed.compile_errors(self.compile, channels_last=self.channels_last),
                   torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp, cache_enabled=self._graphs is None)):
                 if self._graphs is not None:  # a copy of the graph's output buffer
-                    return self._graphs.run(images, None, self._run).float()
+                    try:
+                        return self._graphs.run(images, None, self._run).float()
+                    except CaptureFault as fault:
+                        if not self._graph_fallback:
+                            raise
+                        log.warning("--cuda-graph auto: %s; translation goes on without it (as with --cuda-graph "
+                                    "off)", fault.reason)
+                        self._graphs, self.cuda_graph = None, False
                 output = self._run(images)
         if speed.uses_cuda_graphs(self.compile, self.device):  # the graph's output buffer is reused next call
             return output.float() if output.dtype != torch.float32 else output.clone()

@@ -10,26 +10,42 @@ what cannot be captured in one line.
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
-from img2img import speed
+from img2img import speed, step_graph
 from img2img.errors import UserError
+from img2img.loading import run_config_from_dict
 from img2img.models import MODELS
 from img2img.models.discogan import DiscoGAN
 from img2img.nn.pool import ImagePool
-from img2img.step_graph import WARMUP_STEPS, ReplayBackend, StepGraphs, make_capturable
+from img2img.step_graph import WARMUP_STEPS, CaptureFault, ReplayBackend, StepGraphs, make_capturable
 
 from test_cli import assert_one_line_error, invoke
 from test_models import tiny_trainer
+from test_pix2pix import inverse_pairs  # noqa: F401 - a fixture
 from test_speed import compiler_failing_at
 
 
-def replaying(trainer) -> ReplayBackend:
-    """``trainer`` with its steps run through StepGraphs on the stand-in backend (as --cuda-graph on CUDA)."""
-    backend = ReplayBackend(trainer.device)
+def replaying(trainer, backend: ReplayBackend | None = None, auto: bool = False) -> ReplayBackend:
+    """``trainer`` with its steps run through StepGraphs on the stand-in backend (as --cuda-graph on CUDA, or as
+    --cuda-graph auto there with ``auto``)."""
+    backend = backend or ReplayBackend(trainer.device)
     trainer.graphs = StepGraphs(trainer.device, list(trainer.optimizers.values()), backend=backend)
+    trainer.step_graphs, trainer.graph_fallback = True, auto
     return backend
+
+
+class FailingCapture(ReplayBackend):
+    """A capture that fails as CUDA's does when a step waits for the device, after the step has changed all it
+    changes (weights, optimiser state, random streams), as a capture's Python side does."""
+
+    def capture(self, step):
+        self.captured += 1
+        step()
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nCUDA kernel errors ...")
 
 
 @pytest.mark.parametrize("name, steps, options, graphs", [
@@ -94,6 +110,113 @@ def test_a_compile_fault_under_compile_auto_captures_the_steps_again_from_eager_
     for net in reference.model.nets:
         for a, b in zip(reference.model.nets[net].parameters(), trainer.model.nets[net].parameters()):
             assert torch.equal(a, b), net
+
+
+def train_side_by_side(trainers, batch, steps):
+    """Each trainer takes ``steps`` steps on the same new batch each step, from the same random streams; each one's
+    logs, step by step."""
+    generator = torch.Generator().manual_seed(3)
+    history = [[] for _ in trainers]
+    for step in range(steps):
+        fresh = {key: torch.rand(value.shape, generator=generator) * 2 - 1 for key, value in batch.items()}
+        for trainer, logs in zip(trainers, history):
+            torch.manual_seed(step)
+            logs.append(trainer.train_step(trainer.model.move_batch(fresh, trainer.device)))
+    return history
+
+
+def assert_same_run(a, b, history_a, history_b):
+    for want, have in zip(history_a, history_b):
+        assert want.keys() == have.keys() and all(torch.equal(want[key], have[key]) for key in want)
+    for net in a.model.nets:
+        for x, y in zip(a.model.nets[net].state_dict().values(), b.model.nets[net].state_dict().values()):
+            assert torch.equal(x, y), net
+    for name, optimizer in a.optimizers.items():
+        for x, y in zip(optimizer.state.values(), b.optimizers[name].state.values()):
+            assert all(torch.equal(torch.as_tensor(x[k]), torch.as_tensor(y[k])) for k in x), name
+
+
+@pytest.mark.parametrize("name", ["pix2pix", "fastcut"])  # FastCUT draws its patches and flips each step
+def test_a_capture_that_fails_under_auto_costs_nothing(name, tmp_path, caplog):
+    """--cuda-graph auto (which the user need not have asked for) must not stop a run whose step cannot be
+    captured: the failed capture's step is taken again, uncaptured, from what it started with (random streams
+    included), and the run goes on without graphs, bit for bit as a run without --cuda-graph, saying so in one
+    line.  --cuda-graph on stops there, in one line."""
+    settings = dict(steps=8, decay_steps=8, compile="off", options={"dropout": False})
+    eager, batch = tiny_trainer(name, tmp_path / "eager", **settings)
+    auto, _ = tiny_trainer(name, tmp_path / "auto", **settings)
+    backend = replaying(auto, FailingCapture(auto.device), auto=True)
+    with caplog.at_level(logging.WARNING, logger="img2img"):
+        history = train_side_by_side([eager, auto], batch, 8)
+    assert backend.captured == 1 and auto.graphs is None and not auto.step_graphs
+    warnings = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+    assert warnings == ["--cuda-graph auto: this training step cannot be captured as one CUDA graph (CUDA error: "
+                        "operation not permitted when stream is capturing); training goes on without it (as with "
+                        "--cuda-graph off)"]
+    assert_same_run(eager, auto, *history)
+    on, _ = tiny_trainer(name, tmp_path / "on", **settings)
+    replaying(on, FailingCapture(on.device))
+    with pytest.raises(CaptureFault) as caught:
+        train_side_by_side([on], batch, WARMUP_STEPS + 1)
+    assert str(caught.value) == ("--cuda-graph: this training step cannot be captured as one CUDA graph (CUDA error: "
+                                 "operation not permitted when stream is capturing); run without --cuda-graph")
+
+
+def test_a_failed_capture_under_auto_compiles_as_auto_would_without_graphs(tmp_path, monkeypatch):
+    """With --cuda-graph, --compile auto compiles without graphs of its own (default); once a capture has failed
+    and the steps run uncaptured, it stands for what it stands for without them (on CUDA reduce-overhead, here
+    off): the networks are compiled again in that mode, from the step that failed, which still ends bit for bit
+    as a run without either."""
+    compiled = compiler_failing_at(0, monkeypatch)  # passes every network through
+    monkeypatch.setattr(speed, "resolve_compile", lambda mode, device, step_graphs=False, **settings:
+                        ("default" if step_graphs else "off") if mode == "auto" else mode)
+    settings = dict(steps=8, decay_steps=8, options={"dropout": False})
+    eager, batch = tiny_trainer("pix2pix", tmp_path / "eager", compile="off", **settings)
+    auto, _ = tiny_trainer("pix2pix", tmp_path / "auto", cuda_graph="auto", **settings)
+    assert not auto.step_graphs  # auto is off on the CPU; the stand-in turns it on, as on CUDA
+    auto.compile_mode = "default"
+    auto.compile_fallback = True
+    auto.phase_nets = auto._phase_nets()
+    replaying(auto, FailingCapture(auto.device), auto=True)
+    history = train_side_by_side([eager, auto], batch, 8)
+    torch.compiler.reset()
+    assert compiled and auto.compile_mode == "off" and not auto.compile_fallback and auto.graphs is None
+    assert_same_run(eager, auto, *history)
+
+
+def test_what_cuda_graph_auto_stands_for(tmp_path):
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert step_graph.resolve("auto", cuda, "auto") and step_graph.resolve("auto", cuda, "default")
+    assert not step_graph.resolve("auto", cpu, "auto")
+    assert not step_graph.resolve("auto", cuda, "reduce-overhead")  # graphs of its own, per network
+    assert not step_graph.resolve("auto", cuda, "auto", refusal="decides in Python")
+    assert not step_graph.resolve("auto", cuda, "auto", distributed=True)
+    assert step_graph.resolve("on", cpu, "auto") and not step_graph.resolve("off", cuda, "auto")
+    with pytest.raises(UserError, match="--cuda-graph must be one of auto, on, off, got 'yes'"):
+        step_graph.resolve("yes", cuda, "auto")
+    trainer, _ = tiny_trainer("pix2pix", tmp_path, cuda_graph="auto")  # on the CPU: off, and no refusal
+    assert not trainer.step_graphs and trainer.graphs is None and not trainer.graph_fallback
+    # a run written when --cuda-graph was a switch
+    written = trainer.run.to_dict()
+    run = run_config_from_dict({**written, "train": {**written["train"], "cuda_graph": True}})
+    assert run.train.cuda_graph == "on"
+
+
+def test_cuda_graph_takes_auto_on_and_off_and_alone_means_on(inverse_pairs, tmp_path):
+    data = ["--a", inverse_pairs / "a", "--b", inverse_pairs / "b", "--size", 32, "--steps", 2, "--batch-size", 2,
+            "--ngf", 4, "--ndf", 4, "--workers", 0, "--device", "cpu"]
+    result, _ = invoke("train", "pix2pix", *data, "--out", tmp_path / "auto", "--cuda-graph", "auto")
+    assert result.exit_code == 0, result.output
+    assert '"cuda_graph": "auto"' in result.output and (tmp_path / "auto" / "last.ckpt").is_file()
+    result, _ = invoke("train", "pix2pix", *data, "--out", tmp_path / "off", "--cuda-graph", "off")
+    assert result.exit_code == 0, result.output
+    result, _ = invoke("train", "pix2pix", "--cuda-graph", *data, "--out", tmp_path / "alone")
+    assert_one_line_error(result, "--cuda-graph needs a CUDA device")
+    result, _ = invoke("train", "pix2pix", *data, "--out", tmp_path / "yes", "--cuda-graph", "yes")
+    assert result.exit_code == 2 and "'yes' is not one of 'auto', 'on', 'off'" in result.output
+    result, _ = invoke("bench", "pix2pix", "--size", 32, "--device", "cpu", "--cuda-graph", "auto", "--json")
+    assert result.exit_code == 0, result.output
+    assert '"cuda_graph": "off"' in result.output  # what auto stood for
 
 
 def test_a_batch_of_another_shape_runs_without_the_graph(tmp_path):
@@ -237,6 +360,41 @@ def test_translation_replays_each_batch_shapes_forward_pass(tmp_path):
     # 32²: four full batches (eager, eager, captured, replayed) and a partial one; 48²: one full batch
     assert backend.captured == 1 and len(translator._graphs.seen) == 3
     assert outputs["graphed"] == outputs["eager"]
+
+
+def test_translation_under_auto_goes_on_uncaptured_when_a_capture_fails(caplog):
+    """translate --cuda-graph auto: a batch shape whose forward pass cannot be captured is translated uncaptured,
+    as every batch after it, with one warning line; translate --cuda-graph on stops there in one line."""
+    from img2img.nn import init_weights  # noqa: PLC0415
+    from img2img.nn.resnet import ResnetGenerator  # noqa: PLC0415
+    from img2img.translate import Translator, generator_info  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    net = init_weights(ResnetGenerator(3, 3, 8, 1, "instance"))
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    want = Translator(net, generator_info(net, 3, 3), "cpu").translate_tensor(images)
+    for setting in ("auto", "on"):
+        graphs = "auto" if setting == "auto" else "off"  # on is refused on the CPU; the stand-in turns it on
+        translator = Translator(net, generator_info(net, 3, 3), "cpu", cuda_graph=graphs)
+        assert not translator.cuda_graph  # auto on the CPU: off
+        translator._graph_fallback = setting == "auto"
+        backend = FailingCapture(translator.device)
+        translator._graphs = StepGraphs(translator.device, backend=backend, warmup=2, max_graphs=4,
+                                        what="translated batch")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="img2img"):
+            if setting == "on":
+                with pytest.raises(CaptureFault, match="^--cuda-graph: this translated batch cannot be captured"):
+                    for _ in range(3):
+                        translator.translate_tensor(images)
+                continue
+            outputs = [translator.translate_tensor(images) for _ in range(5)]
+        assert backend.captured == 1 and translator._graphs is None and not translator.cuda_graph
+        assert all(torch.equal(output, want) for output in outputs)
+        warnings = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+        assert len(warnings) == 1 and warnings[0].startswith("--cuda-graph auto: this translated batch cannot be "
+                                                             "captured as one CUDA graph (CUDA error: ")
+        assert warnings[0].endswith("; translation goes on without it (as with --cuda-graph off)")
 
 
 def test_every_model_says_whether_its_step_can_be_one_graph():
