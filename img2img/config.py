@@ -135,8 +135,9 @@ class TrainConfig:
         from img2img.speed import check_compile_mode  # noqa: PLC0415
 
         check_compile_mode(self.compile)
-        if self.cuda_graph not in CUDA_GRAPH_SETTINGS:
-            raise UserError(f"--cuda-graph must be one of {', '.join(CUDA_GRAPH_SETTINGS)}, got {self.cuda_graph!r}")
+        from img2img.step_graph import check_setting  # noqa: PLC0415
+
+        check_setting(self.cuda_graph)
         if self.tensorboard:
             from img2img.board import check_available  # noqa: PLC0415
 

@@ -60,6 +60,12 @@ class CaptureFault(UserError):
         self.reason = reason
 
 
+def check_setting(setting: str) -> str:
+    if setting not in CUDA_GRAPH_SETTINGS:
+        raise UserError(f"--cuda-graph must be one of {', '.join(CUDA_GRAPH_SETTINGS)}, got {setting!r}")
+    return setting
+
+
 def resolve(setting: str | bool, device: torch.device, compile_setting: str, refusal: str | None = None,
             distributed: bool = False) -> bool:
     """Whether ``--cuda-graph SETTING`` captures the steps: ``on`` (or True) yes, where the caller has refused in
@@ -68,9 +74,7 @@ def resolve(setting: str | bool, device: torch.device, compile_setting: str, ref
     own."""
     if isinstance(setting, bool):
         return setting
-    if setting not in CUDA_GRAPH_SETTINGS:
-        raise UserError(f"--cuda-graph must be one of {', '.join(CUDA_GRAPH_SETTINGS)}, got {setting!r}")
-    if setting == "auto":
+    if check_setting(setting) == "auto":
         return (device.type == "cuda" and refusal is None and not distributed
                 and compile_setting not in speed.CUDA_GRAPH_MODES)
     return setting == "on"
@@ -118,7 +122,10 @@ class GraphBackend:
             with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 outputs = step()
         except BaseException:
-            torch.cuda.set_stream(current)  # a capture that fails to end leaves its own stream the current one
+            # a capture that fails to end leaves its own stream the current one, and the graph its claims on the
+            # random generator's state until it is reset
+            torch.cuda.set_stream(current)
+            graph.reset()
             raise
         return graph.replay, outputs
 
@@ -258,6 +265,8 @@ class StepGraphs:
         except RuntimeError as error:
             if "out of memory" in str(error):
                 raise
+            while isinstance(error.__context__, RuntimeError):  # what failed first, not the failed capture's end
+                error = error.__context__
             reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
             reason = f"this {self.what} cannot be captured as one CUDA graph ({reason[:200]})"
             raise CaptureFault(f"--cuda-graph: {reason}; run without --cuda-graph", reason) from None

@@ -236,26 +236,30 @@ class Trainer:
         except speed.CompileFault as fault:
             if not self.compile_fallback:
                 raise
-            self._restore(kept)
-            log.warning("--compile auto: %s; training goes on without compiling (as with --compile off)", fault.reason)
-            self._recompile("off")
-            return self._guarded_step(batch, phases)
+            failed, reason = "--compile", fault.reason
         except CaptureFault as fault:
             if not self.graph_fallback:
                 raise
-            # as without --cuda-graph: optimisers not capturable (their step counts on the host where they were)
+            failed, reason = "--cuda-graph", fault.reason
+        else:
+            if compiling:
+                self.compiled_keys.add(compile_key)
+            return logs
+        # the step is retaken here, once the fault and what it held (a failed capture's graph) are gone
+        if failed == "--cuda-graph":  # as without it: optimisers not capturable (step counts where they were)
             kept["optimizers"] = {name: portable(state) for name, state in kept["optimizers"].items()}
-            self._restore(kept)
-            log.warning("--cuda-graph auto: %s; training goes on without it (as with --cuda-graph off)", fault.reason)
+        self._restore(kept)
+        if failed == "--compile":
+            log.warning("--compile auto: %s; training goes on without compiling (as with --compile off)", reason)
+            self._recompile("off")
+        else:
+            log.warning("--cuda-graph auto: %s; training goes on without it (as with --cuda-graph off)", reason)
             self.graphs, self.step_graphs, self.graph_fallback = None, False, False
             if self.compile_fallback:  # what --compile auto stands for without step graphs (graphs of its own)
                 self._recompile(speed.resolve_compile(self.config.compile, self.device, training=True,
                                                       supported=self.compile_refusal is None,
                                                       distributed=self.job.enabled))
-            return self._guarded_step(batch, phases)
-        if compiling:
-            self.compiled_keys.add(compile_key)
-        return logs
+        return self._guarded_step(batch, phases)
 
     def _restore(self, kept: dict[str, Any]) -> None:
         """Put back a copy of what a step changes (:meth:`_changes`), random streams included."""

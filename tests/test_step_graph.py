@@ -40,12 +40,16 @@ def replaying(trainer, backend: ReplayBackend | None = None, auto: bool = False)
 
 class FailingCapture(ReplayBackend):
     """A capture that fails as CUDA's does when a step waits for the device, after the step has changed all it
-    changes (weights, optimiser state, random streams), as a capture's Python side does."""
+    changes (weights, optimiser state, random streams), as a capture's Python side does: the step's error, then
+    the capture's end failing in its turn."""
 
     def capture(self, step):
         self.captured += 1
         step()
-        raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nCUDA kernel errors ...")
+        try:
+            raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nCUDA kernel errors ...")
+        except RuntimeError:
+            raise RuntimeError("CUDA error: operation failed due to a previous error during capture")  # noqa: B904
 
 
 @pytest.mark.parametrize("name, steps, options, graphs", [
