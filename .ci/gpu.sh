@@ -252,7 +252,7 @@ def last_json(name):
 
 def line(r):
     s = r["settings"]
-    keys = ("amp", "cudnn_benchmark", "channels_last", "compile", "fused_adam", "workers", "generator")
+    keys = ("amp", "cudnn_benchmark", "channels_last", "compile", "cuda_graph", "fused_adam", "workers", "generator")
     return (f"{s['target']} {s['size']}² b{s['batch_size']}: {r['seconds_per_step'] * 1000:.2f} ms, "
             f"{r['images_per_second']:.1f} img/s, {r['peak_memory_bytes'] / 2**30:.2f} GiB, "
             f"{r['achieved_tflops']:.1f} TFLOP/s, syncs {r.get('host_syncs_per_step', '-')}; "
@@ -273,6 +273,13 @@ for path in sorted(logs.glob("*.log")):
         data = last_json(name)
         if data and "settings" in data:
             print(f"{name}: " + line(data))
+print("\n== each whole step (translate: each batch) as one CUDA graph against the defaults")
+for base, target in (("bench-cyclegan", "15 ms"), ("bench-pix2pix", "6 ms"), ("translate-2048", "850 img/s")):
+    plain, graphed = last_json(base), last_json(f"{base}-graph")
+    if plain and graphed and "settings" in plain and "settings" in graphed:
+        print(f"{base}-graph: {graphed['seconds_per_step'] * 1000:.2f} ms, {graphed['images_per_second']:.1f} img/s "
+              f"against {plain['seconds_per_step'] * 1000:.2f} ms, {plain['images_per_second']:.1f} img/s: "
+              f"x{graphed['images_per_second'] / plain['images_per_second']:.2f} (target {target})")
 print("\n== evaluations")
 for path in sorted(logs.glob("eval-*.json")):
     metrics = json.loads(path.read_text()).get("metrics", {})
