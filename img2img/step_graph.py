@@ -103,15 +103,17 @@ class GraphBackend:
         make_capturable(optimizer)
 
     def eagerly(self, step: Callable[[], Any]) -> Any:
-        """Run ``step`` on a side stream, as CUDA graphs' warm-up asks (the current stream waits for it)."""
+        """Run ``step`` on a side stream, as CUDA graphs' warm-up asks (the current stream waits for it, also when
+        it fails: what restores the weights after a fault must not race the failed step's kernels)."""
         if self._stream is None:
             self._stream = torch.cuda.Stream(self.device)
         current = torch.cuda.current_stream(self.device)
         self._stream.wait_stream(current)
-        with torch.cuda.stream(self._stream):
-            result = step()
-        current.wait_stream(self._stream)
-        return result
+        try:
+            with torch.cuda.stream(self._stream):
+                return step()
+        finally:
+            current.wait_stream(self._stream)
 
     def capture(self, step: Step) -> tuple[Callable[[], None], list[Tensor]]:
         """Record ``step`` (not run: the caller replays it) and return its replay and its outputs."""
