@@ -119,17 +119,38 @@ class GraphBackend:
         """Record ``step`` (not run: the caller replays it) and return its replay and its outputs."""
         graph = torch.cuda.CUDAGraph()
         current = torch.cuda.current_stream(self.device)
+        pool = torch.cuda.graph_pool_handle()  # the graph's memory, named so that a failed capture can let it go
         try:
             # thread_local: the data loader's pin-memory thread may allocate while this thread captures
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
                 outputs = step()
         except BaseException:
-            # a capture that fails to end leaves its own stream the current one, and the graph its claims on the
-            # random generator's state until it is reset
+            # a capture that fails to end leaves its own stream the current one, the caching allocator capturing,
+            # and the graph its claims on the random generator's state until it is reset
             torch.cuda.set_stream(current)
+            end_failed_capture(self.device, pool)
             graph.reset()
             raise
         return graph.replay, outputs
+
+
+def end_failed_capture(device: torch.device, pool: Any) -> None:
+    """Tell torch's caching allocator that a capture which failed to end is over, and let its pool's memory go.
+
+    ``CUDAGraph.capture_end`` (torch 2.11 to 2.14) stops at a failed ``cudaStreamEndCapture``, before it tells
+    the allocator: while the allocator thinks a capture is underway, it checks each allocation against it,
+    defers freeing memory used on several streams, and fails its own assertion when its cache is emptied
+    (``torch.cuda.empty_cache``, the next capture, a retry after running out of memory)."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    names = ("_cuda_endAllocateToPool", "_cuda_endAllocateCurrentStreamToPool")  # newer torch, older
+    end = next((getattr(torch._C, name) for name in names if hasattr(torch._C, name)), None)
+    if end is None:
+        return
+    try:
+        end(index, pool)
+    except RuntimeError:  # over already: the capture ended, and what failed came after
+        return
+    torch._C._cuda_releasePool(index, pool)
 
 
 class ReplayBackend:

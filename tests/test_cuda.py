@@ -293,7 +293,8 @@ def test_cuda_graph_auto_trains_on_through_a_step_that_cannot_be_captured(tmp_pa
     step is being captured, which CUDA refuses ("operation not permitted when stream is capturing").  The step is
     taken again, uncaptured, from what it started with, a warning line says so, and the run trains on without
     graphs: in float32 without TF32 and with cuDNN's deterministic algorithms its weights move as an eager
-    run's do, and every step after runs on the stream it ran on before."""
+    run's do, every step after runs on the stream it ran on before, and torch's caching allocator knows that the
+    capture is over (else emptying its cache fails its own assertion)."""
     settings = dict(steps=8, decay_steps=8, amp=False, cudnn_benchmark=False, compile="off",
                     options={"dropout": False})
     before = torch.backends.cudnn.deterministic
@@ -331,6 +332,14 @@ def test_cuda_graph_auto_trains_on_through_a_step_that_cannot_be_captured(tmp_pa
     assert len(warnings) == 1 and warnings[0].startswith("--cuda-graph auto: this training step cannot be captured")
     assert "\n" not in warnings[0] and auto.graphs is None and not auto.step_graphs
     assert not any(group.get("capturable") for opt in auto.optimizers.values() for group in opt.param_groups)
+    # the caching allocator knows the failed capture is over: it empties its cache, and another capture works
+    torch.cuda.empty_cache()
+    graph, x = torch.cuda.CUDAGraph(), torch.ones(4, device="cuda")
+    torch.cuda.synchronize()
+    with torch.cuda.graph(graph):
+        y = x * 2
+    graph.replay()
+    assert torch.equal(y, torch.full((4,), 2.0, device="cuda"))
     for net_name, net in eager.model.nets.items():
         want = torch.cat([p.detach().flatten() for p in net.parameters()]) - initial[net_name]
         have = torch.cat([p.detach().flatten() for p in auto.model.nets[net_name].parameters()]) - initial[net_name]
