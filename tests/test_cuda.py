@@ -247,26 +247,21 @@ def test_a_training_step_captured_as_one_cuda_graph_trains_as_eager_steps_do(nam
     learning rate would be off by several updates); every model's replayed steps give finite, changing losses."""
     settings = dict(steps=10, decay_steps=10, amp=False, cudnn_benchmark=False, compile="off",
                     options={"dropout": False})
-    before = torch.backends.cudnn.deterministic
-    torch.backends.cudnn.deterministic = True
-    try:
-        with exact_float32():
-            eager, batch = tiny_trainer(name, tmp_path / "eager", device="cuda", **settings)
-            graphed, _ = tiny_trainer(name, tmp_path / "graphed", device="cuda", cuda_graph="on", **settings)
-            for net_name, net in eager.model.nets.items():
-                graphed.model.nets[net_name].load_state_dict(net.state_dict())
-            generator = torch.Generator().manual_seed(3)
-            logs = []
-            for step in range(10):
-                fresh = tree_map(lambda leaf: torch.rand(leaf.shape, generator=generator) * 2 - 1
-                                 if torch.is_tensor(leaf) and leaf.is_floating_point() else leaf, batch)
-                for trainer in (eager, graphed):
-                    torch.manual_seed(step)
-                    result = trainer.train_step(trainer.model.move_batch(fresh, trainer.device))
-                logs.append(result)
-            torch.cuda.synchronize()
-    finally:
-        torch.backends.cudnn.deterministic = before
+    with deterministic_float32():
+        eager, batch = tiny_trainer(name, tmp_path / "eager", device="cuda", **settings)
+        graphed, _ = tiny_trainer(name, tmp_path / "graphed", device="cuda", cuda_graph="on", **settings)
+        for net_name, net in eager.model.nets.items():
+            graphed.model.nets[net_name].load_state_dict(net.state_dict())
+        generator = torch.Generator().manual_seed(3)
+        logs = []
+        for step in range(10):
+            fresh = tree_map(lambda leaf: torch.rand(leaf.shape, generator=generator) * 2 - 1
+                             if torch.is_tensor(leaf) and leaf.is_floating_point() else leaf, batch)
+            for trainer in (eager, graphed):
+                torch.manual_seed(step)
+                result = trainer.train_step(trainer.model.move_batch(fresh, trainer.device))
+            logs.append(result)
+        torch.cuda.synchronize()
     assert graphed.graphs is not None and graphed.graphs.graphs, "no step was captured"
     assert all(torch.isfinite(value).all() for step in logs for value in step.values())
     alike = [(a, b) for a, b in zip(logs[-4:], logs[-3:]) if a.keys() == b.keys()]  # replays of one graph
@@ -297,37 +292,32 @@ def test_cuda_graph_auto_trains_on_through_a_step_that_cannot_be_captured(tmp_pa
     capture is over (else emptying its cache fails its own assertion)."""
     settings = dict(steps=8, decay_steps=8, amp=False, cudnn_benchmark=False, compile="off",
                     options={"dropout": False})
-    before = torch.backends.cudnn.deterministic
-    torch.backends.cudnn.deterministic = True
-    try:
-        with exact_float32():
-            eager, batch = tiny_trainer("pix2pix", tmp_path / "eager", device="cuda", **settings)
-            auto, _ = tiny_trainer("pix2pix", tmp_path / "auto", device="cuda", cuda_graph="auto", **settings)
-            assert auto.step_graphs and auto.graph_fallback and auto.graphs is not None
-            for net_name, net in eager.model.nets.items():
-                auto.model.nets[net_name].load_state_dict(net.state_dict())
-            initial = {net_name: torch.cat([p.detach().flatten() for p in net.parameters()])
-                       for net_name, net in eager.model.nets.items()}
-            losses = auto.model.phase_loss
+    with deterministic_float32():
+        eager, batch = tiny_trainer("pix2pix", tmp_path / "eager", device="cuda", **settings)
+        auto, _ = tiny_trainer("pix2pix", tmp_path / "auto", device="cuda", cuda_graph="auto", **settings)
+        assert auto.step_graphs and auto.graph_fallback and auto.graphs is not None
+        for net_name, net in eager.model.nets.items():
+            auto.model.nets[net_name].load_state_dict(net.state_dict())
+        initial = {net_name: torch.cat([p.detach().flatten() for p in net.parameters()])
+                   for net_name, net in eager.model.nets.items()}
+        losses = auto.model.phase_loss
 
-            def asking(name, nets, inputs, carry):
-                loss, logs = losses(name, nets, inputs, carry)
-                if torch.cuda.is_current_stream_capturing():
-                    float(loss)  # a host synchronisation: no capture may hold one
-                return loss, logs
+        def asking(name, nets, inputs, carry):
+            loss, logs = losses(name, nets, inputs, carry)
+            if torch.cuda.is_current_stream_capturing():
+                float(loss)  # a host synchronisation: no capture may hold one
+            return loss, logs
 
-            monkeypatch.setattr(auto.model, "phase_loss", asking)
-            stream = torch.cuda.current_stream()
-            with caplog.at_level(logging.WARNING, logger="img2img"):
-                for step in range(8):
-                    for trainer in (eager, auto):
-                        torch.manual_seed(step)
-                        logs = trainer.train_step(trainer.model.move_batch(batch, trainer.device))
-                        assert all(torch.isfinite(value).all() for value in logs.values()), logs
-                    assert torch.cuda.current_stream() == stream
-            torch.cuda.synchronize()
-    finally:
-        torch.backends.cudnn.deterministic = before
+        monkeypatch.setattr(auto.model, "phase_loss", asking)
+        stream = torch.cuda.current_stream()
+        with caplog.at_level(logging.WARNING, logger="img2img"):
+            for step in range(8):
+                for trainer in (eager, auto):
+                    torch.manual_seed(step)
+                    logs = trainer.train_step(trainer.model.move_batch(batch, trainer.device))
+                    assert all(torch.isfinite(value).all() for value in logs.values()), logs
+                assert torch.cuda.current_stream() == stream
+        torch.cuda.synchronize()
     warnings = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
     assert len(warnings) == 1 and warnings[0].startswith("--cuda-graph auto: this training step cannot be captured")
     assert "\n" not in warnings[0] and auto.graphs is None and not auto.step_graphs
@@ -365,6 +355,19 @@ def widen(value):
 
 
 @contextlib.contextmanager
+def deterministic_float32() -> Iterator[None]:
+    """:func:`exact_float32` with cuDNN's deterministic algorithms, then as before: two runs of the same float32
+    steps agree to rounding."""
+    before = torch.backends.cudnn.deterministic
+    torch.backends.cudnn.deterministic = True
+    try:
+        with exact_float32():
+            yield
+    finally:
+        torch.backends.cudnn.deterministic = before
+
+
+@contextlib.contextmanager
 def exact_float32() -> Iterator[None]:
     """float32 matrix products and convolutions without TF32's shortened mantissa, then as before."""
     before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
@@ -393,10 +396,8 @@ def test_compile_auto_trains_on_through_a_fault_of_torchs_compiler(name, graphs,
     compiled, with no warning.  With --cuda-graph auto the fault comes in a step's first run on the graphs' side
     stream, which the restored weights must wait for; the steps are then captured from eager networks."""
     settings = dict(steps=6, amp=False, cudnn_benchmark=False, options={"dropout": False})
-    before = torch.backends.cudnn.deterministic
-    torch.backends.cudnn.deterministic = True
     try:
-        with exact_float32():
+        with deterministic_float32():
             auto, batch = tiny_trainer(name, tmp_path / "auto", device="cuda", cuda_graph=graphs, **settings)
             eager, _ = tiny_trainer(name, tmp_path / "eager", device="cuda", compile="off", **settings)
             assert auto.compile_mode == ("default" if graphs == "auto" else "reduce-overhead")
@@ -412,7 +413,6 @@ def test_compile_auto_trains_on_through_a_fault_of_torchs_compiler(name, graphs,
                         assert all(torch.isfinite(value).all() for value in logs.values()), logs
             torch.cuda.synchronize()
     finally:
-        torch.backends.cudnn.deterministic = before
         torch.compiler.reset()
     warnings = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
     if graphs == "auto":  # the steps after the warm-up are replays, whose noise draws eager steps need not match
