@@ -22,7 +22,8 @@
 # (GPU_BUDGET_S, default 540 s; the tests and the commands GPU_TESTS_S and GPU_COMMANDS_S of it at most): what
 # would not fit is skipped and says so, and one failure costs only itself.  GPU_PARTS (default "tests commands
 # speed") runs some parts only, in the order given ("tests+speed": the tests beside the speed part's compiling,
-# which is bound by the host's cores as they are, then the timed runs alone), GPU_TESTS_K some tests only (pytest
+# which is bound by the host's cores as they are, then the timed runs alone; "tests+demos+speed": the demos trained
+# with --cuda-graph and evaluated beside them too, within the tests' time), GPU_TESTS_K some tests only (pytest
 # -k), and GPU_SKIP (a bash regular expression of command names, e.g. "ladder-.*|sweep-.*") leaves out commands,
 # for a session whose GPU time comes in pieces.
 set -uo pipefail
@@ -91,6 +92,27 @@ part_tests() {
 }
 
 # -- 3. the README's commands, side by side ---------------------------------------------------------------
+# the README's settings for the two demos
+P2P=(--a data/skeletons/train/a --b data/skeletons/train/b --size 32 --load-size 32 --no-flip --batch-size 16
+     --steps 3000 --decay-steps 1000)
+CG=(--a data/colour-digits/train/a --b data/colour-digits/train/b --size 32 --load-size 32 --no-flip --batch-size 4
+    --steps 3000 --decay-steps 1000 --ngf 32 --ndf 32)
+
+# the two demos trained with each whole step as one CUDA graph and evaluated (its quality must not move), each
+# demo's training and evaluation in the background; the demos' data first
+graph_demos() {
+    [ -d data/skeletons ] || run p2p-demo 60 img2img demo pix2pix data/skeletons &
+    [ -d data/colour-digits ] || run cg-demo 60 img2img demo cyclegan data/colour-digits &
+    wait
+    run cg-train-graph 999 img2img train cyclegan "${CG[@]}" --cuda-graph --out runs/colour-graph &&
+        run cg-eval-graph 60 img2img eval runs/colour-graph --a data/colour-digits/test/a \
+            --b data/colour-digits/test/b --json "$LOGS/eval-cyclegan-graph.json" &
+    run p2p-train-graph 999 img2img train pix2pix "${P2P[@]}" --cuda-graph --out runs/skeletons-graph &&
+        run p2p-eval-graph 60 img2img eval runs/skeletons-graph --a data/skeletons/test/a \
+            --b data/skeletons/test/b --json "$LOGS/eval-pix2pix-graph.json" &
+    wait
+}
+
 part_commands() {
 END=$((SECONDS + ${GPU_COMMANDS_S:-260}))
 run p2p-demo 60 img2img demo pix2pix data/skeletons &
@@ -108,10 +130,6 @@ for side, count in (("a", 24), ("b", 20)):
         image = Image.fromarray(low).resize((width, height), Image.BICUBIC)
         image.convert("L" if index % 7 == 3 else "RGB").save(Path("jpegs", side, f"{index:03d}.jpg"), quality=90)' &
 wait
-P2P=(--a data/skeletons/train/a --b data/skeletons/train/b --size 32 --load-size 32 --no-flip --batch-size 16
-     --steps 3000 --decay-steps 1000)
-CG=(--a data/colour-digits/train/a --b data/colour-digits/train/b --size 32 --load-size 32 --no-flip --batch-size 4
-    --steps 3000 --decay-steps 1000 --ngf 32 --ndf 32)
 (   # the README's commands with every CUDA default (--compile auto: CUDA graphs)
     run p2p-train 999 img2img train pix2pix "${P2P[@]}" --out runs/skeletons &&
         run p2p-eval 60 img2img eval runs/skeletons --a data/skeletons/test/a --b data/skeletons/test/b \
@@ -143,14 +161,7 @@ print(f"bf16 against float32 translation of the held-out digits: max {worst} lev
 sys.exit(worst > 2)'
     run cg-export 90 img2img export runs/colour --format onnx --out colour.onnx
 ) &
-(   # the same demos with each whole step as one CUDA graph: the quality must not move
-    run cg-train-graph 999 img2img train cyclegan "${CG[@]}" --cuda-graph --out runs/colour-graph &&
-        run cg-eval-graph 60 img2img eval runs/colour-graph --a data/colour-digits/test/a \
-            --b data/colour-digits/test/b --json "$LOGS/eval-cyclegan-graph.json"
-    run p2p-train-graph 999 img2img train pix2pix "${P2P[@]}" --cuda-graph --out runs/skeletons-graph &&
-        run p2p-eval-graph 60 img2img eval runs/skeletons-graph --a data/skeletons/test/a \
-            --b data/skeletons/test/b --json "$LOGS/eval-pix2pix-graph.json"
-) &
+graph_demos &  # the same demos with each whole step as one CUDA graph: the quality must not move
 (
     run find-syncs 150 python3 "$REPO/.ci/find_syncs.py" cyclegan pix2pix
     run h2z-train 999 img2img train cyclegan --a jpegs/a --b jpegs/b --steps 50 --out runs/h2z &&
@@ -188,10 +199,13 @@ SPEED=(
     "sweep-cyclegan-2 120 cyclegan --size 256 --batch-size 2 --steps 20"
     "sweep-cyclegan-8 120 cyclegan --size 256 --batch-size 8 --steps 20"
 )
-part_speed() {  # part_speed [tests]: with "tests", the tests run beside the compiling (neither is timed)
+part_speed() {  # part_speed [tests|tests+demos]: the tests (and the graph demos) beside the compiling (none timed)
     local entry name limit args
-    if [[ ${1:-} == tests ]]; then
+    if [[ ${1:-} == tests* ]]; then
         part_tests &  # in a subshell of its own, with its own time limit; waited for with the compiling below
+    fi
+    if [[ ${1:-} == *demos ]]; then
+        (END=$((SECONDS + ${GPU_TESTS_S:-300})); graph_demos) &  # within the tests' time
     fi
     # the compiling, side by side: every compiled timed benchmark (training targets with the defaults or
     # --cuda-graph; the ladders compile the same networks as the single runs with channels_last) for a few steps,
@@ -228,7 +242,8 @@ for PART in $PARTS; do
         commands) part_commands ;;
         speed) part_speed ;;
         tests+speed) part_speed tests ;;
-        *) echo "GPU_PARTS: unknown part $PART (tests, commands, speed, tests+speed)" >&2 ;;
+        tests+demos+speed) part_speed tests+demos ;;
+        *) echo "GPU_PARTS: unknown part $PART (tests, commands, speed, tests+speed, tests+demos+speed)" >&2 ;;
     esac
     END=$BUDGET
 done
