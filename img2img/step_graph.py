@@ -285,11 +285,12 @@ class StepGraphs:
 
         try:
             replay, outputs = self.backend.capture(step)
-        except RuntimeError as error:
-            if "out of memory" in str(error):
-                raise
+        except RuntimeError as failure:
+            error = failure
             while isinstance(error.__context__, RuntimeError):  # what failed first, not the failed capture's end
                 error = error.__context__
+            if "out of memory" in str(error):  # the trainer's and the translator's own way out
+                raise error from None
             reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
             reason = f"this {self.what} cannot be captured as one CUDA graph ({reason[:200]})"
             raise CaptureFault(f"--cuda-graph: {reason}; run without --cuda-graph", reason) from None

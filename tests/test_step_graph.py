@@ -188,6 +188,23 @@ def test_a_failed_capture_under_auto_compiles_as_auto_would_without_graphs(tmp_p
     assert_same_run(eager, auto, *history)
 
 
+def test_running_out_of_memory_while_capturing_is_said_as_such():
+    """Memory that runs out in a capture is the trainer's and translator's to report (smaller images or batches), not
+    a step that cannot be captured, also when the capture's end fails after it."""
+
+    class OutOfMemory(ReplayBackend):
+        def capture(self, step):
+            try:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            except RuntimeError:
+                raise RuntimeError("CUDA error: operation failed due to a previous error during capture")  # noqa: B904
+
+    graphs = StepGraphs(torch.device("cpu"), backend=OutOfMemory(torch.device("cpu")), warmup=1)
+    graphs.run(torch.ones(2), "k", lambda x: x * 2)
+    with pytest.raises(torch.OutOfMemoryError, match="^CUDA out of memory"):
+        graphs.run(torch.ones(2), "k", lambda x: x * 2)
+
+
 def test_what_cuda_graph_auto_stands_for(tmp_path):
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     assert step_graph.resolve("auto", cuda, "auto") and step_graph.resolve("auto", cuda, "default")
