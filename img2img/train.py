@@ -110,7 +110,7 @@ class Trainer:
             seed_everything(mix_seed(self.config.seed, self.job.rank))
         self.wrapped = self._wrap_for_distributed()
         # --cuda-graph: each step's device work captured once and replayed (img2img.step_graph)
-        self.step_graphs = check_graphable(run, self.device)
+        self.step_graphs = check_graphable(run, self.device, self.job.enabled)
         self.compile_refusal = refusal
         self.compile_mode = speed.resolve_compile(self.config.compile, self.device, training=True,
                                                   supported=refusal is None, distributed=self.job.enabled,
@@ -620,17 +620,18 @@ def size_option(options: Any) -> int | None:
     return getattr(options, "size") if field is not None and cli_option(field) is not None else None
 
 
-def check_graphable(run: RunConfig, device: torch.device | None = None) -> bool:
+def check_graphable(run: RunConfig, device: torch.device | None = None, distributed: bool | None = None) -> bool:
     """Whether the run's steps are captured as CUDA graphs (``--cuda-graph``, see :func:`img2img.step_graph.resolve`)
-    on ``device`` (else the run's).  Refuse in one line ``on`` where it cannot run: for a model whose step cannot
-    be captured, with a compile mode that records CUDA graphs of its own (per network), on a device without CUDA
-    graphs, or under torchrun (DDP's gradient buckets are not captured here); ``auto`` is then off."""
+    on ``device`` (else the run's), ``distributed`` or not (else as torchrun's environment says).  Refuse in one
+    line ``on`` where it cannot run: for a model whose step cannot be captured, with a compile mode that records
+    CUDA graphs of its own (per network), on a device without CUDA graphs, or under torchrun (DDP's gradient
+    buckets are not captured here); ``auto`` is then off."""
     setting = run.train.cuda_graph
     if setting == "off":
         return False
     device = device or resolve_device(run.train.device)
     refusal = get_model_class(run.model).graph_refusal(run.options)
-    distributed = dist_tools.from_environment().enabled
+    distributed = dist_tools.from_environment().enabled if distributed is None else distributed
     if setting == "on":
         if refusal:
             raise UserError(f"--cuda-graph: {refusal}; leave --cuda-graph off")
