@@ -52,73 +52,9 @@ class FailingCapture(ReplayBackend):
             raise RuntimeError("CUDA error: operation failed due to a previous error during capture")  # noqa: B904
 
 
-@pytest.mark.parametrize("name, steps, options, graphs", [
-    ("pix2pix", 8, {}, 1),
-    ("cyclegan", 8, {}, 1),
-    # the discriminators step one step in three, and the reconstruction rate changes at step 6: three kinds of step
-    # reach their capture within 24 steps (the generators' before and after 6, the discriminators' after)
-    ("discogan", 24, {"curriculum_steps": 6, "starting_rate": 0.01, "default_rate": 0.5}, 3),
-    ("fastcut", 8, {}, 1),  # patch locations and flips drawn on the device
-])
-def test_replayed_steps_train_as_eager_steps_do(name, steps, options, graphs, tmp_path):
-    """Two trainers from the same weights on different batches each step, the learning rate falling to 0 over the
-    run: the replaying one ends with the same weights, bit for bit, and logged the same losses step by step."""
-    settings = dict(steps=steps, decay_steps=steps, options={"dropout": False, **options})
-    eager, batch = tiny_trainer(name, tmp_path / "eager", **settings)
-    replayed, _ = tiny_trainer(name, tmp_path / "graphed", **settings)
-    backend = replaying(replayed)
-    generator = torch.Generator().manual_seed(3)
-    history = {"eager": [], "replayed": []}
-    for step in range(steps):
-        # a new batch of the same shape each step (the buffers must take it), the same for both
-        fresh = {key: torch.rand(value.shape, generator=generator) * 2 - 1 for key, value in batch.items()}
-        for key, trainer in (("eager", eager), ("replayed", replayed)):
-            torch.manual_seed(step)
-            history[key].append(trainer.train_step(trainer.model.move_batch(fresh, trainer.device)))
-    assert backend.captured == graphs and len(replayed.graphs.graphs) == graphs
-    for want, have in zip(history["eager"], history["replayed"]):
-        assert want.keys() == have.keys()
-        for key in want:
-            assert torch.equal(have[key], want[key].float()), (key, have[key], want[key])
-    for net in eager.model.nets:
-        for a, b in zip(eager.model.nets[net].parameters(), replayed.model.nets[net].parameters()):
-            assert torch.equal(a, b), net
-    # each step's logs are its own, not a view of the one buffer that every replay overwrites
-    first, last = history["replayed"][-2], history["replayed"][-1]
-    assert any(not torch.equal(first[key], last[key]) for key in last)
-
-
-def test_a_compile_fault_under_compile_auto_captures_the_steps_again_from_eager_networks(tmp_path, monkeypatch):
-    """With --cuda-graph, --compile auto's kernels run inside the captured step.  Should torch's compiler fail in
-    a step's first (eager) run, after the step's first phase has stepped, the step is retaken from what it
-    started with, eagerly, and the steps are warmed up and captured afresh from eager networks: the run trains
-    bit for bit as a replaying run without compiling does."""
-    settings = dict(steps=8, decay_steps=8, options={"dropout": False})
-    reference, batch = tiny_trainer("pix2pix", tmp_path / "reference", compile="off", **settings)
-    replaying(reference)
-    compiled = compiler_failing_at(3, monkeypatch)  # pix2pix compiles G and D in its G phase, then D in its D phase
-    trainer, _ = tiny_trainer("pix2pix", tmp_path / "auto", **settings)
-    backend = replaying(trainer)
-    assert trainer.compile_mode == "default"
-    generator = torch.Generator().manual_seed(3)
-    for step in range(8):
-        fresh = {key: torch.rand(value.shape, generator=generator) * 2 - 1 for key, value in batch.items()}
-        logs = []
-        for each in (reference, trainer):
-            torch.manual_seed(step)
-            logs.append(each.train_step(each.model.move_batch(fresh, each.device)))
-        assert logs[0].keys() == logs[1].keys() and all(torch.equal(logs[0][k], logs[1][k]) for k in logs[0])
-    torch.compiler.reset()
-    assert len(compiled) == 3 and trainer.compile_mode == "off"
-    assert backend.captured == 1 and len(trainer.graphs.graphs) == 1
-    for net in reference.model.nets:
-        for a, b in zip(reference.model.nets[net].parameters(), trainer.model.nets[net].parameters()):
-            assert torch.equal(a, b), net
-
-
 def train_side_by_side(trainers, batch, steps):
-    """Each trainer takes ``steps`` steps on the same new batch each step, from the same random streams; each one's
-    logs, step by step."""
+    """Each trainer takes ``steps`` steps on the same new batch each step (of the same shape: a graph's buffers
+    must take it), from the same random streams; each one's logs, step by step."""
     generator = torch.Generator().manual_seed(3)
     history = [[] for _ in trainers]
     for step in range(steps):
@@ -138,6 +74,48 @@ def assert_same_run(a, b, history_a, history_b):
     for name, optimizer in a.optimizers.items():
         for x, y in zip(optimizer.state.values(), b.optimizers[name].state.values()):
             assert all(torch.equal(torch.as_tensor(x[k]), torch.as_tensor(y[k])) for k in x), name
+
+
+@pytest.mark.parametrize("name, steps, options, graphs", [
+    ("pix2pix", 8, {}, 1),
+    ("cyclegan", 8, {}, 1),
+    # the discriminators step one step in three, and the reconstruction rate changes at step 6: three kinds of step
+    # reach their capture within 24 steps (the generators' before and after 6, the discriminators' after)
+    ("discogan", 24, {"curriculum_steps": 6, "starting_rate": 0.01, "default_rate": 0.5}, 3),
+    ("fastcut", 8, {}, 1),  # patch locations and flips drawn on the device
+])
+def test_replayed_steps_train_as_eager_steps_do(name, steps, options, graphs, tmp_path):
+    """Two trainers from the same weights on different batches each step, the learning rate falling to 0 over the
+    run: the replaying one ends with the same weights, bit for bit, and logged the same losses step by step."""
+    settings = dict(steps=steps, decay_steps=steps, options={"dropout": False, **options})
+    eager, batch = tiny_trainer(name, tmp_path / "eager", **settings)
+    replayed, _ = tiny_trainer(name, tmp_path / "graphed", **settings)
+    backend = replaying(replayed)
+    history = train_side_by_side([eager, replayed], batch, steps)
+    assert backend.captured == graphs and len(replayed.graphs.graphs) == graphs
+    assert_same_run(eager, replayed, *history)
+    # each step's logs are its own, not a view of the one buffer that every replay overwrites
+    first, last = history[1][-2], history[1][-1]
+    assert any(not torch.equal(first[key], last[key]) for key in last)
+
+
+def test_a_compile_fault_under_compile_auto_captures_the_steps_again_from_eager_networks(tmp_path, monkeypatch):
+    """With --cuda-graph, --compile auto's kernels run inside the captured step.  Should torch's compiler fail in
+    a step's first (eager) run, after the step's first phase has stepped, the step is retaken from what it
+    started with, eagerly, and the steps are warmed up and captured afresh from eager networks: the run trains
+    bit for bit as a replaying run without compiling does."""
+    settings = dict(steps=8, decay_steps=8, options={"dropout": False})
+    reference, batch = tiny_trainer("pix2pix", tmp_path / "reference", compile="off", **settings)
+    replaying(reference)
+    compiled = compiler_failing_at(3, monkeypatch)  # pix2pix compiles G and D in its G phase, then D in its D phase
+    trainer, _ = tiny_trainer("pix2pix", tmp_path / "auto", **settings)
+    backend = replaying(trainer)
+    assert trainer.compile_mode == "default"
+    history = train_side_by_side([reference, trainer], batch, 8)
+    torch.compiler.reset()
+    assert len(compiled) == 3 and trainer.compile_mode == "off"
+    assert backend.captured == 1 and len(trainer.graphs.graphs) == 1
+    assert_same_run(reference, trainer, *history)
 
 
 @pytest.mark.parametrize("name", ["pix2pix", "fastcut"])  # FastCUT draws its patches and flips each step
