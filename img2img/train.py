@@ -110,11 +110,11 @@ class Trainer:
             seed_everything(mix_seed(self.config.seed, self.job.rank))
         self.wrapped = self._wrap_for_distributed()
         # --cuda-graph: each step's device work captured once and replayed (img2img.step_graph)
-        self.step_graphs = check_graphable(run, self.device, self.job.enabled)
+        step_graphs = check_graphable(run, self.device, self.job.enabled)
         self.compile_refusal = refusal
         self.compile_mode = speed.resolve_compile(self.config.compile, self.device, training=True,
                                                   supported=refusal is None, distributed=self.job.enabled,
-                                                  step_graphs=self.step_graphs)
+                                                  step_graphs=step_graphs)
         if self.compile_mode != "off" and self.job.is_main:
             log.info("compiling the networks (torch.compile %s%s): the first steps take a minute or so; "
                      "--compile off skips it", self.compile_mode,
@@ -124,7 +124,7 @@ class Trainer:
         # its batch's shapes) or where a step graph is captured first takes a copy of what it changes, so that a
         # fault there falls back to eager networks or uncaptured steps (_guarded_step)
         self.compile_fallback = self.config.compile == "auto" and self.compile_mode != "off"
-        self.graph_fallback = self.config.cuda_graph == "auto" and self.step_graphs
+        self.graph_fallback = self.config.cuda_graph == "auto" and step_graphs
         self.compiled_keys: set[Hashable] = set()
         self.optimizers = {phase.name: self._optimizer(phase) for phase in self.model.phases}
         factor = linear_decay(self.config.steps, self.config.decay_steps)
@@ -146,9 +146,14 @@ class Trainer:
                 EvalData.of_training(self.config))
         if resume is not None:
             self._load_state(resume)
-        self.graphs = StepGraphs(self.device, list(self.optimizers.values())) if self.step_graphs else None
+        self.graphs = StepGraphs(self.device, list(self.optimizers.values())) if step_graphs else None
         self.data = data if data is not None else self.model.build_data(run.options, self.config, self.device,
                                                                         self.job.rank, self.job.world_size)
+
+    @property
+    def step_graphs(self) -> bool:
+        """Whether the steps run through step graphs (--cuda-graph), captured and replayed."""
+        return self.graphs is not None
 
     def _phase_nets(self) -> dict[str, dict[str, nn.Module]]:
         """What each phase calls: the networks it updates through DDP (gradients are averaged over ranks), the
@@ -254,7 +259,7 @@ class Trainer:
             self._recompile("off")
         else:
             log.warning("--cuda-graph auto: %s; training goes on without it (as with --cuda-graph off)", reason)
-            self.graphs, self.step_graphs, self.graph_fallback = None, False, False
+            self.graphs, self.graph_fallback = None, False
             if self.compile_fallback:  # what --compile auto stands for without step graphs (graphs of its own)
                 self._recompile(speed.resolve_compile(self.config.compile, self.device, training=True,
                                                       supported=self.compile_refusal is None,

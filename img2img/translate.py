@@ -275,13 +275,11 @@ class Translator:
         self.compile = speed.resolve_compile(compile, self.device, training=False)
         # --cuda-graph: the forward pass of each batch shape captured once (after its eager run and its autotuned
         # one) and replayed, which spares the host a launch per layer per batch
-        self._graphs = None
         if cuda_graph in (True, "on"):
             check_capture(self.device, self.compile, "translated batch")
-        self.cuda_graph = step_graph.resolve(cuda_graph, self.device, self.compile)
+        graphed = step_graph.resolve(cuda_graph, self.device, self.compile)
+        self._graphs = StepGraphs(self.device, warmup=2, max_graphs=4, what="translated batch") if graphed else None
         self._graph_fallback = cuda_graph == "auto"  # a capture that fails leaves the forward pass uncaptured
-        if self.cuda_graph:
-            self._graphs = StepGraphs(self.device, warmup=2, max_graphs=4, what="translated batch")
         self.net = net.to(self.device, memory_format=speed.memory_format(channels_last)).eval()
         self.amp = self.device.type == "cuda" if amp is None else amp and self.device.type == "cuda"
         if self.amp:
@@ -302,6 +300,11 @@ class Translator:
         self.max_pixels = max_pixels if max_pixels is not None else self._pixel_budget()
         self.retarget: Callable[[str], Translator] | None = None  # set by load(): a translator for another target
         self._others: dict[str, Translator] = {}
+
+    @property
+    def cuda_graph(self) -> bool:
+        """Whether each batch shape's forward pass is captured and replayed (--cuda-graph)."""
+        return self._graphs is not None
 
     # -- memory ----------------------------------------------------------------------------------------
     def _pixel_budget(self) -> int:
@@ -343,7 +346,7 @@ class Translator:
                             raise
                         log.warning("--cuda-graph auto: %s; translation goes on without it (as with --cuda-graph "
                                     "off)", fault.reason)
-                        self._graphs, self.cuda_graph = None, False
+                        self._graphs = None
                 output = self._run(images)
         if speed.uses_cuda_graphs(self.compile, self.device):  # the graph's output buffer is reused next call
             return output.float() if output.dtype != torch.float32 else output.clone()

@@ -34,7 +34,7 @@ def replaying(trainer, backend: ReplayBackend | None = None, auto: bool = False)
     --cuda-graph auto there with ``auto``)."""
     backend = backend or ReplayBackend(trainer.device)
     trainer.graphs = StepGraphs(trainer.device, list(trainer.optimizers.values()), backend=backend)
-    trainer.step_graphs, trainer.graph_fallback = True, auto
+    trainer.graph_fallback = auto
     return backend
 
 
