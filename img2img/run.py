@@ -103,6 +103,35 @@ class RunDir:
         with open(self.metrics, "a") as handle:
             handle.write(json.dumps(record) + "\n")
 
+    def keep_metrics_to(self, step: int) -> None:
+        """Drop the metrics records after ``step``, where training (re)starts: what a run that was killed wrote
+        after its newest checkpoint, which the resumed run writes again (a line cut off by the kill goes too).
+        The file is replaced atomically, and only when something is dropped."""
+        try:
+            text = self.metrics.read_text()
+        except FileNotFoundError:
+            return
+        kept = "".join(line + "\n" for line in text.splitlines()
+                       if (record_step := _record_step(line)) is not None and record_step <= step)
+        if kept == text:
+            return
+        temporary = self.metrics.with_name(f".{self.metrics.name}.tmp-{os.getpid()}")
+        try:
+            temporary.write_text(kept)
+            os.replace(temporary, self.metrics)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+
+def _record_step(line: str) -> int | None:
+    """The step of one metrics line, or None for a line that is not a whole record."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    step = record.get("step") if isinstance(record, dict) else None
+    return step if isinstance(step, int) else None
+
 
 def _lock_file(handle: IO[str]) -> None:
     """An exclusive, non-blocking lock on an open file (OSError when another process holds it)."""

@@ -403,6 +403,7 @@ class Trainer:
         config = self.config
         if not self.job.is_main:
             return self._fit(config, stop_after_steps)
+        self.dirs.keep_metrics_to(self.step)  # as the board drops a killed run's events after its checkpoint
         file_log = logging.FileHandler(self.dirs.log)
         file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         file_log.setLevel(logging.INFO)

@@ -1,5 +1,6 @@
 """An interrupted and resumed run ends bit for bit where an uninterrupted one does (CPU)."""
 
+import json
 import os
 import signal
 import subprocess
@@ -42,14 +43,26 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, mnist_run):
     _assert_same(_weights_and_optimizers(tmp_path / "whole"), _weights_and_optimizers(interrupted))
 
 
+def _metrics(run):
+    """The run's metrics records without their timings."""
+    return [{k: v for k, v in json.loads(line).items() if k != "steps_per_s"}
+            for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
 def test_resume_from_an_older_step_checkpoint_file(tmp_path, mnist_run):
+    """As after a kill: the run wrote checkpoints and metrics past the checkpoint it resumes from (and the kill
+    cut its last metrics line); the resumed run's metrics are the uninterrupted run's, each step once."""
     run = mnist_run(steps=20, save_every_steps=10)
     train(run, tmp_path / "whole")
     parts = tmp_path / "parts"
     train(run, parts)
+    with open(parts / "metrics.jsonl", "a") as handle:
+        handle.write('{"step": 25, "g_lo')
     older = parts / "checkpoints" / "step-00000010.ckpt"
     resume(older)
     _assert_same(_weights_and_optimizers(tmp_path / "whole"), _weights_and_optimizers(parts))
+    assert [record["step"] for record in _metrics(parts)] == [5, 10, 15, 20]
+    assert _metrics(parts) == _metrics(tmp_path / "whole")
 
 
 def test_killed_and_terminated_cli_runs_resume_bit_identically(tmp_path):
