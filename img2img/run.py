@@ -52,10 +52,10 @@ class RunDir:
         return self.samples / f"step-{step:08d}.png"
 
     def create(self, option: str = "--out", fresh: bool = True) -> None:
-        """Create the folders, refusing to write a new run over an existing one."""
-        if fresh and self.last.exists():
-            raise UserError(f"{option}: {self.root} already holds a run; "
-                            f"continue it with --resume {self.root} or choose another {option}")
+        """Create the folders, refusing to write a new run over an existing one, or over files that are not a
+        run's (a new run replaces config.json and the sample grids, and starts metrics.jsonl afresh)."""
+        if fresh:
+            self._refuse_replacing(option)
         try:
             for folder in (self.root, self.samples, self.checkpoints):
                 folder.mkdir(parents=True, exist_ok=True)
@@ -66,6 +66,20 @@ class RunDir:
             raise UserError(f"{option}: cannot write to {self.root} ({error.strerror or error})") from None
         for stale in self.checkpoints.glob(".*.tmp-*"):  # left by a crash mid-save
             stale.unlink(missing_ok=True)
+
+    def _refuse_replacing(self, option: str) -> None:
+        saved = next((path for path in (self.last, self.best, *sorted(self.checkpoints.glob("step-*.ckpt")))
+                      if path.is_file()), None)
+        if saved is not None:
+            raise UserError(f"{option}: {self.root} already holds a run; continue it with --resume "
+                            f"{self.root if saved == self.last else saved} or choose another {option}")
+        if _is_run_config(self.config):
+            return  # a run that stopped before its first checkpoint: the same command starts it again
+        written = (self.config, self.log, self.metrics, self.samples / "last.png", *sorted(self.samples.glob("step-*.png")))
+        foreign = next((path for path in written if path.exists()), None)
+        if foreign is not None:
+            raise UserError(f"{option}: {foreign} exists and is not from an img2img run, and a new run there "
+                            f"would write over it; choose another {option}")
 
     def lock(self, option: str = "--out") -> IO[str]:
         """Take the run folder for this process, creating it if need be: an exclusive lock on ``RUN/.lock``,
@@ -121,6 +135,15 @@ class RunDir:
             os.replace(temporary, self.metrics)
         finally:
             temporary.unlink(missing_ok=True)
+
+
+def _is_run_config(path: Path) -> bool:
+    """Whether ``path`` is the config.json of an img2img run."""
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and {"model", "train", "options"} <= config.keys()
 
 
 def _record_step(line: str) -> int | None:

@@ -81,6 +81,50 @@ def test_out_that_already_holds_a_run_is_refused(finished_run):
     assert (finished_run / "last.ckpt").read_bytes() == before
 
 
+@pytest.mark.parametrize("kept", ["checkpoints", "best.ckpt"])
+def test_out_with_a_runs_checkpoints_but_no_last_ckpt_is_refused(finished_run, kept):
+    """A checkpoint of the run is never replaced by a new run's, whichever of its files is left."""
+    if kept == "best.ckpt":
+        for step in (finished_run / "checkpoints").iterdir():
+            step.unlink()
+        (finished_run / "last.ckpt").rename(finished_run / "best.ckpt")
+    else:
+        (finished_run / "last.ckpt").unlink()
+    before = {path: path.read_bytes() for path in finished_run.rglob("*.ckpt")}
+    assert before
+    result, _ = invoke("train", "mnist-gan", "--out", finished_run, *QUICK)
+    assert_one_line_error(result, "--out", "already holds a run", "--resume")
+    assert {path: path.read_bytes() for path in finished_run.rglob("*.ckpt")} == before
+
+
+@pytest.mark.parametrize("name", ["config.json", "metrics.jsonl", "train.log", "samples/last.png"])
+def test_out_holding_files_of_the_same_names_that_are_no_runs_is_refused(tmp_path, name):
+    """A new run writes config.json and sample grids and starts metrics.jsonl afresh: a folder where a file of
+    one of those names is not a run's is refused, and the file is kept; other files are left alone."""
+    out = tmp_path / "mine"
+    (out / "samples").mkdir(parents=True)
+    (out / name).write_text("the user's own file")
+    result, _ = invoke("train", "mnist-gan", "--out", out, *QUICK)
+    assert_one_line_error(result, "--out", str(out / name), "not from an img2img run")
+    assert (out / name).read_text() == "the user's own file"
+    (out / name).rename(out / "samples" / "mine.png")
+    result, _ = invoke("train", "mnist-gan", "--out", out, *QUICK)
+    assert result.exit_code == 0, result.output
+    assert (out / "samples" / "mine.png").read_text() == "the user's own file"
+
+
+def test_the_same_command_starts_again_a_run_that_stopped_before_its_first_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    result, _ = invoke("train", "mnist-gan", "--out", out, "--log-every", "1", *QUICK, "--save-every", "1000")
+    assert result.exit_code == 0, result.output
+    for saved in (out / "last.ckpt", *(out / "checkpoints").iterdir()):  # as if it had died before saving
+        saved.unlink()
+    result, _ = invoke("train", "mnist-gan", "--out", out, "--log-every", "2", *QUICK)
+    assert result.exit_code == 0, result.output
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [2, 4]  # the new run's records only
+
+
 def test_resume_folder_without_checkpoint(tmp_path):
     result, _ = invoke("train", "mnist-gan", "--resume", tmp_path)
     assert_one_line_error(result, "--resume", str(tmp_path), "holds no checkpoint")
