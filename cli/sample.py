@@ -19,7 +19,7 @@ from .options import Output
               help="The class to draw, by name (a digit, or a --data sub-folder), for a conditional model (cgan, "
                    "acgan).  [default: every class in turn, one grid row each]")
 @click.option("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
-@click.option("--overwrite", is_flag=True, help="Replace files of the same names in --out.")
+@click.option("--overwrite", is_flag=True, help="Replace files of the same names in --out, and --grid.")
 def sample(checkpoint: str, count: int, out: str, seed: int, grid: str | None, label: str | None, device: str,
            overwrite: bool) -> None:
     """Write N generated images from CHECKPOINT (a checkpoint file or run folder) as PNG files."""

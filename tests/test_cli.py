@@ -181,6 +181,17 @@ def test_sample_never_overwrites_without_asking(finished_run, tmp_path):
     assert_one_line_error(result, "--out", "exists", "--overwrite")
     result, _ = invoke("sample", finished_run, "--n", 3, "--out", tmp_path / "a", "--overwrite")
     assert result.exit_code == 0
+    for suffix in (".png", ".jpg"):  # the grid in the format its extension names
+        grid = tmp_path / f"grid{suffix}"
+        grid.write_bytes(b"the user's own picture")
+        result, _ = invoke("sample", finished_run, "--n", 3, "--out", tmp_path / suffix, "--grid", grid)
+        assert_one_line_error(result, "--grid", str(grid), "exists", "--overwrite")
+        assert grid.read_bytes() == b"the user's own picture"
+        result, _ = invoke("sample", finished_run, "--n", 3, "--out", tmp_path / suffix, "--grid", grid,
+                           "--overwrite")
+        assert result.exit_code == 0
+        assert Image.open(grid).format == {".png": "PNG", ".jpg": "JPEG"}[suffix]
+    assert sorted(path.name for path in tmp_path.iterdir() if path.is_file()) == ["grid.jpg", "grid.png"]
 
 
 def test_unavailable_device_is_a_one_line_error(tmp_path):
