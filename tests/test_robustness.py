@@ -119,7 +119,7 @@ def test_verification_decodes_every_pixel_and_names_every_broken_file(tmp_path):
     good = [write_rgb(tmp_path / f"{i}.png", 8, 8, seed=i) or tmp_path / f"{i}.png" for i in range(3)]
     data = (tmp_path / "0.png").read_bytes()
     (tmp_path / "truncated.png").write_bytes(data[: len(data) - 40])  # the header reads; the pixels do not
-    images.probe(tmp_path / "truncated.png")
+    assert Image.open(tmp_path / "truncated.png").size == (8, 8)
     with pytest.raises(UserError, match="truncated.png") as error:
         guard.verify_images([*good, tmp_path / "truncated.png"], "--a")
     assert "\n" not in str(error.value)

@@ -16,7 +16,7 @@ from torch import nn
 
 import img2img
 from img2img.config import RunConfig, TrainConfig
-from img2img.data.images import read_image_bits
+from img2img.data.images import read_image_bits, read_image_levels
 from img2img.models.pix2pix import Pix2Pix, Pix2PixConfig
 from img2img.nn.resnet import ResnetGenerator
 from img2img.train import train
@@ -68,6 +68,26 @@ def test_names_and_relative_paths_are_mirrored_and_sizes_kept(photos, tmp_path):
     same = tmp_path / "same"
     Translator(Invert(), GeneratorInfo(3, 3, 4)).translate_folder(photos, same, format="same", progress=False)
     assert (same / "sub" / "b.jpg").is_file() and (same / "a.png").is_file()
+
+
+@pytest.mark.parametrize("orientation, upright", [(1, lambda a: a), (2, np.fliplr), (3, lambda a: np.rot90(a, 2)),
+                                                   (6, lambda a: np.rot90(a, -1)), (8, lambda a: np.rot90(a, 1))])
+def test_photos_are_read_and_translated_upright_as_their_exif_orientation_says(tmp_path, orientation, upright):
+    """A phone stores a photo as its sensor read it and tags how to turn it (EXIF orientation 6: a quarter turn
+    clockwise); viewers show it turned, and so training and translation see it, and outputs are upright."""
+    stored = (np.random.default_rng(orientation).random((6, 10, 3)) * 255).astype(np.uint8)
+    image = Image.fromarray(stored)
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    image.save(tmp_path / "photo.png", exif=exif)
+    levels, _ = read_image_levels(tmp_path / "photo.png")
+    assert np.array_equal(levels, upright(stored))
+    out = tmp_path / "out"
+    Translator(Invert(), GeneratorInfo(3, 3, 2)).translate_folder(tmp_path / "photo.png", out, progress=False)
+    assert np.abs(np.asarray(Image.open(out / "photo.png"), dtype=np.int32) - (255 - upright(stored))).max() <= 1
+    if orientation == 6:  # and the common case, a JPEG from a phone
+        image.save(tmp_path / "phone.jpg", exif=exif, quality=100)
+        assert read_image_levels(tmp_path / "phone.jpg")[0].shape == (10, 6, 3)
 
 
 def test_a_batch_that_fails_still_leaves_the_batches_before_it_written(tmp_path, monkeypatch):

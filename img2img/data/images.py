@@ -1,7 +1,7 @@
 """Reading image files: any format Pillow reads, 8- or 16-bit, grey, RGB or RGBA, and finding them in folders.
 
 Files are read as the levels they store (uint8 or uint16 ``(H, W, C)``,
-:func:`read_image_levels`); elsewhere images travel as float32 arrays in
+:func:`read_image_levels`), upright as their EXIF orientation says; elsewhere images travel as float32 arrays in
 [0, 1] (:func:`to_unit`) until they become tensors in [-1, 1].  Files are decoded by Pillow, which fails
 cleanly on corrupt data, except PNGs of 16 bits per channel in colour, which Pillow reduces to 8: OpenCV
 decodes those.
@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from img2img.errors import UserError
 
@@ -34,7 +34,7 @@ WRITABLE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff
 
 @dataclass(frozen=True)
 class ImageInfo:
-    """What a file's header says: size and the channels and bits it stores."""
+    """An image file's size (upright) and the channels and bits it stores."""
 
     width: int
     height: int
@@ -111,21 +111,6 @@ def _open_checked(path: Path) -> Image.Image:
     return image
 
 
-def probe(path: str | Path) -> ImageInfo:
-    """Read only the header of an image; :class:`UserError` naming the file if it is not a readable image or
-    claims more pixels than the limit."""
-    path = Path(path)
-    try:
-        with _open_checked(path) as image:
-            channels, bits = _pillow_channels(image)
-            width, height = image.size
-        if path.suffix.lower() == ".png":
-            bits = 16 if (_png_ihdr(path) or (8, 0))[0] == 16 else 8
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise UserError(f"{path}: not a readable image ({_reason(error)})") from None
-    return ImageInfo(width, height, channels, bits)
-
-
 def _reason(error: Exception) -> str:
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return text[:160]
@@ -159,9 +144,18 @@ def _read_png(path: Path) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(levels), 16 if levels.dtype == np.uint16 else 8
 
 
+def _upright(image: Image.Image) -> Image.Image:
+    """The image turned (or mirrored) as its EXIF orientation tag says, as image viewers show it: cameras and
+    phones store a photo as the sensor read it and tag how to turn it."""
+    if image.getexif().get(ExifTags.Base.Orientation, 1) in range(2, 9):
+        return ImageOps.exif_transpose(image)
+    return image
+
+
 def _read_pillow(path: Path) -> tuple[np.ndarray, int]:
-    with _open_checked(path) as image:
-        image.load()
+    with _open_checked(path) as opened:
+        opened.load()
+        image = _upright(opened)
         channels, bits = _pillow_channels(image)
         if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
             levels = np.clip(np.asarray(image, dtype=np.int64), 0, 65535).astype(np.uint16)
