@@ -63,7 +63,11 @@ def _setup_logging(verbose: bool) -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Log every detail.")
 @click.version_option(package_name="img2img")
 def main(verbose: bool) -> None:
-    """img2img: image-to-image translation with GANs (pix2pix, CycleGAN, DiscoGAN) and the MNIST baseline GAN."""
+    """img2img: image-to-image translation with GANs (pix2pix, CycleGAN, DiscoGAN, CUT, FastCUT, StarGAN) and
+    noise-to-image GANs (the MNIST baseline GAN, DCGAN, WGAN, cGAN, AC-GAN, GMMN).
+
+    Every model trains, samples or translates, evaluates, benchmarks and exports through the commands below;
+    `img2img COMMAND --help` for each."""
     _setup_logging(verbose)
 
 
