@@ -10,6 +10,7 @@ from img2img import train as training
 from img2img.config import RunConfig, TrainConfig
 from img2img.distributed import from_environment
 from img2img.models import MODELS, GANModel
+from img2img.run import RunDir
 
 from .options import (Output, check_resume_options, config_options, decorate, default_out, record_output, report_config,
                       resume_changes)
@@ -35,6 +36,8 @@ def _start(ctx: click.Context, model_class: type[GANModel], values: dict) -> Non
         # the model's defaults of settings that are no options (GMMN's Adam β1) first, then the options' values
         run = RunConfig(model_class.name, TrainConfig(**{**model_class.train_defaults, **given}),
                         model_class.Config(**{k: v for k, v in values.items() if k not in train_fields}))
+        if out and not dry_run and from_environment().is_main:
+            RunDir(out).check_fresh("--out")  # before the data are checked, which can take minutes
         run = training.resolve_run(run)
         if from_environment().is_main:
             report_config(run)

@@ -55,7 +55,7 @@ class RunDir:
         """Create the folders, refusing to write a new run over an existing one, or over files that are not a
         run's (a new run replaces config.json and the sample grids, and starts metrics.jsonl afresh)."""
         if fresh:
-            self._refuse_replacing(option)
+            self.check_fresh(option)
         try:
             for folder in (self.root, self.samples, self.checkpoints):
                 folder.mkdir(parents=True, exist_ok=True)
@@ -67,7 +67,9 @@ class RunDir:
         for stale in self.checkpoints.glob(".*.tmp-*"):  # left by a crash mid-save
             stale.unlink(missing_ok=True)
 
-    def _refuse_replacing(self, option: str) -> None:
+    def check_fresh(self, option: str = "--out") -> None:
+        """Refuse, in one line, a folder where a new run would write over a run's checkpoints or over files of
+        the names a run writes that are not a run's."""
         saved = next((path for path in (self.last, self.best, *sorted(self.checkpoints.glob("step-*.ckpt")))
                       if path.is_file()), None)
         if saved is not None:

@@ -76,8 +76,9 @@ def test_unwritable_out(tmp_path):
 
 def test_out_that_already_holds_a_run_is_refused(finished_run):
     before = (finished_run / "last.ckpt").read_bytes()
-    result, _ = invoke("train", "mnist-gan", "--out", finished_run, *QUICK)
+    result, output = invoke("train", "mnist-gan", "--out", finished_run, *QUICK)
     assert_one_line_error(result, "--out", "already holds a run", "--resume")
+    assert "resolved configuration" not in output  # refused before the data are checked
     assert (finished_run / "last.ckpt").read_bytes() == before
 
 
