@@ -55,7 +55,7 @@ class RunDir:
         """Create the folders, refusing to write a new run over an existing one, or over files that are not a
         run's (a new run replaces config.json and the sample grids, and starts metrics.jsonl afresh)."""
         if fresh:
-            self.check_fresh(option)
+            self._refuse_replacing(option)
         try:
             for folder in (self.root, self.samples, self.checkpoints):
                 folder.mkdir(parents=True, exist_ok=True)
@@ -68,8 +68,14 @@ class RunDir:
             stale.unlink(missing_ok=True)
 
     def check_fresh(self, option: str = "--out") -> None:
-        """Refuse, in one line, a folder where a new run would write over a run's checkpoints or over files of
-        the names a run writes that are not a run's."""
+        """Refuse, in one line, a folder that another process is training, or where a new run would write over
+        a run's checkpoints or over files of the names a run writes that are not a run's (what :meth:`create`
+        checks again under the lock)."""
+        if (self.root / ".lock").exists():
+            self.lock(option).close()
+        self._refuse_replacing(option)
+
+    def _refuse_replacing(self, option: str) -> None:
         saved = next((path for path in (self.last, self.best, *sorted(self.checkpoints.glob("step-*.ckpt")))
                       if path.is_file()), None)
         if saved is not None:
