@@ -143,7 +143,7 @@ class Trainer:
 
             self.eval_metric = check_training_evaluation(
                 type(self.model), self.config.eval_metric,
-                EvalData.of_training(self.config))
+                EvalData.of_training(self.config), run.options)
         if resume is not None:
             self._load_state(resume)
         self.graphs = StepGraphs(self.device, list(self.optimizers.values())) if step_graphs else None
@@ -558,7 +558,7 @@ class Trainer:
 
     def evaluate(self) -> bool:
         """Evaluate the inference model on the held-out data, log it, and say whether it is the best so far."""
-        from img2img.evaluation.evaluate import EvalData, better, evaluate_model  # noqa: PLC0415
+        from img2img.evaluation.evaluate import DIGIT_ONLY, EvalData, better, evaluate_model  # noqa: PLC0415
 
         config = self.config
         model = self.inference_model()
@@ -572,6 +572,12 @@ class Trainer:
         values = {k: v for k, v in report.metrics.items() if isinstance(v, (int, float))}
         self.dirs.append_metrics({"step": self.step, "eval": values})
         self.board.evaluation(values, self.step)
+        if self.eval_metric not in values:  # these held-out data do not give it: the run goes on without best.ckpt
+            topic = "fid/kid" if self.eval_metric.startswith(("fid", "kid")) else self.eval_metric  # "lpips"
+            why = [note for note in report.notes if note.startswith(f"{topic} skipped")]
+            log.warning("eval step=%d: --eval-metric %s was not computed (%s), so best.ckpt is not kept by it; the "
+                        "run goes on", self.step, self.eval_metric, "; ".join(why) or f"it is reported {DIGIT_ONLY}")
+            return False
         value = float(values[self.eval_metric])
         self.final_evaluation = value
         improved = better(self.eval_metric, value, None if self.best is None else self.best["value"])
@@ -739,7 +745,8 @@ def resolve_run(run: RunConfig) -> RunConfig:
     if run.train.eval_every_steps:  # checked before a run folder exists; the chosen metric made explicit
         from img2img.evaluation.evaluate import EvalData, check_training_evaluation  # noqa: PLC0415
 
-        metric = check_training_evaluation(model_class, run.train.eval_metric, EvalData.of_training(run.train))
+        metric = check_training_evaluation(model_class, run.train.eval_metric, EvalData.of_training(run.train),
+                                           run.options)
         run = run.replace_train(eval_metric=metric)
     try:
         examples = model_class.dataset_size(run.options)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 
@@ -129,6 +130,57 @@ def test_best_checkpoint_follows_the_chosen_metric_and_survives_resume(tmp_path,
     assert resumed.step == 6
     assert torch.load(tmp_path / "run" / "best.ckpt", weights_only=True)["step"] == 4
     assert torch.load(tmp_path / "run" / "last.ckpt", weights_only=True)["best"]["value"] == 1.0
+
+
+def test_eval_every_refuses_before_training_a_metric_its_held_out_data_cannot_give(tmp_path, monkeypatch):
+    """Offline, FID and KID of images other than digits need the Inception weights, and the demo tasks' metrics
+    need a demo task's data: a run that could never keep best.ckpt by its metric is refused in one line (it
+    stopped with a KeyError at its first evaluation); the digits' own features need no weights."""
+    monkeypatch.delenv("IMG2IMG_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # an empty hub cache
+    data = write_unpaired(tmp_path)
+    held_out = ["--eval-every", 5, "--eval-a", data / "a", "--eval-b", data / "b", "--dry-run"]
+    cyclegan = ["train", "cyclegan", "--a", data / "a", "--b", data / "b"]
+    result, _ = invoke(*cyclegan, *held_out)
+    assert_one_line_error(result, "--eval-metric fid_a2b", "no Inception weights", "IMG2IMG_INCEPTION_WEIGHTS")
+    result, _ = invoke(*cyclegan, *held_out, "--eval-metric", "psnr")
+    assert_one_line_error(result, "--eval-metric psnr", "digit data only")
+    result, _ = invoke("train", "dcgan", "--data", data / "b", "--size", 32, "--eval-every", 5, "--dry-run")
+    assert_one_line_error(result, "--eval-metric fid", "no Inception weights")
+    result, _ = invoke("train", "dcgan", "--data", data / "b", "--size", 32, "--eval-every", 5, "--eval-metric",
+                       "classes_covered", "--dry-run")
+    assert_one_line_error(result, "--eval-metric classes_covered", "digit data only")
+    result, _ = invoke("train", "pix2pix", "--a", data / "a", "--b", data / "a", "--eval-every", 5, "--eval-a",
+                       data / "a", "--eval-b", data / "a", "--eval-metric", "lpips", "--dry-run")
+    assert_one_line_error(result, "--eval-metric lpips", "AlexNet weights")
+    for accepted in (["train", "dcgan", "--data", data / "b", "--size", 32, "--batch-size", 4, "--eval-every", 5,
+                      "--eval-metric", "nn_distance_to_train"],
+                     ["train", "mnist-gan", "--eval-every", 5]):  # FID through the digits' features
+        result, output = invoke(*accepted, "--dry-run")
+        assert result.exit_code == 0, output
+    weights = tmp_path / "inception.pth"
+    weights.write_bytes(b"found, not loaded before the first evaluation")
+    monkeypatch.setenv("IMG2IMG_INCEPTION_WEIGHTS", str(weights))
+    result, output = invoke(*cyclegan, *held_out)
+    if importlib.util.find_spec("torch_fidelity") is None:  # an optional extra
+        assert_one_line_error(result, "--eval-metric fid_a2b", 'pip install "img2img[inception]"')
+    else:
+        assert result.exit_code == 0, output
+
+
+def test_an_evaluation_without_the_runs_metric_warns_and_the_run_goes_on(tmp_path, mnist_run, monkeypatch, caplog):
+    """Should an evaluation still come back without the metric (the weights went away mid-run), the run is not
+    lost: it warns, saying why, keeps no best.ckpt by it, and trains on."""
+    def scripted(model, run, step, *args, **kwargs):
+        return Report(run.model, step, metrics={"kid": 0.5}, notes=["fid/kid skipped: the weights went away"])
+
+    monkeypatch.setattr(evaluate_module, "evaluate_model", scripted)
+    trainer = Trainer(mnist_run(steps=4, batch_size=4, eval_every_steps=2), tmp_path / "run")
+    with caplog.at_level("WARNING", logger="img2img"):
+        result = trainer.fit()
+    assert result.step == 4 and trainer.best is None and not (tmp_path / "run" / "best.ckpt").exists()
+    warnings = [r.getMessage() for r in caplog.records if "--eval-metric fid was not computed" in r.getMessage()]
+    assert len(warnings) == 2 and "the weights went away" in warnings[0], caplog.text
 
 
 def test_eval_every_checks_its_metric_and_data_before_training(tmp_path):

@@ -48,9 +48,9 @@ from img2img.data.paired import check_pairs
 from img2img.errors import UserError
 from img2img.loading import load_model, resolve_device
 from img2img.evaluation.digits import load_classifier
-from img2img.evaluation.features import build_extractor
-from img2img.evaluation.metrics import (class_statistics, fid_kid, lpips, nearest_neighbour_distance,
-                                        paired_metrics)
+from img2img.evaluation.features import build_extractor, check_inception
+from img2img.evaluation.metrics import (class_statistics, fid_kid, lpips, lpips_backbone_file,
+                                        nearest_neighbour_distance, paired_metrics)
 
 # higher is better for these; lower for the rest (fid, kid, l1, nn distance)
 HIGHER_IS_BETTER = {"psnr", "ssim", "label_agreement", "classes_covered", "class_agreement"}  # lpips: lower is better
@@ -60,6 +60,11 @@ SAMPLE_METRICS = ("fid", "kid", "fid_over_floor", "classes_covered", "kl_to_unif
 PAIRED_METRICS = ("l1", "psnr", "ssim", "lpips", "fid", "kid", "label_agreement")
 DEMO_METRICS = ("l1", "psnr", "ssim", "label_agreement")
 MULTI_DOMAIN_METRICS = ("fid", "kid", "own_domain_psnr", "psnr", "label_agreement")
+# what each protocol reports on digit data only: the embedded digits (samples), a demo task's folders (the rest)
+DIGIT_ONLY_METRICS = {"samples": ("fid_over_floor", "classes_covered", "kl_to_uniform", "class_agreement"),
+                      "paired": ("label_agreement",), "unpaired": DEMO_METRICS,
+                      "multi-domain": ("psnr", "label_agreement")}
+DIGIT_ONLY = "on digit data only (the embedded digits, or the folders of an `img2img demo` task)"
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +84,9 @@ def protocol_metrics(model_class: Any) -> tuple[str, ...]:
     return ()
 
 
-def check_training_evaluation(model_class: Any, metric: str, data: EvalData) -> str:
-    """The metric a run's --eval-every chooses best.ckpt by, after checking that it and the data can work."""
+def check_training_evaluation(model_class: Any, metric: str, data: EvalData, options: Any = None) -> str:
+    """The metric a run's --eval-every chooses best.ckpt by, after checking that it and the data can work (and
+    that FID or KID, on images other than digits, has the Inception weights it needs)."""
     metric = metric or model_class.default_metric
     available = protocol_metrics(model_class)
     if not available:
@@ -90,7 +96,27 @@ def check_training_evaluation(model_class: Any, metric: str, data: EvalData) -> 
                         f"(choose from {', '.join(available)})")
     if model_class.evaluation != "samples":
         _require(data, model_class, prefix="--eval-")
+    digits = _digit_data(model_class, options, data)
+    if metric in DIGIT_ONLY_METRICS[model_class.evaluation] and not digits:
+        raise UserError(f"--eval-metric {metric}: {model_class.name} evaluation reports it {DIGIT_ONLY}; choose "
+                        "another --eval-metric")
+    if metric == "lpips" and not lpips_backbone_file().is_file():
+        raise UserError(f"--eval-metric lpips needs the AlexNet weights at {lpips_backbone_file()} (nothing is "
+                        "downloaded); or choose another --eval-metric")
+    if metric.startswith(("fid", "kid")) and not digits:
+        try:
+            check_inception(needed_by=f"--eval-metric {metric}")
+        except UserError as error:
+            raise UserError(f"{error}; or choose another --eval-metric") from None
     return metric
+
+
+def _digit_data(model_class: Any, options: Any, data: EvalData) -> bool:
+    """Whether evaluation compares digits (the embedded MNIST digits, or a demo task's), through the shipped
+    digit classifier's features, which need no Inception weights."""
+    if model_class.evaluation == "samples":
+        return getattr(options, "data", None) is None
+    return demo_task(data.a or data.aligned or data.data) is not None
 
 
 BATCH = 100

@@ -10,6 +10,7 @@ them.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -70,8 +71,9 @@ class InceptionFeatures(nn.Module):
         return self.net(as_bytes).reshape(len(images), -1)
 
 
-def find_inception_weights(given: str | None = None) -> Path:
-    """The Inception weights file: ``given``, else ``$IMG2IMG_INCEPTION_WEIGHTS``, else torch's hub cache."""
+def find_inception_weights(given: str | None = None, needed_by: str = "--features inception") -> Path:
+    """The Inception weights file: ``given`` (``--inception-weights``), else ``$IMG2IMG_INCEPTION_WEIGHTS``, else
+    torch's hub cache; a :class:`UserError` naming ``needed_by`` (what needs them) when there is none."""
     candidates = [("--inception-weights", given), (INCEPTION_ENV, os.environ.get(INCEPTION_ENV))]
     for source, value in candidates:
         if value:
@@ -82,8 +84,17 @@ def find_inception_weights(given: str | None = None) -> Path:
     cached = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
     if cached.is_file():
         return cached
-    raise UserError(f"--features inception: no Inception weights here (nothing is downloaded); get {INCEPTION_URL} "
-                    f"and pass --inception-weights FILE, set {INCEPTION_ENV}, or put it at {cached}")
+    given_how = "pass --inception-weights FILE, " if needed_by.startswith("--features") else ""
+    raise UserError(f"{needed_by}: no Inception weights here (nothing is downloaded); get {INCEPTION_URL} "
+                    f"and {given_how}set {INCEPTION_ENV}, or put it at {cached}")
+
+
+def check_inception(needed_by: str) -> None:
+    """That Inception features can be built (their weights found, torch-fidelity installed), without loading them:
+    a :class:`UserError` naming ``needed_by`` otherwise."""
+    find_inception_weights(needed_by=needed_by)
+    if importlib.util.find_spec("torch_fidelity") is None:
+        raise UserError(f'{needed_by}: Inception features need torch-fidelity: pip install "img2img[inception]"')
 
 
 def build_extractor(name: str, inception_weights: str | None = None, channels: int = 3) -> nn.Module:
