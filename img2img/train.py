@@ -567,6 +567,13 @@ class Trainer:
             report = evaluate_model(model, self.run, self.step,
                                     EvalData.of_training(config),
                                     samples=config.eval_samples, seed=config.seed, device=self.device)
+        except (UserError, OSError, RuntimeError, MemoryError) as error:
+            if isinstance(error, RuntimeError) and not out_of_memory(error):
+                raise
+            # a held-out file that is broken or gone, or memory that ran out: the training itself is not lost
+            log.warning("eval step=%d failed, and the run goes on without it: %s", self.step,
+                        "out of memory" if isinstance(error, (RuntimeError, MemoryError)) else error)
+            return False
         finally:
             self.model.train()
         values = {k: v for k, v in report.metrics.items() if isinstance(v, (int, float))}

@@ -183,6 +183,27 @@ def test_an_evaluation_without_the_runs_metric_warns_and_the_run_goes_on(tmp_pat
     assert len(warnings) == 2 and "the weights went away" in warnings[0], caplog.text
 
 
+def test_an_evaluation_that_fails_costs_that_evaluation_only(tmp_path, mnist_run, monkeypatch, caplog):
+    """A held-out file that broke or went away (or memory that ran out) mid-run stopped the run at the
+    evaluation, before that step's checkpoint: now it warns, naming the file, and the run trains on."""
+    outcomes = iter([UserError("held/3.png: not a readable image (truncated)"), 2.0])
+
+    def scripted(model, run, step, *args, **kwargs):
+        outcome = next(outcomes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return Report(run.model, step, metrics={"fid": outcome})
+
+    monkeypatch.setattr(evaluate_module, "evaluate_model", scripted)
+    trainer = Trainer(mnist_run(steps=4, batch_size=4, eval_every_steps=2, save_every_steps=100), tmp_path / "run")
+    with caplog.at_level("WARNING", logger="img2img"):
+        trainer.fit()
+    assert "eval step=2 failed, and the run goes on without it: held/3.png: not a readable image" in caplog.text
+    assert sorted(path.name for path in (tmp_path / "run" / "checkpoints").iterdir()) == [
+        "step-00000002.ckpt", "step-00000004.ckpt"]
+    assert trainer.best == {"metric": "fid", "value": 2.0, "step": 4}
+
+
 def test_eval_every_checks_its_metric_and_data_before_training(tmp_path):
     run = RunConfig("mnist-gan", TrainConfig(steps=2, device="cpu", eval_every_steps=1, eval_metric="psnr"),
                     MnistGanConfig())
