@@ -90,6 +90,30 @@ def test_photos_are_read_and_translated_upright_as_their_exif_orientation_says(t
         assert read_image_levels(tmp_path / "phone.jpg")[0].shape == (10, 6, 3)
 
 
+@pytest.mark.parametrize("name", ["resnet", "resnet-batch", "cut", "unet", "unet-instance", "discogan", "stargan"])
+def test_every_generator_translates_the_smallest_images_to_their_own_size(name):
+    """Images of one or a few pixels are padded up to what the network takes (a 1×1 image under StarGAN's
+    generator, whose instance norm met a 1×1 map, stopped translation with a traceback)."""
+    from img2img.models.stargan import ToDomain  # noqa: PLC0415
+    from img2img.nn.cut import CutResnetGenerator  # noqa: PLC0415
+    from img2img.nn.discogan import DiscoGenerator  # noqa: PLC0415
+    from img2img.nn.stargan import StarGenerator  # noqa: PLC0415
+    from img2img.nn.unet import UnetGenerator  # noqa: PLC0415
+
+    net = {"resnet": lambda: ResnetGenerator(3, 3, 4, n_blocks=1),
+           "resnet-batch": lambda: ResnetGenerator(3, 3, 4, n_blocks=1, norm="batch"),
+           "cut": lambda: CutResnetGenerator(3, 3, 4, n_blocks=1),
+           "unet": lambda: UnetGenerator(3, 3, num_downs=5, base_channels=4),
+           "unet-instance": lambda: UnetGenerator(3, 3, num_downs=5, base_channels=4, norm="instance"),
+           "discogan": lambda: DiscoGenerator(3, 3, size=32, base_channels=4),
+           "stargan": lambda: ToDomain(StarGenerator(3, 2, 4, n_blocks=1), 1)}[name]().eval()
+    translator = Translator(net, generator_info(net, 3, 3))
+    for height, width in ((1, 1), (2, 3), (5, 1), (1, 9)):
+        image = torch.rand(1, 3, height, width) * 2 - 1
+        output = translator.translate_tensor(image)
+        assert output.shape == image.shape and torch.isfinite(output).all(), (height, width)
+
+
 def test_a_batch_that_fails_still_leaves_the_batches_before_it_written(tmp_path, monkeypatch):
     """Batches are handed to the writers one batch late (the GPU translates the next meanwhile): when a batch's
     translation fails and the run stops, the batch translated before it is written all the same."""

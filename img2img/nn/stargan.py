@@ -46,7 +46,7 @@ class StarGenerator(nn.Module):
     """``(N, channels, H, W)`` in [-1, 1] and the target's one-hot ``(N, domains)`` → ``(N, channels, H, W)``."""
 
     size_multiple = 4
-    min_size = 4
+    min_size = 8  # instance norm needs two values a channel: a quarter-size map of at least 2×2
 
     def __init__(self, channels: int, domains: int, base_channels: int = 64, n_blocks: int = 6) -> None:
         super().__init__()
