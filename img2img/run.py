@@ -83,7 +83,8 @@ class RunDir:
                             f"{self.root if saved == self.last else saved} or choose another {option}")
         if _is_run_config(self.config):
             return  # a run that stopped before its first checkpoint: the same command starts it again
-        written = (self.config, self.log, self.metrics, self.samples / "last.png", *sorted(self.samples.glob("step-*.png")))
+        written = (self.config, self.log, self.metrics, self.samples / "last.png",
+                   *sorted(self.samples.glob("step-*.png")))
         foreign = next((path for path in written if path.exists()), None)
         if foreign is not None:
             raise UserError(f"{option}: {foreign} exists and is not from an img2img run, and a new run there "
