@@ -750,10 +750,11 @@ def resolve_run(run: RunConfig) -> RunConfig:
         log.warning("--sync-bn synchronises batch norm across torchrun processes; this is one process, so it has "
                     "no effect")
     if run.train.eval_every_steps:  # checked before a run folder exists; the chosen metric made explicit
-        from img2img.evaluation.evaluate import EvalData, check_training_evaluation  # noqa: PLC0415
+        from img2img.evaluation.evaluate import EvalData, check_training_evaluation, verify_held_out  # noqa: PLC0415
 
         metric = check_training_evaluation(model_class, run.train.eval_metric, EvalData.of_training(run.train),
                                            run.options)
+        verify_held_out(EvalData.of_training(run.train))
         run = run.replace_train(eval_metric=metric)
     try:
         examples = model_class.dataset_size(run.options)
@@ -812,6 +813,10 @@ def resume(path: str | Path, steps: int | None = None, stop_after_steps: int | N
         run = run.replace_train(**changes)
     check_time_limit(run.train)
     get_model_class(run.model).resolve(run.options)  # the data checked again (every file decoded) before a step
+    if run.train.eval_every_steps:  # and the held-out data
+        from img2img.evaluation.evaluate import EvalData, verify_held_out  # noqa: PLC0415
+
+        verify_held_out(EvalData.of_training(run.train))
     run_root = Path(payload["path"]).resolve().parent
     if run_root.name == "checkpoints":
         run_root = run_root.parent

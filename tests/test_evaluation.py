@@ -183,6 +183,29 @@ def test_an_evaluation_without_the_runs_metric_warns_and_the_run_goes_on(tmp_pat
     assert len(warnings) == 2 and "the weights went away" in warnings[0], caplog.text
 
 
+def test_held_out_files_are_decoded_before_training_and_again_on_resume(tmp_path):
+    """A held-out folder that is missing or holds a broken file is named in one line before a step (as the
+    training files are), not at the first evaluation; and again when the run is resumed."""
+    data = write_unpaired(tmp_path)
+    held = tmp_path / "held"
+    held.mkdir()
+    for image in (data / "a").iterdir():
+        (held / image.name).write_bytes(image.read_bytes())
+    pix2pix = ["train", "pix2pix", "--a", data / "a", "--b", data / "a", "--size", 32, "--load-size", 32,
+               "--ngf", 4, "--ndf", 4, "--batch-size", 2, "--device", "cpu", "--eval-every", 2, "--eval-metric",
+               "psnr"]
+    result, _ = invoke(*pix2pix, "--eval-a", tmp_path / "gone", "--eval-b", held, "--dry-run")
+    assert_one_line_error(result, "--eval-a", "gone", "does not exist")
+    result, output = invoke(*pix2pix, "--eval-a", held, "--eval-b", held, "--steps", 2, "--out", tmp_path / "run")
+    assert result.exit_code == 0, output
+    (held / "0.png").write_bytes(b"broken")
+    result, _ = invoke(*pix2pix, "--eval-a", held, "--eval-b", held, "--dry-run")
+    assert_one_line_error(result, "--eval-a", "0.png", "not a readable image")
+    result, _ = invoke("train", "pix2pix", "--resume", tmp_path / "run", "--steps", 4)
+    assert_one_line_error(result, "--eval-a", "0.png", "not a readable image")
+    assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 2
+
+
 def test_an_evaluation_that_fails_costs_that_evaluation_only(tmp_path, mnist_run, monkeypatch, caplog):
     """A held-out file that broke or went away (or memory that ran out) mid-run stopped the run at the
     evaluation, before that step's checkpoint: now it warns, naming the file, and the run trains on."""

@@ -43,6 +43,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from img2img.data.demo import COLOUR_TASK, SKELETON_TASK, colour_map, demo_task, ink_from_colour, label_of
+from img2img.data.guard import verify_images
+from img2img.data.images import list_images
 from img2img.data.mnist import load_embedded
 from img2img.data.paired import check_pairs
 from img2img.errors import UserError
@@ -109,6 +111,15 @@ def check_training_evaluation(model_class: Any, metric: str, data: EvalData, opt
         except UserError as error:
             raise UserError(f"{error}; or choose another --eval-metric") from None
     return metric
+
+
+def verify_held_out(data: EvalData) -> None:
+    """Decode every held-out image once, before training (as the training files are), so that a folder that is
+    missing or holds a broken file is named in one line before a step, not at the first evaluation."""
+    for option, folder in (("--eval-a", data.a), ("--eval-b", data.b), ("--eval-aligned", data.aligned),
+                           ("--eval-data", data.data)):
+        if folder is not None:
+            verify_images([Path(folder) / path for path in list_images(folder, option)], option)
 
 
 def _digit_data(model_class: Any, options: Any, data: EvalData) -> bool:
