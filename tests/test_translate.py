@@ -3,10 +3,13 @@ official weights, ONNX export and the Python API."""
 
 from __future__ import annotations
 
+import io
 import re
+import struct
 from copy import deepcopy as copy_module
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -85,9 +88,24 @@ def test_photos_are_read_and_translated_upright_as_their_exif_orientation_says(t
     out = tmp_path / "out"
     Translator(Invert(), GeneratorInfo(3, 3, 2)).translate_folder(tmp_path / "photo.png", out, progress=False)
     assert np.abs(np.asarray(Image.open(out / "photo.png"), dtype=np.int32) - (255 - upright(stored))).max() <= 1
-    if orientation == 6:  # and the common case, a JPEG from a phone
+    if orientation == 6:  # and the common case, a JPEG from a phone; and one whose EXIF block is damaged
         image.save(tmp_path / "phone.jpg", exif=exif, quality=100)
         assert read_image_levels(tmp_path / "phone.jpg")[0].shape == (10, 6, 3)
+        write_damaged_exif_jpeg(tmp_path / "damaged.jpg", stored)
+        with warnings.catch_warnings():  # Pillow warns of the damage (naming no file): read quietly, turned
+            warnings.simplefilter("error")
+            assert read_image_levels(tmp_path / "damaged.jpg")[0].shape == (10, 6, 3)
+
+
+def write_damaged_exif_jpeg(path, rgb):
+    """A JPEG whose EXIF block says orientation 6 and holds a tag whose data lie past the block's end (Pillow
+    warns "Tag data larger than file", naming no file, when it opens it)."""
+    encoded = io.BytesIO()
+    Image.fromarray(rgb).save(encoded, "JPEG", quality=95)
+    jpeg = encoded.getvalue()
+    entries = struct.pack(">HHIHH", 0x0112, 3, 1, 6, 0) + struct.pack(">HHII", 0x010E, 2, 100, 0xFFFF)
+    app1 = b"Exif\x00\x00MM\x00*" + struct.pack(">IH", 8, 2) + entries + struct.pack(">I", 0)
+    path.write_bytes(jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg[2:])
 
 
 @pytest.mark.parametrize("name", ["resnet", "resnet-batch", "cut", "unet", "unet-instance", "discogan", "stargan"])

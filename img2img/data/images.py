@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from img2img.errors import UserError
 
@@ -98,6 +98,7 @@ def _open_checked(path: Path) -> Image.Image:
     """The image's header through Pillow (nothing is decoded yet), refused above the pixel limit."""
     with warnings.catch_warnings():  # between 1× and 2× the limit Pillow only warns: the check below refuses
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        _ignore_damaged_metadata()
         try:
             image = Image.open(path)
         except Image.DecompressionBombError as error:  # above 2× the limit Pillow refuses by itself
@@ -144,12 +145,30 @@ def _read_png(path: Path) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(levels), 16 if levels.dtype == np.uint16 else 8
 
 
+def _ignore_damaged_metadata() -> None:
+    """(Within ``warnings.catch_warnings``.)  Pillow's warnings about a damaged EXIF block, which it reads on
+    opening a JPEG, and which costs nothing but the block: they name no file, and the pixels decode."""
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+
+
 def _upright(image: Image.Image) -> Image.Image:
     """The image turned (or mirrored) as its EXIF orientation tag says, as image viewers show it: cameras and
     phones store a photo as the sensor read it and tag how to turn it."""
-    if image.getexif().get(ExifTags.Base.Orientation, 1) in range(2, 9):
-        return ImageOps.exif_transpose(image)
-    return image
+    with warnings.catch_warnings():  # a damaged EXIF block costs its orientation only, without a word
+        _ignore_damaged_metadata()
+        try:
+            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+        except Exception:  # noqa: BLE001 - whatever the EXIF parser raises, the pixels are still there
+            orientation = 1
+    # the turn each orientation asks for (as ImageOps.exif_transpose, which also rewrites the EXIF block, and can
+    # fail on a damaged one: only the pixels are wanted here)
+    turn = _TURNS.get(orientation) if isinstance(orientation, int) else None
+    return image if turn is None else image.transpose(turn)
+
+
+_TURNS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+          5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+          8: Image.Transpose.ROTATE_90}
 
 
 def _read_pillow(path: Path) -> tuple[np.ndarray, int]:
