@@ -73,8 +73,10 @@ def test_names_and_relative_paths_are_mirrored_and_sizes_kept(photos, tmp_path):
     assert (same / "sub" / "b.jpg").is_file() and (same / "a.png").is_file()
 
 
-@pytest.mark.parametrize("orientation, upright", [(1, lambda a: a), (2, np.fliplr), (3, lambda a: np.rot90(a, 2)),
-                                                   (6, lambda a: np.rot90(a, -1)), (8, lambda a: np.rot90(a, 1))])
+@pytest.mark.parametrize("orientation, upright", [
+    (1, lambda a: a), (2, np.fliplr), (3, lambda a: np.rot90(a, 2)), (4, np.flipud),
+    (5, lambda a: a.transpose(1, 0, 2)), (6, lambda a: np.rot90(a, -1)),
+    (7, lambda a: np.rot90(a, 2).transpose(1, 0, 2)), (8, lambda a: np.rot90(a, 1))])
 def test_photos_are_read_and_translated_upright_as_their_exif_orientation_says(tmp_path, orientation, upright):
     """A phone stores a photo as its sensor read it and tags how to turn it (EXIF orientation 6: a quarter turn
     clockwise); viewers show it turned, and so training and translation see it, and outputs are upright."""
