@@ -529,29 +529,37 @@ class Translator:
         cuda = self.device.type == "cuda"
         with ThreadPoolExecutor(max_workers=writers) as writer:
             previous = None
-            for batch in _batches_by_shape(loader, self.batch_size, unreadable):
-                bits = [self.output_bits(b) for b in batch["bits"]]
-                try:
-                    results = self.translate_tensor(from_levels(batch["images"].to(self.device, non_blocking=True)))
-                except Exception:  # what was translated before is still written, then the run stops
+            try:
+                for batch in _batches_by_shape(loader, self.batch_size, unreadable):
+                    bits = [self.output_bits(b) for b in batch["bits"]]
+                    try:
+                        results = self.translate_tensor(from_levels(batch["images"].to(self.device, non_blocking=True)))
+                    except Exception:  # what was translated before is still written, then the run stops
+                        if previous is not None:
+                            with contextlib.suppress(Exception):
+                                hand_over(*previous)
+                        raise
+                    if len(set(bits)) == 1:
+                        levels = list(to_levels(results, bits[0]).to("cpu", non_blocking=cuda))
+                    else:
+                        levels = [to_levels(result, b).to("cpu", non_blocking=cuda) for result, b in zip(results, bits)]
+                    copied = None
+                    if cuda:
+                        copied = torch.cuda.Event()
+                        copied.record()
                     if previous is not None:
-                        with contextlib.suppress(Exception):
-                            hand_over(*previous)
-                    raise
-                if len(set(bits)) == 1:
-                    levels = list(to_levels(results, bits[0]).to("cpu", non_blocking=cuda))
-                else:
-                    levels = [to_levels(result, b).to("cpu", non_blocking=cuda) for result, b in zip(results, bits)]
-                copied = None
-                if cuda:
-                    copied = torch.cuda.Event()
-                    copied.record()
+                        hand_over(*previous)
+                    previous = batch, levels, bits, copied
                 if previous is not None:
                     hand_over(*previous)
-                previous = batch, levels, bits, copied
-            if previous is not None:
-                hand_over(*previous)
-            collect(0)
+                collect(0)
+            except KeyboardInterrupt:  # Ctrl-C: the writes under way end, then what is done is said
+                bar.close()
+                with contextlib.suppress(BaseException):
+                    collect(0)
+                log.warning("interrupted: %d of %d images translated into %s; the same command translates the "
+                            "rest (what is written is kept)", len(summary.translated), len(pending), destination)
+                raise
         bar.close()
         summary.seconds = time.perf_counter() - started
         return summary

@@ -155,6 +155,32 @@ def test_a_batch_that_fails_still_leaves_the_batches_before_it_written(tmp_path,
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.png", "1.png", "2.png", "3.png"]
 
 
+def test_ctrl_c_ends_the_writes_under_way_and_says_how_many_are_done(tmp_path, monkeypatch, caplog):
+    """Ctrl-C mid-folder stopped translation without a word: the writes under way end, one line says how many
+    images are written and that the same command translates the rest, and it does."""
+    for index in range(6):
+        write_rgb(tmp_path / "in" / f"{index}.png", 8, 8, seed=index)
+    translator = Translator(Invert(), GeneratorInfo(3, 3, 4), batch_size=2)
+    calls = []
+    translate = translator.translate_tensor
+
+    def interrupted_at_the_third(images):
+        calls.append(len(images))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return translate(images)
+
+    monkeypatch.setattr(translator, "translate_tensor", interrupted_at_the_third)
+    with caplog.at_level("WARNING", logger="img2img"), pytest.raises(KeyboardInterrupt):
+        translator.translate_folder(tmp_path / "in", tmp_path / "out", progress=False, workers=0)
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == ["0.png", "1.png"]  # the second batch was on the GPU, not yet handed over
+    assert f"interrupted: 2 of 6 images translated into {tmp_path / 'out'}; the same command translates" in caplog.text
+    monkeypatch.setattr(translator, "translate_tensor", translate)
+    summary = translator.translate_folder(tmp_path / "in", tmp_path / "out", progress=False, workers=0)
+    assert len(summary.kept) == 2 and len(summary.translated) == 4
+
+
 @pytest.mark.parametrize("size", [(5, 3), (33, 47), (64, 64), (1, 9)])
 def test_odd_sizes_are_padded_and_cropped_back(size):
     net = ResnetGenerator(3, 3, base_channels=4, n_blocks=1, norm="instance").eval()
