@@ -114,9 +114,33 @@ def resolve(path: str | Path, option: str = "checkpoint") -> Path:
 
 
 def read(path: str | Path, option: str = "checkpoint") -> dict[str, Any]:
-    """Load and check a checkpoint (file or run folder) on the CPU, without executing code from it."""
+    """Load and check a checkpoint (file or run folder) on the CPU, without executing code from it.  When a run's
+    checkpoint does not read (a disk that filled or failed under it), the error names the run's newest one that
+    does, so that nothing but the steps since is lost."""
     file = resolve(path, option)
-    return validate(load_file(file, option), file, option)
+    try:
+        return validate(load_file(file, option), file, option)
+    except UserError as error:
+        older = _newest_readable_beside(file)
+        if older is None:
+            raise
+        raise UserError(f"{error}; {older} is the run's newest checkpoint that reads: give it instead") from None
+
+
+def _newest_readable_beside(file: Path) -> Path | None:
+    """The newest of the run's step checkpoints other than ``file`` (and its hard link) that reads, if any."""
+    run = file.parent if file.name == LAST_NAME else file.parent.parent if file.parent.name == "checkpoints" else None
+    if run is None:
+        return None
+    for candidate in sorted((run / "checkpoints").glob("step-*.ckpt"), reverse=True):
+        try:
+            if candidate.samefile(file):
+                continue
+            validate(load_file(candidate), candidate)
+        except (UserError, OSError):
+            continue
+        return candidate
+    return None
 
 
 def load_file(file: Path, option: str = "checkpoint") -> Any:
@@ -134,7 +158,8 @@ def _load_failure(file: Path, error: Exception) -> str:
     loading with ``weights_only=False``, which would run the file's code: say what the file is instead."""
     text = str(error).strip()
     if "Weights only load failed" not in text:
-        return text.splitlines()[0][:160] if text else type(error).__name__
+        line = text.splitlines()[0] if text else type(error).__name__
+        return line if len(line) <= 160 else line.split(". ")[0][:160]  # a long one: its first sentence
     with open(file, "rb") as stream:
         head = stream.read(4)
     if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save writes a zip archive (or, long ago, a pickle)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from img2img import checkpoint
+from img2img.errors import UserError
 from img2img.train import Trainer, resume, train
 
 
@@ -41,6 +42,22 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, mnist_run):
     assert checkpoint.read(interrupted)["step"] == 13
     resume(interrupted)
     _assert_same(_weights_and_optimizers(tmp_path / "whole"), _weights_and_optimizers(interrupted))
+
+
+def test_a_last_checkpoint_that_no_longer_reads_names_the_runs_newest_one_that_does(tmp_path, mnist_run):
+    """A disk that filled or failed under a finished run can leave its newest checkpoint unreadable: --resume
+    says so in one line and names the run's newest checkpoint that reads, which resumes."""
+    run = tmp_path / "run"
+    train(mnist_run(steps=20, save_every_steps=10), run)
+    newest = run / "checkpoints" / "step-00000020.ckpt"  # last.ckpt is the same file
+    newest.write_bytes(newest.read_bytes()[:1000])
+    with pytest.raises(UserError) as error:
+        resume(run, steps=30)
+    message = str(error.value)
+    assert "\n" not in message and "last.ckpt is not a readable checkpoint" in message
+    assert f"{run / 'checkpoints' / 'step-00000010.ckpt'} is the run's newest checkpoint that reads" in message
+    assert len(message) < 400, message
+    assert resume(run / "checkpoints" / "step-00000010.ckpt", steps=30).step == 30
 
 
 def _metrics(run):
