@@ -114,17 +114,28 @@ def resolve(path: str | Path, option: str = "checkpoint") -> Path:
 
 
 def read(path: str | Path, option: str = "checkpoint") -> dict[str, Any]:
-    """Load and check a checkpoint (file or run folder) on the CPU, without executing code from it.  When a run's
-    checkpoint does not read (a disk that filled or failed under it), the error names the run's newest one that
-    does, so that nothing but the steps since is lost."""
+    """Load and check a checkpoint (file or run folder) on the CPU, without executing code from it."""
     file = resolve(path, option)
+    return validate(load_file(file, option), file, option)
+
+
+def load_file(file: Path, option: str = "checkpoint") -> Any:
+    """Whatever ``torch.load(weights_only=True)`` reads from ``file``; a one-line error if it cannot, which names
+    the run's newest checkpoint that does read when ``file`` is a run's (a disk that filled or failed under it
+    then costs only the steps since)."""
     try:
-        return validate(load_file(file, option), file, option)
-    except UserError as error:
+        return _load(file)
+    except Exception as error:  # noqa: BLE001 - a corrupt file raises many kinds of error
         older = _newest_readable_beside(file)
-        if older is None:
-            raise
-        raise UserError(f"{error}; {older} is the run's newest checkpoint that reads: give it instead") from None
+        raise UserError(f"{option}: {file} is not a readable checkpoint ({_load_failure(file, error)})"
+                        + (f"; {older} is the run's newest checkpoint that reads: give it instead" if older else "")
+                        ) from None
+
+
+def _load(file: Path) -> Any:
+    with warnings.catch_warnings():  # e.g. torch doubting a pickle protocol: the outcome is what matters
+        warnings.simplefilter("ignore")
+        return torch.load(file, map_location="cpu", weights_only=True)
 
 
 def _newest_readable_beside(file: Path) -> Path | None:
@@ -136,21 +147,11 @@ def _newest_readable_beside(file: Path) -> Path | None:
         try:
             if candidate.samefile(file):
                 continue
-            validate(load_file(candidate), candidate)
-        except (UserError, OSError):
+            validate(_load(candidate), candidate)
+        except Exception:  # noqa: BLE001 - unreadable too: the next older one
             continue
         return candidate
     return None
-
-
-def load_file(file: Path, option: str = "checkpoint") -> Any:
-    """Whatever ``torch.load(weights_only=True)`` reads from ``file``; a one-line error if it cannot."""
-    try:
-        with warnings.catch_warnings():  # e.g. torch doubting a pickle protocol: the outcome is what matters
-            warnings.simplefilter("ignore")
-            return torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - a corrupt file raises many kinds of error
-        raise UserError(f"{option}: {file} is not a readable checkpoint ({_load_failure(file, error)})") from None
 
 
 def _load_failure(file: Path, error: Exception) -> str:

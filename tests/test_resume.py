@@ -57,6 +57,10 @@ def test_a_last_checkpoint_that_no_longer_reads_names_the_runs_newest_one_that_d
     assert "\n" not in message and "last.ckpt is not a readable checkpoint" in message
     assert f"{run / 'checkpoints' / 'step-00000010.ckpt'} is the run's newest checkpoint that reads" in message
     assert len(message) < 400, message
+    from test_cli import assert_one_line_error, invoke  # noqa: PLC0415
+
+    result, _ = invoke("sample", run, "--n", 2, "--out", tmp_path / "digits")  # every command that reads it
+    assert_one_line_error(result, "CHECKPOINT", "step-00000010.ckpt is the run's newest checkpoint that reads")
     assert resume(run / "checkpoints" / "step-00000010.ckpt", steps=30).step == 30
 
 
