@@ -134,46 +134,32 @@ def test_every_generator_translates_the_smallest_images_to_their_own_size(name):
         assert output.shape == image.shape and torch.isfinite(output).all(), (height, width)
 
 
-def test_a_batch_that_fails_still_leaves_the_batches_before_it_written(tmp_path, monkeypatch):
+@pytest.mark.parametrize("stop", [RuntimeError("the third batch fails"), KeyboardInterrupt()])
+def test_a_batch_that_fails_or_is_interrupted_leaves_the_batches_before_it_written(tmp_path, monkeypatch, caplog,
+                                                                                   stop):
     """Batches are handed to the writers one batch late (the GPU translates the next meanwhile): when a batch's
-    translation fails and the run stops, the batch translated before it is written all the same."""
+    translation fails and the run stops, the batch translated before it is written all the same.  Ctrl-C (which
+    stopped translation without a word) lets the writes under way end, and one line says how many images are
+    written and that the same command translates the rest, which it does."""
     for index in range(6):
         write_rgb(tmp_path / "in" / f"{index}.png", 8, 8, seed=index)
     translator = Translator(Invert(), GeneratorInfo(3, 3, 4), batch_size=2)
     calls = []
     translate = translator.translate_tensor
 
-    def third_fails(images):
+    def third_stops(images):
         calls.append(len(images))
         if len(calls) == 3:
-            raise RuntimeError("the third batch fails")
+            raise stop
         return translate(images)
 
-    monkeypatch.setattr(translator, "translate_tensor", third_fails)
-    with pytest.raises(RuntimeError, match="third batch"):
-        translator.translate_folder(tmp_path / "in", tmp_path / "out", progress=False, workers=0)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.png", "1.png", "2.png", "3.png"]
-
-
-def test_ctrl_c_ends_the_writes_under_way_and_says_how_many_are_done(tmp_path, monkeypatch, caplog):
-    """Ctrl-C mid-folder stopped translation without a word: the writes under way end, one line says how many
-    images are written and that the same command translates the rest, and it does."""
-    for index in range(6):
-        write_rgb(tmp_path / "in" / f"{index}.png", 8, 8, seed=index)
-    translator = Translator(Invert(), GeneratorInfo(3, 3, 4), batch_size=2)
-    calls = []
-    translate = translator.translate_tensor
-
-    def interrupted_at_the_third(images):
-        calls.append(len(images))
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return translate(images)
-
-    monkeypatch.setattr(translator, "translate_tensor", interrupted_at_the_third)
-    with caplog.at_level("WARNING", logger="img2img"), pytest.raises(KeyboardInterrupt):
+    monkeypatch.setattr(translator, "translate_tensor", third_stops)
+    with caplog.at_level("WARNING", logger="img2img"), pytest.raises(type(stop)):
         translator.translate_folder(tmp_path / "in", tmp_path / "out", progress=False, workers=0)
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    if isinstance(stop, RuntimeError):
+        assert written == ["0.png", "1.png", "2.png", "3.png"]
+        return
     assert written == ["0.png", "1.png"]  # the second batch was on the GPU, not yet handed over
     assert f"interrupted: 2 of 6 images translated into {tmp_path / 'out'}; the same command translates" in caplog.text
     monkeypatch.setattr(translator, "translate_tensor", translate)
