@@ -14,6 +14,7 @@ import copy
 import dataclasses
 import logging
 import math
+import os
 import random
 import re
 import time
@@ -726,6 +727,14 @@ def check_time_limit(train: TrainConfig) -> None:
                         "at different steps: set --steps instead")
 
 
+def _absolute_paths(config: Any) -> Any:
+    """``config`` with its data folders (the options marked ``path``) made absolute, so that the run's checkpoints
+    resume, and evaluate against their training data, from any working folder."""
+    changes = {f.name: os.path.abspath(getattr(config, f.name)) for f in dataclasses.fields(config)
+               if (cli := cli_option(f)) is not None and cli.path and isinstance(getattr(config, f.name), str)}
+    return dataclasses.replace(config, **changes) if changes else config
+
+
 def resolve_run(run: RunConfig) -> RunConfig:
     """Validate a run's options and data once and make every inferred setting explicit: the model's options
     (channels, depths, ... read off the data), its schedule (--steps/--decay-steps from its epochs where
@@ -733,6 +742,7 @@ def resolve_run(run: RunConfig) -> RunConfig:
     model_class = get_model_class(run.model)
     if run.train.steps is not None and run.train.decay_steps is not None:
         run.train.validate()  # before the data is read
+    run = RunConfig(run.model, _absolute_paths(run.train), _absolute_paths(run.options))
     options = model_class.resolve(run.options)
     run = RunConfig(run.model, model_class.schedule(run.train, options), options)
     run.train.validate()

@@ -64,6 +64,28 @@ def test_a_last_checkpoint_that_no_longer_reads_names_the_runs_newest_one_that_d
     assert resume(run / "checkpoints" / "step-00000010.ckpt", steps=30).step == 30
 
 
+def test_a_run_resumes_from_another_working_folder(tmp_path, monkeypatch):
+    """Data folders given relative to where training started are kept absolute in the run's config: resuming
+    from elsewhere said `--a: data/a does not exist`, and nothing on the command line could mend it."""
+    from test_cli import invoke  # noqa: PLC0415
+    from test_unpaired import write_unpaired  # noqa: PLC0415
+
+    (tmp_path / "data").mkdir()
+    write_unpaired(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    result, output = invoke("train", "cyclegan", "--a", "data/a", "--b", "data/b", "--size", 32, "--load-size", 32,
+                            "--ngf", 4, "--ndf", 4, "--steps", 2, "--device", "cpu", "--out", "run")
+    assert result.exit_code == 0, output
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["options"]
+    assert (saved["a"], saved["b"]) == (str(tmp_path / "data" / "a"), str(tmp_path / "data" / "b"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result, output = invoke("train", "cyclegan", "--resume", tmp_path / "run", "--steps", 4)
+    assert result.exit_code == 0, output
+    assert checkpoint.read(tmp_path / "run")["step"] == 4
+
+
 def _metrics(run):
     """The run's metrics records without their timings."""
     return [{k: v for k, v in json.loads(line).items() if k != "steps_per_s"}
