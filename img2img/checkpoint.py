@@ -70,6 +70,20 @@ def atomic_save(payload: Any, path: str | Path) -> Path:
     return path
 
 
+def replace_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename, so that a file replaced is never left
+    half-written; an error names ``path``, not its temporary."""
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, str(path)) from None
+    finally:
+        if temporary.exists():  # (not unlink(missing_ok=True): beneath a file, it raises)
+            temporary.unlink()
+
+
 def _first_in_chain(error: BaseException | None, kind: type[BaseException]) -> BaseException | None:
     """``error`` if it is a ``kind``, or the first ``kind`` it was raised while handling (a writer's cleanup
     failing in turn)."""

@@ -26,7 +26,7 @@ try:
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 
-from img2img.checkpoint import LAST_NAME
+from img2img.checkpoint import LAST_NAME, replace_file
 from img2img.config import RunConfig
 from img2img.errors import UserError
 
@@ -136,14 +136,8 @@ class RunDir:
             return
         kept = "".join(line + "\n" for line in text.splitlines()
                        if (record_step := _record_step(line)) is not None and record_step <= step)
-        if kept == text:
-            return
-        temporary = self.metrics.with_name(f".{self.metrics.name}.tmp-{os.getpid()}")
-        try:
-            temporary.write_text(kept)
-            os.replace(temporary, self.metrics)
-        finally:
-            temporary.unlink(missing_ok=True)
+        if kept != text:
+            replace_file(self.metrics, kept.encode())
 
 
 def _is_run_config(path: Path) -> bool:

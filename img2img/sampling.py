@@ -3,12 +3,12 @@ PNG files."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 from torchvision.utils import make_grid
 
+from img2img.checkpoint import replace_file
 from img2img.data.images import WRITABLE_EXTENSIONS, can_write, encode_image, quantize
 from img2img.errors import UserError
 from img2img.loading import load_model, resolve_device
@@ -45,26 +45,13 @@ def sample_to_folder(checkpoint: str | Path, count: int, out: str | Path, seed: 
     images = model.generate(count, torch.Generator().manual_seed(seed), labels=labels)
     arrays = images.float().add(1).div(2).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
     for path, array in zip(paths, arrays):
-        _write(path, encode_image(quantize(array), ".png"))
+        replace_file(path, encode_image(quantize(array), ".png"))
     if grid is not None:
         grid = Path(grid)
         per_class = model.sample_labels(count)
         side = max(1, int(count ** 0.5)) if per_class is None or labels is not None else \
             int((per_class == 0).sum())  # one row per class
         sheet = make_grid(images.float().cpu(), nrow=side, normalize=True, value_range=(-1, 1))
-        _write(grid, encode_image(quantize(sheet.permute(1, 2, 0).numpy()), grid.suffix))
+        replace_file(grid, encode_image(quantize(sheet.permute(1, 2, 0).numpy()), grid.suffix))
     return paths
 
-
-def _write(path: Path, data: bytes) -> None:
-    """``data`` into a temporary file, then renamed to ``path``: a file replaced with --overwrite is never left
-    half-written."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    except OSError as error:
-        raise OSError(error.errno, error.strerror, str(path)) from None  # the file asked for, not its temporary
-    finally:
-        if temporary.exists():  # (not unlink(missing_ok=True): beneath a file, it raises)
-            temporary.unlink()
