@@ -231,7 +231,8 @@ class Trainer:
         and a line says so.  The user did not ask for either, so it costs them nothing: the run goes on exactly as
         one without it from that step.  (An explicit --compile mode or --cuda-graph on stops there, in one line.)"""
         key = self.model.graph_key(self.step)
-        compile_key = (key, tuple(signature(leaf) for leaf in tree_leaves(batch) if isinstance(leaf, Tensor)))
+        compile_key = (key, tuple(signature(leaf) for leaf in tree_leaves(batch) if isinstance(leaf, Tensor))) \
+            if self.compile_fallback else None  # (host work each step: only where it is used)
         compiling = self.compile_fallback and compile_key not in self.compiled_keys
         capturing = self.graph_fallback and self.graphs is not None and self.graphs.captures(batch, key)
         if not (compiling or capturing):
