@@ -10,14 +10,21 @@ written.  A second signal during the step under way stops at once, without a
 checkpoint of it; the newest checkpoint on disk stays as it was.  Between steps,
 where the loop is stopping already, a second signal changes nothing: the checkpoint
 being written is finished.
+
+Elsewhere (folder translation) SIGTERM is Ctrl-C: :func:`terminate_as_interrupt`
+raises :class:`Interrupted` where the program is, as Python's Ctrl-C raises
+``KeyboardInterrupt``, so that the work under way ends and is said; Python's
+default for SIGTERM ends the process on the spot, without a word.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from types import FrameType, TracebackType
 
 log = logging.getLogger("img2img.train")
@@ -74,4 +81,28 @@ class StopRequests:
                     name, "Ctrl-C" if number == signal.SIGINT else name)
 
 
-__all__ = ["Interrupted", "StopRequests"]
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """While entered (in the main thread; elsewhere it does nothing), SIGTERM raises :class:`Interrupted` where
+    this process is, as Ctrl-C raises ``KeyboardInterrupt``.  A process forked meanwhile (a loading worker) still
+    ends on it, as by default."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pid = os.getpid()
+
+    def handle(number: int, frame: FrameType | None) -> None:
+        if os.getpid() != pid:
+            signal.signal(number, signal.SIG_DFL)
+            os.kill(os.getpid(), number)
+            return
+        raise Interrupted(number)
+
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+__all__ = ["Interrupted", "StopRequests", "terminate_as_interrupt"]

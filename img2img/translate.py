@@ -45,6 +45,7 @@ from img2img.data.guard import resilient
 from img2img.data.images import (IMAGE_EXTENSIONS, can_write, convert_channels, encode_image, is_image_name,
                                  quantize, read_image_bits, read_image_levels, to_tensor, to_unit, visible_files)
 from img2img.errors import UserError
+from img2img.interrupt import terminate_as_interrupt
 from img2img.step_graph import CaptureFault, StepGraphs, check_capture
 
 log = logging.getLogger(__name__)
@@ -527,7 +528,8 @@ class Translator:
         # host memory without waiting, before the batch before it is handed to the writers; so the GPU translates
         # while the host gathers the next batch and hands over the last one
         cuda = self.device.type == "cuda"
-        with ThreadPoolExecutor(max_workers=writers) as writer:
+        # SIGTERM (kill, a scheduler's time limit) is Ctrl-C here: the writes under way end, and what is done is said
+        with ThreadPoolExecutor(max_workers=writers) as writer, terminate_as_interrupt():
             previous = None
             try:
                 for batch in _batches_by_shape(loader, self.batch_size, unreadable):
@@ -553,7 +555,7 @@ class Translator:
                 if previous is not None:
                     hand_over(*previous)
                 collect(0)
-            except KeyboardInterrupt:  # Ctrl-C: the writes under way end, then what is done is said
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the writes under way end, then what is done is said
                 bar.close()
                 with contextlib.suppress(BaseException):
                     collect(0)
