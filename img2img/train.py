@@ -378,6 +378,7 @@ class Trainer:
 
     def save(self) -> Path:
         """Write a checkpoint (rank 0; every rank must call this, as it gathers every rank's RNG state)."""
+        self._check_finite()
         rng_ranks = dist_tools.gather(checkpoint.capture_rng(), self.job) if self.job.enabled else None
         if not self.job.is_main:
             return self.dirs.last
@@ -389,6 +390,15 @@ class Trainer:
         self.saved_step = self.step
         self.dirs.prune_checkpoints(max(1, self.config.keep_checkpoints))
         return self.dirs.last
+
+    def _check_finite(self) -> None:
+        """Stop the run, in one line, if its weights are no longer finite: a run that diverged to NaN would train
+        on for nothing and, saving, prune the checkpoints from before it diverged (one host sync)."""
+        weights = [p.detach() for net in self.model.nets.values() for p in net.parameters()]
+        if weights and not bool(torch.stack([w.isfinite().all() for w in weights]).all()):
+            raise UserError(f"training diverged by step {self.step}: the weights are no longer finite (NaN or "
+                            f"infinite), so nothing more is saved ({self._newest_checkpoint()}); a lower --lr may "
+                            "keep it finite")
 
     def write_samples(self, inputs: Any) -> Path:
         images, per_row = self.inference_model().sample_grid(inputs)
@@ -477,6 +487,8 @@ class Trainer:
                         log.log(logging.INFO if bar.disable else logging.DEBUG, "%s",
                                 " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                          for k, v in record.items()))
+                    if self.step % config.log_every_steps == 0:  # every rank: a run that diverged stops now
+                        self._check_finite()
                     if main and not stopping and (self.step % config.sample_every_steps == 0
                                                   or self.step == config.steps or timed_out):
                         grid = self.write_samples(sample_inputs)

@@ -173,3 +173,33 @@ def test_a_second_signal_stops_at_once_and_keeps_the_newest_checkpoint(tmp_path,
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000005.ckpt"]
 
 
+
+
+@pytest.mark.parametrize("log_every", [100, 4], ids=["found-at-a-save", "found-at-a-log-line"])
+def test_a_run_whose_weights_diverge_stops_and_keeps_the_checkpoints_from_before(tmp_path, mnist_run, monkeypatch,
+                                                                                   log_every):
+    """A run whose weights went to NaN trained on for nothing and, saving them, pruned the checkpoints from before
+    it diverged: --keep-checkpoints of 2 lost the run by its second save after.  It now stops, in one line, at its
+    next log line or checkpoint, whichever comes first, and writes nothing of the NaN weights."""
+    trainer = Trainer(mnist_run(steps=50, save_every_steps=5, log_every_steps=log_every), tmp_path)
+    phase = trainer.train_phase
+
+    def diverging(*args, **kwargs):
+        result = phase(*args, **kwargs)
+        if trainer.step == 11:  # halfway through step 12
+            with torch.no_grad():
+                next(trainer.model.nets["g"].parameters()).view(-1)[0] = float("nan")
+        return result
+
+    monkeypatch.setattr(trainer, "train_phase", diverging)
+    found = 12 if log_every == 4 else 15
+    with pytest.raises(UserError, match=rf"training diverged by step {found}: the weights are no longer finite "
+                                        rf"\(NaN or infinite\), so nothing more is saved \(the newest checkpoint, "
+                                        rf"{tmp_path / 'last.ckpt'}, is intact\)"):
+        trainer.fit()
+    assert trainer.step == found
+    payload = checkpoint.read(tmp_path)
+    assert payload["step"] == 10
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000005.ckpt", "step-00000010.ckpt"]
+    assert all(value.isfinite().all() for state in payload["networks"].values() for value in state.values()
+               if value.is_floating_point())
