@@ -17,6 +17,7 @@ over the target, so a crash mid-save leaves the previous file intact.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import warnings
@@ -172,13 +173,16 @@ def _load_failure(file: Path, error: Exception) -> str:
     """Why ``torch.load`` could not read ``file``, in a few words.  Its weights-only refusal is long and advises
     loading with ``weights_only=False``, which would run the file's code: say what the file is instead."""
     text = str(error).strip()
+    head = None
+    with contextlib.suppress(OSError), open(file, "rb") as stream:
+        head = stream.read(4)
+    if head == b"":
+        return "the file is empty"
+    if head is not None and not head.startswith((b"PK\x03\x04", b"\x80")):
+        return "not a file that torch.save wrote"  # which writes a zip archive (or, long ago, a pickle)
     if "Weights only load failed" not in text:
         line = text.splitlines()[0] if text else type(error).__name__
         return line if len(line) <= 160 else line.split(". ")[0][:160]  # a long one: its first sentence
-    with open(file, "rb") as stream:
-        head = stream.read(4)
-    if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save writes a zip archive (or, long ago, a pickle)
-        return "not a file that torch.save wrote"
     detail = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()[0].split(". ")[0] \
         if "WeightsUnpickler error:" in text else ""
     return f"it holds Python objects beyond tensors and plain data, which are never unpickled{': ' if detail else ''}" \
@@ -199,6 +203,26 @@ def validate(payload: Any, file: Path, option: str = "checkpoint") -> dict[str, 
             raise UserError(f"{option}: {file} is an incomplete img2img checkpoint (no {key!r})")
     payload["path"] = str(file)
     return payload
+
+
+def unfit_weights(state: dict[str, Any], expected: dict[str, torch.Tensor]) -> str | None:
+    """Why the weights ``state`` cannot serve a network whose own are ``expected``, in a few words
+    (``load_state_dict``'s message lists every key and can run to pages), or None: a weight of another shape,
+    one missing or one to spare, or one that is not finite (its run had diverged)."""
+    def shape(value: torch.Tensor) -> str:
+        return "×".join(map(str, value.shape)) or "a scalar"
+
+    for key, value in expected.items():
+        if key in state and state[key].shape != value.shape:
+            return f"{key} is {shape(state[key])} in the file, {shape(value)} in the network"
+    for found, keys in (("lacks", [key for key in expected if key not in state]),
+                        ("has no place for", [key for key in state if key not in expected])):
+        if keys:
+            return f"it {found} {', '.join(keys[:3])}" + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(value.isfinite().all()):
+            return f"{key} is not finite (NaN or infinite): the run that wrote it had diverged"
+    return None
 
 
 def capture_rng() -> dict[str, Any]:

@@ -81,15 +81,12 @@ def load_model(path: str | Path | dict[str, Any], device: str | torch.device = "
         payload, run = open_checkpoint(path, option)
     model = build_model(run)
     averages = payload.get("ema", {}) if use_ema else {}
-    try:
-        for name, net in model.nets.items():
-            weights = averages.get(name, payload["networks"].get(name))
-            if weights is None and partial:
-                continue
-            if weights is None:
-                raise KeyError(name)
-            net.load_state_dict(weights)
-    except (KeyError, RuntimeError) as error:
-        detail = " ".join(str(error).split())[:200]
-        raise UserError(f"{option}: {payload['path']} does not match its {run.model} model ({detail})") from None
+    for name, net in model.nets.items():
+        weights = averages.get(name, payload["networks"].get(name))
+        if weights is None and partial:
+            continue
+        why = f"no weights for {name}" if weights is None else checkpoint.unfit_weights(weights, net.state_dict())
+        if why:
+            raise UserError(f"{option}: {payload['path']} does not match its {run.model} model ({name}: {why})")
+        net.load_state_dict(weights)
     return model.to(device).eval(), run, payload

@@ -150,12 +150,12 @@ def generator_from_state(state: dict[str, Tensor], name: str, arch: str | None =
         # files from old PyTorch versions carry running statistics for instance norm, which has none now
         state = {key: value for key, value in state.items()
                  if not key.endswith(("running_mean", "running_var", "num_batches_tracked"))}
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as error:
-        detail = " ".join(str(error).split())[:200]
-        raise UserError(f"{source} does not fit an {found.arch} generator ({detail})") from None
+    mismatch = checkpoint.unfit_weights(state, net.state_dict())
+    if mismatch:
+        raise UserError(f"{source} does not fit a {found.arch} generator ({mismatch})")
+    net.load_state_dict(state)
     return net, found
+
 
 
 def to_checkpoint(a2b: str | Path, b2a: str | Path | None, out: str | Path, arch: str | None = None,

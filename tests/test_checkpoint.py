@@ -89,6 +89,13 @@ def test_corrupt_foreign_and_missing_checkpoints_are_one_line_errors(tmp_path):
     with pytest.raises(UserError, match=r"corrupt\.ckpt is not a readable checkpoint \(not a file that torch\.save "
                        r"wrote\)$"):
         checkpoint.read(corrupt)
+    corrupt.write_text("hello")  # torch said only "(101)": its KeyError of the byte it did not expect
+    with pytest.raises(UserError, match=r"corrupt\.ckpt is not a readable checkpoint \(not a file that torch\.save "
+                       r"wrote\)$"):
+        checkpoint.read(corrupt)
+    corrupt.write_bytes(b"")
+    with pytest.raises(UserError, match=r"corrupt\.ckpt is not a readable checkpoint \(the file is empty\)$"):
+        checkpoint.read(corrupt)
     pickled = tmp_path / "pickled.pt"
     torch.save({"net": torch.nn.Linear(1, 1)}, pickled)  # a module: code, which weights-only loading refuses
     with pytest.raises(UserError, match=r"pickled\.pt is not a readable checkpoint \(it holds Python objects beyond "
@@ -115,6 +122,29 @@ def test_load_model_prefers_the_weight_average(tmp_path, mnist_run):
     raw, _, _ = load_model(tmp_path, use_ema=False)
     assert torch.equal(averaged.nets["g"].layers[0].weight, trainer.ema["g"].layers[0].weight)
     assert torch.equal(raw.nets["g"].layers[0].weight, trainer.model.nets["g"].layers[0].weight)
+
+
+def test_weights_that_do_not_fit_their_model_or_are_not_finite_are_one_line_errors(tmp_path, mnist_run):
+    """load_model passed on load_state_dict's message, cut at 200 characters, often mid-shape; and it loaded NaN
+    weights (a run that had diverged), which translate and sample into black images without a word."""
+    _trained(tmp_path, mnist_run).save()
+    payload = checkpoint.read(tmp_path)
+    first, second = list(payload["networks"]["g"])[:2]
+    shape = "×".join(map(str, payload["networks"]["g"][first].shape))
+    changes = {
+        "shape": (lambda g: g.update({first: g[first][:1]}),
+                  rf"g: {first} is 1×{shape.split('×', 1)[1]} in the file, {shape} in the network"),
+        "missing": (lambda g: g.pop(second), rf"g: it lacks {second}\)$"),
+        "extra": (lambda g: g.update({"extra.weight": torch.zeros(1)}), r"g: it has no place for extra\.weight\)$"),
+        "nan": (lambda g: g[second].view(-1).__setitem__(0, float("nan")),
+                rf"g: {second} is not finite \(NaN or infinite\): the run that wrote it had diverged\)$"),
+    }
+    for name, (change, message) in changes.items():
+        broken = checkpoint.read(tmp_path)
+        change(broken["networks"]["g"])
+        broken.pop("ema", None)
+        with pytest.raises(UserError, match=rf"^checkpoint: .*last\.ckpt does not match its mnist-gan model \({message}"):
+            load_model(broken)
 
 
 def _signalled_at_step(trainer, monkeypatch, step, *signals):

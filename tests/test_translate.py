@@ -350,6 +350,17 @@ def test_official_weights_with_the_wrong_options_or_foreign_files_are_one_line_e
     (tmp_path / "junk.pth").write_bytes(b"junk")
     result, _ = invoke("translate", tmp_path / "junk.pth", tmp_path / "in", tmp_path / "out")
     assert_one_line_error(result, "junk.pth", "not a readable")
+    state = OfficialResnetGenerator(3, 3, ngf=8, n_blocks=6).state_dict()  # torch's message was cut mid-shape
+    torch.save({**state, "model.10.conv_block.1.weight": torch.zeros(8, 8, 3, 3)}, tmp_path / "narrow.pth")
+    result, _ = invoke("translate", tmp_path / "narrow.pth", tmp_path / "in", tmp_path / "out")
+    assert_one_line_error(result, "narrow.pth does not fit a resnet_6blocks generator (model.10.conv_block.1.weight "
+                                  "is 8×8×3×3 in the file, 32×32×3×3 in the network)")
+    state["model.1.weight"][0] = float("nan")  # a run that had diverged: black images, without a word
+    torch.save(state, tmp_path / "diverged.pth")
+    result, _ = invoke("import", tmp_path / "diverged.pth", "--out", tmp_path / "diverged.ckpt")
+    assert_one_line_error(result, "diverged.pth does not fit a resnet_6blocks generator (model.1.weight is not "
+                                  "finite (NaN or infinite): the run that wrote it had diverged)")
+    assert not (tmp_path / "diverged.ckpt").exists()
 
 
 def test_official_cyclegan_pair_imports_both_directions(tmp_path):
