@@ -98,7 +98,7 @@ def test_eval_prints_metrics_beside_the_floor_and_writes_json(tmp_path, mnist_ru
     assert report["protocol"]["generated"] == 64
 
 
-def test_eval_of_unpaired_models_needs_held_out_data_and_uses_any_extractor(cyclegan_run, tmp_path):
+def test_eval_of_unpaired_models_needs_held_out_data_and_uses_any_extractor(cyclegan_run, tmp_path, monkeypatch):
     result, _ = invoke("eval", cyclegan_run)
     assert_one_line_error(result, "held-out data", "--a DIR --b DIR")
     data = cyclegan_run.parent
@@ -109,7 +109,21 @@ def test_eval_of_unpaired_models_needs_held_out_data_and_uses_any_extractor(cycl
     assert {"fid_a2b", "kid_a2b", "fid_b2a", "kid_b2a"} <= set(metrics)
     result, _ = invoke("eval", cyclegan_run, "--a", data / "a", "--b", data / "b", "--features", "random",
                        "--metrics", "psnr", "--json", tmp_path / "e2.json")
-    assert_one_line_error(result, "--metrics", "psnr")
+    assert_one_line_error(result, "--metrics: psnr not computed for cyclegan (psnr is reported on digit data only",
+                          "computed: fid_a2b, kid_a2b, fid_b2a, kid_b2a)")
+    with monkeypatch.context() as patch:  # a name that no cyclegan evaluation reports is refused before it runs
+        patch.setattr("img2img.evaluation.evaluate._evaluate_unpaired", lambda *args: pytest.fail("evaluated"))
+        result, _ = invoke("eval", cyclegan_run, "--a", data / "a", "--b", data / "b", "--metrics", "fid_a2b,bogus")
+    assert_one_line_error(result, "--metrics: bogus: not a cyclegan metric (its metrics: fid_a2b, kid_a2b")
+    # nothing computed (FID without the Inception weights, on data other than digits): an empty table and JSON,
+    # with exit status 0, before
+    monkeypatch.delenv("IMG2IMG_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    result, _ = invoke("eval", cyclegan_run, "--a", data / "a", "--b", data / "b", "--json", tmp_path / "e3.json",
+                       "--device", "cpu")
+    assert_one_line_error(result, "no metric could be computed for this cyclegan model: fid/kid skipped:",
+                          "no Inception weights here")
+    assert not (tmp_path / "e3.json").exists()
 
 
 def test_best_checkpoint_follows_the_chosen_metric_and_survives_resume(tmp_path, mnist_run, monkeypatch):

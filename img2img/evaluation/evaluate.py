@@ -66,6 +66,8 @@ MULTI_DOMAIN_METRICS = ("fid", "kid", "own_domain_psnr", "psnr", "label_agreemen
 DIGIT_ONLY_METRICS = {"samples": ("fid_over_floor", "classes_covered", "kl_to_uniform", "class_agreement"),
                       "paired": ("label_agreement",), "unpaired": DEMO_METRICS,
                       "multi-domain": ("psnr", "label_agreement")}
+# counts a protocol reports beside its metrics (StarGAN: pairs, pairs_beating_colour_map), never chosen by
+ALSO_REPORTED = {"multi-domain": ("pairs",)}
 DIGIT_ONLY = "on digit data only (the embedded digits, or the folders of an `img2img demo` task)"
 
 log = logging.getLogger(__name__)
@@ -198,6 +200,12 @@ def evaluate_model(model: Any, run: Any, step: int, data: EvalData | None = None
                    inception_weights: str | None = None, samples: int = 1000, seed: int = 0,
                    device: torch.device | str = "cpu", metrics: tuple[str, ...] = ()) -> Report:
     """Evaluate ``model`` (in evaluation mode, on ``device``) by the protocol of its kind."""
+    known = protocol_metrics(type(model))
+    reported = known + ALSO_REPORTED.get(model.evaluation, ())
+    foreign = [m for m in metrics if not any(m == base or m.startswith(f"{base}_") for base in reported)]
+    if foreign:  # before any compute
+        raise UserError(f"--metrics: {', '.join(foreign)}: not {'a ' if len(foreign) == 1 else ''}{run.model} "
+                        f"metric{'s' if len(foreign) > 1 else ''} (its metrics: {', '.join(known) or 'none'})")
     report = Report(run.model, step, protocol={"seed": seed, "features": features, "name": model.evaluation})
     if model.evaluation == "samples":
         _evaluate_digits_gan(model, report, samples, seed, device, features, inception_weights)
@@ -215,8 +223,10 @@ def evaluate_model(model: Any, run: Any, step: int, data: EvalData | None = None
     if metrics:
         unknown = [m for m in metrics if m not in report.metrics]
         if unknown:
-            raise UserError(f"--metrics: {', '.join(unknown)} not computed for {run.model} "
-                            f"(available: {', '.join(k for k in report.metrics if not k.endswith('_counts'))})")
+            why = [f"{m} is reported {DIGIT_ONLY}" for m in unknown if m in DIGIT_ONLY_METRICS[model.evaluation]]
+            computed = ", ".join(k for k in report.metrics if not k.endswith("_counts")) or "none"
+            raise UserError(f"--metrics: {', '.join(unknown)} not computed for {run.model} ("
+                            + "; ".join([*why, f"computed: {computed}", *report.notes]) + ")")
     return report
 
 
@@ -535,6 +545,8 @@ def evaluate_checkpoint(path: str | Path, a: str | None = None, b: str | None = 
     data = EvalData(a, b, aligned, data) if (a or b or aligned or data) else None
     report = evaluate_model(model, run, int(payload["step"]), data, features, inception_weights, samples, seed,
                             torch_device, metrics)
+    if not report.metrics:  # an empty table and JSON, with an exit status that says all went well
+        raise UserError(f"no metric could be computed for this {run.model} model: " + "; ".join(report.notes))
     used = report.protocol.get("features")
     if inception_weights is not None and used != "inception":
         note = f"--inception-weights not used: FID/KID were computed on the {used or 'no'} features"
