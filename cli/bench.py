@@ -50,6 +50,7 @@ def bench(target: str, size: int, batch_size: int | None, steps: int | None, war
     peak memory, achieved TFLOP/s and its fraction of the device's measured peak."""
     from img2img.loading import resolve_device  # noqa: PLC0415
     from img2img.models import MODELS  # noqa: PLC0415
+    from img2img.train import out_of_memory  # noqa: PLC0415
 
     torch_device = resolve_device(device)
     on_cuda = torch_device.type == "cuda"
@@ -71,13 +72,19 @@ def bench(target: str, size: int, batch_size: int | None, steps: int | None, war
         raise click.UsageError("--profile applies to a training target without --ladder")
 
     def run(speed: bench_lib.SpeedSettings) -> dict:
-        if target == "translate":
-            return bench_lib.bench_translate(size, batch_size or 8, steps or (256 if on_cuda else 16), device,
-                                             speed, workers, io_only)
-        default_batch = MODELS[target].bench_batch_size
-        return bench_lib.bench_training(target, size, batch_size or default_batch, steps or (50 if on_cuda else 3),
-                                        warmup if warmup is not None else (5 if on_cuda else 1), device, speed,
-                                        profile)
+        batch = batch_size or (8 if target == "translate" else MODELS[target].bench_batch_size)
+        try:
+            if target == "translate":
+                return bench_lib.bench_translate(size, batch, steps or (256 if on_cuda else 16), device, speed,
+                                                 workers, io_only)
+            return bench_lib.bench_training(target, size, batch, steps or (50 if on_cuda else 3),
+                                            warmup if warmup is not None else (5 if on_cuda else 1), device, speed,
+                                            profile)
+        except (RuntimeError, MemoryError) as error:  # torch.OutOfMemoryError is a RuntimeError
+            if not out_of_memory(error):
+                raise
+            raise click.ClickException(f"out of {torch_device.type.upper()} memory: {target} at --size {size} with "
+                                       f"--batch-size {batch} does not fit; give a smaller one") from None
 
     if ladder:
         refusal = None if target == "translate" else bench_lib.refusal(target, size, "compile")

@@ -38,6 +38,24 @@ def test_bench_refuses_sizes_the_networks_cannot_take():
     assert "--n-layers" not in result.output  # an option of train's, not of bench's
 
 
+@pytest.mark.parametrize("target", ["cyclegan", "translate"])
+def test_bench_out_of_memory_is_a_one_line_error(monkeypatch, target):
+    """A --size or --batch-size too large for the device gave a traceback from deep in a convolution."""
+    from img2img.train import Trainer  # noqa: PLC0415
+    from img2img.translate import Translator  # noqa: PLC0415
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+                           "memory: you tried to allocate 34359738368 bytes. Error code 12")
+
+    if target == "translate":
+        monkeypatch.setattr(Translator, "translate_folder", out_of_memory)
+    else:
+        monkeypatch.setattr(Trainer, "train_step", out_of_memory)
+    result, _ = invoke("bench", target, "--size", 32, "--batch-size", 2, "--steps", 1, "--device", "cpu")
+    assert_one_line_error(result, f"out of CPU memory: {target} at --size 32 with --batch-size 2 does not fit")
+
+
 def test_host_synchronisations_are_the_sync_debug_modes_reports_not_its_notice():
     """CUDA's sync debug mode warns once per process, when first switched on, that it is a prototype
     ("Synchronization debug mode is …"): that notice is no synchronisation (the GPU's first run counted it as one
