@@ -13,6 +13,8 @@ from img2img.data.images import WRITABLE_EXTENSIONS, can_write, encode_image, qu
 from img2img.errors import UserError
 from img2img.loading import load_model, resolve_device
 
+CHUNK = 1000  # images made at once
+
 
 def sample_to_folder(checkpoint: str | Path, count: int, out: str | Path, seed: int = 0, grid: str | Path | None = None,
                      device: str = "auto", overwrite: bool = False, label: str | None = None) -> list[Path]:
@@ -42,16 +44,20 @@ def sample_to_folder(checkpoint: str | Path, count: int, out: str | Path, seed: 
                             "pass --overwrite or choose another folder")
         if grid is not None and Path(grid).exists():
             raise UserError(f"--grid: {grid} exists; pass --overwrite to replace it")
-    images = model.generate(count, torch.Generator().manual_seed(seed), labels=labels)
-    arrays = images.float().add(1).div(2).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
-    for path, array in zip(paths, arrays):
-        replace_file(path, encode_image(quantize(array), ".png"))
+    generator = torch.Generator().manual_seed(seed)
+    tiles = []  # for the grid: its images as levels
+    # made and written a chunk at a time: memory stays bounded however many are asked for
+    for start, images in zip(range(0, count, CHUNK), model.generate_chunks(count, generator, CHUNK, labels)):
+        levels = quantize(images.add(1).div(2).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy())
+        for path, image in zip(paths[start:start + CHUNK], levels):
+            replace_file(path, encode_image(image, ".png"))
+        if grid is not None:
+            tiles.append(torch.from_numpy(levels).permute(0, 3, 1, 2))
     if grid is not None:
         grid = Path(grid)
         per_class = model.sample_labels(count)
         side = max(1, int(count ** 0.5)) if per_class is None or labels is not None else \
             int((per_class == 0).sum())  # one row per class
-        sheet = make_grid(images.float().cpu(), nrow=side, normalize=True, value_range=(-1, 1))
-        replace_file(grid, encode_image(quantize(sheet.permute(1, 2, 0).numpy()), grid.suffix))
+        sheet = make_grid(torch.cat(tiles), nrow=side)
+        replace_file(grid, encode_image(sheet.permute(1, 2, 0).numpy(), grid.suffix))
     return paths
-

@@ -198,23 +198,28 @@ class NoiseModel(GANModel):
         per_class = math.ceil(count / len(self.config.classes))
         return torch.arange(count) // per_class
 
-    @torch.no_grad()
     def generate(self, count: int, generator: torch.Generator | None = None, batch_size: int = 1000,
                  labels: Tensor | None = None) -> Tensor:
         """``count`` images ``(count, C, S, S)`` in [-1, 1], with G in evaluation mode; a conditional model draws
         ``labels`` (by default :meth:`sample_labels`)."""
+        chunks = list(self.generate_chunks(count, generator, batch_size, labels))
+        shape = (self.config.channels, self.config.size, self.config.size)
+        return torch.cat(chunks) if chunks else torch.empty(0, *shape)
+
+    @torch.no_grad()
+    def generate_chunks(self, count: int, generator: torch.Generator | None = None, batch_size: int = 1000,
+                        labels: Tensor | None = None) -> Iterator[Tensor]:
+        """:meth:`generate`'s images, ``batch_size`` at a time (as it draws their noise), so that a caller that
+        writes each chunk away holds one chunk at a time however many are asked for."""
         g = self.nets["g"]
         device = next(g.parameters()).device
         if self.conditional and labels is None:
             labels = self.sample_labels(count)
         with evaluating(g):
-            chunks = []
             for start in range(0, count, batch_size):
                 size = min(batch_size, count - start)
                 part = labels[start:start + size].to(device) if labels is not None else None
-                chunks.append(g(*self.generator_inputs(self.noise(size, device, generator), part)))
-        shape = (self.config.channels, self.config.size, self.config.size)
-        return torch.cat(chunks).float() if chunks else torch.empty(0, *shape)
+                yield g(*self.generator_inputs(self.noise(size, device, generator), part)).float()
 
     def refresh_statistics(self, nets: Mapping[str, nn.Module], generator: torch.Generator) -> None:
         for net in nets.values():
