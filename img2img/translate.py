@@ -795,12 +795,63 @@ def default_workers() -> int:
 
 
 def _available_memory() -> int:
-    """Bytes of memory available on this machine (Linux's MemAvailable; 4 GiB where it cannot be read)."""
+    """Bytes of memory available to this process: Linux's MemAvailable (4 GiB where it cannot be read), or less
+    where a memory cgroup (a container's limit, a job scheduler's) leaves less; beyond what it leaves the kernel
+    kills the process, without a word, while the machine's memory is still free."""
+    available = 4 << 30
     try:
         with open("/proc/meminfo") as handle:
             for line in handle:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    available = int(line.split()[1]) * 1024
+                    break
     except OSError:
         pass
-    return 4 << 30
+    left = cgroup_memory_left()
+    return available if left is None else min(available, left)
+
+
+def cgroup_memory_left(root: Path = Path("/sys/fs/cgroup"), proc: Path = Path("/proc/self/cgroup")) -> int | None:
+    """The least that this process's memory cgroup, or one above it, leaves below its limit (its usage less the
+    page cache it can drop); None where none has a limit.  cgroup v2 (``memory.max``) and v1
+    (``memory.limit_in_bytes``), as mounted under ``root``."""
+    try:
+        entries = [line.split(":", 2) for line in proc.read_text().splitlines()]
+    except OSError:
+        return None
+    least = None
+    for entry in entries:
+        if len(entry) != 3:
+            continue
+        _, controllers, path = entry
+        if controllers == "":
+            mount, files = root, ("memory.max", "memory.current", "inactive_file")
+        elif "memory" in controllers.split(","):
+            mount, files = root / "memory", ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
+        else:
+            continue
+        folder = mount / path.strip("/")
+        if not folder.is_dir():  # a container that sees its own cgroup as the root of the mount
+            folder = mount
+        for level in (folder, *[p for p in folder.parents if p.is_relative_to(mount)]):
+            left = _cgroup_left(level, *files)
+            if left is not None:
+                least = left if least is None else min(least, left)
+    return least
+
+
+def _cgroup_left(folder: Path, limit_file: str, usage_file: str, cache_key: str) -> int | None:
+    try:
+        limit = (folder / limit_file).read_text().strip()
+        if limit == "max" or int(limit) >= 1 << 60:  # no limit (v1 writes a number near 2**63)
+            return None
+        usage = int((folder / usage_file).read_text())
+        cache = 0
+        with contextlib.suppress(OSError, ValueError):
+            for line in (folder / "memory.stat").read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == cache_key:
+                    cache = int(value)
+    except (OSError, ValueError):
+        return None
+    return max(0, int(limit) - usage + cache)

@@ -297,6 +297,50 @@ def test_tiling_happens_by_itself_when_an_image_would_not_fit():
     assert calls and all(shape[-1] == 64 and shape[-2] == 64 for shape in calls)
 
 
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_memory_cgroup_limit_bounds_the_memory_translation_counts_on(tmp_path, monkeypatch, version):
+    """In a container (or a job scheduler's cgroup) of 2 GiB, translating a 1600² image on the CPU was killed by
+    the kernel, without a word and with nothing written: the pixel budget read the machine's free memory,
+    not what the cgroup leaves.  Its limit, less its usage and above it its parents', now bounds the budget."""
+    from img2img import translate  # noqa: PLC0415
+
+    gib = 1 << 30
+    proc = tmp_path / "cgroup"
+    if version == 2:
+        root = mount = tmp_path / "sys"
+        proc.write_text("0::/jobs/job7\n")
+        files = ("memory.max", "memory.current", "inactive_file")
+    else:
+        root, mount = tmp_path / "sys", tmp_path / "sys" / "memory"
+        proc.write_text("5:cpu,cpuacct:/jobs/job7\n4:memory:/jobs/job7\n0::/\n")
+        files = ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
+
+    def limit(folder, value, usage, cache):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / files[0]).write_text(f"{value}\n")
+        (folder / files[1]).write_text(f"{usage}\n")
+        (folder / "memory.stat").write_text(f"anon 1\n{files[2]} {cache}\nother 5\n")
+
+    assert translate.cgroup_memory_left(root, proc) is None  # no cgroup files: no limit
+    unlimited = "max" if version == 2 else 9223372036854771712
+    for folder in (mount, mount / "jobs", mount / "jobs" / "job7"):
+        limit(folder, unlimited, 5 * gib, 0)
+    assert translate.cgroup_memory_left(root, proc) is None
+    limit(mount / "jobs", 8 * gib, 5 * gib, 1 * gib)  # above: 3 GiB left, and 1 GiB of page cache it can drop
+    assert translate.cgroup_memory_left(root, proc) == 4 * gib
+    limit(mount / "jobs" / "job7", 2 * gib, gib // 2, 0)  # the job's own: less
+    assert translate.cgroup_memory_left(root, proc) == 3 * gib // 2
+    limit(mount / "jobs" / "job7", 2 * gib, 3 * gib, 0)  # over its limit (it reclaims, or is killed): nothing
+    assert translate.cgroup_memory_left(root, proc) == 0
+    # in a container, the path names the cgroup on the host, and the mount's root is the container's cgroup
+    proc.write_text("0::/docker/c0ffee\n" if version == 2 else "4:memory:/docker/c0ffee\n")
+    limit(mount, gib, gib // 4, 0)
+    assert translate.cgroup_memory_left(root, proc) == 3 * gib // 4
+    monkeypatch.setattr(translate, "cgroup_memory_left", lambda: 64 * 64 * 4 * 8 * 8 * 4)
+    net = ResnetGenerator(3, 3, base_channels=8, n_blocks=1)
+    assert Translator(net, generator_info(net, 3, 3)).max_pixels == 64 * 64
+
+
 def test_tile_window_is_one_inside_and_at_image_borders():
     window = tile_window(64, 16, True, False, torch.device("cpu"))
     assert window[:4].eq(0).all() and window[16:].eq(1).all() and (window[4:12].diff() > 0).all()
