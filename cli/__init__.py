@@ -12,7 +12,7 @@ import signal
 
 import click
 
-from img2img.errors import UserError
+from img2img.errors import UserError, out_of_memory, out_of_memory_message
 
 from .bench import bench
 from .demo import demo
@@ -36,6 +36,12 @@ class _Group(click.Group):
             where = error.filename or ", ".join(dict.fromkeys(ctx.meta.get(OUTPUTS, [])))
             raise click.ClickException(f"{where}: {error.strerror or error}" if where else
                                        str(error.strerror or error)) from None
+        except (RuntimeError, MemoryError) as error:  # torch.OutOfMemoryError is a RuntimeError
+            if not out_of_memory(error):
+                raise
+            # where no command said more (what to make smaller, what was kept): in one line all the same
+            raise click.ClickException(f"{out_of_memory_message(error)}; use smaller images, batches or sets "
+                                       "of them") from None
         except KeyboardInterrupt as error:  # the trainer has said what it saved; 128 + the signal, as shells do
             for number in (signal.SIGINT, signal.SIGTERM):  # stopping already: one more Ctrl-C is no traceback
                 signal.signal(number, signal.SIG_IGN)

@@ -50,7 +50,7 @@ def bench(target: str, size: int, batch_size: int | None, steps: int | None, war
     peak memory, achieved TFLOP/s and its fraction of the device's measured peak."""
     from img2img.loading import resolve_device  # noqa: PLC0415
     from img2img.models import MODELS  # noqa: PLC0415
-    from img2img.train import out_of_memory  # noqa: PLC0415
+    from img2img.errors import out_of_memory, out_of_memory_message  # noqa: PLC0415
 
     torch_device = resolve_device(device)
     on_cuda = torch_device.type == "cuda"
@@ -83,8 +83,8 @@ def bench(target: str, size: int, batch_size: int | None, steps: int | None, war
         except (RuntimeError, MemoryError) as error:  # torch.OutOfMemoryError is a RuntimeError
             if not out_of_memory(error):
                 raise
-            raise click.ClickException(f"out of {torch_device.type.upper()} memory: {target} at --size {size} with "
-                                       f"--batch-size {batch} does not fit; give a smaller one") from None
+            raise click.ClickException(f"{out_of_memory_message(error)}: {target} at --size {size} with --batch-size "
+                                       f"{batch} does not fit; give a smaller one") from None
 
     if ladder:
         refusal = None if target == "translate" else bench_lib.refusal(target, size, "compile")

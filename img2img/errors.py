@@ -2,11 +2,30 @@
 
 Library code raises :class:`UserError` for anything the user can fix (a bad
 option, a missing or corrupt file).  The CLI turns it into a one-line message
-with a non-zero exit and no traceback.
+with a non-zero exit and no traceback.  :func:`out_of_memory` says which errors
+mean that memory ran out, wherever they come from.
 """
 
 from __future__ import annotations
 
+import re
+
+import torch
+
 
 class UserError(Exception):
     """A problem with the user's input, stated in one line that names the option or path."""
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` says that memory ran out (CUDA's allocator, the CPU's, or OpenCV's)."""
+    return isinstance(error, (torch.OutOfMemoryError, MemoryError)) or any(
+        text in str(error) for text in ("can't allocate memory", "Insufficient memory", "Failed to allocate"))
+
+
+def out_of_memory_message(error: BaseException) -> str:
+    """``out of CUDA memory (tried to allocate 2.00 GiB)``: what :func:`out_of_memory` ``error`` says, in a few
+    words (torch's own runs to a paragraph, or starts with the allocator's source line)."""
+    where = "CUDA" if isinstance(error, torch.OutOfMemoryError) or "CUDA" in str(error) else "CPU"
+    tried = re.search(r"allocate ([0-9.]+ ?[KMGT]i?B|[0-9]+ bytes)", str(error))
+    return f"out of {where} memory" + (f" (tried to allocate {tried.group(1)})" if tried else "")

@@ -39,7 +39,7 @@ from img2img.config import RESUMABLE_SETTINGS, RunConfig, TrainConfig, cli_optio
 from img2img.data import guard
 from img2img.data.batches import mix_seed
 from img2img.distributed import Distributed
-from img2img.errors import UserError
+from img2img.errors import UserError, out_of_memory
 from img2img.interrupt import Interrupted, StopRequests
 # load_model, resolve_device and run_config_from_dict live in img2img.loading; importable from here as before
 from img2img.loading import (build_model, load_model, open_checkpoint, resolve_device,  # noqa: F401
@@ -632,12 +632,6 @@ def _fetch(batches: Iterator[Any]) -> Any:
         return next(batches)
     except Exception as error:  # noqa: BLE001 - whatever a loader raises, the trainer saves and names it
         raise _DataFailure(error) from error
-
-
-def out_of_memory(error: BaseException) -> bool:
-    """Whether ``error`` says that memory ran out (CUDA's allocator, the CPU's, or OpenCV's)."""
-    return isinstance(error, (torch.OutOfMemoryError, MemoryError)) or any(
-        text in str(error) for text in ("can't allocate memory", "Insufficient memory", "Failed to allocate"))
 
 
 # what torch says when a network cannot take its input, and the option that decides it

@@ -44,7 +44,7 @@ from img2img import checkpoint, official, speed, step_graph
 from img2img.data.guard import resilient
 from img2img.data.images import (IMAGE_EXTENSIONS, can_write, convert_channels, encode_image, is_image_name,
                                  quantize, read_image_bits, read_image_levels, to_tensor, to_unit, visible_files)
-from img2img.errors import UserError
+from img2img.errors import UserError, out_of_memory
 from img2img.interrupt import terminate_as_interrupt
 from img2img.step_graph import CaptureFault, StepGraphs, check_capture
 
@@ -359,7 +359,7 @@ class Translator:
 
         Pads to the sizes the network takes and crops back; tiles when a tile
         size was given and the image is larger, or when the image would not
-        fit in memory whole (and retries in smaller tiles when CUDA runs out).
+        fit in memory whole (and retries in smaller tiles when memory runs out).
         """
         if images.dim() != 4 or images.shape[1] != self.info.in_channels:
             raise UserError(f"expected images of shape (N, {self.info.in_channels}, H, W), got {tuple(images.shape)}")
@@ -373,9 +373,9 @@ class Translator:
                 if tile is not None and (height > tile or width > tile):
                     return self._tiled(images, tile)
                 return self._whole(images)
-            except torch.OutOfMemoryError:
+            except (RuntimeError, MemoryError) as error:  # CUDA's allocator, or the CPU's (a cgroup, a ulimit)
                 smaller = (tile or max(height, width)) // 2 // self.info.size_multiple * self.info.size_multiple
-                if smaller < self.min_size or smaller < 32:
+                if not out_of_memory(error) or smaller < self.min_size or smaller < 32:
                     raise
                 log.info("out of memory: translating in %d-pixel tiles", smaller)
                 if self.device.type == "cuda":

@@ -53,7 +53,8 @@ def test_bench_out_of_memory_is_a_one_line_error(monkeypatch, target):
     else:
         monkeypatch.setattr(Trainer, "train_step", out_of_memory)
     result, _ = invoke("bench", target, "--size", 32, "--batch-size", 2, "--steps", 1, "--device", "cpu")
-    assert_one_line_error(result, f"out of CPU memory: {target} at --size 32 with --batch-size 2 does not fit")
+    assert_one_line_error(result, f"out of CPU memory (tried to allocate 34359738368 bytes): {target} at --size 32 "
+                                  "with --batch-size 2 does not fit")
 
 
 def test_host_synchronisations_are_the_sync_debug_modes_reports_not_its_notice():

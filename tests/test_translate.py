@@ -341,6 +341,48 @@ def test_a_memory_cgroup_limit_bounds_the_memory_translation_counts_on(tmp_path,
     assert Translator(net, generator_info(net, 3, 3)).max_pixels == 64 * 64
 
 
+@pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+                                   RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: "
+                                                "can't allocate memory: you tried to allocate 972000000 bytes")],
+                         ids=["cuda", "cpu"])
+def test_running_out_of_memory_retries_in_smaller_tiles(error):
+    """Only CUDA's running out was retried in tiles; the CPU's (a ulimit, a failed allocation) stopped the whole
+    folder with a traceback."""
+    net = settle_batch_norm(ResnetGenerator(3, 3, base_channels=8, n_blocks=1, norm="batch"), 3)
+    image = torch.rand(1, 3, 160, 160) * 2 - 1
+    translator = Translator(net, generator_info(net, 3, 3))
+    whole = translator.translate_tensor(image)
+    forward, calls = translator._forward, []
+
+    def short_of_memory(batch):
+        calls.append(batch.shape[-1])
+        if batch.shape[-1] > 64:
+            raise error
+        return forward(batch)
+
+    translator._forward = short_of_memory
+    assert torch.allclose(translator.translate_tensor(image), whole, atol=0.05)
+    assert calls[0] == 160 and calls[1] == 80 and set(calls[2:]) == {40}
+    translator._forward = lambda batch: 1 / 0  # any other error is no reason to tile
+    with pytest.raises(ZeroDivisionError):
+        translator.translate_tensor(image)
+
+
+def test_out_of_memory_where_no_command_says_more_is_one_line(monkeypatch, cyclegan_run, tmp_path):
+    """Running out of memory in a command that says nothing of its own (eval of a large held-out set, say) was a
+    traceback from deep in a network."""
+    from img2img.evaluation import evaluate  # noqa: PLC0415
+
+    def short_of_memory(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+                           "memory: you tried to allocate 786432 bytes. Error code 12 (Cannot allocate memory)")
+
+    monkeypatch.setattr(evaluate, "_evaluate_unpaired", short_of_memory)
+    data = cyclegan_run.parent
+    result, _ = invoke("eval", cyclegan_run, "--a", data / "a", "--b", data / "b", "--device", "cpu")
+    assert_one_line_error(result, "out of CPU memory (tried to allocate 786432 bytes); use smaller images")
+
+
 def test_tile_window_is_one_inside_and_at_image_borders():
     window = tile_window(64, 16, True, False, torch.device("cpu"))
     assert window[:4].eq(0).all() and window[16:].eq(1).all() and (window[4:12].diff() > 0).all()
