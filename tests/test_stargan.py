@@ -78,6 +78,9 @@ def test_domains_are_the_sub_folders_and_fewer_than_two_are_refused(tmp_path):
     _domains(tmp_path / "one", names=("only",))
     result, _ = invoke("train", "stargan", "--data", tmp_path / "one", "--size", 16, "--dry-run")
     assert_one_line_error(result, "--data", "two or more")
+    _domains(tmp_path / "named", names=("all", "b"))  # `--to all` could never mean it
+    result, _ = invoke("train", "stargan", "--data", tmp_path / "named", "--size", 16, "--dry-run")
+    assert_one_line_error(result, f"--data: {tmp_path / 'named' / 'all'}: a domain cannot be named 'all'")
 
 
 def test_the_generator_steps_once_every_n_critic_steps(tmp_path):

@@ -157,6 +157,9 @@ class StarGAN(GANModel):
         if load_size < config.size:
             raise UserError(f"--load-size ({load_size}) must be at least --size ({config.size})")
         folders = domain_folders(config.data)
+        if any(name == "all" for name, _ in folders):  # translate --to all, export --to all: every domain
+            raise UserError(f"--data: {Path(config.data) / 'all'}: a domain cannot be named 'all', which `--to all` "
+                            "means every domain; rename the folder")
         found = [check_folder(files, f"--data {name}/") for name, files in folders]
         channels = config.channels or infer_channels([c for c, _ in found])
         return replace(config, load_size=load_size, domains=tuple(name for name, _ in folders), channels=channels,
