@@ -435,6 +435,10 @@ class Translator:
             array, bits = read_image_bits(image)
             return quantize(self.translate_array(array), self.output_bits(bits))
         if isinstance(image, Image.Image):
+            if image.mode == "F" or image.mode.startswith("I"):  # 16-bit or float grey, which convert() clips to 255
+                levels = np.asarray(image)
+                deep = levels if image.mode == "F" else np.clip(levels, 0, 65535).astype(np.uint16)
+                return _as_pil(self.translate(deep))
             alpha = "A" in image.getbands() or "transparency" in image.info
             array = np.asarray(image.convert("RGBA" if alpha else "RGB"), dtype=np.float32) / 255.0
             out = quantize(self.translate_array(array), 8)
@@ -565,6 +569,14 @@ class Translator:
         bar.close()
         summary.seconds = time.perf_counter() - started
         return summary
+
+
+def _as_pil(array: np.ndarray) -> Image.Image:
+    """A translated array as a PIL image: 16-bit and float grey as they are (modes I;16 and F), and deep colour,
+    which Pillow does not hold, in 8 bits."""
+    if array.ndim == 3 and array.dtype != np.uint8:
+        array = quantize(array / 65535.0 if array.dtype == np.uint16 else array, 8)
+    return Image.fromarray(array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1 else array)
 
 
 def _stack_by_shape(items: list[dict[str, Any]]) -> dict[str, Any]:

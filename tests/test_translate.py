@@ -205,6 +205,25 @@ def test_one_channel_16_bit_round_trip(tmp_path):
     assert Image.open(tmp_path / "out8" / "deep.png").mode == "L"
 
 
+def test_16_bit_and_float_grey_pil_images_are_read_at_their_depth():
+    """Pillow's convert() clips 16-bit grey (modes I;16 and I, as Pillow opens 16-bit PNGs) to 255 and float
+    grey (mode F) to 0: a PIL image of either was translated as a white or a black one."""
+    levels = np.arange(40 * 30, dtype=np.uint16).reshape(30, 40) * 53 + 11
+    sixteen = Translator(Invert(), GeneratorInfo(1, 1, 4, out_bits=16))
+    for image in (Image.fromarray(levels), Image.fromarray(levels.astype(np.int32))):
+        out = sixteen.translate(image)
+        assert out.mode == "I;16" and np.array_equal(np.asarray(out), 65535 - levels), image.mode
+    out = sixteen.translate(Image.fromarray(levels.astype(np.float32) / 65535))
+    assert out.mode == "F" and np.allclose(np.asarray(out), 1 - levels / 65535, atol=1e-6)
+    class InvertToColour(nn.Module):
+        def forward(self, x):
+            return -x.expand(-1, 3, -1, -1)
+
+    colour = Translator(InvertToColour(), GeneratorInfo(1, 3, 4, out_bits=16))  # Pillow holds deep colour in 8 bits
+    out = colour.translate(Image.fromarray(levels))
+    assert out.mode == "RGB" and np.abs(np.asarray(out)[:, :, 0].astype(int) - (65535 - levels) / 257).max() <= 0.5
+
+
 def test_a_model_trained_on_16_bit_grey_pairs_writes_16_bit_grey(tmp_path):
     for side, flip in (("a", False), ("b", True)):
         (tmp_path / side).mkdir()
