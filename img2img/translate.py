@@ -235,16 +235,21 @@ class FolderSummary:
 
     def line(self) -> str:
         rate = len(self.translated) / self.seconds if self.seconds > 0 else 0.0
-        parts = [f"translated {len(self.translated)} images in {self.seconds:.1f} s ({rate:.1f} images/s)"]
+        parts = [f"translated {_count(len(self.translated), 'image')} in {self.seconds:.1f} s ({rate:.1f} images/s)"]
         if self.unreadable:
             parts.append(f"skipped {len(self.unreadable)} unreadable")
         if self.failed:
             parts.append(f"failed to write {len(self.failed)}")
         if self.kept:
-            parts.append(f"kept {len(self.kept)} existing outputs (--overwrite replaces them)")
+            parts.append(f"kept {_count(len(self.kept), 'existing output')} (--overwrite replaces them)")
         if self.ignored:
-            parts.append(f"ignored {self.ignored} files that are not images")
+            parts.append(f"ignored {_count(self.ignored, 'file')} that "
+                         f"{'is not an image' if self.ignored == 1 else 'are not images'}")
         return "; ".join(parts)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 class Translator:
