@@ -38,6 +38,7 @@ from img2img import distributed as dist_tools
 from img2img.config import RESUMABLE_SETTINGS, RunConfig, TrainConfig, cli_option
 from img2img.data import guard
 from img2img.data.batches import mix_seed
+from img2img.data.transfer import received
 from img2img.distributed import Distributed
 from img2img.errors import UserError, out_of_memory
 from img2img.interrupt import Interrupted, StopRequests
@@ -629,7 +630,7 @@ class _DataFailure(Exception):
 
 def _fetch(batches: Iterator[Any]) -> Any:
     try:
-        return next(batches)
+        return received(next(batches))  # a loading worker's batch sent by value, where shared memory was short
     except Exception as error:  # noqa: BLE001 - whatever a loader raises, the trainer saves and names it
         raise _DataFailure(error) from error
 

@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from img2img import checkpoint, official, speed, step_graph
 from img2img.data.guard import resilient
+from img2img.data.transfer import Collate, received
 from img2img.data.images import (IMAGE_EXTENSIONS, can_write, convert_channels, encode_image, is_image_name,
                                  quantize, read_image_bits, read_image_levels, to_tensor, to_unit, visible_files)
 from img2img.errors import UserError, out_of_memory
@@ -506,7 +507,7 @@ class Translator:
         # a worker that dies on a file (a crashing decoder) costs that file only (guard.resilient)
         loader = resilient(lambda items: _ImageFiles(pending, items, self.info.in_channels, resize), len(pending),
                            lambda index: [pending[index].input], _delivered, unreadable, batch_size=self.batch_size,
-                           shuffle=False, collate_fn=_stack_by_shape, num_workers=workers,
+                           shuffle=False, collate_fn=Collate(_stack_by_shape), num_workers=workers,
                            pin_memory=self.device.type == "cuda", prefetch_factor=4 if workers else None)
 
         bar = tqdm(total=len(pending), unit="img", disable=not progress, dynamic_ncols=True, leave=False)
@@ -616,7 +617,7 @@ def _batches_by_shape(loader: Iterable[dict[str, Any]], batch_size: int,
     """Batches of at least ``batch_size`` same-shaped images (fewer at the end, or when many sizes are waiting),
     from the loader's per-shape pieces; sizes vary in a folder, and memory stays bounded."""
     waiting: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    for loaded in loader:
+    for loaded in map(received, loader):
         for index, reason in loaded["errors"]:
             unreadable(index, reason)
         for batch in loaded["batches"]:

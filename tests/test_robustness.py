@@ -464,3 +464,70 @@ def test_forking_keeps_what_the_caller_froze_frozen():
         assert gc.get_freeze_count() >= frozen
     finally:
         gc.unfreeze()
+
+
+class _Images:
+    """Items of a tensor and a label, as a training dataset gives them."""
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, key):
+        index, _ = key
+        return {"image": torch.full((3, 4, 4), float(index)), "label": torch.tensor(index)}
+
+
+@pytest.fixture
+def full_shared_memory(monkeypatch):
+    """/dev/shm with no room (a Docker container's 64 MB, filled): moving a storage there, or making one there,
+    fails as torch says it does; and a test that would wait for ever fails after a minute instead."""
+    share = torch.UntypedStorage._share_fd_cpu_
+
+    def no_room(self, *args):
+        if self.is_shared():  # already there: only handing over its file descriptor
+            return share(self, *args)
+        raise RuntimeError("unable to allocate shared memory(shm) for file </torch_7_1_0>: No space left on device "
+                           "(28)")
+
+    def no_new(cls, *args, **kwargs):
+        raise RuntimeError("unable to allocate shared memory(shm) for file </torch_7_1_1>: No space left on device "
+                           "(28)")
+
+    monkeypatch.setattr(torch.UntypedStorage, "_share_fd_cpu_", no_room)
+    monkeypatch.setattr(torch.UntypedStorage, "_new_using_fd_cpu", classmethod(no_new))
+
+    def waited_for_ever(number, frame):
+        raise AssertionError("the loader waited for a batch that never came")
+
+    previous = signal.signal(signal.SIGALRM, waited_for_ever)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def test_training_batches_cross_by_value_where_shared_memory_is_full(full_shared_memory):
+    """A training run whose loading workers found no room in shared memory stopped, calling the batch a broken
+    file; its batches now come by value, the same as those loaded in the training process."""
+    from img2img.data.transfer import received  # noqa: PLC0415
+
+    def batches(workers):
+        return [received(batch) for _, batch in zip(range(5), LoaderBatches(
+            _Images(), StepSampler(8, 4, seed=0), num_workers=workers).iterate(2))]
+
+    for here, crossed in zip(batches(0), batches(2)):
+        assert here.keys() == crossed.keys()
+        assert all(torch.equal(here[key], crossed[key]) and crossed[key].dtype == here[key].dtype for key in here)
+
+
+def test_translation_goes_through_where_shared_memory_is_full(tmp_path, full_shared_memory):
+    """In a container with little shared memory, a folder of large photos hung translation for ever, with a
+    traceback from each loading worker: their batches failed to cross in a thread that lost the error."""
+    for index in range(6):
+        write_rgb(tmp_path / "in" / f"{index}.png", 12 + index, 8, seed=index)
+    translator = Translator(Invert(), GeneratorInfo(3, 3, 4), batch_size=2)
+    summary = translator.translate_folder(tmp_path / "in", tmp_path / "out", progress=False, workers=2)
+    assert summary.ok and len(summary.translated) == 6
+    for index in range(6):
+        source = np.asarray(Image.open(tmp_path / "in" / f"{index}.png")).astype(int)
+        assert np.abs(np.asarray(Image.open(tmp_path / "out" / f"{index}.png")) - (255 - source)).max() <= 1

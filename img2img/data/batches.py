@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from img2img.data import guard
+from img2img.data.transfer import Collate
 from img2img.errors import UserError
 
 _MIX = 0x9E3779B97F4A7C15  # golden-ratio constant: spreads nearby seeds apart
@@ -142,6 +143,7 @@ class LoaderBatches:
         loader = DataLoader(self.dataset, batch_sampler=_StepBatches(self.sampler, start_step), num_workers=workers,
                             pin_memory=self.pin_memory, persistent_workers=workers > 0,
                             prefetch_factor=self.PREFETCH if workers > 0 else None, worker_init_fn=_ignore_ctrl_c,
+                            collate_fn=Collate(),  # by value where shared memory is short (trainer: received)
                             generator=torch.Generator().manual_seed(mix_seed(self.sampler.seed, start_step)))
         with guard.forking():
             return iter(loader)
