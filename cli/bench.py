@@ -48,9 +48,9 @@ def bench(target: str, size: int, batch_size: int | None, steps: int | None, war
           workers: int | None, io_only: bool, profile: str | None, as_json: bool) -> None:
     """Time TARGET (a model's training step, or translate) on synthetic data: seconds per step, images/s,
     peak memory, achieved TFLOP/s and its fraction of the device's measured peak."""
+    from img2img.errors import out_of_memory, out_of_memory_message  # noqa: PLC0415
     from img2img.loading import resolve_device  # noqa: PLC0415
     from img2img.models import MODELS  # noqa: PLC0415
-    from img2img.errors import out_of_memory, out_of_memory_message  # noqa: PLC0415
 
     torch_device = resolve_device(device)
     on_cuda = torch_device.type == "cuda"

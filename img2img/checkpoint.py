@@ -213,14 +213,15 @@ def unfit_weights(state: dict[str, Any], expected: dict[str, torch.Tensor]) -> s
         return "×".join(map(str, value.shape)) or "a scalar"
 
     for key, value in expected.items():
-        if key in state and state[key].shape != value.shape:
-            return f"{key} is {shape(state[key])} in the file, {shape(value)} in the network"
+        if key in state and getattr(state[key], "shape", None) != value.shape:
+            found = shape(state[key]) if isinstance(state[key], torch.Tensor) else f"a {type(state[key]).__name__}"
+            return f"{key} is {found} in the file, {shape(value)} in the network"
     for found, keys in (("lacks", [key for key in expected if key not in state]),
                         ("has no place for", [key for key in state if key not in expected])):
         if keys:
             return f"it {found} {', '.join(keys[:3])}" + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
     for key, value in state.items():
-        if value.is_floating_point() and not bool(value.isfinite().all()):
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(value.isfinite().all()):
             return f"{key} is not finite (NaN or infinite): the run that wrote it had diverged"
     return None
 

@@ -157,7 +157,6 @@ def generator_from_state(state: dict[str, Tensor], name: str, arch: str | None =
     return net, found
 
 
-
 def to_checkpoint(a2b: str | Path, b2a: str | Path | None, out: str | Path, arch: str | None = None,
                   norm: str | None = None, base_channels: int | None = None, overwrite: bool = False) -> Path:
     """Write official generator weights as a self-describing img2img checkpoint at ``out``.

@@ -42,9 +42,9 @@ from tqdm import tqdm
 
 from img2img import checkpoint, official, speed, step_graph
 from img2img.data.guard import resilient
-from img2img.data.transfer import Collate, received
 from img2img.data.images import (IMAGE_EXTENSIONS, can_write, convert_channels, encode_image, is_image_name,
                                  quantize, read_image_bits, read_image_levels, to_tensor, to_unit, visible_files)
+from img2img.data.transfer import Collate, received
 from img2img.errors import UserError, out_of_memory
 from img2img.interrupt import terminate_as_interrupt
 from img2img.step_graph import CaptureFault, StepGraphs, check_capture
