@@ -13,6 +13,7 @@ import math
 import time
 import typing
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -42,11 +43,18 @@ OUTPUTS = "img2img.outputs"  # the key of the paths a command writes, in click's
 
 
 class Output(click.Path):
-    """A path the command writes.  Each one given is recorded in the context's ``meta`` (which nested contexts
-    share), so that an error with no file of its own (a full disk) can name where the command was writing."""
+    """A path the command writes: refused at once if a file stands where a folder above it would be made (the
+    command failed only when it came to write, naming its own temporary file or saying "File exists").  Each one
+    given is recorded in the context's ``meta`` (which nested contexts share), so that an error with no file of
+    its own (a full disk) can name where the command was writing."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         path = super().convert(value, param, ctx)
+        for above in Path(path).parents:  # the nearest that exists must be a folder
+            if above.exists():
+                if not above.is_dir():
+                    self.fail(f"{path}: {above} is a file, so no folder can be made there", param, ctx)
+                break
         if ctx is not None:
             record_output(ctx, path)
         return path

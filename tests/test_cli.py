@@ -56,6 +56,23 @@ def test_dry_run_prints_the_resolved_config_and_writes_nothing(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_an_output_under_a_file_is_refused_at_once_naming_the_file(finished_run, tmp_path):
+    """A file where a folder above an output would be made: eval and bench said "afile: File exists", export
+    named its temporary file, and translate tried every image, failing each."""
+    blocker = tmp_path / "afile"
+    blocker.write_text("a user's file")
+    commands = {"--out": ("train", "mnist-gan", *QUICK), "--json": ("eval", finished_run, "--samples", 10),
+                "OUTPUT": ("translate", finished_run, tmp_path), "--grid": ("sample", finished_run, "--out",
+                                                                          tmp_path / "s"),
+                "--profile": ("bench", "mnist-gan", "--device", "cpu", "--steps", 1)}
+    for option, command in commands.items():
+        target = blocker / "deeper" / "x.png"
+        args = (*command, target) if option == "OUTPUT" else (*command, option, target)
+        result, _ = invoke(*args)
+        assert_one_line_error(result, f"'{option}': {target}: {blocker} is a file, so no folder can be made there")
+    assert blocker.read_text() == "a user's file"
+
+
 def test_unknown_loss(tmp_path):
     result, _ = invoke("train", "mnist-gan", "--loss", "wasserstein", "--out", tmp_path / "r")
     assert result.exit_code == 2 and "--loss" in result.output and "Traceback" not in result.output
