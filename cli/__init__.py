@@ -13,6 +13,7 @@ import signal
 import click
 
 from img2img.errors import UserError, out_of_memory, out_of_memory_message
+from img2img.interrupt import StopRequests
 
 from .bench import bench
 from .demo import demo
@@ -43,7 +44,7 @@ class _Group(click.Group):
             raise click.ClickException(f"{out_of_memory_message(error)}; use smaller images, batches or sets "
                                        "of them") from None
         except KeyboardInterrupt as error:  # the trainer has said what it saved; 128 + the signal, as shells do
-            for number in (signal.SIGINT, signal.SIGTERM):  # stopping already: one more Ctrl-C is no traceback
+            for number in StopRequests.SIGNALS:  # stopping already: one more Ctrl-C is no traceback
                 signal.signal(number, signal.SIG_IGN)
             raise click.exceptions.Exit(128 + getattr(error, "signal_number", signal.SIGINT)) from None
 

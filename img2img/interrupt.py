@@ -11,10 +11,12 @@ checkpoint of it; the newest checkpoint on disk stays as it was.  Between steps,
 where the loop is stopping already, a second signal changes nothing: the checkpoint
 being written is finished.
 
-Elsewhere (folder translation) SIGTERM is Ctrl-C: :func:`terminate_as_interrupt`
-raises :class:`Interrupted` where the program is, as Python's Ctrl-C raises
-``KeyboardInterrupt``, so that the work under way ends and is said; Python's
-default for SIGTERM ends the process on the spot, without a word.
+SIGHUP (the terminal or the ssh session went away) is taken as SIGTERM, unless
+the process was started ignoring it (``nohup``).  Elsewhere (folder translation)
+SIGTERM and SIGHUP are Ctrl-C: :func:`terminate_as_interrupt` raises
+:class:`Interrupted` where the program is, as Python's Ctrl-C raises
+``KeyboardInterrupt``, so that the work under way ends and is said; by default
+they end the process on the spot, without a word.
 """
 
 from __future__ import annotations
@@ -29,6 +31,13 @@ from types import FrameType, TracebackType
 
 log = logging.getLogger("img2img.train")
 
+HANGUP = getattr(signal, "SIGHUP", None)  # the terminal went away (POSIX)
+
+
+def _kept_ignored(number: int) -> bool:
+    """Whether ``number`` is a SIGHUP that this process was started ignoring (``nohup``): it stays ignored."""
+    return number == HANGUP and signal.getsignal(number) == signal.SIG_IGN
+
 
 class Interrupted(KeyboardInterrupt):
     """Training stopped on a signal (``signal_number``): between two steps, with a checkpoint, or at once."""
@@ -39,13 +48,14 @@ class Interrupted(KeyboardInterrupt):
 
 
 class StopRequests:
-    """While entered, SIGINT and SIGTERM set :attr:`signal` rather than stop the program, and a second one
-    raises :class:`Interrupted` if a step is under way (:attr:`in_step`).  Entered outside the main thread
-    (where Python sets no handlers) it does nothing.  A process forked while it is entered (a data-loading
-    worker) ignores SIGINT, which a terminal's Ctrl-C sends it too (the training process ends its workers when
-    it stops), and ends on SIGTERM."""
+    """While entered, SIGINT, SIGTERM and SIGHUP (the terminal or ssh session went away, which ended a run on
+    the spot) set :attr:`signal` rather than stop the program, and a second one raises :class:`Interrupted` if a
+    step is under way (:attr:`in_step`).  A SIGHUP that the process was started ignoring (``nohup``) stays
+    ignored.  Entered outside the main thread (where Python sets no handlers) it does nothing.  A process
+    forked while it is entered (a data-loading worker) ignores SIGINT and SIGHUP, which a terminal sends it too
+    (the training process ends its workers when it stops), and ends on SIGTERM."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, *((HANGUP,) if HANGUP else ()))
 
     def __init__(self) -> None:
         self.signal: int | None = None
@@ -56,7 +66,8 @@ class StopRequests:
     def __enter__(self) -> StopRequests:
         if threading.current_thread() is threading.main_thread():
             for number in self.SIGNALS:
-                self._previous[number] = signal.signal(number, self._handle)
+                if not _kept_ignored(number):
+                    self._previous[number] = signal.signal(number, self._handle)
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
@@ -83,9 +94,9 @@ class StopRequests:
 
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
-    """While entered (in the main thread; elsewhere it does nothing), SIGTERM raises :class:`Interrupted` where
-    this process is, as Ctrl-C raises ``KeyboardInterrupt``.  A process forked meanwhile (a loading worker) still
-    ends on it, as by default."""
+    """While entered (in the main thread; elsewhere it does nothing), SIGTERM and SIGHUP (unless ``nohup``
+    ignores it) raise :class:`Interrupted` where this process is, as Ctrl-C raises ``KeyboardInterrupt``.  A
+    process forked meanwhile (a loading worker) still ends on them, as by default."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -98,11 +109,13 @@ def terminate_as_interrupt() -> Iterator[None]:
             return
         raise Interrupted(number)
 
-    previous = signal.signal(signal.SIGTERM, handle)
+    numbers = [n for n in (signal.SIGTERM, HANGUP) if n is not None and not _kept_ignored(n)]
+    previous = {number: signal.signal(number, handle) for number in numbers}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
 
 
-__all__ = ["Interrupted", "StopRequests", "terminate_as_interrupt"]
+__all__ = ["HANGUP", "Interrupted", "StopRequests", "terminate_as_interrupt"]

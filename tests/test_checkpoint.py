@@ -160,11 +160,13 @@ def _signalled_at_step(trainer, monkeypatch, step, *signals):
     monkeypatch.setattr(trainer, "train_phase", train_phase)
 
 
-@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_a_signal_stops_training_when_the_step_ends_with_a_checkpoint(tmp_path, mnist_run, monkeypatch, number):
+    """SIGHUP (the terminal or ssh session went away) ended a run on the spot, losing every step since its last
+    checkpoint; it now stops as SIGTERM does."""
     trainer = Trainer(mnist_run(steps=50, save_every_steps=100), tmp_path)
     _signalled_at_step(trainer, monkeypatch, 7, number)
-    handlers = {n: signal.getsignal(n) for n in (signal.SIGINT, signal.SIGTERM)}
+    handlers = {n: signal.getsignal(n) for n in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     with pytest.raises(Interrupted) as caught:
         trainer.fit()
     assert caught.value.signal_number == number
@@ -173,6 +175,19 @@ def test_a_signal_stops_training_when_the_step_ends_with_a_checkpoint(tmp_path, 
     assert payload["step"] == trainer.step == 8  # the step under way was finished, then saved
     for name, net in trainer.model.nets.items():
         assert all(torch.equal(value, payload["networks"][name][key]) for key, value in net.state_dict().items())
+
+
+def test_a_hangup_that_nohup_ignores_stays_ignored(tmp_path, mnist_run, monkeypatch):
+    """`nohup img2img train ...` asks for the run to go on when the terminal goes away."""
+    trainer = Trainer(mnist_run(steps=12, save_every_steps=100), tmp_path)
+    _signalled_at_step(trainer, monkeypatch, 7, signal.SIGHUP)
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        trainer.fit()
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert checkpoint.read(tmp_path)["step"] == trainer.step == 12
 
 
 def test_a_second_signal_while_the_stop_writes_its_checkpoint_lets_it_finish(tmp_path, mnist_run, monkeypatch):

@@ -143,6 +143,38 @@ def test_killed_and_terminated_cli_runs_resume_bit_identically(tmp_path):
         _assert_same(_weights_and_optimizers(tmp_path / "whole"), _weights_and_optimizers(run))
 
 
+def test_a_run_whose_terminal_goes_away_stops_with_a_checkpoint(tmp_path):
+    """The real thing: a run started in a terminal that closes (an ssh session that drops) gets SIGHUP, which
+    ended it on the spot, losing every step since its last checkpoint; it now stops as on SIGTERM."""
+    import pty  # noqa: PLC0415
+    import select  # noqa: PLC0415
+
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "img2img.cli", "train", "mnist-gan", "--steps", "100000", "--batch-size", "8",
+               "--log-every", "10", "--save-every", "100000", "--device", "cpu", "--out", str(run)]
+    try:
+        pid, terminal = pty.fork()
+    except OSError as error:
+        pytest.skip(f"no pseudo-terminal here ({error})")
+    if pid == 0:  # the run, in the terminal
+        try:
+            os.environ["OMP_NUM_THREADS"] = "1"
+            os.execv(sys.executable, command)
+        finally:
+            os._exit(127)
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.jsonl").exists() and time.monotonic() < deadline:
+        if select.select([terminal], [], [], 0.05)[0]:
+            os.read(terminal, 1 << 16)  # what it says, read so that it never waits to say more
+    os.close(terminal)  # the terminal goes away: the kernel sends the run SIGHUP
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 128 + signal.SIGHUP
+    log = (run / "train.log").read_text()
+    assert "SIGHUP: stopping when this step ends, with a checkpoint" in log, log
+    step = checkpoint.read(run)["step"]
+    assert step >= 10 and f"interrupted at step {step}; checkpoint {run / 'last.ckpt'}" in log
+
+
 @pytest.mark.parametrize("second", [0.05, 0.3])
 def test_ctrl_c_in_a_terminal_stops_a_run_with_loading_workers_cleanly(tmp_path, second):
     """A terminal's Ctrl-C reaches the whole process group, the loading workers too, and people press it twice,

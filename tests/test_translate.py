@@ -136,15 +136,15 @@ def test_every_generator_translates_the_smallest_images_to_their_own_size(name):
         assert output.shape == image.shape and torch.isfinite(output).all(), (height, width)
 
 
-@pytest.mark.parametrize("stop", [RuntimeError("the third batch fails"), KeyboardInterrupt(), signal.SIGTERM],
-                         ids=["fails", "ctrl-c", "sigterm"])
+@pytest.mark.parametrize("stop", [RuntimeError("the third batch fails"), KeyboardInterrupt(), signal.SIGTERM,
+                                  signal.SIGHUP], ids=["fails", "ctrl-c", "sigterm", "sighup"])
 def test_a_batch_that_fails_or_is_interrupted_leaves_the_batches_before_it_written(tmp_path, monkeypatch, caplog,
                                                                                    stop):
     """Batches are handed to the writers one batch late (the GPU translates the next meanwhile): when a batch's
     translation fails and the run stops, the batch translated before it is written all the same.  Ctrl-C (which
     stopped translation without a word) lets the writes under way end, and one line says how many images are
-    written and that the same command translates the rest, which it does.  SIGTERM (which ended the process on
-    the spot, without a word, perhaps halfway through writing a file) does the same."""
+    written and that the same command translates the rest, which it does.  SIGTERM and SIGHUP (which ended the
+    process on the spot, without a word, perhaps halfway through writing a file) do the same."""
     for index in range(6):
         write_rgb(tmp_path / "in" / f"{index}.png", 8, 8, seed=index)
     translator = Translator(Invert(), GeneratorInfo(3, 3, 4), batch_size=2)
@@ -154,22 +154,23 @@ def test_a_batch_that_fails_or_is_interrupted_leaves_the_batches_before_it_writt
     def third_stops(images):
         calls.append(len(images))
         if len(calls) == 3:
-            if stop == signal.SIGTERM:
+            if isinstance(stop, signal.Signals):
                 os.kill(os.getpid(), stop)
             raise stop
         return translate(images)
 
     monkeypatch.setattr(translator, "translate_tensor", third_stops)
-    raised = KeyboardInterrupt if stop == signal.SIGTERM else type(stop)
-    handler = signal.getsignal(signal.SIGTERM)
+    raised = KeyboardInterrupt if isinstance(stop, signal.Signals) else type(stop)
+    handlers = [signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGHUP)]
     with caplog.at_level("WARNING", logger="img2img"), pytest.raises(raised) as error:
         translator.translate_folder(tmp_path / "in", tmp_path / "out", progress=False, workers=0)
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     if isinstance(stop, RuntimeError):
         assert written == ["0.png", "1.png", "2.png", "3.png"]
         return
-    assert getattr(error.value, "signal_number", signal.SIGINT) == (stop if stop == signal.SIGTERM else signal.SIGINT)
-    assert signal.getsignal(signal.SIGTERM) == handler  # the one it found
+    assert getattr(error.value, "signal_number", signal.SIGINT) == (
+        stop if isinstance(stop, signal.Signals) else signal.SIGINT)
+    assert [signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGHUP)] == handlers  # the ones it found
     assert written == ["0.png", "1.png"]  # the second batch was on the GPU, not yet handed over
     assert f"interrupted: 2 of 6 images translated into {tmp_path / 'out'}; the same command translates" in caplog.text
     monkeypatch.setattr(translator, "translate_tensor", translate)
