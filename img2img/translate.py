@@ -512,11 +512,17 @@ class Translator:
 
         bar = tqdm(total=len(pending), unit="img", disable=not progress, dynamic_ncols=True, leave=False)
         writers = max(2, os.cpu_count() or 1)  # PNG encoding (~3 ms a 256² image) is the slowest stage; cv2 frees the GIL
-        writes: deque[tuple[_Job, Future]] = deque()
+        writes: deque[tuple[_Job, Future, int]] = deque()
+        # translated images waiting for the writers stay bounded in bytes too: a folder of 24-megapixel photos
+        # (72 MB each) held some hundreds of them, in page-locked memory on CUDA, on a machine with many cores
+        budget = _available_memory() // 8
+        waiting = 0
 
         def collect(limit: int) -> None:  # wait for the oldest writes until at most ``limit`` are in flight
-            while len(writes) > limit:
-                job, future = writes.popleft()
+            nonlocal waiting
+            while len(writes) > limit or (writes and waiting > budget):
+                job, future, size = writes.popleft()
+                waiting -= size
                 error = future.result()
                 if error is None:
                     summary.translated.append(job.output)
@@ -528,11 +534,14 @@ class Translator:
                       copied: torch.cuda.Event | None) -> None:  # a translated batch → the writers
             if copied is not None:
                 copied.synchronize()  # its copy to the host has landed
+            nonlocal waiting
             for index, result, b in zip(batch["indices"], levels, bits):
                 job = pending[index]
-                writes.append((job, writer.submit(_write, job.output, result, b, overwrite)))
+                size = result.numel() * result.element_size()
+                writes.append((job, writer.submit(_write, job.output, result, b, overwrite), size))
+                waiting += size
             bar.update(len(batch["indices"]))
-            collect(4 * writers + self.batch_size)  # encoded images waiting in memory stay bounded
+            collect(4 * writers + self.batch_size)  # images waiting in memory stay bounded, in number and bytes
 
         # one batch deep: a batch's forward pass is queued on the GPU, and its results copied back to (pinned)
         # host memory without waiting, before the batch before it is handed to the writers; so the GPU translates

@@ -11,6 +11,7 @@ import struct
 from copy import deepcopy as copy_module
 import subprocess
 import sys
+import time
 import warnings
 
 import numpy as np
@@ -176,6 +177,37 @@ def test_a_batch_that_fails_or_is_interrupted_leaves_the_batches_before_it_writt
     monkeypatch.setattr(translator, "translate_tensor", translate)
     summary = translator.translate_folder(tmp_path / "in", tmp_path / "out", progress=False, workers=0)
     assert len(summary.kept) == 2 and len(summary.translated) == 4
+
+
+def test_translated_images_waiting_for_the_writers_stay_bounded_in_bytes(tmp_path, monkeypatch):
+    """Only their number was bounded (four per writer thread, one thread per core): some hundreds of
+    24-megapixel photos, 72 MB each, could wait at once.  Now an eighth of the available memory bounds their
+    bytes too."""
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    from img2img import translate  # noqa: PLC0415
+
+    for index in range(12):
+        write_rgb(tmp_path / "in" / f"{index}.png", 16, 16, seed=index)
+    outstanding, peak = [], [0]
+
+    class Counting(ThreadPoolExecutor):  # futures handed out whose results were not yet collected
+        def submit(self, fn, *args, **kwargs):
+            future = super().submit(fn, *args, **kwargs)
+            outstanding.append(future)
+            peak[0] = max(peak[0], len(outstanding))
+            result = future.result
+            future.result = lambda *a, **k: outstanding.remove(future) or result(*a, **k)
+            return future
+
+    write = translate._write
+    monkeypatch.setattr(translate, "ThreadPoolExecutor", Counting)
+    monkeypatch.setattr(translate, "_write", lambda *args: time.sleep(0.02) or write(*args))
+    monkeypatch.setattr(translate, "_available_memory", lambda: 8 * 2 * 16 * 16 * 3)  # two images' worth
+    summary = Translator(Invert(), GeneratorInfo(3, 3, 4), batch_size=2).translate_folder(
+        tmp_path / "in", tmp_path / "out", progress=False, workers=0)
+    assert len(summary.translated) == 12 and not outstanding
+    assert peak[0] <= 2 + 2  # two waiting, and the batch of two being handed over
 
 
 @pytest.mark.parametrize("size", [(5, 3), (33, 47), (64, 64), (1, 9)])
