@@ -532,9 +532,9 @@ class Translator:
 
         def hand_over(batch: dict[str, Any], levels: list[Tensor], bits: list[int],
                       copied: torch.cuda.Event | None) -> None:  # a translated batch → the writers
+            nonlocal waiting
             if copied is not None:
                 copied.synchronize()  # its copy to the host has landed
-            nonlocal waiting
             for index, result, b in zip(batch["indices"], levels, bits):
                 job = pending[index]
                 size = result.numel() * result.element_size()
