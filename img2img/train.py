@@ -559,17 +559,20 @@ class Trainer:
     def _data_failure(self, error: BaseException) -> UserError:
         """A batch could not be loaded (a file broke on disk, a decoding worker died): save a checkpoint at this
         step, before which every step is complete, and say which file, in one line."""
+        fix = "fix the file, then "
         if guard.worker_died(error):
             files = self.data.files(self.step, self.data.steps_in_flight()) if hasattr(self.data, "files") else []
             crashed = guard.find_crashes(files)
-            what = "; ".join(f"{files[i]}: {why}" for i, why in sorted(crashed.items())) or \
-                f"a data-loading worker died ({guard.original_message(error)})"
+            what = "; ".join(f"{files[i]}: {why}" for i, why in sorted(crashed.items()))
+            if not crashed:  # killed from outside, or for the memory it took: no file to fix
+                what, fix = (f"a data-loading worker died ({guard.original_message(error)}), and no file makes it "
+                             "die (was it out of memory? fewer --workers take less)"), ""
         else:
             what = guard.original_message(error)
         # the other ranks are not waiting to save with this one
         kept = self._newest_checkpoint() if self.job.enabled else f"saved {self.save()}"
-        return UserError(f"{what} (loading step {self.step}; {kept}); fix the file, then --resume {self.dirs.root} "
-                         "continues the run")
+        return UserError(f"{what} (loading step {self.step}; {kept}); {fix}--resume {self.dirs.root} continues the "
+                         "run")
 
     def evaluate(self) -> bool:
         """Evaluate the inference model on the held-out data, log it, and say whether it is the best so far."""

@@ -197,6 +197,32 @@ def test_a_decoder_crash_mid_run_saves_and_names_the_file(inverse_pairs, tmp_pat
     assert checkpoint.read(tmp_path / "run" / "last.ckpt")["step"] >= 2
 
 
+def test_a_worker_killed_from_outside_mid_run_is_not_blamed_on_a_file(inverse_pairs, tmp_path, monkeypatch):
+    """A loading worker killed by the kernel for the memory it took (or by anyone) stopped the run with "fix
+    the file", though no file makes a decoder die."""
+    from img2img import checkpoint  # noqa: PLC0415
+    from img2img.train import train  # noqa: PLC0415
+
+    once = tmp_path / "kill-once"
+    real = images.read_image_levels
+
+    def read(path):
+        try:
+            once.unlink()  # the first worker to get here is killed; decoding the files again kills nothing
+        except FileNotFoundError:
+            return real(path)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    monkeypatch.setattr(images, "read_image_levels", read)
+    break_during_step(monkeypatch, 2, once.touch)
+    with pytest.raises(UserError) as error:
+        train(_pix2pix_run(inverse_pairs, steps=24, workers=2), tmp_path / "run")
+    message = str(error.value)
+    assert "a data-loading worker died" in message and "no file makes it die" in message, message
+    assert "fix the file" not in message and f"--resume {tmp_path / 'run'} continues the run" in message, message
+    assert "\n" not in message and checkpoint.read(tmp_path / "run" / "last.ckpt")["step"] >= 2
+
+
 def test_starting_a_loader_draws_nothing_from_the_models_random_stream():
     """A resumed run starts a new loader where an uninterrupted one does not: it must not shift torch's global
     generator, which dropout and the models draw from."""
