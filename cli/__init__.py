@@ -8,12 +8,15 @@ It parses and validates options and calls the library; it holds no logic.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 
 import click
+import torch
 
 from img2img.errors import UserError, out_of_memory, out_of_memory_message
 from img2img.interrupt import StopRequests
+from img2img.resources import available_cpus
 
 from .bench import bench
 from .demo import demo
@@ -76,6 +79,9 @@ def main(verbose: bool) -> None:
     Every model trains, samples or translates, evaluates, benchmarks and exports through the commands below;
     `img2img COMMAND --help` for each."""
     _setup_logging(verbose)
+    cpus = available_cpus()  # a container's CPU quota: torch counts the host's cores, and more threads only wait
+    if "OMP_NUM_THREADS" not in os.environ and cpus < torch.get_num_threads():
+        torch.set_num_threads(cpus)
 
 
 main.add_command(train)

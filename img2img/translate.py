@@ -47,6 +47,7 @@ from img2img.data.images import (IMAGE_EXTENSIONS, can_write, convert_channels, 
 from img2img.data.transfer import Collate, received
 from img2img.errors import UserError, out_of_memory
 from img2img.interrupt import terminate_as_interrupt
+from img2img.resources import available_cpus, available_memory
 from img2img.step_graph import CaptureFault, StepGraphs, check_capture
 
 log = logging.getLogger(__name__)
@@ -322,7 +323,7 @@ class Translator:
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
         else:
-            free = _available_memory()
+            free = available_memory()
         return max(64 * 64, free // 4 // bytes_per_pixel)
 
     def _default_tile(self) -> int:
@@ -511,11 +512,11 @@ class Translator:
                            pin_memory=self.device.type == "cuda", prefetch_factor=4 if workers else None)
 
         bar = tqdm(total=len(pending), unit="img", disable=not progress, dynamic_ncols=True, leave=False)
-        writers = max(2, os.cpu_count() or 1)  # PNG encoding (~3 ms a 256² image) is the slowest stage; cv2 frees the GIL
+        writers = max(2, available_cpus())  # PNG encoding (~3 ms a 256² image) is the slowest stage; cv2 frees the GIL
         writes: deque[tuple[_Job, Future, int]] = deque()
         # translated images waiting for the writers stay bounded in bytes too: a folder of 24-megapixel photos
         # (72 MB each) held some hundreds of them, in page-locked memory on CUDA, on a machine with many cores
-        budget = _available_memory() // 8
+        budget = available_memory() // 8
         waiting = 0
 
         def collect(limit: int) -> None:  # wait for the oldest writes until at most ``limit`` are in flight
@@ -817,68 +818,5 @@ def _write(path: Path, levels: Tensor, bits: int, overwrite: bool) -> str | None
 
 def default_workers() -> int:
     """Decoding processes of folder translation when not told: four at most (decoding a 256² JPEG takes under
-    a millisecond, so four keep ahead of the network), fewer on smaller machines."""
-    return min(4, os.cpu_count() or 1)
-
-
-def _available_memory() -> int:
-    """Bytes of memory available to this process: Linux's MemAvailable (4 GiB where it cannot be read), or less
-    where a memory cgroup (a container's limit, a job scheduler's) leaves less; beyond what it leaves the kernel
-    kills the process, without a word, while the machine's memory is still free."""
-    available = 4 << 30
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    available = int(line.split()[1]) * 1024
-                    break
-    except OSError:
-        pass
-    left = cgroup_memory_left()
-    return available if left is None else min(available, left)
-
-
-def cgroup_memory_left(root: Path = Path("/sys/fs/cgroup"), proc: Path = Path("/proc/self/cgroup")) -> int | None:
-    """The least that this process's memory cgroup, or one above it, leaves below its limit (its usage less the
-    page cache it can drop); None where none has a limit.  cgroup v2 (``memory.max``) and v1
-    (``memory.limit_in_bytes``), as mounted under ``root``."""
-    try:
-        entries = [line.split(":", 2) for line in proc.read_text().splitlines()]
-    except OSError:
-        return None
-    least = None
-    for entry in entries:
-        if len(entry) != 3:
-            continue
-        _, controllers, path = entry
-        if controllers == "":
-            mount, files = root, ("memory.max", "memory.current", "inactive_file")
-        elif "memory" in controllers.split(","):
-            mount, files = root / "memory", ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
-        else:
-            continue
-        folder = mount / path.strip("/")
-        if not folder.is_dir():  # a container that sees its own cgroup as the root of the mount
-            folder = mount
-        for level in (folder, *[p for p in folder.parents if p.is_relative_to(mount)]):
-            left = _cgroup_left(level, *files)
-            if left is not None:
-                least = left if least is None else min(least, left)
-    return least
-
-
-def _cgroup_left(folder: Path, limit_file: str, usage_file: str, cache_key: str) -> int | None:
-    try:
-        limit = (folder / limit_file).read_text().strip()
-        if limit == "max" or int(limit) >= 1 << 60:  # no limit (v1 writes a number near 2**63)
-            return None
-        usage = int((folder / usage_file).read_text())
-        cache = 0
-        with contextlib.suppress(OSError, ValueError):
-            for line in (folder / "memory.stat").read_text().splitlines():
-                key, _, value = line.partition(" ")
-                if key == cache_key:
-                    cache = int(value)
-    except (OSError, ValueError):
-        return None
-    return max(0, int(limit) - usage + cache)
+    a millisecond, so four keep ahead of the network), fewer on smaller machines (or CPU quotas)."""
+    return min(4, available_cpus())

@@ -203,7 +203,7 @@ def test_translated_images_waiting_for_the_writers_stay_bounded_in_bytes(tmp_pat
     write = translate._write
     monkeypatch.setattr(translate, "ThreadPoolExecutor", Counting)
     monkeypatch.setattr(translate, "_write", lambda *args: time.sleep(0.02) or write(*args))
-    monkeypatch.setattr(translate, "_available_memory", lambda: 8 * 2 * 16 * 16 * 3)  # two images' worth
+    monkeypatch.setattr(translate, "available_memory", lambda: 8 * 2 * 16 * 16 * 3)  # two images' worth
     summary = Translator(Invert(), GeneratorInfo(3, 3, 4), batch_size=2).translate_folder(
         tmp_path / "in", tmp_path / "out", progress=False, workers=0)
     assert len(summary.translated) == 12 and not outstanding
@@ -347,50 +347,6 @@ def test_tiling_happens_by_itself_when_an_image_would_not_fit():
     tight._forward = lambda batch: calls.append(batch.shape) or forward(batch)
     assert torch.allclose(tight.translate_tensor(image), whole, atol=0.05)
     assert calls and all(shape[-1] == 64 and shape[-2] == 64 for shape in calls)
-
-
-@pytest.mark.parametrize("version", [1, 2])
-def test_a_memory_cgroup_limit_bounds_the_memory_translation_counts_on(tmp_path, monkeypatch, version):
-    """In a container (or a job scheduler's cgroup) of 2 GiB, translating a 1600² image on the CPU was killed by
-    the kernel, without a word and with nothing written: the pixel budget read the machine's free memory,
-    not what the cgroup leaves.  Its limit, less its usage and above it its parents', now bounds the budget."""
-    from img2img import translate  # noqa: PLC0415
-
-    gib = 1 << 30
-    proc = tmp_path / "cgroup"
-    if version == 2:
-        root = mount = tmp_path / "sys"
-        proc.write_text("0::/jobs/job7\n")
-        files = ("memory.max", "memory.current", "inactive_file")
-    else:
-        root, mount = tmp_path / "sys", tmp_path / "sys" / "memory"
-        proc.write_text("5:cpu,cpuacct:/jobs/job7\n4:memory:/jobs/job7\n0::/\n")
-        files = ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
-
-    def limit(folder, value, usage, cache):
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / files[0]).write_text(f"{value}\n")
-        (folder / files[1]).write_text(f"{usage}\n")
-        (folder / "memory.stat").write_text(f"anon 1\n{files[2]} {cache}\nother 5\n")
-
-    assert translate.cgroup_memory_left(root, proc) is None  # no cgroup files: no limit
-    unlimited = "max" if version == 2 else 9223372036854771712
-    for folder in (mount, mount / "jobs", mount / "jobs" / "job7"):
-        limit(folder, unlimited, 5 * gib, 0)
-    assert translate.cgroup_memory_left(root, proc) is None
-    limit(mount / "jobs", 8 * gib, 5 * gib, 1 * gib)  # above: 3 GiB left, and 1 GiB of page cache it can drop
-    assert translate.cgroup_memory_left(root, proc) == 4 * gib
-    limit(mount / "jobs" / "job7", 2 * gib, gib // 2, 0)  # the job's own: less
-    assert translate.cgroup_memory_left(root, proc) == 3 * gib // 2
-    limit(mount / "jobs" / "job7", 2 * gib, 3 * gib, 0)  # over its limit (it reclaims, or is killed): nothing
-    assert translate.cgroup_memory_left(root, proc) == 0
-    # in a container, the path names the cgroup on the host, and the mount's root is the container's cgroup
-    proc.write_text("0::/docker/c0ffee\n" if version == 2 else "4:memory:/docker/c0ffee\n")
-    limit(mount, gib, gib // 4, 0)
-    assert translate.cgroup_memory_left(root, proc) == 3 * gib // 4
-    monkeypatch.setattr(translate, "cgroup_memory_left", lambda: 64 * 64 * 4 * 8 * 8 * 4)
-    net = ResnetGenerator(3, 3, base_channels=8, n_blocks=1)
-    assert Translator(net, generator_info(net, 3, 3)).max_pixels == 64 * 64
 
 
 @pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import multiprocessing
-import os
 import signal
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ from tqdm import tqdm
 
 from img2img.data import images
 from img2img.errors import UserError
+from img2img.resources import available_cpus
 
 
 def worker_died(error: BaseException) -> bool:
@@ -224,7 +224,7 @@ def verify_images(paths: Sequence[Path], option: str, workers: int | None = None
     corrupt file, one whose decoder crashes) before any training step is spent on the folder."""
     paths = list(paths)
     if workers is None:
-        workers = 1 if len(paths) <= _SMALL else min(8, os.cpu_count() or 1)
+        workers = 1 if len(paths) <= _SMALL else min(8, available_cpus())
     results: dict[int, Any] = {}
 
     def crashed(item: int, why: str) -> None:

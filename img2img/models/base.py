@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -46,6 +45,7 @@ from torch.utils.data import default_collate
 from img2img.config import TrainConfig
 from img2img.data.batches import BatchSource, LoaderBatches, StepSampler
 from img2img.errors import UserError
+from img2img.resources import available_cpus
 
 Logs = dict[str, Tensor]
 
@@ -54,7 +54,7 @@ REGISTRY: dict[str, type[GANModel]] = {}
 
 # the image models' training defaults: batch 1 as in the papers, steps from their epochs
 IMAGE_DEFAULTS: dict[str, Any] = dict(batch_size=1, save_every_steps=5000, sample_every_steps=1000,
-                                      log_every_steps=100, num_workers=min(4, os.cpu_count() or 1))
+                                      log_every_steps=100, num_workers=min(4, available_cpus()))
 # evaluation protocols (img2img.evaluation.evaluate): unconditional samples, paired data, unpaired domains,
 # and several domains (each target domain against its held-out images)
 PROTOCOLS = ("samples", "paired", "unpaired", "multi-domain")

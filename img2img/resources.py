@@ -1,0 +1,124 @@
+"""What this process may use: memory and CPUs, as the machine has them and as a container or a job scheduler
+limits them.
+
+A container's limits live in its cgroups (v1 or v2), which the machine-wide
+figures do not show: ``MemAvailable`` reports the host's free memory, and
+``os.cpu_count()`` (and torch's threads) the host's cores.  Beyond a memory
+limit the kernel kills the process, without a word; beyond a CPU quota its
+threads are throttled, and more threads than the quota allows only slow it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+CGROUPS = Path("/sys/fs/cgroup")
+OWN_CGROUPS = Path("/proc/self/cgroup")
+
+
+def available_memory() -> int:
+    """Bytes of memory available to this process: Linux's MemAvailable (4 GiB where it cannot be read), or less
+    where a memory cgroup leaves less."""
+    available = 4 << 30
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    left = cgroup_memory_left()
+    return available if left is None else min(available, left)
+
+
+def available_cpus() -> int:
+    """CPUs this process may keep busy: those it may run on (its affinity), fewer where a cgroup's CPU quota (a
+    container's ``--cpus``, a job scheduler's limit) allows less time, rounded up."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        count = os.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    return max(1, min(count, math.ceil(quota))) if quota is not None else count
+
+
+def _levels(controller: str, root: Path, proc: Path) -> Iterator[tuple[Path, int]]:
+    """The folders of this process's cgroups for ``controller``, its own first, then those above it, each with
+    its cgroup version."""
+    try:
+        entries = [line.split(":", 2) for line in proc.read_text().splitlines()]
+    except OSError:
+        return
+    for entry in entries:
+        if len(entry) != 3:
+            continue
+        _, controllers, path = entry
+        if controllers == "":
+            mount, version = root, 2
+        elif controller in controllers.split(","):
+            mount, version = root / controller, 1
+        else:
+            continue
+        folder = mount / path.strip("/")
+        if not folder.is_dir():  # a container that sees its own cgroup as the root of the mount
+            folder = mount
+        for level in (folder, *[p for p in folder.parents if p.is_relative_to(mount)]):
+            yield level, version
+
+
+def cgroup_memory_left(root: Path = CGROUPS, proc: Path = OWN_CGROUPS) -> int | None:
+    """The least that this process's memory cgroup, or one above it, leaves below its limit (its usage less the
+    page cache it can drop); None where none has a limit."""
+    least = None
+    for level, version in _levels("memory", root, proc):
+        files = ("memory.max", "memory.current", "inactive_file") if version == 2 else \
+            ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
+        left = _memory_left(level, *files)
+        if left is not None:
+            least = left if least is None else min(least, left)
+    return least
+
+
+def _memory_left(folder: Path, limit_file: str, usage_file: str, cache_key: str) -> int | None:
+    try:
+        limit = (folder / limit_file).read_text().strip()
+        if limit == "max" or int(limit) >= 1 << 60:  # no limit (v1 writes a number near 2**63)
+            return None
+        usage = int((folder / usage_file).read_text())
+        cache = 0
+        with contextlib.suppress(OSError, ValueError):
+            for line in (folder / "memory.stat").read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == cache_key:
+                    cache = int(value)
+    except (OSError, ValueError):
+        return None
+    return max(0, int(limit) - usage + cache)
+
+
+def cgroup_cpu_quota(root: Path = CGROUPS, proc: Path = OWN_CGROUPS) -> float | None:
+    """The CPUs' worth of time that this process's CPU cgroup, or one above it, allows (the least of their
+    quotas, 1.5 for ``--cpus 1.5``); None where none has a quota."""
+    least = None
+    for level, version in _levels("cpu", root, proc):
+        try:
+            if version == 2:
+                quota, period = (level / "cpu.max").read_text().split()[:2]
+            else:
+                quota, period = ((level / name).read_text().strip() for name in ("cpu.cfs_quota_us",
+                                                                                   "cpu.cfs_period_us"))
+            if quota in ("max", "-1") or int(period) <= 0:
+                continue
+            cpus = int(quota) / int(period)
+        except (OSError, ValueError):
+            continue
+        least = cpus if least is None else min(least, cpus)
+    return least
+
+
+__all__ = ["available_cpus", "available_memory", "cgroup_cpu_quota", "cgroup_memory_left"]
