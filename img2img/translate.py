@@ -448,8 +448,7 @@ class Translator:
                 return _as_pil(self.translate(deep))
             alpha = "A" in image.getbands() or "transparency" in image.info
             array = np.asarray(image.convert("RGBA" if alpha else "RGB"), dtype=np.float32) / 255.0
-            out = quantize(self.translate_array(array), 8)
-            return Image.fromarray(out[:, :, 0] if out.shape[2] == 1 else out)
+            return _as_pil(quantize(self.translate_array(array), 8))
         if isinstance(image, np.ndarray):
             if image.dtype == np.uint8:
                 array, bits = image.astype(np.float32) / 255.0, 8
@@ -548,7 +547,8 @@ class Translator:
         # host memory without waiting, before the batch before it is handed to the writers; so the GPU translates
         # while the host gathers the next batch and hands over the last one
         cuda = self.device.type == "cuda"
-        # SIGTERM (kill, a scheduler's time limit) is Ctrl-C here: the writes under way end, and what is done is said
+        # SIGTERM and SIGHUP (kill, a scheduler's time limit, a closed terminal) are Ctrl-C here: the writes under
+        # way end, and what is done is said
         with ThreadPoolExecutor(max_workers=writers) as writer, terminate_as_interrupt():
             previous = None
             try:
@@ -575,7 +575,7 @@ class Translator:
                 if previous is not None:
                     hand_over(*previous)
                 collect(0)
-            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the writes under way end, then what is done is said
+            except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: the writes under way end, then what is done is said
                 bar.close()
                 with contextlib.suppress(BaseException):
                     collect(0)
@@ -588,8 +588,8 @@ class Translator:
 
 
 def _as_pil(array: np.ndarray) -> Image.Image:
-    """A translated array as a PIL image: 16-bit and float grey as they are (modes I;16 and F), and deep colour,
-    which Pillow does not hold, in 8 bits."""
+    """A translated ``(H, W, C)`` array as a PIL image: 8-bit as it is, 16-bit and float grey too (modes I;16 and
+    F), and deep colour, which Pillow does not hold, in 8 bits."""
     if array.ndim == 3 and array.dtype != np.uint8:
         array = quantize(array / 65535.0 if array.dtype == np.uint16 else array, 8)
     return Image.fromarray(array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1 else array)

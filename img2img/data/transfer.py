@@ -58,13 +58,12 @@ def _plain_collate(items: list[Any]) -> Any:
 
 class Collate:
     """A DataLoader ``collate_fn`` (default: torch's) whose batches cross to the main process in shared memory,
-    moved there in the worker, or, where it has no room, by value (:func:`received` turns them back).
-    ``plain``: the same collation without shared memory (default: ``collate`` itself, unless that is torch's)."""
+    moved there in the worker, or, where it has no room, by value (:func:`received` turns them back).  A
+    ``collate_fn`` other than torch's must stack in the worker's own memory (as torch's does not, in a worker)."""
 
-    def __init__(self, collate_fn: Callable[[list[Any]], Any] = default_collate,
-                 plain: Callable[[list[Any]], Any] | None = None) -> None:
+    def __init__(self, collate_fn: Callable[[list[Any]], Any] = default_collate) -> None:
         self.collate_fn = collate_fn
-        self.plain = plain or (_plain_collate if collate_fn is default_collate else collate_fn)
+        self.plain = _plain_collate if collate_fn is default_collate else collate_fn  # without shared memory
 
     def __call__(self, items: list[Any]) -> Any:
         if torch.utils.data.get_worker_info() is None:  # collated where it is used: nothing crosses
