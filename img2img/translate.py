@@ -680,6 +680,11 @@ def plan_folder(source: str | Path, destination: str | Path, format: str = "png"
         raise UserError(f"INPUT: {source} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
     jobs, claimed = [], {}
     real_inputs = {p.resolve() for p in inputs}
+    if source.is_dir():  # links are followed: one may lead into OUTPUT, whose translations would be read as inputs
+        inside = next((p for p in sorted(real_inputs) if p.is_relative_to(real_destination)), None)
+        if inside is not None:
+            raise UserError(f"INPUT: {source} leads into OUTPUT {destination} through a link (to {inside}); "
+                            "choose a folder outside it, so that translations never mix with the inputs")
     for path, relative in zip(inputs, relatives):
         suffix = {"png": ".png", "jpg": ".jpg"}.get(format, path.suffix.lower())
         if not can_write(suffix):

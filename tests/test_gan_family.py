@@ -267,6 +267,17 @@ def test_a_folder_of_class_sub_folders_gives_images_and_labels(tmp_path):
     assert image_folder(flat)[2] == () and set(image_folder(flat)[1]) == {-1}
 
 
+def test_class_sub_folders_may_be_links_to_folders_kept_elsewhere(tmp_path):
+    kept = _folder(tmp_path / "kept")
+    root = tmp_path / "pets"
+    root.mkdir()
+    for name in ("cats", "dogs"):
+        (root / name).symlink_to(kept / name, target_is_directory=True)
+    files, labels, classes = image_folder(root)
+    assert classes == ("cats", "dogs") and sorted(set(labels)) == [0, 1] and len(files) == 12
+    assert files == [root / f.relative_to(kept) for f in image_folder(kept)[0]]
+
+
 def test_train_sample_and_eval_on_a_folder(tmp_path):
     root = _folder(tmp_path / "pets")
     out = tmp_path / "run"

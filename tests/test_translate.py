@@ -308,6 +308,28 @@ def test_unreadable_files_are_skipped_named_and_change_the_exit_code(photos, tmp
     assert sorted(p.name for p in out.rglob("*.png")) == ["a.png", "b.png", "c.png"]
 
 
+def test_links_are_followed_loops_walked_once_and_broken_links_named(photos, tmp_path):
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "kept-elsewhere").symlink_to(photos, target_is_directory=True)  # a folder of links, as datasets are
+    (photos / "sub" / "loop").symlink_to("..", target_is_directory=True)  # walked into for ever, were it followed
+    (tree / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    summary = Translator(Invert(), GeneratorInfo(3, 3, 4)).translate_folder(tree, tmp_path / "out", progress=False)
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in summary.translated) == [
+        "kept-elsewhere/a.png", "kept-elsewhere/sub/b.png", "kept-elsewhere/sub/deeper/c.png"]
+    assert [(path.name, reason) for path, reason in summary.unreadable] == [
+        ("gone.png", f"a broken link (to {tmp_path / 'nowhere.png'}, which does not exist)")]
+
+
+def test_an_input_link_into_output_is_refused(photos, tmp_path, cyclegan_run):
+    out = tmp_path / "out"
+    write_rgb(out / "earlier.png", 8, 8)  # a translation of an earlier run
+    (photos / "previous").symlink_to(out, target_is_directory=True)
+    result, _ = invoke("translate", cyclegan_run, photos, out, "--device", "cpu")
+    assert_one_line_error(result, "INPUT", "leads into OUTPUT", "through a link")
+    assert sorted(p.name for p in out.iterdir()) == ["earlier.png"]
+
+
 def test_two_way_models_translate_both_directions_and_refuse_unknown_ones(photos, tmp_path, cyclegan_run):
     for direction in ("a2b", "b2a"):
         result, output = invoke("translate", cyclegan_run, photos, tmp_path / direction, "--direction", direction,

@@ -15,6 +15,7 @@ memory or crashing a decoder.
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,6 +200,8 @@ def read_image_levels(path: str | Path) -> tuple[np.ndarray, int]:
                 pass
         return _read_pillow(path)
     except (UnidentifiedImageError, OSError, RuntimeError, SyntaxError, ValueError) as error:
+        if isinstance(error, FileNotFoundError) and path.is_symlink():  # listed by visible_files
+            raise UserError(f"{path}: a broken link (to {os.readlink(path)}, which does not exist)") from None
         raise UserError(f"{path}: not a readable image ({_reason(error)})") from None
 
 
@@ -283,8 +286,37 @@ def to_tensor(array: np.ndarray) -> torch.Tensor:
 
 
 def visible_files(folder: Path) -> list[Path]:
-    """Every file under ``folder`` (recursively), sorted, leaving out hidden ones (names starting with a dot)."""
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    """Every file under ``folder`` (recursively), sorted, leaving out hidden ones (names starting with a dot).
+
+    Links are followed, as ``find -L`` and torchvision's ``ImageFolder`` do: a dataset is often a folder of links
+    to folders kept elsewhere.  A link back to a folder it lies in (a loop) is not walked again, and a link that
+    leads nowhere is listed like a file, so that reading it names it instead of its going missing unsaid."""
+    found: list[Path] = []
+
+    def walk(path: Path, ancestors: frozenset[tuple[int, int]]) -> None:
+        try:
+            entries = list(os.scandir(path))
+        except OSError:  # unreadable: reading the folder's own files is what names it, where there are any
+            return
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_dir():  # follows links
+                    info = entry.stat()
+                    key = (info.st_dev, info.st_ino)
+                    if key not in ancestors:
+                        walk(Path(entry.path), ancestors | {key})
+                    continue
+            except OSError:
+                pass
+            if entry.is_file() or entry.is_symlink() and not os.path.exists(entry.path):  # a file, or a broken link
+                found.append(Path(entry.path))
+
+    with contextlib.suppress(OSError):
+        root = folder.stat()
+        walk(folder, frozenset({(root.st_dev, root.st_ino)}))
+    return sorted(found)
 
 
 def is_image_name(path: Path) -> bool:
