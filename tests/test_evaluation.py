@@ -249,3 +249,24 @@ def test_eval_every_checks_its_metric_and_data_before_training(tmp_path):
     data = write_unpaired(tmp_path)
     result, _ = invoke("train", "cyclegan", "--a", data / "a", "--b", data / "b", "--eval-every", "5")
     assert_one_line_error(result, "held-out data")
+
+
+def test_held_out_folders_an_evaluation_does_not_read_are_refused_not_dropped(tmp_path, cyclegan_run, mnist_run,
+                                                                              monkeypatch):
+    data = cyclegan_run.parent
+    monkeypatch.setattr("img2img.evaluation.evaluate._evaluate_unpaired", lambda *args: pytest.fail("evaluated"))
+    for extra in ("--aligned", "--data"):  # a CycleGAN run was evaluated on --a/--b alone, and said nothing
+        result, _ = invoke("eval", cyclegan_run, "--a", data / "a", "--b", data / "b", extra, data / "a",
+                           "--json", tmp_path / "e.json")
+        assert_one_line_error(result, f"{extra}: evaluating a cyclegan model does not read it",
+                              "it takes --a DIR --b DIR", f"leave out {extra}")
+    assert not (tmp_path / "e.json").exists()
+    train(mnist_run(steps=2, batch_size=4), tmp_path / "mnist")
+    result, _ = invoke("eval", tmp_path / "mnist", "--a", data / "a")
+    assert_one_line_error(result, "--a: evaluating a mnist-gan model does not read it", "its own samples")
+    result, _ = invoke("train", "cyclegan", "--a", data / "a", "--b", data / "b", "--eval-every", "5",
+                       "--eval-a", data / "a", "--eval-b", data / "b", "--eval-aligned", data / "a",
+                       "--out", tmp_path / "run")
+    assert_one_line_error(result, "--eval-aligned: evaluating a cyclegan model for --eval-every does not read it",
+                          "--eval-a DIR --eval-b DIR")
+    assert not (tmp_path / "run").exists()

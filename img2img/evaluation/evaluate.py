@@ -100,6 +100,7 @@ def check_training_evaluation(model_class: Any, metric: str, data: EvalData, opt
                         f"(choose from {', '.join(available)})")
     if model_class.evaluation != "samples":
         _require(data, model_class, prefix="--eval-")
+    refuse_unread_data(data, model_class, prefix="--eval-")
     digits = _digit_data(model_class, options, data)
     if metric in DIGIT_ONLY_METRICS[model_class.evaluation] and not digits:
         raise UserError(f"--eval-metric {metric}: {model_class.name} evaluation reports it {DIGIT_ONLY}; choose "
@@ -206,6 +207,7 @@ def evaluate_model(model: Any, run: Any, step: int, data: EvalData | None = None
     if foreign:  # before any compute
         raise UserError(f"--metrics: {', '.join(foreign)}: not {'a ' if len(foreign) == 1 else ''}{run.model} "
                         f"metric{'s' if len(foreign) > 1 else ''} (its metrics: {', '.join(known) or 'none'})")
+    refuse_unread_data(data, type(model))
     report = Report(run.model, step, protocol={"seed": seed, "features": features, "name": model.evaluation})
     if model.evaluation == "samples":
         _evaluate_digits_gan(model, report, samples, seed, device, features, inception_weights)
@@ -230,8 +232,30 @@ def evaluate_model(model: Any, run: Any, step: int, data: EvalData | None = None
     return report
 
 
+# the held-out data options each protocol reads; any other one given is refused, not silently dropped
+DATA_OPTIONS = {"samples": (), "paired": ("a", "b", "aligned"), "unpaired": ("a", "b"), "multi-domain": ("data",)}
+
+
+def refuse_unread_data(data: EvalData | None, model_class: Any, prefix: str = "--") -> None:
+    """A one-line error for held-out data options that ``model_class``'s evaluation does not read: ``eval`` of
+    a CycleGAN run given ``--aligned`` or ``--data`` evaluated on ``--a``/``--b`` alone, and said nothing."""
+    if data is None:
+        return
+    reads = DATA_OPTIONS.get(model_class.evaluation, ())
+    given = [f"{prefix}{name}" for name in ("a", "b", "aligned", "data")
+             if getattr(data, name) is not None and name not in reads]
+    if given:
+        where = " for --eval-every" if prefix == "--eval-" else ""
+        takes = {"paired": f"{prefix}a DIR {prefix}b DIR, or {prefix}aligned DIR", "unpaired": f"{prefix}a DIR "
+                 f"{prefix}b DIR", "multi-domain": f"{prefix}data DIR"}.get(model_class.evaluation)
+        what = f"takes {takes}" if reads else "compares its own samples, so it takes no held-out folders"
+        raise UserError(f"{given[0]}: evaluating a {model_class.name} model{where} does not read it (it {what}); "
+                        f"leave out {', '.join(given)}")
+
+
 def _require(data: EvalData | None, model_class: Any, prefix: str = "--") -> EvalData:
     """``prefix``: how the options are named where they were given (``--eval-`` when training)."""
+    refuse_unread_data(data, model_class, prefix)
     where = " for --eval-every" if prefix == "--eval-" else ""
     if model_class.evaluation == "multi-domain":
         if data is None or data.data is None:
