@@ -44,7 +44,7 @@ from img2img import checkpoint, official, speed, step_graph
 from img2img.data.guard import resilient
 from img2img.data.images import (IMAGE_EXTENSIONS, can_write, convert_channels, encode_image, is_image_name,
                                  quantize, read_image_bits, read_image_levels, to_tensor, to_unit, visible_files)
-from img2img.data.transfer import Collate, received
+from img2img.data.transfer import BoundedBatches, Collate, received
 from img2img.errors import UserError, out_of_memory
 from img2img.interrupt import terminate_as_interrupt
 from img2img.resources import available_cpus, available_memory
@@ -504,11 +504,14 @@ class Translator:
             report(pending[index].input, reason)
 
         # each loader batch is decoded and stacked by shape in a worker, so it crosses processes as a few tensors;
-        # a worker that dies on a file (a crashing decoder) costs that file only (guard.resilient)
+        # a worker that dies on a file (a crashing decoder) costs that file only (guard.resilient).  What the
+        # workers decode ahead stays bounded in bytes: batches of large photos hold fewer of them
+        prefetch = 4 if workers else None
+        decoded = BoundedBatches(self.batch_size, max(1, workers) * (prefetch or 1), available_memory() // 8)
         loader = resilient(lambda items: _ImageFiles(pending, items, self.info.in_channels, resize), len(pending),
-                           lambda index: [pending[index].input], _delivered, unreadable, batch_size=self.batch_size,
-                           shuffle=False, collate_fn=Collate(_stack_by_shape), num_workers=workers,
-                           pin_memory=self.device.type == "cuda", prefetch_factor=4 if workers else None)
+                           lambda index: [pending[index].input], _delivered, unreadable, batches=decoded.over,
+                           batch_size=self.batch_size, collate_fn=Collate(_stack_by_shape), num_workers=workers,
+                           pin_memory=self.device.type == "cuda", prefetch_factor=prefetch)
 
         bar = tqdm(total=len(pending), unit="img", disable=not progress, dynamic_ncols=True, leave=False)
         writers = max(2, available_cpus())  # PNG encoding (~3 ms a 256² image) is the slowest stage; cv2 frees the GIL
@@ -552,7 +555,7 @@ class Translator:
         with ThreadPoolExecutor(max_workers=writers) as writer, terminate_as_interrupt():
             previous = None
             try:
-                for batch in _batches_by_shape(loader, self.batch_size, unreadable):
+                for batch in _batches_by_shape(loader, self.batch_size, unreadable, decoded):
                     bits = [self.output_bits(b) for b in batch["bits"]]
                     try:
                         results = self.translate_tensor(from_levels(batch["images"].to(self.device, non_blocking=True)))
@@ -622,24 +625,50 @@ def _delivered(loaded: dict[str, Any]) -> list[int]:
     return [i for batch in loaded["batches"] for i in batch["indices"]] + [i for i, _ in loaded["errors"]]
 
 
-def _batches_by_shape(loader: Iterable[dict[str, Any]], batch_size: int,
-                      unreadable: Callable[[int, str], None]) -> Iterator[dict[str, Any]]:
-    """Batches of at least ``batch_size`` same-shaped images (fewer at the end, or when many sizes are waiting),
-    from the loader's per-shape pieces; sizes vary in a folder, and memory stays bounded."""
+def _batches_by_shape(loader: Iterable[dict[str, Any]], batch_size: int, unreadable: Callable[[int, str], None],
+                      decoded: BoundedBatches | None = None) -> Iterator[dict[str, Any]]:
+    """Batches of at least ``batch_size`` same-shaped images (fewer at the end, or when many sizes are waiting,
+    or when they are large), from the loader's per-shape pieces; sizes vary in a folder, and memory stays
+    bounded: ``decoded`` learns the images' sizes, and its budget bounds the images waiting here too."""
     waiting: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    budget = decoded.budget if decoded is not None else None
+    held = 0  # bytes waiting
     for loaded in map(received, loader):
         for index, reason in loaded["errors"]:
             unreadable(index, reason)
         for batch in loaded["batches"]:
-            key = (batch["images"].dtype, *batch["images"].shape[1:])
+            images = batch["images"]
+            if decoded is not None:
+                decoded.seen(images[0].numel() * images.element_size())
+            key = (images.dtype, *images.shape[1:])
             group = waiting.setdefault(key, [])
             group.append(batch)
-            if sum(len(b["indices"]) for b in group) >= batch_size:
-                yield _merge(waiting.pop(key))
-            if len(waiting) > 4 * batch_size:  # many different sizes: do not hold them all
-                yield _merge(waiting.pop(next(iter(waiting))))
+            held += images.numel() * images.element_size()
+            if sum(len(b["indices"]) for b in group) >= batch_size:  # batch_size of them, whatever the pieces
+                whole = _merge(waiting.pop(key))
+                first, rest = _split(whole, batch_size)
+                held -= first["images"].numel() * first["images"].element_size()
+                if rest is not None:
+                    waiting[key] = [rest]
+                yield first
+            while waiting and (len(waiting) > 4 * batch_size or budget is not None and held > budget):
+                oldest = waiting.pop(next(iter(waiting)))  # many different sizes, or large ones: do not hold them
+                held -= _bytes(oldest)
+                yield _merge(oldest)
     for group in waiting.values():
         yield _merge(group)
+
+
+def _split(batch: dict[str, Any], size: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The first ``size`` images of a batch, and the rest (``None`` if none)."""
+    if len(batch["indices"]) <= size:
+        return batch, None
+    return ({key: value[:size] for key, value in batch.items()},
+            {key: value[size:] for key, value in batch.items()})
+
+
+def _bytes(group: list[dict[str, Any]]) -> int:
+    return sum(b["images"].numel() * b["images"].element_size() for b in group)
 
 
 @dataclass(frozen=True)

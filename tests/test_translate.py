@@ -210,6 +210,62 @@ def test_translated_images_waiting_for_the_writers_stay_bounded_in_bytes(tmp_pat
     assert peak[0] <= 2 + 2  # two waiting, and the batch of two being handed over
 
 
+def test_images_decoded_ahead_stay_bounded_in_bytes(tmp_path, monkeypatch):
+    """The loading workers decoded 4 batches each ahead of the translation, 8 images a batch, whatever their
+    size: 512 images on 16 cores, 36 GB of 24-megapixel photos.  Batches of large images now hold fewer."""
+    from img2img import translate  # noqa: PLC0415
+
+    for index in range(60):
+        write_rgb(tmp_path / "in" / f"{index:02d}.png", 32, 48, seed=index)
+    dispatched, arrived, peaks = [0], [0], []
+    over, receive = translate.BoundedBatches.over, translate.received
+
+    def counted_over(self, count):  # the loader draws a batch when it sends one to a worker
+        for batch in over(self, count):
+            dispatched[0] += len(batch)
+            peaks[-1] = max(peaks[-1], dispatched[0] - arrived[0])
+            yield batch
+
+    def counted_received(loaded):
+        arrived[0] += sum(len(b["indices"]) for b in loaded["batches"])
+        return receive(loaded)
+
+    monkeypatch.setattr(translate.BoundedBatches, "over", counted_over)
+    monkeypatch.setattr(translate, "received", counted_received)
+    image = 32 * 48 * 3
+    outputs = {}
+    for memory in (2**40, 8 * 8 * image):  # plenty; an eighth of it holds eight decoded images
+        monkeypatch.setattr(translate, "available_memory", lambda memory=memory: memory)
+        dispatched[0], arrived[0] = 0, 0
+        peaks.append(0)
+        out = tmp_path / f"out-{memory}"
+        summary = Translator(Invert(), GeneratorInfo(3, 3, 4), batch_size=8).translate_folder(
+            tmp_path / "in", out, progress=False, workers=2)  # 2 workers × 4 batches decoded ahead
+        assert len(summary.translated) == 60
+        outputs[memory] = {p.name: np.asarray(Image.open(p)) for p in out.iterdir()}
+    assert peaks[0] > 32 and peaks[1] <= 8 + 1  # eight batches of one in flight, and the one being taken
+    assert outputs[2**40].keys() == outputs[8 * 8 * image].keys()
+    for name, array in outputs[2**40].items():
+        assert np.array_equal(array, outputs[8 * 8 * image][name])
+        assert np.array_equal(array, 255 - np.asarray(Image.open(tmp_path / "in" / name)))
+
+
+def test_bounded_batches_hold_fewer_large_images_and_one_at_the_least():
+    from img2img.data.transfer import BoundedBatches  # noqa: PLC0415
+
+    batches = BoundedBatches(batch_size=8, in_flight=4, budget=4 * 8 * 100)
+    assert [len(b) for b in batches.over(3)] == [1, 1, 1]  # nothing seen: one image a batch
+    batches.seen(100)
+    assert batches.size() == 8 and [len(b) for b in batches.over(20)] == [8, 8, 4]
+    batches.seen(50)  # the largest so far counts
+    assert batches.size() == 8
+    batches.seen(400)
+    assert batches.size() == 2
+    batches.seen(10**9)
+    assert batches.size() == 1
+    assert [b for b in batches.over(3)] == [[0], [1], [2]]
+
+
 @pytest.mark.parametrize("size", [(5, 3), (33, 47), (64, 64), (1, 9)])
 def test_odd_sizes_are_padded_and_cropped_back(size):
     net = ResnetGenerator(3, 3, base_channels=4, n_blocks=1, norm="instance").eval()

@@ -148,7 +148,7 @@ def find_crashes(paths: Sequence[Path]) -> dict[int, str]:
 
 def resilient(dataset: Callable[[list[int]], Dataset], count: int, paths: Callable[[int], Sequence[Path]],
               delivered: Callable[[Any], Sequence[int]], on_crash: Callable[[int, str], None],
-              **loader: Any) -> Iterator[Any]:
+              batches: Callable[[int], Iterator[list[int]]] | None = None, **loader: Any) -> Iterator[Any]:
     """What a ``DataLoader(dataset(indices), **loader)`` yields over the items ``0 .. count-1``, surviving the
     death of its workers.
 
@@ -156,15 +156,20 @@ def resilient(dataset: Callable[[list[int]], Dataset], count: int, paths: Callab
     items a yielded piece holds, and ``paths(item)`` which files an item decodes.  When a worker dies, the
     files of the items in flight are decoded one by one in a child process: each that kills it is passed to
     ``on_crash(item, reason)`` and left out, and a new loader goes on with the items not yet delivered.
+    ``batches(n)``, if given, is the loader's ``batch_sampler`` over ``n`` items (in order), each batch of at
+    most ``loader["batch_size"]`` items.
     """
     remaining = list(range(count))
     in_flight = max(1, loader.get("num_workers", 0)) * (loader.get("prefetch_factor") or 2) * \
         loader.get("batch_size", 1)
+    if batches is not None:
+        loader = {key: value for key, value in loader.items() if key not in ("batch_size", "shuffle")}
     fruitless = 0
     while remaining:
         seen: set[int] = set()
         with forking():
-            iterator = iter(DataLoader(dataset(remaining), **loader))
+            iterator = iter(DataLoader(dataset(remaining), **loader) if batches is None else
+                            DataLoader(dataset(remaining), batch_sampler=batches(len(remaining)), **loader))
         # while the consumer works between two pieces too, a dead worker is noticed only at the next fetch
         with worker_deaths_at_fetch(iterator):
             try:

@@ -13,7 +13,7 @@ shared memory); :func:`received` turns those back into tensors.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -82,4 +82,39 @@ def received(batch: Any) -> Any:
     return tree_map(lambda value: torch.from_numpy(value.array) if isinstance(value, _ByValue) else value, batch)
 
 
-__all__ = ["Collate", "received", "shared_memory_full"]
+class BoundedBatches:
+    """Batch sizes for a loader of images whose sizes are not known before they are decoded, so that what it
+    decodes ahead of its consumer stays within ``budget`` bytes.
+
+    A DataLoader keeps ``in_flight`` batches (workers × prefetch factor) decoding or waiting: batches of 8
+    24-megapixel photos (72 MB each decoded) on a machine with 16 cores held 36 GB.  Here a batch holds
+    ``batch_size`` images where ``in_flight`` such batches fit in ``budget``, else as many as fit, and one at
+    the least (at most ``in_flight`` images in flight, then).  The size of an image is learnt from those that
+    arrive (:meth:`seen`; the largest so far); until the first does, batches hold one image each.
+    """
+
+    def __init__(self, batch_size: int, in_flight: int, budget: int) -> None:
+        self.batch_size, self.in_flight, self.budget = batch_size, max(1, in_flight), budget
+        self.largest = 0
+
+    def seen(self, image_bytes: int) -> None:
+        """An image of ``image_bytes`` bytes has arrived."""
+        self.largest = max(self.largest, image_bytes)
+
+    def size(self) -> int:
+        """How many images the next batch holds."""
+        if not self.largest:
+            return 1
+        return max(1, min(self.batch_size, self.budget // (self.in_flight * self.largest)))
+
+    def over(self, count: int) -> Iterator[list[int]]:
+        """A DataLoader's ``batch_sampler`` over the positions ``0 .. count-1`` in order; it draws each batch's
+        size when the loader asks for the batch, which is when one before it has been taken."""
+        position = 0
+        while position < count:
+            size = self.size()
+            yield list(range(position, min(count, position + size)))
+            position += size
+
+
+__all__ = ["BoundedBatches", "Collate", "received", "shared_memory_full"]
