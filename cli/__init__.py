@@ -10,21 +10,43 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 
-import click
-import torch
 
-from img2img.errors import UserError, out_of_memory, out_of_memory_message
-from img2img.interrupt import StopRequests
-from img2img.resources import available_cpus
+def _interrupted_while_starting(number: int, frame: object) -> None:
+    """Ctrl-C (or SIGTERM, SIGHUP) while the command starts up, importing torch and the rest for some seconds,
+    ends it as it ends later: with 128 + the signal and one line, not a traceback of the import machinery."""
+    print("interrupted while starting; nothing was done", file=sys.stderr)
+    raise SystemExit(128 + number)
 
-from .bench import bench
-from .demo import demo
-from .evaluate import evaluate
-from .options import OUTPUTS
-from .sample import sample
-from .train import train
-from .translate import export, import_weights, translate
+
+_STARTING = (signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else []))
+try:  # SIG_IGN stays (nohup, a background job): only the default actions are replaced
+    _previous = {n: signal.getsignal(n) for n in _STARTING}
+    for _number, _handler in _previous.items():
+        if _handler in (signal.SIG_DFL, signal.default_int_handler):
+            signal.signal(_number, _interrupted_while_starting)
+except ValueError:  # imported outside the main thread: signals are not ours to set
+    _previous = {}
+
+import click  # noqa: E402
+import torch  # noqa: E402
+
+from img2img.errors import UserError, out_of_memory, out_of_memory_message  # noqa: E402
+from img2img.interrupt import StopRequests  # noqa: E402
+from img2img.resources import available_cpus  # noqa: E402
+
+from .bench import bench  # noqa: E402
+from .demo import demo  # noqa: E402
+from .evaluate import evaluate  # noqa: E402
+from .options import OUTPUTS  # noqa: E402
+from .sample import sample  # noqa: E402
+from .train import train  # noqa: E402
+from .translate import export, import_weights, translate  # noqa: E402
+
+for _number, _handler in _previous.items():  # started: the handlers as they were
+    if _handler is not None:
+        signal.signal(_number, _handler)
 
 
 class _Group(click.Group):

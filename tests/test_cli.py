@@ -1,6 +1,7 @@
 """The command line: one-line errors that name the option or path, no tracebacks; sample and resume."""
 
 import json
+import signal
 
 import numpy as np
 import pytest
@@ -263,3 +264,26 @@ def test_inception_weights_that_do_not_exist_or_do_not_apply_are_never_silently_
     assert result.exit_code == 0, output
     assert "--inception-weights not used" in output
     assert any("not used" in note for note in json.loads((tmp_path / "eval.json").read_text())["notes"])
+
+
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
+def test_a_signal_while_the_command_starts_ends_it_in_one_line(name):
+    """Ctrl-C in the seconds that importing torch takes gave a traceback of the import machinery; the signal
+    is sent here exactly while the command imports torch."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    script = ("import builtins, os, signal\n"
+              "real = builtins.__import__\n"
+              "def hooked(name, *args, **kwargs):\n"
+              "    if name == 'torch' and not hooked.sent:\n"
+              f"        hooked.sent = True; os.kill(os.getpid(), signal.{name})\n"
+              "    return real(name, *args, **kwargs)\n"
+              "hooked.sent = False\n"
+              "builtins.__import__ = hooked\n"
+              "from img2img.cli import main\n"
+              "main(['--help'])\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    number = getattr(signal, name)
+    assert result.returncode == 128 + number, result.stderr
+    assert result.stderr == "interrupted while starting; nothing was done\n" and result.stdout == ""
