@@ -38,6 +38,7 @@ from img2img import distributed as dist_tools
 from img2img.config import RESUMABLE_SETTINGS, RunConfig, TrainConfig, cli_option
 from img2img.data import guard
 from img2img.data.batches import mix_seed
+from img2img.data.images import folder_record
 from img2img.data.transfer import received
 from img2img.distributed import Distributed
 from img2img.errors import UserError, out_of_memory
@@ -146,6 +147,9 @@ class Trainer:
             self.eval_metric = check_training_evaluation(
                 type(self.model), self.config.eval_metric,
                 EvalData.of_training(self.config), run.options)
+        # what the data folders hold (names and sizes), kept in each checkpoint: a resume says if they changed
+        self.data_record = data_record(run) if data is None and self.job.is_main else {}
+        self.data_warnings: list[str] = []
         if resume is not None:
             self._load_state(resume)
         self.graphs = StepGraphs(self.device, list(self.optimizers.values())) if step_graphs else None
@@ -338,6 +342,7 @@ class Trainer:
             "schedulers": {name: sch.state_dict() for name, sch in self.schedulers.items()},
             "world_size": self.job.world_size,
             "best": self.best,
+            "data": self.data_record,
         }
 
     def _changing(self) -> dict[str, Any]:
@@ -369,6 +374,8 @@ class Trainer:
             sch.load_state_dict(payload["schedulers"][name])
         self.step = int(payload["step"])
         self.best = payload.get("best")
+        # said when training starts, in the run's log too
+        self.data_warnings = data_changes(payload.get("data"), self.data_record, self.step) if self.job.is_main else []
         ranks = payload.get("rng_ranks")
         if ranks is not None and len(ranks) == self.job.world_size:
             checkpoint.restore_rng(ranks[self.job.rank])
@@ -444,6 +451,8 @@ class Trainer:
                      config.steps, config.batch_size,
                      f" per process × {self.job.world_size} processes = {config.batch_size * self.job.world_size}"
                      " global" if self.job.enabled else "")
+            for line in self.data_warnings:
+                log.warning("%s", line)
         try:  # read from the training files in this process: they may have broken since the run began
             sample_inputs = self.model.sample_inputs(self.data, config.seed, self.device)
         except Exception as error:  # noqa: BLE001
@@ -744,6 +753,37 @@ def _absolute_paths(config: Any) -> Any:
     changes = {f.name: os.path.abspath(getattr(config, f.name)) for f in dataclasses.fields(config)
                if (cli := cli_option(f)) is not None and cli.path and isinstance(getattr(config, f.name), str)}
     return dataclasses.replace(config, **changes) if changes else config
+
+
+def _folder_options(run: RunConfig) -> Iterator[tuple[str, str]]:
+    """``(flag, folder)`` of each data folder a run names (the options marked ``path`` that are folders)."""
+    for config in (run.options, run.train):
+        for f in dataclasses.fields(config):
+            cli = cli_option(f)
+            value = getattr(config, f.name)
+            if cli is not None and cli.path and isinstance(value, str) and os.path.isdir(value):
+                yield cli.flag or f"--{f.name.replace('_', '-')}", value
+
+
+def data_record(run: RunConfig) -> dict[str, Any]:
+    """What each data folder of ``run`` holds (:func:`~img2img.data.images.folder_record`), by its option."""
+    return {flag: {"folder": folder, **folder_record(folder)} for flag, folder in _folder_options(run)}
+
+
+def data_changes(then: dict[str, Any] | None, now: dict[str, Any], step: int) -> list[str]:
+    """A line for each data folder that does not hold what it held when the checkpoint of ``step`` was written
+    (the run goes on, but will not end with the weights of a run that was not stopped)."""
+    lines = []
+    for flag, was in (then or {}).items():
+        seen = now.get(flag)
+        if seen is None or seen.get("folder") != was.get("folder") or seen["digest"] == was["digest"]:
+            continue
+        change = (f"holds {seen['images']} images, {was['images']} at the checkpoint of step {step}"
+                  if seen["images"] != was["images"] else
+                  f"holds images renamed, replaced or changed in size since the checkpoint of step {step}")
+        lines.append(f"{flag}: {seen['folder']} {change}; the run goes on with them as they are, so it will not "
+                     "end as a run that was not stopped would")
+    return lines
 
 
 def resolve_run(run: RunConfig) -> RunConfig:

@@ -86,6 +86,38 @@ def test_a_run_resumes_from_another_working_folder(tmp_path, monkeypatch):
     assert checkpoint.read(tmp_path / "run")["step"] == 4
 
 
+def test_a_resume_says_which_data_folders_changed_since_its_checkpoint(tmp_path):
+    """A run resumed on a folder that gained, lost or changed files went on unsaid, and ended with weights
+    that no run that was not stopped would have."""
+    from test_cli import invoke  # noqa: PLC0415
+    from test_unpaired import write_unpaired  # noqa: PLC0415
+
+    data = write_unpaired(tmp_path)
+    result, output = invoke("train", "cyclegan", "--a", data / "a", "--b", data / "b", "--size", 32, "--load-size",
+                            32, "--ngf", 4, "--ndf", 4, "--steps", 2, "--device", "cpu", "--out", tmp_path / "run")
+    assert result.exit_code == 0, output
+    result, output = invoke("train", "cyclegan", "--resume", tmp_path / "run", "--steps", 3)
+    assert result.exit_code == 0 and warned(tmp_path / "run") == [], output  # as it was
+    (data / "a" / "5.png").rename(data / "a" / "5-renamed.png")
+    (data / "b" / "0.png").write_bytes((data / "b" / "1.png").read_bytes() + b"")  # replaced, other size
+    (data / "b" / "extra.png").write_bytes((data / "b" / "1.png").read_bytes())
+    result, output = invoke("train", "cyclegan", "--resume", tmp_path / "run", "--steps", 4)
+    assert result.exit_code == 0, output
+    assert warned(tmp_path / "run") == [
+        f"--a: {data / 'a'} holds images renamed, replaced or changed in size since the checkpoint of step 3; "
+        "the run goes on with them as they are, so it will not end as a run that was not stopped would",
+        f"--b: {data / 'b'} holds 6 images, 5 at the checkpoint of step 3; the run goes on with them as they are, "
+        "so it will not end as a run that was not stopped would"]
+    result, output = invoke("train", "cyclegan", "--resume", tmp_path / "run", "--steps", 5)
+    assert result.exit_code == 0 and len(warned(tmp_path / "run")) == 2, output  # said once: checkpoints hold it
+
+
+def warned(run):
+    """The warnings in a run's log."""
+    return [line.split(" WARNING ", 1)[1] for line in (run / "train.log").read_text().splitlines()
+            if " WARNING " in line]
+
+
 def _metrics(run):
     """The run's metrics records without their timings."""
     return [{k: v for k, v in json.loads(line).items() if k != "steps_per_s"}

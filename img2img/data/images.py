@@ -15,10 +15,12 @@ memory or crashing a decoder.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -317,6 +319,24 @@ def visible_files(folder: Path) -> list[Path]:
         root = folder.stat()
         walk(folder, frozenset({(root.st_dev, root.st_ino)}))
     return sorted(found)
+
+
+def folder_record(folder: str | Path) -> dict[str, Any]:
+    """What a data folder holds, to tell at ``--resume`` whether it changed: how many images, and a digest of
+    their relative paths and sizes (not their contents: reading every byte again would cost what decoding
+    does; not their times, which a copy to another disk changes)."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    count = 0
+    for path in visible_files(folder) if folder.is_dir() else []:
+        if is_image_name(path):
+            try:
+                size = path.stat().st_size
+            except OSError:  # a broken link
+                size = -1
+            digest.update(f"{path.relative_to(folder).as_posix()}\t{size}\n".encode("utf-8", "surrogateescape"))
+            count += 1
+    return {"images": count, "digest": digest.hexdigest()}
 
 
 def is_image_name(path: Path) -> bool:
