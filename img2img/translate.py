@@ -529,6 +529,8 @@ class Translator:
                 error = future.result()
                 if error is None:
                     summary.translated.append(job.output)
+                elif error == APPEARED:  # counted with the kept ones, not named one by one
+                    summary.kept.append(job.output)
                 else:
                     summary.failed.append((job.output, error))
                     report(job.output, error)
@@ -816,6 +818,11 @@ def to_levels(images: Tensor, bits: int) -> Tensor:
 _DESTINATION_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # no space, over quota, read-only file system
 
 
+# what _write returns for an output that another process wrote since the translation began (a second translation
+# into the same folder): kept, as an output that existed at the start is
+APPEARED = "exists (it appeared while translating); kept"
+
+
 def _write(path: Path, levels: Tensor, bits: int, overwrite: bool) -> str | None:
     """Write one output, ``(C, H, W)`` levels from :func:`to_levels`, atomically (temporary file, then rename);
     never replace a file unless ``overwrite``.  Returns None, or why the file could not be written; raises
@@ -833,10 +840,10 @@ def _write(path: Path, levels: Tensor, bits: int, overwrite: bool) -> str | None
             try:  # a hard link fails if the name exists: no check-then-write race
                 os.link(temporary, path)
             except FileExistsError:
-                return "exists (it appeared while translating); kept"
+                return APPEARED
             except OSError:  # no hard links here
                 if path.exists():
-                    return "exists (it appeared while translating); kept"
+                    return APPEARED
                 os.replace(temporary, path)
         return None
     except OSError as error:

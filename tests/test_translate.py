@@ -350,6 +350,28 @@ def test_existing_files_are_kept_unless_overwrite(photos, tmp_path):
     assert not [p for p in out.rglob(".*")]  # no temporary files left behind
 
 
+def test_outputs_another_translation_writes_meanwhile_are_kept_and_counted_as_kept(photos, tmp_path, monkeypatch):
+    """Two translations into one folder: each output the other one wrote first was named as a failure to write,
+    one line per file (952 of them), and the command's status said it failed."""
+    from img2img import translate  # noqa: PLC0415
+
+    write = translate._write
+
+    def racing(path, *args):  # the other translation gets there first for a.png
+        if path.name == "a.png":
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"the other one's")
+        return write(path, *args)
+
+    monkeypatch.setattr(translate, "_write", racing)
+    out = tmp_path / "out"
+    summary = Translator(Invert(), GeneratorInfo(3, 3, 4)).translate_folder(photos, out, progress=False, workers=0)
+    assert summary.kept == [out / "a.png"] and not summary.failed and summary.ok
+    assert sorted(p.name for p in summary.translated) == ["b.png", "c.png"]
+    assert (out / "a.png").read_bytes() == b"the other one's"
+    assert "kept 1 existing output" in summary.line()
+
+
 def test_unreadable_files_are_skipped_named_and_change_the_exit_code(photos, tmp_path, cyclegan_run):
     (photos / "broken.png").write_bytes(b"\x89PNG but not really")
     (photos / "sub" / "empty.jpg").write_bytes(b"")
