@@ -60,6 +60,10 @@ def bench(target: str, size: int, batch_size: int | None, steps: int | None, war
         raise click.UsageError("--workers applies to translate only (a training target runs on synthetic batches)")
     if warmup is not None and target == "translate":
         raise click.UsageError("--warmup applies to training targets only (translate times every image)")
+    fixed = None if target == "translate" else getattr(MODELS[target], "fixed_size", None)
+    if fixed is not None and size != fixed and click.get_current_context().get_parameter_source("size") is not \
+            click.core.ParameterSource.DEFAULT:  # it ran at 28 all the same, with no word of it
+        raise click.UsageError(f"--size {size}: {target} takes {fixed}×{fixed} digits only; leave out --size")
     if ladder:
         context = click.get_current_context()
         given = [f"--{name.replace('_', '-')}" for name in ("amp", "channels_last", "compile_mode", "cudnn_benchmark",

@@ -32,7 +32,9 @@ SMALL = {"base_channels": 8, "d_base_channels": 8}  # the widths of the tiny tes
 
 
 def tiny_size(model_class: type[GANModel]) -> int:
-    """The smallest of a few image sides the model's networks take."""
+    """The smallest of a few image sides the model's networks take (the only one, for the MLP models)."""
+    if getattr(model_class, "fixed_size", None):
+        return model_class.fixed_size
     for size in (32, 64):
         try:
             model_class.check_size(size)

@@ -363,7 +363,8 @@ def test_options_that_do_not_apply_are_refused_or_warned(tmp_path, cyclegan_run)
     assert_one_line_error(result, "--n-layers", "--discriminator n_layers")
     for args, flag in ((["bench", "cyclegan", "--workers", 2], "--workers"),
                        (["bench", "translate", "--warmup", 2], "--warmup"),
-                       (["bench", "cyclegan", "--ladder", "--compile", "default"], "--compile")):
+                       (["bench", "cyclegan", "--ladder", "--compile", "default"], "--compile"),
+                       (["bench", "mnist-gan", "--size", 64], "--size 64: mnist-gan takes 28×28 digits only")):
         result, _ = invoke(*args)
         assert_one_line_error(result, flag)
     result, output = invoke("eval", cyclegan_run, "--a", data / "a", "--b", data / "b", "--features", "random",
