@@ -276,6 +276,9 @@ def test_class_sub_folders_may_be_links_to_folders_kept_elsewhere(tmp_path):
     files, labels, classes = image_folder(root)
     assert classes == ("cats", "dogs") and sorted(set(labels)) == [0, 1] and len(files) == 12
     assert files == [root / f.relative_to(kept) for f in image_folder(kept)[0]]
+    _folder(root, classes=(".ipynb_checkpoints",), per_class=2)  # hidden: not a class, nor its images data
+    (root / "cats" / "._0.png").write_bytes(b"macOS metadata")
+    assert image_folder(root)[0] == files
 
 
 def test_train_sample_and_eval_on_a_folder(tmp_path):

@@ -288,7 +288,8 @@ def to_tensor(array: np.ndarray) -> torch.Tensor:
 
 
 def visible_files(folder: Path) -> list[Path]:
-    """Every file under ``folder`` (recursively), sorted, leaving out hidden ones (names starting with a dot).
+    """Every file under ``folder`` (recursively), sorted, leaving out hidden files and folders (names starting
+    with a dot, such as ``.ipynb_checkpoints`` or macOS's ``._`` files; a hidden folder's images became a class).
 
     Links are followed, as ``find -L`` and torchvision's ``ImageFolder`` do: a dataset is often a folder of links
     to folders kept elsewhere.  A link back to a folder it lies in (a loop) is not walked again, and a link that
