@@ -629,9 +629,10 @@ def _delivered(loaded: dict[str, Any]) -> list[int]:
 
 def _batches_by_shape(loader: Iterable[dict[str, Any]], batch_size: int, unreadable: Callable[[int, str], None],
                       decoded: BoundedBatches | None = None) -> Iterator[dict[str, Any]]:
-    """Batches of at least ``batch_size`` same-shaped images (fewer at the end, or when many sizes are waiting,
-    or when they are large), from the loader's per-shape pieces; sizes vary in a folder, and memory stays
-    bounded: ``decoded`` learns the images' sizes, and its budget bounds the images waiting here too."""
+    """Batches of ``batch_size`` same-shaped images (fewer at the end, or when many sizes are waiting, or when
+    they are large), from the loader's per-shape pieces, however many each holds; sizes vary in a folder, and
+    memory stays bounded: ``decoded`` learns the images' sizes, and its budget bounds the images waiting here
+    too."""
     waiting: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     budget = decoded.budget if decoded is not None else None
     held = 0  # bytes waiting
@@ -645,11 +646,11 @@ def _batches_by_shape(loader: Iterable[dict[str, Any]], batch_size: int, unreada
             key = (images.dtype, *images.shape[1:])
             group = waiting.setdefault(key, [])
             group.append(batch)
-            held += images.numel() * images.element_size()
+            held += _bytes([batch])
             if sum(len(b["indices"]) for b in group) >= batch_size:  # batch_size of them, whatever the pieces
                 whole = _merge(waiting.pop(key))
                 first, rest = _split(whole, batch_size)
-                held -= first["images"].numel() * first["images"].element_size()
+                held -= _bytes([first])
                 if rest is not None:
                     waiting[key] = [rest]
                 yield first
@@ -665,8 +666,9 @@ def _split(batch: dict[str, Any], size: int) -> tuple[dict[str, Any], dict[str, 
     """The first ``size`` images of a batch, and the rest (``None`` if none)."""
     if len(batch["indices"]) <= size:
         return batch, None
-    return ({key: value[:size] for key, value in batch.items()},
-            {key: value[size:] for key, value in batch.items()})
+    rest = {key: value[size:] for key, value in batch.items()}
+    rest["images"] = rest["images"].clone()  # not a view that keeps the whole batch in memory while it waits
+    return {key: value[:size] for key, value in batch.items()}, rest
 
 
 def _bytes(group: list[dict[str, Any]]) -> int:

@@ -98,9 +98,9 @@ def check_training_evaluation(model_class: Any, metric: str, data: EvalData, opt
     if metric not in available:
         raise UserError(f"--eval-metric: {metric!r} is not a {model_class.name} metric "
                         f"(choose from {', '.join(available)})")
+    refuse_unread_data(data, model_class, prefix="--eval-")
     if model_class.evaluation != "samples":
         _require(data, model_class, prefix="--eval-")
-    refuse_unread_data(data, model_class, prefix="--eval-")
     digits = _digit_data(model_class, options, data)
     if metric in DIGIT_ONLY_METRICS[model_class.evaluation] and not digits:
         raise UserError(f"--eval-metric {metric}: {model_class.name} evaluation reports it {DIGIT_ONLY}; choose "
@@ -255,7 +255,6 @@ def refuse_unread_data(data: EvalData | None, model_class: Any, prefix: str = "-
 
 def _require(data: EvalData | None, model_class: Any, prefix: str = "--") -> EvalData:
     """``prefix``: how the options are named where they were given (``--eval-`` when training)."""
-    refuse_unread_data(data, model_class, prefix)
     where = " for --eval-every" if prefix == "--eval-" else ""
     if model_class.evaluation == "multi-domain":
         if data is None or data.data is None:
