@@ -587,6 +587,9 @@ class Translator:
                 log.warning("interrupted: %d of %d images translated into %s; the same command translates the "
                             "rest (what is written is kept)", len(summary.translated), len(pending), destination)
                 raise
+            except Exception:  # the error's line on a line of its own, not after the progress bar's
+                bar.close()
+                raise
         bar.close()
         summary.seconds = time.perf_counter() - started
         return summary

@@ -417,11 +417,20 @@ def test_translation_stops_at_a_full_disk_naming_the_file(tmp_path, monkeypatch)
         written.append(suffix)
         return images.encode_image(array, suffix)
 
+    bars = []
+
+    class Bar(translate.tqdm):  # the progress bar is gone before the error is said (it was said after the bar)
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
     monkeypatch.setattr(translate, "encode_image", encode)
+    monkeypatch.setattr(translate, "tqdm", Bar)
     translator = Translator(Invert(), GeneratorInfo(3, 3, 4), batch_size=2)
     with pytest.raises(OSError) as caught:
-        translator.translate_folder(source, tmp_path / "out", progress=False, workers=0)
+        translator.translate_folder(source, tmp_path / "out", progress=True, workers=0)
     assert caught.value.errno == errno.ENOSPC and caught.value.filename.startswith(str(tmp_path / "out"))
+    assert len(bars) == 1 and bars[0].disable  # closed
     outputs = sorted((tmp_path / "out").iterdir())
     assert len(outputs) == 3 and all(np.asarray(Image.open(p)).shape == (16, 16, 3) for p in outputs)
 
