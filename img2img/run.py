@@ -15,7 +15,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import os
 import socket
 from pathlib import Path
@@ -29,6 +31,8 @@ except ImportError:  # Windows
 from img2img.checkpoint import LAST_NAME, replace_file
 from img2img.config import RunConfig
 from img2img.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 class RunDir:
@@ -102,7 +106,16 @@ class RunDir:
             raise UserError(f"{option}: cannot write to {self.root} ({error.strerror or error})") from None
         try:
             _lock_file(handle)
-        except OSError:
+        except OSError as error:
+            if error.errno not in _HELD:  # a file system that does not lock files (NFS without its lock
+                # service, Lustre without -o flock, some FUSE mounts): training goes on unguarded, as it must
+                log.warning("%s: %s cannot lock files here (%s), so a second trainer of this folder would not be "
+                            "refused", option, self.root, error.strerror or error)
+                handle.seek(0)
+                handle.truncate()
+                handle.write(f"process {os.getpid()} on {socket.gethostname()} (not locked)\n")
+                handle.flush()
+                return handle
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
@@ -157,6 +170,10 @@ def _record_step(line: str) -> int | None:
         return None
     step = record.get("step") if isinstance(record, dict) else None
     return step if isinstance(step, int) else None
+
+
+# what a lock held by another process says (flock: EWOULDBLOCK; Windows' locking: EACCES or EDEADLOCK)
+_HELD = {errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES, getattr(errno, "EDEADLOCK", errno.EDEADLK)}
 
 
 def _lock_file(handle: IO[str]) -> None:

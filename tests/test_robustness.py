@@ -271,6 +271,44 @@ def test_a_run_folder_in_use_is_refused_and_a_killed_holder_does_not_block_resum
     assert "step-00000004" in output or (run / "checkpoints" / "step-00000004.ckpt").exists()
 
 
+@pytest.mark.parametrize("code", ["ENOLCK", "EOPNOTSUPP", "ENOSYS"])
+def test_a_file_system_that_cannot_lock_files_trains_with_a_warning(tmp_path, mnist_run, monkeypatch, code):
+    """NFS without its lock service, Lustre without -o flock: flock fails there with these, and every run was
+    refused as `in use: another process is training it`, with no process training it."""
+    import logging  # noqa: PLC0415
+
+    from img2img import run as run_module  # noqa: PLC0415
+    from img2img.train import train  # noqa: PLC0415
+
+    def unsupported(handle):
+        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)))
+
+    class Collect(logging.Handler):
+        lines: list[str] = []
+
+        def emit(self, record):
+            Collect.lines.append(record.getMessage())
+
+    collect = Collect()
+    logging.getLogger("img2img").addHandler(collect)
+    monkeypatch.setattr(run_module, "_lock_file", unsupported)
+    try:
+        result = train(mnist_run(steps=2, batch_size=4), tmp_path / "run")
+    finally:
+        logging.getLogger("img2img").removeHandler(collect)
+    assert result.step == 2
+    assert [line for line in Collect.lines if "cannot lock" in line] == [
+        f"--out: {tmp_path / 'run'} cannot lock files here ({os.strerror(getattr(errno, code))}), so a second "
+        "trainer of this folder would not be refused"]
+
+    def held(handle):
+        raise OSError(errno.EWOULDBLOCK, os.strerror(errno.EWOULDBLOCK))
+
+    monkeypatch.setattr(run_module, "_lock_file", held)  # held by another process: refused, as before
+    with pytest.raises(UserError, match="is in use"):
+        train(mnist_run(steps=2, batch_size=4), tmp_path / "other")
+
+
 def test_two_trainings_started_together_in_one_folder_one_is_refused(tmp_path):
     import subprocess  # noqa: PLC0415
     import sys  # noqa: PLC0415
