@@ -156,11 +156,13 @@ def test_eval_every_refuses_before_training_a_metric_its_held_out_data_cannot_gi
     held_out = ["--eval-every", 5, "--eval-a", data / "a", "--eval-b", data / "b", "--dry-run"]
     cyclegan = ["train", "cyclegan", "--a", data / "a", "--b", data / "b"]
     result, _ = invoke(*cyclegan, *held_out)
-    assert_one_line_error(result, "--eval-metric fid_a2b", "no Inception weights", "IMG2IMG_INCEPTION_WEIGHTS")
+    # the metric --eval-every chose by default is named by the option given (--eval-metric was not)
+    assert_one_line_error(result, "--eval-every (its metric fid_a2b)", "no Inception weights",
+                          "IMG2IMG_INCEPTION_WEIGHTS")
     result, _ = invoke(*cyclegan, *held_out, "--eval-metric", "psnr")
     assert_one_line_error(result, "--eval-metric psnr", "digit data only")
     result, _ = invoke("train", "dcgan", "--data", data / "b", "--size", 32, "--eval-every", 5, "--dry-run")
-    assert_one_line_error(result, "--eval-metric fid", "no Inception weights")
+    assert_one_line_error(result, "--eval-every (its metric fid)", "no Inception weights")
     result, _ = invoke("train", "dcgan", "--data", data / "b", "--size", 32, "--eval-every", 5, "--eval-metric",
                        "classes_covered", "--dry-run")
     assert_one_line_error(result, "--eval-metric classes_covered", "digit data only")
@@ -177,7 +179,7 @@ def test_eval_every_refuses_before_training_a_metric_its_held_out_data_cannot_gi
     monkeypatch.setenv("IMG2IMG_INCEPTION_WEIGHTS", str(weights))
     result, output = invoke(*cyclegan, *held_out)
     if importlib.util.find_spec("torch_fidelity") is None:  # an optional extra
-        assert_one_line_error(result, "--eval-metric fid_a2b", 'pip install "img2img[inception]"')
+        assert_one_line_error(result, "--eval-every (its metric fid_a2b)", 'pip install "img2img[inception]"')
     else:
         assert result.exit_code == 0, output
 
@@ -249,6 +251,11 @@ def test_eval_every_checks_its_metric_and_data_before_training(tmp_path):
     data = write_unpaired(tmp_path)
     result, _ = invoke("train", "cyclegan", "--a", data / "a", "--b", data / "b", "--eval-every", "5")
     assert_one_line_error(result, "held-out data")
+    # one side only: named, before the metric (hypothesis found --eval-a alone refused for the Inception weights)
+    result, _ = invoke("train", "cyclegan", "--a", data / "a", "--b", data / "b", "--eval-every", "5", "--eval-a",
+                       data / "a", "--dry-run")
+    assert_one_line_error(result, "--eval-a: evaluating a cyclegan model for --eval-every needs held-out data: "
+                          "--eval-a DIR --eval-b DIR, not --eval-a alone")
 
 
 def test_held_out_folders_an_evaluation_does_not_read_are_refused_not_dropped(tmp_path, cyclegan_run, mnist_run,

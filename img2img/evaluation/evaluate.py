@@ -91,6 +91,8 @@ def protocol_metrics(model_class: Any) -> tuple[str, ...]:
 def check_training_evaluation(model_class: Any, metric: str, data: EvalData, options: Any = None) -> str:
     """The metric a run's --eval-every chooses best.ckpt by, after checking that it and the data can work (and
     that FID or KID, on images other than digits, has the Inception weights it needs)."""
+    # an error about the metric names the option that chose it: --eval-metric, or --eval-every's default
+    option = f"--eval-metric {metric}" if metric else f"--eval-every (its metric {model_class.default_metric})"
     metric = metric or model_class.default_metric
     available = protocol_metrics(model_class)
     if not available:
@@ -103,14 +105,14 @@ def check_training_evaluation(model_class: Any, metric: str, data: EvalData, opt
         _require(data, model_class, prefix="--eval-")
     digits = _digit_data(model_class, options, data)
     if metric in DIGIT_ONLY_METRICS[model_class.evaluation] and not digits:
-        raise UserError(f"--eval-metric {metric}: {model_class.name} evaluation reports it {DIGIT_ONLY}; choose "
+        raise UserError(f"{option}: {model_class.name} evaluation reports it {DIGIT_ONLY}; choose "
                         "another --eval-metric")
     if metric == "lpips" and not lpips_backbone_file().is_file():
-        raise UserError(f"--eval-metric lpips needs the AlexNet weights at {lpips_backbone_file()} (nothing is "
+        raise UserError(f"{option} needs the AlexNet weights at {lpips_backbone_file()} (nothing is "
                         "downloaded); or choose another --eval-metric")
     if metric.startswith(("fid", "kid")) and not digits:
         try:
-            check_inception(needed_by=f"--eval-metric {metric}")
+            check_inception(needed_by=option)
         except UserError as error:
             raise UserError(f"{error}; or choose another --eval-metric") from None
     return metric
@@ -261,10 +263,12 @@ def _require(data: EvalData | None, model_class: Any, prefix: str = "--") -> Eva
             raise UserError(f"evaluating a {model_class.name} model{where} needs held-out data: {prefix}data DIR "
                             "(one sub-folder per domain)")
         return data
-    if data is None or (data.a is None and data.b is None and data.aligned is None):
-        flags = f"{prefix}a DIR {prefix}b DIR" + (f" (or {prefix}aligned DIR)" if model_class.evaluation == "paired"
-                                                  else "")
-        raise UserError(f"evaluating a {model_class.name} model{where} needs held-out data: {flags}")
+    paired = model_class.evaluation == "paired"
+    if data is None or (data.a is None or data.b is None) and not (paired and data.aligned is not None):
+        flags = f"{prefix}a DIR {prefix}b DIR" + (f" (or {prefix}aligned DIR)" if paired else "")
+        given = [f"{prefix}{name}" for name in ("a", "b") if data is not None and getattr(data, name) is not None]
+        raise UserError(f"{given[0] + ': ' if given else ''}evaluating a {model_class.name} model{where} needs "
+                        f"held-out data: {flags}" + (f", not {given[0]} alone" if given else ""))
     return data
 
 
