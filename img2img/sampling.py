@@ -3,9 +3,12 @@ PNG files."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
 import torch
+from PIL import Image
 from torchvision.utils import make_grid
 
 from img2img.checkpoint import replace_file
@@ -30,6 +33,8 @@ def sample_to_folder(checkpoint: str | Path, count: int, out: str | Path, seed: 
     if grid is not None and not can_write(Path(grid).suffix):
         raise UserError(f"--grid: {grid} needs the extension of an image format: "
                         f"{', '.join(sorted(WRITABLE_EXTENSIONS))}")
+    if grid is not None:
+        _check_grid(model, count, labels is not None, grid)
     out = Path(out)
     width = max(6, len(str(count - 1)))
     paths = [out / f"{index:0{width}d}.png" for index in range(count)]
@@ -54,10 +59,28 @@ def sample_to_folder(checkpoint: str | Path, count: int, out: str | Path, seed: 
         if grid is not None:
             tiles.append(torch.from_numpy(levels).permute(0, 3, 1, 2))
     if grid is not None:
-        grid = Path(grid)
-        per_class = model.sample_labels(count)
-        side = max(1, int(count ** 0.5)) if per_class is None or labels is not None else \
-            int((per_class == 0).sum())  # one row per class
-        sheet = make_grid(torch.cat(tiles), nrow=side)
-        replace_file(grid, encode_image(sheet.permute(1, 2, 0).numpy(), grid.suffix))
+        sheet = make_grid(torch.cat(tiles), nrow=_grid_columns(model, count, labels is not None), padding=PADDING)
+        replace_file(Path(grid), encode_image(sheet.permute(1, 2, 0).numpy(), Path(grid).suffix))
     return paths
+
+
+PADDING = 2  # pixels between a grid's images (and around them)
+
+
+def _grid_columns(model: Any, count: int, one_class: bool) -> int:
+    """Images per row of the grid: a square, or one row per class when a conditional model draws them all."""
+    per_class = model.sample_labels(count)
+    return max(1, int(count ** 0.5)) if per_class is None or one_class else int((per_class == 0).sum())
+
+
+def _check_grid(model: Any, count: int, one_class: bool, grid: str | Path) -> None:
+    """Refuse, before any image is made, a grid larger than an image reader takes (Pillow's pixel limit, which
+    img2img reads with too): ``--n 1000000 --grid`` held every image for a grid of 66,000² pixels."""
+    side = model.config.size + PADDING
+    columns = min(_grid_columns(model, count, one_class), count)
+    width, height = columns * side + PADDING, math.ceil(count / columns) * side + PADDING
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and width * height > limit:
+        most = limit // (side * side)
+        raise UserError(f"--grid: {count:,} images make a grid of {width:,}×{height:,} pixels, more than image "
+                        f"readers take ({limit:,}); draw at most about {most:,} with --n, or leave out --grid")

@@ -479,6 +479,11 @@ def test_a_grid_file_without_an_image_extension_is_refused_before_sampling(tmp_p
     result, _ = invoke("sample", run, "--n", 4, "--out", tmp_path / "digits", "--grid", tmp_path / "grid")
     assert_one_line_error(result, "--grid", str(tmp_path / "grid"), "extension of an image format", ".png")
     assert not (tmp_path / "digits").exists()
+    # a grid no image reader takes: every image was held for it, then a 30,002² sheet made of them
+    result, _ = invoke("sample", run, "--n", 1_000_000, "--out", tmp_path / "digits", "--grid", tmp_path / "g.png")
+    assert_one_line_error(result, "--grid: 1,000,000 images make a grid of 30,002×30,002 pixels",
+                          "draw at most about 99,420 with --n")
+    assert not (tmp_path / "digits").exists()
 
 
 # -- forked workers -----------------------------------------------------------------------------------------
