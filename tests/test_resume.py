@@ -99,8 +99,7 @@ def test_a_resume_says_which_data_folders_changed_since_its_checkpoint(tmp_path)
     result, output = invoke("train", "cyclegan", "--resume", tmp_path / "run", "--steps", 3)
     assert result.exit_code == 0 and warned(tmp_path / "run") == [], output  # as it was
     (data / "a" / "5.png").rename(data / "a" / "5-renamed.png")
-    (data / "b" / "0.png").write_bytes((data / "b" / "1.png").read_bytes() + b"")  # replaced, other size
-    (data / "b" / "extra.png").write_bytes((data / "b" / "1.png").read_bytes())
+    (data / "b" / "extra.png").write_bytes((data / "b" / "1.png").read_bytes())  # one more
     result, output = invoke("train", "cyclegan", "--resume", tmp_path / "run", "--steps", 4)
     assert result.exit_code == 0, output
     assert warned(tmp_path / "run") == [
