@@ -473,6 +473,31 @@ def test_translation_stops_at_a_full_disk_naming_the_file(tmp_path, monkeypatch)
     assert len(outputs) == 3 and all(np.asarray(Image.open(p)).shape == (16, 16, 3) for p in outputs)
 
 
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_image_is_translated(tmp_path, monkeypatch,
+                                                                                           cyclegan_run):
+    """A read-only OUTPUT was found out by the first batch's writes, after its translation (minutes, for large
+    photos on a CPU)."""
+    source = tmp_path / "in"
+    for index in range(3):
+        write_rgb(source / f"{index}.png", 16, 16, seed=index)
+    real_open = open
+
+    def read_only(path, *args, **kwargs):
+        if ".img2img-probe" in str(path):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(translate, "open", read_only, raising=False)
+    monkeypatch.setattr(translate._ImageFiles, "__getitem__", lambda *args: pytest.fail("decoded"))
+    result, _ = invoke("translate", cyclegan_run, source, tmp_path / "out" / "deeper", "--workers", 0,
+                       "--device", "cpu")
+    assert_one_line_error(result, f"OUTPUT: cannot write into {tmp_path} (Read-only file system)")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".img2img-probe*"))
+    monkeypatch.undo()
+    summary = Translator(Invert(), GeneratorInfo(3, 3, 4)).translate_folder(source, tmp_path / "out", progress=False)
+    assert len(summary.translated) == 3 and not list(tmp_path.rglob(".img2img-probe*"))
+
+
 def test_a_grid_file_without_an_image_extension_is_refused_before_sampling(tmp_path, mnist_run):
     run = tmp_path / "run"
     Trainer(mnist_run(steps=1), run).fit()
