@@ -481,9 +481,13 @@ class Translator:
                          on_skip: Callable[[Path, str], None] | None = None) -> FolderSummary:
         """Translate the image ``source`` or every image under the folder ``source`` into ``destination``,
         mirroring relative paths and names (extension from ``format``: png, jpg, or same as the input)."""
-        jobs, ignored = plan_folder(source, destination, format)
+        folders: list[tuple[Path, str]] = []  # sub-folders that cannot be read: named and skipped, as files are
+        jobs, ignored = plan_folder(source, destination, format, folders)
         summary = FolderSummary(ignored=ignored)
         say = on_skip or (lambda path, reason: log.warning("skipped %s: %s", path, reason))
+        for folder, reason in folders:
+            summary.unreadable.append((folder, reason))
+            say(folder, reason)
 
         def report(path: Path, reason: str) -> None:
             with tqdm.external_write_mode():  # a line of its own, above the progress bar
@@ -686,10 +690,12 @@ class _Job:
     output: Path
 
 
-def plan_folder(source: str | Path, destination: str | Path, format: str = "png") -> tuple[list[_Job], int]:  # noqa: A002
+def plan_folder(source: str | Path, destination: str | Path, format: str = "png",  # noqa: A002
+                unreadable: list[tuple[Path, str]] | None = None) -> tuple[list[_Job], int]:
     """Input and output paths of a folder translation, after every safety check; and how many files under
     ``source`` are not images.  One image (``source`` a file) goes into the folder ``destination``, or to the
-    file ``destination`` when that is an image's name (its extension, not ``format``, sets the output's)."""
+    file ``destination`` when that is an image's name (its extension, not ``format``, sets the output's).
+    Sub-folders of ``source`` that cannot be read go into ``unreadable``."""
     if format not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
     source, destination = Path(source), Path(destination)
@@ -708,13 +714,16 @@ def plan_folder(source: str | Path, destination: str | Path, format: str = "png"
         if real_destination == real_source or real_destination.is_relative_to(real_source):
             raise UserError(f"OUTPUT: {destination} lies inside INPUT {source}; choose a folder outside it, "
                             "so that translations never mix with (or replace) the inputs")
-        files = visible_files(source)
+        files = visible_files(source, unreadable)
         inputs = [p for p in files if is_image_name(p)]
         ignored = len(files) - len(inputs)
         relatives = [p.relative_to(source) for p in inputs]
     else:
         inputs, relatives, ignored = [source], [Path(source.name)], 0
     if not inputs:
+        if unreadable:
+            path, reason = unreadable[0]
+            raise UserError(f"INPUT: {source} holds no images that can be read: {path} is {reason}")
         raise UserError(f"INPUT: {source} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
     jobs, claimed = [], {}
     real_inputs = {p.resolve() for p in inputs}

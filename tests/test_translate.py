@@ -22,6 +22,7 @@ from torch import nn
 
 import img2img
 from img2img.config import RunConfig, TrainConfig
+from img2img.errors import UserError
 from img2img.data.images import read_image_bits, read_image_levels
 from img2img.models.pix2pix import Pix2Pix, Pix2PixConfig
 from img2img.nn.resnet import ResnetGenerator
@@ -397,6 +398,28 @@ def test_links_are_followed_loops_walked_once_and_broken_links_named(photos, tmp
         "kept-elsewhere/a.png", "kept-elsewhere/sub/b.png", "kept-elsewhere/sub/deeper/c.png"]
     assert [(path.name, reason) for path, reason in summary.unreadable] == [
         ("gone.png", f"a broken link (to {tmp_path / 'nowhere.png'}, which does not exist)")]
+
+
+def test_a_sub_folder_that_cannot_be_read_is_named_not_left_out_unsaid(photos, tmp_path, monkeypatch):
+    """A sub-folder without read permission was skipped by the walk, its images gone from the data unsaid."""
+    import errno  # noqa: PLC0415
+
+    from img2img.data import images  # noqa: PLC0415
+
+    scandir = os.scandir
+
+    def locked(path):  # as a folder of another user's, mode 700, is (this test may run as root)
+        if os.path.basename(path) == "deeper":
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(images.os, "scandir", locked)
+    summary = Translator(Invert(), GeneratorInfo(3, 3, 4)).translate_folder(photos, tmp_path / "out", progress=False)
+    assert sorted(p.name for p in summary.translated) == ["a.png", "b.png"] and not summary.ok
+    assert summary.unreadable == [(photos / "sub" / "deeper", "a folder that cannot be read (Permission denied)")]
+    with pytest.raises(UserError, match=re.escape(f"--a: {photos / 'sub' / 'deeper'}: a folder that cannot be read "
+                                                  f"(Permission denied); fix its permissions or move it out of")):
+        images.list_images(photos, "--a")  # training data: refused, as a broken file is
 
 
 def test_an_input_link_into_output_is_refused(photos, tmp_path, cyclegan_run):

@@ -287,19 +287,23 @@ def to_tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).mul(2).sub(1)
 
 
-def visible_files(folder: Path) -> list[Path]:
+def visible_files(folder: Path, unreadable: list[tuple[Path, str]] | None = None) -> list[Path]:
     """Every file under ``folder`` (recursively), sorted, leaving out hidden files and folders (names starting
     with a dot, such as ``.ipynb_checkpoints`` or macOS's ``._`` files; a hidden folder's images became a class).
 
     Links are followed, as ``find -L`` and torchvision's ``ImageFolder`` do: a dataset is often a folder of links
     to folders kept elsewhere.  A link back to a folder it lies in (a loop) is not walked again, and a link that
-    leads nowhere is listed like a file, so that reading it names it instead of its going missing unsaid."""
+    leads nowhere is listed like a file, so that reading it names it instead of its going missing unsaid.  A
+    sub-folder that cannot be listed (no permission) goes into ``unreadable`` with the reason, for the caller to
+    name."""
     found: list[Path] = []
 
     def walk(path: Path, ancestors: frozenset[tuple[int, int]]) -> None:
         try:
             entries = list(os.scandir(path))
-        except OSError:  # unreadable: reading the folder's own files is what names it, where there are any
+        except OSError as error:
+            if unreadable is not None:
+                unreadable.append((path, f"a folder that cannot be read ({error.strerror or error})"))
             return
         for entry in entries:
             if entry.name.startswith("."):
@@ -352,7 +356,13 @@ def list_images(folder: str | Path, option: str) -> list[Path]:
         raise UserError(f"{option}: {folder} does not exist")
     if not folder.is_dir():
         raise UserError(f"{option}: {folder} is not a folder")
-    files = [p.relative_to(folder) for p in visible_files(folder) if is_image_name(p)]
+    unreadable: list[tuple[Path, str]] = []
+    files = [p.relative_to(folder) for p in visible_files(folder, unreadable) if is_image_name(p)]
+    if unreadable:  # its images would be left out of the data unsaid
+        path, reason = unreadable[0]
+        more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
+        where = "" if path == folder else f" or move it out of {folder}"
+        raise UserError(f"{option}: {path}: {reason}{more}; fix its permissions{where}")
     if not files:
         raise UserError(f"{option}: {folder} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
     return files
