@@ -409,11 +409,12 @@ def test_a_sub_folder_that_cannot_be_read_is_named_not_left_out_unsaid(photos, t
     scandir = os.scandir
 
     def locked(path):  # as a folder of another user's, mode 700, is (this test may run as root)
-        if os.path.basename(path) == "deeper":
+        if os.path.basename(path) in ("deeper", "lost+found"):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
         return scandir(path)
 
     monkeypatch.setattr(images.os, "scandir", locked)
+    (photos / "lost+found").mkdir()  # a file system's own, at its root: left out like a hidden folder
     summary = Translator(Invert(), GeneratorInfo(3, 3, 4)).translate_folder(photos, tmp_path / "out", progress=False)
     assert sorted(p.name for p in summary.translated) == ["a.png", "b.png"] and not summary.ok
     assert summary.unreadable == [(photos / "sub" / "deeper", "a folder that cannot be read (Permission denied)")]

@@ -306,7 +306,7 @@ def visible_files(folder: Path, unreadable: list[tuple[Path, str]] | None = None
                 unreadable.append((path, f"a folder that cannot be read ({error.strerror or error})"))
             return
         for entry in entries:
-            if entry.name.startswith("."):
+            if entry.name.startswith(".") or entry.name == "lost+found":  # the file system's own (root's, mode 700)
                 continue
             try:
                 if entry.is_dir():  # follows links
