@@ -58,6 +58,10 @@ class _Group(click.Group):
         except UserError as error:
             raise click.ClickException(str(error)) from None
         except OSError as error:  # a file cannot be written or read: say which, in one line
+            if isinstance(error, BrokenPipeError) and error.filename is None and _stdout_closed():
+                # `img2img ... | head`: the reader of what the command prints went away, as a shell's pipeline
+                # ends its writers (128 + SIGPIPE); the command's outputs are not at fault, as "OUT: Broken pipe" said
+                raise click.exceptions.Exit(128 + getattr(signal, "SIGPIPE", 13)) from None
             # with no file of its own (a full disk under a library's writer), the error is where the command writes
             where = error.filename or ", ".join(dict.fromkeys(ctx.meta.get(OUTPUTS, [])))
             raise click.ClickException(f"{where}: {error.strerror or error}" if where else
@@ -72,6 +76,23 @@ class _Group(click.Group):
             for number in StopRequests.SIGNALS:  # stopping already: one more Ctrl-C is no traceback
                 signal.signal(number, signal.SIG_IGN)
             raise click.exceptions.Exit(128 + getattr(error, "signal_number", signal.SIGINT)) from None
+
+
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe that no one reads any more (poll says so: POLLERR on its writing end);
+    if so, it is pointed at /dev/null, so that the interpreter's last flush of it raises nothing more."""
+    try:
+        import select  # noqa: PLC0415
+
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        if not any(events & select.POLLERR for _, events in poller.poll(0)):
+            return False
+        os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+    except (OSError, ValueError, AttributeError):  # no file descriptor (a test's stream), or no poll (Windows)
+        return False
+    return True
 
 
 class _ConsoleFormatter(logging.Formatter):

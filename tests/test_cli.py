@@ -287,3 +287,26 @@ def test_a_signal_while_the_command_starts_ends_it_in_one_line(name):
     number = getattr(signal, name)
     assert result.returncode == 128 + number, result.stderr
     assert result.stderr == "interrupted while starting; nothing was done\n" and result.stdout == ""
+
+
+def test_a_closed_pipe_on_standard_output_ends_the_command_quietly(tmp_path, cyclegan_run):
+    """`img2img translate ... | head -c 0`: printing the summary to a pipe no one reads said `Error: OUT: Broken
+    pipe`, blaming the translations, which were all written."""
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    source = tmp_path / "in"
+    source.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(source / "a.png")
+    read, write = os.pipe()
+    os.close(read)  # the reader has gone before the command prints
+    try:
+        result = subprocess.run([sys.executable, "-m", "img2img.cli", "translate", str(cyclegan_run), str(source),
+                                 str(tmp_path / "out"), "--device", "cpu", "--workers", "0"], stdout=write,
+                                stderr=subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(write)
+    assert result.returncode == 128 + signal.SIGPIPE, result.stderr
+    assert "Error" not in result.stderr and "Traceback" not in result.stderr and "Exception" not in result.stderr
+    assert (tmp_path / "out" / "a.png").is_file()
