@@ -104,26 +104,24 @@ class RunDir:
             handle = open(self.root / ".lock", "a+")  # noqa: SIM115 - held open for the run's life
         except OSError as error:
             raise UserError(f"{option}: cannot write to {self.root} ({error.strerror or error})") from None
+        locked = True
         try:
             _lock_file(handle)
         except OSError as error:
-            if error.errno not in _HELD:  # a file system that does not lock files (NFS without its lock
-                # service, Lustre without -o flock, some FUSE mounts): training goes on unguarded, as it must
-                log.warning("%s: %s cannot lock files here (%s), so a second trainer of this folder would not be "
-                            "refused", option, self.root, error.strerror or error)
+            if error.errno in _HELD:
                 handle.seek(0)
-                handle.truncate()
-                handle.write(f"process {os.getpid()} on {socket.gethostname()} (not locked)\n")
-                handle.flush()
-                return handle
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise UserError(f"{option}: {self.root} is in use: {holder} is training it; wait for it to end, or "
-                            f"choose another folder") from None
+                holder = handle.read().strip() or "another process"
+                handle.close()
+                raise UserError(f"{option}: {self.root} is in use: {holder} is training it; wait for it to end, "
+                                f"or choose another folder") from None
+            # a file system that does not lock files (NFS without its lock service, Lustre without -o flock, some
+            # FUSE mounts): training goes on unguarded, as it must
+            log.warning("%s: %s cannot lock files here (%s), so a second trainer of this folder would not be "
+                        "refused", option, self.root, error.strerror or error)
+            locked = False
         handle.seek(0)
         handle.truncate()
-        handle.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+        handle.write(f"process {os.getpid()} on {socket.gethostname()}{'' if locked else ' (not locked)'}\n")
         handle.flush()
         return handle
 

@@ -97,6 +97,7 @@ class Trainer:
         self.device = dist_tools.setup(self.job, device or resolve_device(self.config.device))
         self.step = 0
         self.saved_step: int | None = None  # the step of this trainer's newest checkpoint
+        self.finite_step: int | None = None  # the step whose weights were last found finite
         self.best: dict[str, Any] | None = None  # {"metric", "value", "step"} of the best evaluation so far
         seed_everything(self.config.seed)
         speed.configure_device(self.device, self.config.cudnn_benchmark)
@@ -401,12 +402,16 @@ class Trainer:
 
     def _check_finite(self) -> None:
         """Stop the run, in one line, if its weights are no longer finite: a run that diverged to NaN would train
-        on for nothing and, saving, prune the checkpoints from before it diverged (one host sync)."""
+        on for nothing and, saving, prune the checkpoints from before it diverged (one host sync, once a step:
+        a step that logs and saves is checked at its log line only)."""
+        if self.finite_step == self.step:
+            return
         weights = [p.detach() for net in self.model.nets.values() for p in net.parameters()]
         if weights and not bool(torch.stack([w.isfinite().all() for w in weights]).all()):
             raise UserError(f"training diverged by step {self.step}: the weights are no longer finite (NaN or "
                             f"infinite), so nothing more is saved ({self._newest_checkpoint()}); a lower --lr may "
                             "keep it finite")
+        self.finite_step = self.step
 
     def write_samples(self, inputs: Any) -> Path:
         images, per_row = self.inference_model().sample_grid(inputs)
@@ -747,22 +752,28 @@ def check_time_limit(train: TrainConfig) -> None:
                         "at different steps: set --steps instead")
 
 
+def _path_options(config: Any) -> Iterator[tuple[dataclasses.Field, str]]:
+    """The fields of ``config`` that name a file or folder (the options marked ``path``) and are set, with their
+    values."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if (cli := cli_option(f)) is not None and cli.path and isinstance(value, str):
+            yield f, value
+
+
 def _absolute_paths(config: Any) -> Any:
     """``config`` with its data folders (the options marked ``path``) made absolute, so that the run's checkpoints
     resume, and evaluate against their training data, from any working folder."""
-    changes = {f.name: os.path.abspath(getattr(config, f.name)) for f in dataclasses.fields(config)
-               if (cli := cli_option(f)) is not None and cli.path and isinstance(getattr(config, f.name), str)}
+    changes = {f.name: os.path.abspath(value) for f, value in _path_options(config)}
     return dataclasses.replace(config, **changes) if changes else config
 
 
 def _folder_options(run: RunConfig) -> Iterator[tuple[str, str]]:
     """``(flag, folder)`` of each data folder a run names (the options marked ``path`` that are folders)."""
     for config in (run.options, run.train):
-        for f in dataclasses.fields(config):
-            cli = cli_option(f)
-            value = getattr(config, f.name)
-            if cli is not None and cli.path and isinstance(value, str) and os.path.isdir(value):
-                yield cli.flag or f"--{f.name.replace('_', '-')}", value
+        for f, value in _path_options(config):
+            if os.path.isdir(value):
+                yield cli_option(f).flag or f"--{f.name.replace('_', '-')}", value
 
 
 def data_record(run: RunConfig) -> dict[str, Any]:

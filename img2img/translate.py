@@ -513,7 +513,8 @@ class Translator:
         # a worker that dies on a file (a crashing decoder) costs that file only (guard.resilient).  What the
         # workers decode ahead stays bounded in bytes: batches of large photos hold fewer of them
         prefetch = 4 if workers else None
-        decoded = BoundedBatches(self.batch_size, max(1, workers) * (prefetch or 1), available_memory() // 8)
+        budget = available_memory() // 8  # for the images decoded ahead, and as much for those waiting to be written
+        decoded = BoundedBatches(self.batch_size, max(1, workers) * (prefetch or 1), budget)
         loader = resilient(lambda items: _ImageFiles(pending, items, self.info.in_channels, resize), len(pending),
                            lambda index: [pending[index].input], _delivered, unreadable, batches=decoded.over,
                            batch_size=self.batch_size, collate_fn=Collate(_stack_by_shape), num_workers=workers,
@@ -524,7 +525,6 @@ class Translator:
         writes: deque[tuple[_Job, Future, int]] = deque()
         # translated images waiting for the writers stay bounded in bytes too: a folder of 24-megapixel photos
         # (72 MB each) held some hundreds of them, in page-locked memory on CUDA, on a machine with many cores
-        budget = available_memory() // 8
         waiting = 0
 
         def collect(limit: int) -> None:  # wait for the oldest writes until at most ``limit`` are in flight
@@ -848,8 +848,8 @@ def _check_writable(output: Path) -> None:
     try:
         with open(probe, "xb"):
             pass
-    except FileExistsError:
-        pass
+    except FileExistsError:  # not ours to remove
+        return
     except OSError as error:
         raise UserError(f"OUTPUT: cannot write into {folder} ({error.strerror or error})") from None
     with contextlib.suppress(OSError):

@@ -248,11 +248,17 @@ def refuse_unread_data(data: EvalData | None, model_class: Any, prefix: str = "-
              if getattr(data, name) is not None and name not in reads]
     if given:
         where = " for --eval-every" if prefix == "--eval-" else ""
-        takes = {"paired": f"{prefix}a DIR {prefix}b DIR, or {prefix}aligned DIR", "unpaired": f"{prefix}a DIR "
-                 f"{prefix}b DIR", "multi-domain": f"{prefix}data DIR"}.get(model_class.evaluation)
-        what = f"takes {takes}" if reads else "compares its own samples, so it takes no held-out folders"
+        what = (f"takes {_held_out_flags(model_class, prefix)}" if reads else
+                "compares its own samples, so it takes no held-out folders")
         raise UserError(f"{given[0]}: evaluating a {model_class.name} model{where} does not read it (it {what}); "
                         f"leave out {', '.join(given)}")
+
+
+def _held_out_flags(model_class: Any, prefix: str) -> str:
+    """The held-out options that ``model_class``'s evaluation takes, as its messages spell them."""
+    if model_class.evaluation == "multi-domain":
+        return f"{prefix}data DIR"
+    return f"{prefix}a DIR {prefix}b DIR" + (f" (or {prefix}aligned DIR)" if model_class.evaluation == "paired" else "")
 
 
 def _require(data: EvalData | None, model_class: Any, prefix: str = "--") -> EvalData:
@@ -260,15 +266,15 @@ def _require(data: EvalData | None, model_class: Any, prefix: str = "--") -> Eva
     where = " for --eval-every" if prefix == "--eval-" else ""
     if model_class.evaluation == "multi-domain":
         if data is None or data.data is None:
-            raise UserError(f"evaluating a {model_class.name} model{where} needs held-out data: {prefix}data DIR "
-                            "(one sub-folder per domain)")
+            raise UserError(f"evaluating a {model_class.name} model{where} needs held-out data: "
+                            f"{_held_out_flags(model_class, prefix)} (one sub-folder per domain)")
         return data
     paired = model_class.evaluation == "paired"
     if data is None or (data.a is None or data.b is None) and not (paired and data.aligned is not None):
-        flags = f"{prefix}a DIR {prefix}b DIR" + (f" (or {prefix}aligned DIR)" if paired else "")
         given = [f"{prefix}{name}" for name in ("a", "b") if data is not None and getattr(data, name) is not None]
         raise UserError(f"{given[0] + ': ' if given else ''}evaluating a {model_class.name} model{where} needs "
-                        f"held-out data: {flags}" + (f", not {given[0]} alone" if given else ""))
+                        f"held-out data: {_held_out_flags(model_class, prefix)}"
+                        + (f", not {given[0]} alone" if given else ""))
     return data
 
 
@@ -390,9 +396,7 @@ def _match_channels(images: Tensor, like: Tensor) -> Tensor:
 # -- CycleGAN and DiscoGAN -------------------------------------------------------------------------------------
 def _evaluate_unpaired(model: Any, options: Any, report: Report, data: EvalData, device: Any, features: str,
                        inception_weights: str | None, metrics: tuple[str, ...]) -> None:
-    if data.a is None or data.b is None:
-        raise UserError("held-out unpaired data: give both --a DIR and --b DIR")
-    held_out = replace(options, a=data.a, b=data.b, gpu_augment=False)
+    held_out = replace(options, a=data.a, b=data.b, gpu_augment=False)  # both given (_require)
     dataset = type(model).dataset(held_out, train=False)
     real_a = _stack_files(dataset, "a")
     real_b = _stack_files(dataset, "b")
