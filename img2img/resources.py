@@ -11,10 +11,14 @@ threads are throttled, and more threads than the quota allows only slow it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
+
+log = logging.getLogger(__name__)
+_SAID_WORKERS: set[int] = set()
 
 CGROUPS = Path("/sys/fs/cgroup")
 OWN_CGROUPS = Path("/proc/self/cgroup")
@@ -45,6 +49,17 @@ def available_cpus() -> int:
         count = os.cpu_count() or 1
     quota = cgroup_cpu_quota()
     return max(1, min(count, math.ceil(quota))) if quota is not None else count
+
+
+def note_workers(workers: int) -> None:
+    """Says once, in one line, that ``workers`` loading processes outnumber the CPUs this process may use: they
+    take turns on them, which may slow loading rather than speed it (torch's DataLoader says as much in a warning
+    of several lines, which :func:`img2img.data.guard.forking` leaves out)."""
+    cpus = available_cpus()
+    if workers > cpus and workers not in _SAID_WORKERS:
+        _SAID_WORKERS.add(workers)
+        log.warning("--workers %d: more loading processes than the %d CPU%s this process may use; they will take "
+                    "turns", workers, cpus, "" if cpus == 1 else "s")
 
 
 def _levels(controller: str, root: Path, proc: Path) -> Iterator[tuple[Path, int]]:

@@ -47,7 +47,7 @@ from img2img.data.images import (IMAGE_EXTENSIONS, can_write, convert_channels, 
 from img2img.data.transfer import BoundedBatches, Collate, received
 from img2img.errors import UserError, out_of_memory
 from img2img.interrupt import terminate_as_interrupt
-from img2img.resources import available_cpus, available_memory
+from img2img.resources import available_cpus, available_memory, note_workers
 from img2img.step_graph import CaptureFault, StepGraphs, check_capture
 
 log = logging.getLogger(__name__)
@@ -504,6 +504,7 @@ class Translator:
         started = time.perf_counter()
         workers = default_workers() if workers is None else workers
         workers = min(workers, len(pending))
+        note_workers(workers)
 
         def unreadable(index: int, reason: str) -> None:
             summary.unreadable.append((pending[index].input, reason))

@@ -223,6 +223,35 @@ def test_a_worker_killed_from_outside_mid_run_is_not_blamed_on_a_file(inverse_pa
     assert "\n" not in message and checkpoint.read(tmp_path / "run" / "last.ckpt")["step"] >= 2
 
 
+class _Keys:
+    def __getitem__(self, key):
+        return key[0]
+
+
+def test_more_workers_than_cpus_is_said_in_one_line_once_not_in_torchs_warning(tmp_path, monkeypatch, caplog):
+    """torch's DataLoader warned in several lines, twice a loader and ending in a path inside torch, when the
+    workers outnumber the CPUs; img2img says it once, in one line, naming --workers."""
+    import warnings  # noqa: PLC0415
+
+    from img2img import resources  # noqa: PLC0415
+
+    monkeypatch.setattr(resources, "available_cpus", lambda: 1)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)  # torch's count of the CPUs
+    monkeypatch.setattr(resources, "_SAID_WORKERS", set())
+    for i in range(6):
+        write_rgb(tmp_path / "in" / f"{i}.png", 8, 8, seed=i)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for out in ("out", "again"):
+            Translator(Invert(), GeneratorInfo(3, 3, 4), batch_size=2).translate_folder(
+                tmp_path / "in", tmp_path / out, workers=2, progress=False)
+        batches = LoaderBatches(_Keys(), StepSampler(8, 2, seed=0), num_workers=2).iterate(0)
+        assert len(next(batches)) == 2
+    assert [str(w.message) for w in caught if "DataLoader" in str(w.message)] == []
+    said = [r.getMessage() for r in caplog.records if "--workers" in r.getMessage()]
+    assert said == ["--workers 2: more loading processes than the 1 CPU this process may use; they will take turns"]
+
+
 def test_starting_a_loader_draws_nothing_from_the_models_random_stream():
     """A resumed run starts a new loader where an uninterrupted one does not: it must not shift torch's global
     generator, which dropout and the models draw from."""

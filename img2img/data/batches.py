@@ -25,6 +25,7 @@ from torch import Tensor
 from img2img.data import guard
 from img2img.data.transfer import Collate
 from img2img.errors import UserError
+from img2img.resources import note_workers
 
 _MIX = 0x9E3779B97F4A7C15  # golden-ratio constant: spreads nearby seeds apart
 
@@ -138,14 +139,15 @@ class LoaderBatches:
         from torch.utils.data import DataLoader  # noqa: PLC0415
 
         workers = self.num_workers
-        # the loader draws its workers' base seed from a generator of its own, never from torch's global one,
-        # which the models draw from (dropout, ...): a resumed run's draws match an uninterrupted run's
-        loader = DataLoader(self.dataset, batch_sampler=_StepBatches(self.sampler, start_step), num_workers=workers,
-                            pin_memory=self.pin_memory, persistent_workers=workers > 0,
-                            prefetch_factor=self.PREFETCH if workers > 0 else None, worker_init_fn=_ignore_ctrl_c,
-                            collate_fn=Collate(),  # by value where shared memory is short (trainer: received)
-                            generator=torch.Generator().manual_seed(mix_seed(self.sampler.seed, start_step)))
+        note_workers(workers)
         with guard.forking():
+            # the loader draws its workers' base seed from a generator of its own, never from torch's global one,
+            # which the models draw from (dropout, ...): a resumed run's draws match an uninterrupted run's
+            loader = DataLoader(self.dataset, batch_sampler=_StepBatches(self.sampler, start_step),
+                                num_workers=workers, pin_memory=self.pin_memory, persistent_workers=workers > 0,
+                                prefetch_factor=self.PREFETCH if workers > 0 else None, worker_init_fn=_ignore_ctrl_c,
+                                collate_fn=Collate(),  # by value where shared memory is short (trainer: received)
+                                generator=torch.Generator().manual_seed(mix_seed(self.sampler.seed, start_step)))
             return iter(loader)
 
     def files(self, start_step: int, steps: int) -> list[Path]:

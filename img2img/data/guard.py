@@ -21,6 +21,7 @@ import contextlib
 import gc
 import multiprocessing
 import signal
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -92,11 +93,17 @@ def forking() -> Iterator[None]:
     the destructors of this process's garbage.  Such a destructor can wait for threads that a forked child does
     not have (an ONNX Runtime session waits on its thread pool's condition variable) and hang the child, and
     with it this process, which waits for the child's batches.  Objects frozen before (by the program that
-    uses img2img) stay frozen."""
+    uses img2img) stay frozen.
+
+    torch's DataLoader warns, in several lines ending in a path of its own, when the workers outnumber the
+    CPUs; made in this block, a loader leaves that to :func:`img2img.resources.note_workers`, which says it in
+    one line, once."""
     frozen_before = gc.get_freeze_count()
     gc.freeze()
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="This DataLoader will create", category=UserWarning)
+            yield
     finally:
         if not frozen_before:  # unfreezing would thaw the caller's frozen objects too
             gc.unfreeze()
