@@ -27,8 +27,11 @@ def sample_to_folder(checkpoint: str | Path, count: int, out: str | Path, seed: 
     or, without one, every class in turn; its grid then has one row per class."""
     model, run, _ = load_model(checkpoint, resolve_device(device), option="CHECKPOINT")
     if not hasattr(model, "generate"):
-        raise UserError(f"CHECKPOINT: {run.model} translates images; sample needs an unconditional model "
-                        "(use `img2img translate`)")
+        from img2img.models import MODELS  # noqa: PLC0415
+
+        makers = ", ".join(name for name, model_class in MODELS.items() if hasattr(model_class, "generate"))
+        raise UserError(f"CHECKPOINT: {run.model} translates images; sample draws from the models that make images "
+                        f"from noise ({makers}); use `img2img translate CHECKPOINT INPUT OUTPUT` with this one")
     labels = None if label is None else torch.full((count,), model.class_index(label))
     if grid is not None and not can_write(Path(grid).suffix):
         raise UserError(f"--grid: {grid} needs the extension of an image format: "

@@ -160,6 +160,13 @@ def test_resume_corrupt_and_foreign_checkpoints(tmp_path):
     assert_one_line_error(result, "CHECKPOINT", str(foreign), "not an img2img checkpoint")
 
 
+def test_sample_of_a_translation_model_names_the_models_it_draws_from(tmp_path, cyclegan_run):
+    result, _ = invoke("sample", cyclegan_run, "--out", tmp_path / "s", "--device", "cpu")
+    assert_one_line_error(result, "CHECKPOINT: cyclegan translates images", "(mnist-gan, dcgan, wgan, cgan, acgan, "
+                          "gmmn)", "img2img translate CHECKPOINT INPUT OUTPUT")
+    assert not (tmp_path / "s").exists()
+
+
 def test_resume_refuses_changed_settings(finished_run):
     result, _ = invoke("train", "mnist-gan", "--resume", finished_run, "--loss", "hinge")
     assert result.exit_code == 2 and "--loss cannot be changed when resuming" in result.output
