@@ -277,3 +277,89 @@ def test_held_out_folders_an_evaluation_does_not_read_are_refused_not_dropped(tm
     assert_one_line_error(result, "--eval-aligned: evaluating a cyclegan model for --eval-every does not read it",
                           "--eval-a DIR --eval-b DIR")
     assert not (tmp_path / "run").exists()
+
+
+def _demo(tmp_path, kind, test_count, train_count):
+    """A demo task's folders cut down to ``test_count`` held-out and ``train_count`` training images a folder."""
+    from img2img.data import demo  # noqa: PLC0415
+
+    write = {"cyclegan": demo.write_colour_digits, "pix2pix": demo.write_skeleton_pairs,
+             "stargan": demo.write_style_digits}[kind]
+    write(tmp_path / "demo")
+    for split, keep in (("test", test_count), ("train", train_count)):
+        for folder in (tmp_path / "demo" / split).iterdir():
+            for extra in sorted(folder.iterdir())[keep:]:
+                extra.unlink()
+    return tmp_path / "demo"
+
+
+TINY = ("--size", 32, "--steps", 1, "--batch-size", 2, "--ngf", 4, "--ndf", 4, "--device", "cpu", "--workers", 0)
+EVALUATED = {  # model: (demo, training options, held-out options), each demo task's ground truth included
+    "cyclegan": ("cyclegan", lambda d: ["--a", d / "train/a", "--b", d / "train/b", "--load-size", 32],
+                 lambda d: ["--a", d / "test/a", "--b", d / "test/b"]),
+    "pix2pix": ("pix2pix", lambda d: ["--a", d / "train/a", "--b", d / "train/b", "--load-size", 32],
+                lambda d: ["--a", d / "test/a", "--b", d / "test/b"]),
+    "stargan": ("stargan", lambda d: ["--data", d / "train", "--n-blocks", 1], lambda d: ["--data", d / "test"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EVALUATED))
+def test_evaluation_holds_a_batch_of_images_at_a_time_and_gives_the_same_figures(tmp_path, monkeypatch, name):
+    """Every held-out image and every translation was held at once, in float32: a held-out set of a few
+    thousand photos was enough for the out-of-memory killer.  Now images pass a batch at a time, and only their
+    features and per-image figures are kept; the figures are those of one large batch."""
+    kind, train_options, held_out = EVALUATED[name]
+    demo = _demo(tmp_path, kind, test_count=11, train_count=12)
+    result, output = invoke("train", name, *train_options(demo), *TINY, "--out", tmp_path / "run")
+    assert result.exit_code == 0, output
+    evaluate = ["eval", tmp_path / "run", *held_out(demo), "--device", "cpu", "--json"]
+    result, output = invoke(*evaluate, tmp_path / "whole.json")
+    assert result.exit_code == 0, output
+    import weakref  # noqa: PLC0415
+
+    translate, sizes, outputs, alive = evaluate_module._translate, [], [], []
+
+    def watched(model, images, direction, device):
+        sizes.append(len(images))
+        alive.append(sum(ref() is not None for ref in outputs))  # translations of earlier batches still held
+        translated = translate(model, images, direction, device)
+        outputs.append(weakref.ref(translated))
+        return translated
+
+    monkeypatch.setattr(evaluate_module, "BATCH", 3)
+    monkeypatch.setattr(evaluate_module, "_translate", watched)
+    result, output = invoke(*evaluate, tmp_path / "batched.json")
+    assert result.exit_code == 0, output
+    assert max(sizes) == 3 and len(sizes) >= 4 and max(alive) <= 1, (sizes, alive)
+    whole, batched = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("whole", "batched"))
+    assert list(batched["metrics"]) == list(whole["metrics"]) and batched["notes"] == whole["notes"]
+    for part in ("metrics", "reference"):
+        flat = lambda report: {k: v for k, v in report[part].items() if not isinstance(v, dict)}  # noqa: E731
+        assert flat(batched) == pytest.approx(flat(whole), rel=1e-4, abs=1e-6)
+        for key, value in whole[part].items():
+            if isinstance(value, dict):
+                assert batched[part][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    if kind != "stargan":  # the ground truth of the demo tasks was computed
+        assert "label_agreement" in whole["metrics"]
+
+
+def test_evaluation_of_many_samples_holds_a_chunk_of_them_at_a_time(tmp_path, mnist_run, monkeypatch):
+    """``eval --samples 10000000`` made every sample at once (31 GB for the MNIST GAN) before any was compared."""
+    import weakref  # noqa: PLC0415
+
+    train(mnist_run(steps=2, batch_size=4, save_every_steps=2), tmp_path / "run")
+    generated, chunks, alive = evaluate_module._generated, [], []
+
+    def watched(*args, **kwargs):
+        for chunk in generated(*args, **kwargs):
+            alive.append(sum(ref() is not None for ref in chunks))
+            chunks.append(weakref.ref(chunk))
+            yield chunk
+
+    monkeypatch.setattr(evaluate_module, "_generated", watched)
+    result, output = invoke("eval", tmp_path / "run", "--samples", 2500, "--device", "cpu", "--json",
+                            tmp_path / "e.json")
+    assert result.exit_code == 0, output
+    assert len(chunks) == 3 and max(alive) <= 1, alive
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert report["protocol"]["generated"] == 2500 and sum(report["metrics"]["class_counts"]) == 2500

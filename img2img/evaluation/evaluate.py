@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -51,8 +52,9 @@ from img2img.errors import UserError
 from img2img.loading import load_model, resolve_device
 from img2img.evaluation.digits import load_classifier
 from img2img.evaluation.features import build_extractor, check_inception
-from img2img.evaluation.metrics import (class_statistics, fid_kid, lpips, lpips_backbone_file,
-                                        nearest_neighbour_distance, paired_metrics)
+from img2img.evaluation.metrics import (Lpips, PairedMeans, class_statistics, extract_features,
+                                        fid_kid_of_features, lpips_backbone_file, nearest_neighbour_distance,
+                                        nearest_neighbour_distances)
 
 # higher is better for these; lower for the rest (fid, kid, l1, nn distance)
 HIGHER_IS_BETTER = {"psnr", "ssim", "label_agreement", "classes_covered", "class_agreement"}  # lpips: lower is better
@@ -278,7 +280,55 @@ def _require(data: EvalData | None, model_class: Any, prefix: str = "--") -> Eva
     return data
 
 
+# -- streaming: an evaluation holds a chunk of images at a time, and features and per-image numbers of the rest --
+def _chunks(read: Callable[[int], Tensor], indices: Sequence[int]) -> Iterator[Tensor]:
+    """The images ``read(i)`` for ``i`` in ``indices``, stacked ``BATCH`` at a time."""
+    for start in range(0, len(indices), BATCH):
+        yield torch.stack([read(int(index)) for index in indices[start:start + BATCH]])
+
+
+class _Features:
+    """FID/KID features of image batches as they come (:func:`extract_features`); none with no extractor."""
+
+    def __init__(self, extractor: Any, device: Any) -> None:
+        self.extractor, self.device, self.parts = extractor, device, []
+
+    def add(self, images: Tensor) -> None:
+        if self.extractor is not None:
+            self.parts.append(extract_features(self.extractor, images.split(BATCH), self.device))
+
+    def all(self) -> Tensor:  # none at all: FID's own error says it needs two images
+        return torch.cat(self.parts) if self.parts else torch.empty(0, 0, dtype=torch.float64)
+
+
+def _features(extractor: Any, batches: Iterable[Tensor], device: Any) -> Tensor:
+    features = _Features(extractor, device)
+    for batch in batches:
+        features.add(batch)
+    return features.all()
+
+
+class _Agreement:
+    """How often the digit classifier names the expected labels, over batches as they come."""
+
+    def __init__(self, classifier: Any, device: Any) -> None:
+        self.classifier, self.device, self.hits, self.count = classifier, device, 0.0, 0
+
+    def add(self, images: Tensor, labels: Tensor) -> None:
+        self.hits += (_classify(self.classifier, images, self.device) == labels).float().sum().item()
+        self.count += len(labels)
+
+    def result(self) -> float:
+        return self.hits / max(self.count, 1)
+
+
 # -- the MNIST GAN -----------------------------------------------------------------------------------------
+def _generated(model: Any, samples: int, seed: int, labels: Tensor | None = None) -> Iterator[Tensor]:
+    """``model.generate``'s images (``samples`` of them, drawn with ``seed``) as float32 CPU chunks."""
+    for chunk in model.generate_chunks(samples, torch.Generator(device="cpu").manual_seed(seed), labels=labels):
+        yield chunk.float().cpu()
+
+
 def _evaluate_digits_gan(model: Any, report: Report, samples: int, seed: int, device: Any, features: str,
                          inception_weights: str | None) -> None:
     if model.config.data is not None:
@@ -288,23 +338,29 @@ def _evaluate_digits_gan(model: Any, report: Report, samples: int, seed: int, de
     extractor = classifier if features in ("auto", "digits") else build_extractor(features, inception_weights, 1)
     report.protocol["features"] = "digits" if features == "auto" else features
     requested = model.sample_labels(samples)  # a conditional model draws every class in turn
-    generated = _digit_frame(model.generate(samples, torch.Generator(device="cpu").manual_seed(seed),
-                                            labels=requested).float().cpu())
     held_out_digits = load_embedded("test")
     held_out, train = held_out_digits.as_float(), load_embedded("train").as_float()
     floor_draw = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:len(held_out)]]
-    report.metrics.update(_distribution(extractor, held_out, generated, device))
-    report.reference["real-vs-real floor"] = _distribution(extractor, held_out, floor_draw, device)
-    predicted = _classify(classifier, generated, device)
+    generated, predicted, distances, reference = _Features(extractor, device), [], [], unit(train)
+    for chunk in _generated(model, samples, seed, requested):  # their features, classes and distances, kept
+        chunk = _digit_frame(chunk)
+        generated.add(chunk)
+        predicted.append(_classify(classifier, chunk, device))
+        distances.append(nearest_neighbour_distances(unit(chunk), lambda: [reference]))
+    held_out_features = _features(extractor, [held_out], device)
+    report.metrics.update(_distribution(held_out_features, generated.all(), device))
+    report.reference["real-vs-real floor"] = _distribution(held_out_features,
+                                                           _features(extractor, [floor_draw], device), device)
+    predicted = torch.cat(predicted)
     report.metrics.update(class_statistics(predicted))
     if requested is not None:
         report.metrics["class_agreement"] = (predicted == requested).float().mean().item()
         report.protocol["classes"] = f"{samples} samples, every class in turn; class_agreement: how often the " \
                                      "digit classifier names the class asked for"
     report.reference["held-out digits"] = class_statistics(held_out_digits.labels)
-    report.metrics["nn_distance_to_train"] = nearest_neighbour_distance(unit(generated), unit(train))
+    report.metrics["nn_distance_to_train"] = torch.cat(distances).mean().item()
     report.reference["held-out digits"]["nn_distance_to_train"] = nearest_neighbour_distance(unit(held_out),
-                                                                                             unit(train))
+                                                                                             reference)
     report.metrics["fid_over_floor"] = report.metrics["fid"] / max(report.reference["real-vs-real floor"]["fid"],
                                                                    1e-12)
     report.protocol.update({"generated": samples, "reference": "1,000 held-out embedded digits",
@@ -328,17 +384,23 @@ def _evaluate_folder_gan(model: Any, report: Report, samples: int, seed: int, de
     split of a folder, so the reference is the training data itself), and the distance to the nearest one."""
     data = type(model).load_data(model.config)
     draw = torch.randperm(len(data.labels), generator=torch.Generator().manual_seed(seed))[:samples]
-    train = data.as_float()
-    reference = train[draw]
-    generated = model.generate(samples, torch.Generator(device="cpu").manual_seed(seed)).float().cpu()
-    _distribution_or_note(report, reference, generated, device, features, inception_weights, (), digits=False)
-    report.metrics["nn_distance_to_train"] = nearest_neighbour_distance(unit(generated), unit(train))
+    as_unit = lambda images: unit(images.float().div(127.5).sub(1.0))  # noqa: E731 - uint8 levels → [0, 1]
+    extractor = _extractor_or_note(report, features, inception_weights, (), False, data.images.shape[1])
+    generated, distances = _Features(extractor, device), []
+    for chunk in _generated(model, samples, seed):
+        generated.add(chunk)  # the whole folder is the reference, a part at a time
+        distances.append(nearest_neighbour_distances(unit(chunk), lambda: map(as_unit, data.images.split(4096))))
+    if extractor is not None:
+        reference = _features(extractor, (data.images[part].float().div(127.5).sub(1.0) for part in
+                                          draw.split(BATCH)), device)
+        _record(report, reference, generated.all(), device)
+    report.metrics["nn_distance_to_train"] = torch.cat(distances).mean().item()
     report.protocol.update({"generated": samples, "reference": f"{len(draw)} training images of {model.config.data} "
                             "(a folder has no held-out split)"})
 
 
-def _distribution(extractor: Any, real: Tensor, fake: Tensor, device: Any) -> dict[str, float]:
-    result = fid_kid(extractor, real.split(BATCH), fake.split(BATCH), device=device)
+def _distribution(real: Tensor, fake: Tensor, device: Any) -> dict[str, float]:
+    result = fid_kid_of_features(real, fake, device=device)
     return {"fid": result["fid"], "kid": result["kid"]}
 
 
@@ -355,32 +417,55 @@ def _evaluate_pix2pix(model: Any, options: Any, report: Report, data: EvalData, 
         raise UserError("held-out pix2pix data: give --a DIR --b DIR (paired by name) or --aligned DIR")
     dataset = type(model).dataset(held_out, train=False)
     check_pairs(dataset.pairs)  # what training checks of its data: broken files, aligned files of odd width
-    inputs, targets = _stack(dataset, ("a", "b"))
-    outputs = _translate(model, inputs, "a2b", device)
-    report.metrics.update(paired_metrics(unit(outputs), unit(targets)))
-    report.reference["identity"] = paired_metrics(unit(_match_channels(inputs, targets)), unit(targets))
+    task = demo_task(data.a or data.aligned)
+    files = [pair.b or pair.a for pair in dataset.pairs]
     try:
-        report.metrics["lpips"] = lpips(outputs, targets, device)
+        perceptual = Lpips(device)
     except UserError as error:
         if "lpips" in metrics:
             raise
         report.notes.append(f"lpips skipped: {error}")
-    task = demo_task(data.a or data.aligned)
-    files = [pair.b or pair.a for pair in dataset.pairs]
-    extractor = _distribution_or_note(report, targets, outputs, device, features, inception_weights, metrics,
-                                      digits=task is not None)
-    if extractor is not None:
-        _floor(report, extractor, targets, lambda: type(model).dataset(options, train=False),
-               lambda dataset: len(dataset), lambda dataset, index: dataset[index]["b"], device)
-    if task == SKELETON_TASK:
-        dilated = F.max_pool2d(unit(inputs), 3, 1, 1)
-        report.reference["dilation 3x3"] = paired_metrics(dilated, unit(targets))
+        perceptual = None
+    extractor = _extractor_or_note(report, features, inception_weights, metrics, task is not None,
+                                   options.channels_b)
+    paired, identity, targets, outputs = PairedMeans(), PairedMeans(), _Features(extractor, device), \
+        _Features(extractor, device)
+    skeleton = task == SKELETON_TASK
+    if skeleton:
         classifier = load_classifier(device)
         labels = torch.tensor([label_of(path) for path in files])
-        agreement = lambda images: (_classify(classifier, images, device) == labels).float().mean().item()  # noqa
-        report.metrics["label_agreement"] = agreement(outputs)
-        report.reference["dilation 3x3"]["label_agreement"] = agreement(dilated * 2 - 1)
-        report.reference["exact targets"] = {"label_agreement": agreement(targets)}
+        dilation = PairedMeans()
+        agree = {name: _Agreement(classifier, device) for name in ("outputs", "dilation", "targets")}
+    for start in range(0, len(dataset), BATCH):
+        items = [dataset[index] for index in range(start, min(start + BATCH, len(dataset)))]
+        inputs, target = (torch.stack([item[key] for item in items]) for key in ("a", "b"))
+        output = _translate(model, inputs, "a2b", device)
+        paired.add(unit(output), unit(target))
+        identity.add(unit(_match_channels(inputs, target)), unit(target))
+        if perceptual is not None:
+            perceptual.add(output, target)
+        targets.add(target)
+        outputs.add(output)
+        if skeleton:
+            dilated = F.max_pool2d(unit(inputs), 3, 1, 1)
+            dilation.add(dilated, unit(target))
+            expected = labels[start:start + len(items)]
+            agree["outputs"].add(output, expected)
+            agree["dilation"].add(dilated * 2 - 1, expected)
+            agree["targets"].add(target, expected)
+    report.metrics.update(paired.result())
+    report.reference["identity"] = identity.result()
+    if perceptual is not None:
+        report.metrics["lpips"] = perceptual.result()
+    if extractor is not None:
+        _record(report, targets.all(), outputs.all(), device)
+        _floor(report, extractor, targets.all(), lambda: type(model).dataset(options, train=False),
+               lambda dataset: len(dataset), lambda dataset, index: dataset[index]["b"], device)
+    if skeleton:
+        report.reference["dilation 3x3"] = dilation.result()
+        report.metrics["label_agreement"] = agree["outputs"].result()
+        report.reference["dilation 3x3"]["label_agreement"] = agree["dilation"].result()
+        report.reference["exact targets"] = {"label_agreement": agree["targets"].result()}
     report.protocol.update({"pairs": len(dataset), "size": options.size, "resize": "bicubic to the training size",
                             "demo_task": task})
 
@@ -398,39 +483,63 @@ def _evaluate_unpaired(model: Any, options: Any, report: Report, data: EvalData,
                        inception_weights: str | None, metrics: tuple[str, ...]) -> None:
     held_out = replace(options, a=data.a, b=data.b, gpu_augment=False)  # both given (_require)
     dataset = type(model).dataset(held_out, train=False)
-    real_a = _stack_files(dataset, "a")
-    real_b = _stack_files(dataset, "b")
+    files = {"a": dataset.a_files, "b": dataset.b_files}
     directions = model.translation_targets()  # a2b, and b2a for the two-way models
-    fake_b = _translate(model, real_a, "a2b", device)
-    fake_a = _translate(model, real_b, "b2a", device) if "b2a" in directions else None
     task = demo_task(data.a)
     digits = task is not None
-    for name, side, real, fake in (("_a2b", "b", real_b, fake_b), ("_b2a", "a", real_a, fake_a)):
-        if fake is None:
-            continue
-        extractor = _distribution_or_note(report, real, fake, device, features, inception_weights, metrics,
-                                          digits, name)
-        if extractor is not None:
-            _floor(report, extractor, real, lambda: type(model).dataset(replace(options, gpu_augment=False), False),
-                   lambda dataset, side=side: len(dataset.a_files if side == "a" else dataset.b_files),
-                   lambda dataset, index, side=side: dataset.side_image(side, index), device, name)
+    # each direction's FID compares its translations with the real images of the side it translates to
+    sides = [("_a2b", "a", "b", "a2b"), *([("_b2a", "b", "a", "b2a")] if "b2a" in directions else [])]
+    extractors = {to: _extractor_or_note(report, features, inception_weights, metrics, digits,
+                                         dataset.channels_b if to == "b" else dataset.channels_a)
+                  for _, _, to, _ in sides}
+    real = {side: _Features(extractors.get(side), device) for side in "ab"}
+    fake = {side: _Features(extractors.get(side), device) for side in "ab"}
+    colour = None
     if task == COLOUR_TASK:
-        names_a = [Path(p).name for p in dataset.a_files]
         names_b = {Path(p).name: index for index, p in enumerate(dataset.b_files)}
-        order = [names_b[name] for name in names_a if name in names_b]
-        if len(order) == len(names_a):  # test/b holds the exact targets of test/a
-            target = unit(real_b[order])
-            report.metrics.update(paired_metrics(unit(fake_b), target))
-            report.reference["colour map only"] = paired_metrics(colour_map(unit(real_a)), target)
-            report.reference["identity"] = paired_metrics(unit(real_a).expand(-1, 3, -1, -1), target)
+        order = [names_b[Path(p).name] for p in dataset.a_files if Path(p).name in names_b]
+        if len(order) == len(dataset.a_files):  # test/b holds the exact targets of test/a
             classifier = load_classifier(device)
             labels = torch.tensor([label_of(path) for path in dataset.a_files])
-            ink = lambda rgb: ink_from_colour(rgb) * 2 - 1  # noqa: E731
-            agreement = lambda images: (_classify(classifier, images, device) == labels).float().mean().item()  # noqa
-            report.metrics["label_agreement"] = agreement(ink(unit(fake_b)))
-            report.reference["colour map only"]["label_agreement"] = agreement(ink(colour_map(unit(real_a))))
-            report.reference["exact targets"] = {"label_agreement": agreement(ink(target))}
-    report.protocol.update({"images_a": len(real_a), "images_b": len(real_b), "size": options.size,
+            colour = {"model": PairedMeans(), "map": PairedMeans(), "identity": PairedMeans(),
+                      **{name: _Agreement(classifier, device) for name in ("agree", "agree_map", "agree_exact")}}
+    ink = lambda rgb: ink_from_colour(rgb) * 2 - 1  # noqa: E731
+    for source in "ab":  # one pass over each side: its real images' features and its translations'
+        direction = "a2b" if source == "a" else "b2a"
+        to = "b" if source == "a" else "a"
+        for start in range(0, len(files[source]), BATCH):
+            indices = range(start, min(start + BATCH, len(files[source])))
+            chunk = torch.stack([dataset.side_image(source, index) for index in indices])
+            real[source].add(chunk)
+            if direction not in directions:
+                continue
+            translated = _translate(model, chunk, direction, device)
+            fake[to].add(translated)
+            if colour is not None and source == "a":
+                target = unit(torch.stack([dataset.side_image("b", order[index]) for index in indices]))
+                expected = labels[start:start + len(indices)]
+                colour["model"].add(unit(translated), target)
+                colour["map"].add(colour_map(unit(chunk)), target)
+                colour["identity"].add(unit(chunk).expand(-1, 3, -1, -1), target)
+                colour["agree"].add(ink(unit(translated)), expected)
+                colour["agree_map"].add(ink(colour_map(unit(chunk))), expected)
+                colour["agree_exact"].add(ink(target), expected)
+    for name, source, to, _ in sides:
+        extractor = extractors[to]
+        if extractor is not None:
+            _record(report, real[to].all(), fake[to].all(), device, name)
+            _floor(report, extractor, real[to].all(),
+                   lambda: type(model).dataset(replace(options, gpu_augment=False), False),
+                   lambda dataset, side=to: len(dataset.a_files if side == "a" else dataset.b_files),
+                   lambda dataset, index, side=to: dataset.side_image(side, index), device, name)
+    if colour is not None:
+        report.metrics.update(colour["model"].result())
+        report.reference["colour map only"] = colour["map"].result()
+        report.reference["identity"] = colour["identity"].result()
+        report.metrics["label_agreement"] = colour["agree"].result()
+        report.reference["colour map only"]["label_agreement"] = colour["agree_map"].result()
+        report.reference["exact targets"] = {"label_agreement": colour["agree_exact"].result()}
+    report.protocol.update({"images_a": len(files["a"]), "images_b": len(files["b"]), "size": options.size,
                             "resize": "bicubic to the training size", "demo_task": task})
 
 
@@ -445,71 +554,74 @@ def _evaluate_domains(model: Any, options: Any, report: Report, data: EvalData, 
     if names != tuple(options.domains):
         raise UserError(f"--data: {data.data} holds the domains {', '.join(names)}; the model was trained on "
                         f"{', '.join(options.domains)}")
-    real = {}
-    files = {}
-    for name, paths in folders:
-        dataset = DomainImages([(name, paths)], options.channels, options.size, options.size, flip=False,
-                               train=False)
-        real[name] = torch.stack([dataset[index]["image"] for index in range(len(dataset))])
-        files[name] = [Path(path).name for path in paths]
+    datasets = {name: DomainImages([(name, paths)], options.channels, options.size, options.size, flip=False,
+                                   train=False) for name, paths in folders}
+    files = {name: [Path(path).name for path in paths] for name, paths in folders}
     task = demo_task(data.data)
-    digits = task is not None
-    fakes = {(s, t): _translate(model, real[s], t, device) for s in names for t in names}
-    fid, kid = [], []
-    for target in names:
-        translated = torch.cat([fakes[(s, target)] for s in names if s != target])
-        extractor = _distribution_or_note(report, real[target], translated, device, features, inception_weights,
-                                          metrics, digits, f"_to_{target}")
-        if extractor is not None:
-            fid.append(report.metrics[f"fid_to_{target}"])
-            kid.append(report.metrics[f"kid_to_{target}"])
-    if fid:
-        report.metrics["fid"], report.metrics["kid"] = sum(fid) / len(fid), sum(kid) / len(kid)
-    own = {name: paired_metrics(unit(fakes[(name, name)]), unit(real[name]))["psnr"] for name in names}
-    report.metrics.update({f"own_domain_psnr_{name}": value for name, value in own.items()})
-    report.metrics["own_domain_psnr"] = sum(own.values()) / len(own)
-    if task == STYLE_TASK and set(names) == set(STYLES) and all(files[n] == files[names[0]] for n in names):
-        # test/<style> holds every held-out digit in every style: the exact target of every pair
+    extractor = _extractor_or_note(report, features, inception_weights, metrics, task is not None,
+                                   options.channels)
+    real = {name: _Features(extractor, device) for name in names}
+    fake = {(s, t): _Features(extractor, device) for s in names for t in names if s != t}
+    own = {name: PairedMeans() for name in names}
+    styles = task == STYLE_TASK and set(names) == set(STYLES) and all(files[n] == files[names[0]] for n in names)
+    if styles:  # test/<style> holds every held-out digit in every style: the exact target of every pair
         classifier = load_classifier(device)
         labels = torch.tensor([label_of(name) for name in files[names[0]]])
-
-        def agreement(images: Tensor, style: Any) -> float:
-            return (_classify(classifier, style.ink_of(images) * 2 - 1, device) == labels).float().mean().item()
-
-        baseline = report.reference.setdefault("colour map only", {})
-        psnr, agree, base_psnr, base_agree = [], [], [], []
-        for source in names:
+        pairs = [(s, t) for s in names for t in names if s != t]
+        psnr = {pair: PairedMeans() for pair in pairs}
+        mapped_psnr = {pair: PairedMeans() for pair in pairs}
+        agree = {pair: _Agreement(classifier, device) for pair in pairs}
+        mapped_agree = {pair: _Agreement(classifier, device) for pair in pairs}
+    for start in range(0, max(len(dataset) for dataset in datasets.values()), BATCH):  # every domain's chunk
+        chunk = {name: torch.stack([dataset[index]["image"] for index in range(start, min(start + BATCH,
+                                                                                          len(dataset)))])
+                 for name, dataset in datasets.items() if start < len(dataset)}
+        for name, images in chunk.items():
+            real[name].add(images)
+        for source, images in chunk.items():
             for target in names:
+                translated = _translate(model, images, target, device)
                 if source == target:
+                    own[source].add(unit(translated), unit(images))
                     continue
-                exact = unit(real[target])
-                pair = f"{source}_to_{target}"
-                mapped = STYLES[target].paint(STYLES[source].ink_of(unit(real[source])))
-                report.metrics[f"psnr_{pair}"] = paired_metrics(unit(fakes[(source, target)]), exact)["psnr"]
-                report.metrics[f"label_agreement_{pair}"] = agreement(unit(fakes[(source, target)]), STYLES[target])
-                baseline[f"psnr_{pair}"] = paired_metrics(mapped, exact)["psnr"]
-                baseline[f"label_agreement_{pair}"] = agreement(mapped, STYLES[target])
-                psnr.append(report.metrics[f"psnr_{pair}"])
-                agree.append(report.metrics[f"label_agreement_{pair}"])
-                base_psnr.append(baseline[f"psnr_{pair}"])
-                base_agree.append(baseline[f"label_agreement_{pair}"])
-        report.metrics["psnr"], report.metrics["label_agreement"] = sum(psnr) / len(psnr), sum(agree) / len(agree)
-        baseline["psnr"], baseline["label_agreement"] = sum(base_psnr) / len(psnr), sum(base_agree) / len(agree)
-        report.metrics["pairs_beating_colour_map"] = sum(p > b for p, b in zip(psnr, base_psnr))
-        report.metrics["pairs"] = len(psnr)
-    report.protocol.update({"domains": list(names), "images": {n: len(real[n]) for n in names},
+                fake[(source, target)].add(translated)
+                if styles:
+                    exact, expected = unit(chunk[target]), labels[start:start + len(images)]
+                    mapped = STYLES[target].paint(STYLES[source].ink_of(unit(images)))
+                    psnr[(source, target)].add(unit(translated), exact)
+                    mapped_psnr[(source, target)].add(mapped, exact)
+                    agree[(source, target)].add(STYLES[target].ink_of(unit(translated)) * 2 - 1, expected)
+                    mapped_agree[(source, target)].add(STYLES[target].ink_of(mapped) * 2 - 1, expected)
+    if extractor is not None:
+        fid, kid = [], []
+        for target in names:
+            translated = torch.cat([fake[(s, target)].all() for s in names if s != target])
+            _record(report, real[target].all(), translated, device, f"_to_{target}")
+            fid.append(report.metrics[f"fid_to_{target}"])
+            kid.append(report.metrics[f"kid_to_{target}"])
+        report.metrics["fid"], report.metrics["kid"] = sum(fid) / len(fid), sum(kid) / len(kid)
+    own_psnr = {name: means.result()["psnr"] for name, means in own.items()}
+    report.metrics.update({f"own_domain_psnr_{name}": value for name, value in own_psnr.items()})
+    report.metrics["own_domain_psnr"] = sum(own_psnr.values()) / len(own_psnr)
+    if styles:
+        baseline = report.reference.setdefault("colour map only", {})
+        for source, target in pairs:
+            pair = f"{source}_to_{target}"
+            report.metrics[f"psnr_{pair}"] = psnr[(source, target)].result()["psnr"]
+            report.metrics[f"label_agreement_{pair}"] = agree[(source, target)].result()
+            baseline[f"psnr_{pair}"] = mapped_psnr[(source, target)].result()["psnr"]
+            baseline[f"label_agreement_{pair}"] = mapped_agree[(source, target)].result()
+        model_psnr = [report.metrics[f"psnr_{s}_to_{t}"] for s, t in pairs]
+        model_agree = [report.metrics[f"label_agreement_{s}_to_{t}"] for s, t in pairs]
+        base_psnr = [baseline[f"psnr_{s}_to_{t}"] for s, t in pairs]
+        base_agree = [baseline[f"label_agreement_{s}_to_{t}"] for s, t in pairs]
+        report.metrics["psnr"] = sum(model_psnr) / len(pairs)
+        report.metrics["label_agreement"] = sum(model_agree) / len(pairs)
+        baseline["psnr"], baseline["label_agreement"] = sum(base_psnr) / len(pairs), sum(base_agree) / len(pairs)
+        report.metrics["pairs_beating_colour_map"] = sum(p > b for p, b in zip(model_psnr, base_psnr))
+        report.metrics["pairs"] = len(pairs)
+    report.protocol.update({"domains": list(names), "images": {n: len(d) for n, d in datasets.items()},
                             "size": options.size, "resize": "bicubic to the training size", "demo_task": task})
-
-
-def _stack(dataset: Any, keys: tuple[str, ...]) -> tuple[Tensor, ...]:
-    items = [dataset[index] for index in range(len(dataset))]
-    return tuple(torch.stack([item[key] for item in items]) for key in keys)
-
-
-def _stack_files(dataset: Any, side: str) -> Tensor:
-    """Every image of one side of an unpaired dataset (not the random partners it pairs them with)."""
-    count = len(dataset.a_files if side == "a" else dataset.b_files)
-    return torch.stack([dataset.side_image(side, index) for index in range(count)])
 
 
 @torch.no_grad()
@@ -517,30 +629,34 @@ def _translate(model: Any, images: Tensor, direction: str, device: Any) -> Tenso
     return torch.cat([model.translate(chunk.to(device), direction).float().cpu() for chunk in images.split(BATCH)])
 
 
-def _distribution_or_note(report: Report, real: Tensor, fake: Tensor, device: Any, features: str,
-                          inception_weights: str | None, metrics: tuple[str, ...], digits: bool,
-                          suffix: str = "") -> Any:
-    """FID/KID into the report; the extractor used, or None when they were skipped (with a note)."""
+def _extractor_or_note(report: Report, features: str, inception_weights: str | None, metrics: tuple[str, ...],
+                       digits: bool, channels: int) -> Any:
+    """The FID/KID feature extractor, or None when FID and KID are skipped (with a note): the Inception weights
+    are missing and neither the metrics nor the features were asked for by name."""
     name = ("digits" if digits else "inception") if features == "auto" else features
     try:
-        extractor = build_extractor(name, inception_weights, real.shape[1])
+        extractor = build_extractor(name, inception_weights, channels)
     except UserError as error:
         if any(m.startswith(("fid", "kid")) for m in metrics) or features != "auto":
             raise
         if f"fid/kid skipped: {error}" not in report.notes:
             report.notes.append(f"fid/kid skipped: {error}")
         return None
-    result = _distribution(extractor, real, fake, device)
-    report.metrics[f"fid{suffix}"], report.metrics[f"kid{suffix}"] = result["fid"], result["kid"]
     report.protocol["features"] = name
     return extractor
+
+
+def _record(report: Report, real: Tensor, fake: Tensor, device: Any, suffix: str = "") -> None:
+    """FID and KID between two sets of features into the report's metrics (``fid<suffix>``, ``kid<suffix>``)."""
+    result = _distribution(real, fake, device)
+    report.metrics[f"fid{suffix}"], report.metrics[f"kid{suffix}"] = result["fid"], result["kid"]
 
 
 def _floor(report: Report, extractor: Any, held_out: Tensor, training: Any, count: Any, image: Any, device: Any,
            suffix: str = "", seed: int = 0) -> None:
     """The real-vs-real floor: as many training images of the target domain (drawn with ``seed``) against the
-    held-out ones.  ``training()`` builds the training dataset, ``count(dataset)`` and ``image(dataset, i)``
-    read it."""
+    held-out ones (``held_out``: their features).  ``training()`` builds the training dataset, ``count(dataset)``
+    and ``image(dataset, i)`` read it."""
     try:
         dataset = training()
         size = count(dataset)
@@ -552,8 +668,8 @@ def _floor(report: Report, extractor: Any, held_out: Tensor, training: Any, coun
     draw = torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:len(held_out)]
     if len(draw) < 2:
         return
-    train = torch.stack([image(dataset, int(index)) for index in draw])
-    result = _distribution(extractor, held_out, train, device)
+    train = _features(extractor, _chunks(lambda index: image(dataset, index), draw), device)
+    result = _distribution(held_out, train, device)
     floor = report.reference.setdefault("real-vs-real floor", {})
     floor[f"fid{suffix}"], floor[f"kid{suffix}"] = result["fid"], result["kid"]
     report.protocol[f"floor{suffix}"] = f"{len(draw)} training images vs the {len(held_out)} held-out ones"

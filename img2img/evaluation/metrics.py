@@ -12,7 +12,7 @@ mapping ``(N, C, H, W)`` images in [-1, 1] to ``(N, D)`` features, with a
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import kornia
@@ -35,22 +35,36 @@ def _torchmetrics():
 def fid_kid(extractor: nn.Module, real: Iterable[Tensor], fake: Iterable[Tensor], kid_subsets: int = 10,
             kid_subset_size: int = 1000, device: torch.device | str = "cpu") -> dict[str, float]:
     """FID, KID mean and KID std between two streams of ``(N, C, H, W)`` batches in [-1, 1]."""
+    return fid_kid_of_features(extract_features(extractor, real, device), extract_features(extractor, fake, device),
+                               kid_subsets, kid_subset_size, device)
+
+
+@torch.no_grad()
+def extract_features(extractor: nn.Module, batches: Iterable[Tensor], device: torch.device | str = "cpu") -> Tensor:
+    """``extractor``'s features ``(N, D)`` (float64, on ``device``) of a stream of ``(n, C, H, W)`` batches in
+    [-1, 1]: what FID and KID compare, a few kilobytes an image, so that the images need not be kept."""
+    extractor = extractor.to(device).eval()
+    parts = [extractor(batch.to(device, torch.float32)).double() for batch in batches]
+    return torch.cat(parts) if parts else torch.empty(0, extractor.num_features, dtype=torch.float64, device=device)
+
+
+@torch.no_grad()
+def fid_kid_of_features(real: Tensor, fake: Tensor, kid_subsets: int = 10, kid_subset_size: int = 1000,
+                        device: torch.device | str = "cpu") -> dict[str, float]:
+    """FID, KID mean and KID std between two sets of features (:func:`extract_features`)."""
     with warnings.catch_warnings():  # torchmetrics warns that KID keeps its features in memory; they are small
         warnings.simplefilter("ignore", UserWarning)
-        return _fid_kid(extractor, real, fake, kid_subsets, kid_subset_size, device)
+        return _fid_kid(real.to(device), fake.to(device), kid_subsets, kid_subset_size, device)
 
 
-def _fid_kid(extractor: nn.Module, real: Iterable[Tensor], fake: Iterable[Tensor], kid_subsets: int,
-             kid_subset_size: int, device: torch.device | str) -> dict[str, float]:
+def _fid_kid(real_features: Tensor, fake_features: Tensor, kid_subsets: int, kid_subset_size: int,
+             device: torch.device | str) -> dict[str, float]:
     fid_class, kid_class = _torchmetrics()
-    extractor = extractor.to(device).eval()
-    # features are extracted once, then fed to both metrics through an identity "extractor"
-    real_features, fake_features = (torch.cat([extractor(batch.to(device, torch.float32)).double()
-                                               for batch in stream]) for stream in (real, fake))
     if min(len(real_features), len(fake_features)) < 2:
         raise UserError(f"FID needs at least 2 images on each side, got {len(real_features)} real and "
                         f"{len(fake_features)} generated")
-    identity = _Identity(extractor.num_features)
+    # the features, extracted once, are fed to both metrics through an identity "extractor"
+    identity = _Identity(real_features.shape[1])
     fid = fid_class(feature=identity, normalize=False).to(device)
     subset = min(kid_subset_size, len(real_features), len(fake_features))
     kid = kid_class(feature=identity, subsets=kid_subsets, subset_size=subset, normalize=False).to(device)
@@ -78,11 +92,29 @@ class _Identity(nn.Module):
 
 def paired_metrics(output: Tensor, target: Tensor) -> dict[str, float]:
     """Mean L1, PSNR (dB) and SSIM (11×11 Gaussian window) of ``(N, C, H, W)`` images in [0, 1], per image."""
-    output, target = output.float().clamp(0, 1), target.float()
-    mse = (output - target).pow(2).flatten(1).mean(1).clamp_min(1e-10)
-    return {"l1": (output - target).abs().mean().item(),
-            "psnr": (10 * torch.log10(1.0 / mse)).mean().item(),
-            "ssim": kornia.metrics.ssim(output, target, window_size=11).mean().item()}
+    return PairedMeans().add(output, target).result()
+
+
+class PairedMeans:
+    """:func:`paired_metrics` over pairs given a batch at a time: each image's L1, PSNR and SSIM are kept (three
+    numbers an image), never the images."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, list[Tensor]] = {"l1": [], "psnr": [], "ssim": []}
+
+    def add(self, output: Tensor, target: Tensor) -> PairedMeans:
+        output, target = output.float().clamp(0, 1), target.float()
+        mse = (output - target).pow(2).flatten(1).mean(1).clamp_min(1e-10)
+        self.values["l1"].append((output - target).abs().flatten(1).mean(1).cpu())
+        self.values["psnr"].append((10 * torch.log10(1.0 / mse)).cpu())
+        self.values["ssim"].append(kornia.metrics.ssim(output, target, window_size=11).flatten(1).mean(1).cpu())
+        return self
+
+    def per_image(self, name: str) -> Tensor:
+        return torch.cat(self.values[name])
+
+    def result(self) -> dict[str, float]:
+        return {name: self.per_image(name).mean().item() for name in self.values}
 
 
 def class_statistics(predicted: Tensor, classes: int = 10) -> dict[str, float]:
@@ -94,18 +126,28 @@ def class_statistics(predicted: Tensor, classes: int = 10) -> dict[str, float]:
             "class_counts": [int(c) for c in counts]}
 
 
-@torch.no_grad()
 def nearest_neighbour_distance(samples: Tensor, reference: Tensor, chunk: int = 256) -> float:
     """Mean over ``samples`` of the root-mean-square pixel distance to the closest image of ``reference``.
 
     Near zero means copies of the reference (memorisation), which FID does not see.
     """
-    flat_reference = reference.flatten(1).float()
+    return nearest_neighbour_distances(samples, lambda: reference.split(4096), chunk).mean().item()
+
+
+@torch.no_grad()
+def nearest_neighbour_distances(samples: Tensor, reference: Callable[[], Iterable[Tensor]],
+                                chunk: int = 256) -> Tensor:
+    """Each sample's root-mean-square pixel distance to the closest image of the reference, whose chunks
+    ``reference()`` gives anew for each chunk of samples (so that a large reference need not be held whole)."""
     distances = []
     for start in range(0, len(samples), chunk):
         part = samples[start:start + chunk].flatten(1).float()
-        distances.append(torch.cdist(part, flat_reference).min(1).values)
-    return (torch.cat(distances) / flat_reference.shape[1] ** 0.5).mean().item()
+        closest = None
+        for reference_part in reference():
+            near = torch.cdist(part, reference_part.flatten(1).float()).min(1).values
+            closest = near if closest is None else torch.minimum(closest, near)
+        distances.append(closest / part.shape[1] ** 0.5)
+    return torch.cat(distances) if distances else torch.empty(0)
 
 
 def lpips_backbone_file() -> Path:
@@ -119,14 +161,29 @@ def lpips_backbone_file() -> Path:
 def lpips(output: Tensor, target: Tensor, device: torch.device | str = "cpu") -> float:
     """Mean LPIPS (AlexNet; Zhang et al. 2018) of ``(N, C, H, W)`` images in [-1, 1].  Needs the AlexNet weights
     already in torch's hub cache: :class:`UserError` otherwise (nothing is downloaded)."""
-    backbone = lpips_backbone_file()
-    if not backbone.is_file():
-        raise UserError(f"LPIPS needs the AlexNet weights at {backbone} (nothing is downloaded)")
-    from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity  # noqa: PLC0415
-
-    metric = LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=False).to(device)
-    grey_to_rgb = lambda images: images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images[:, :3]  # noqa
+    meter = Lpips(device)
     for out_chunk, target_chunk in zip(output.split(100), target.split(100)):
-        metric.update(grey_to_rgb(out_chunk.float().clamp(-1, 1)).to(device),
-                      grey_to_rgb(target_chunk.float()).to(device))
-    return float(metric.compute())
+        meter.add(out_chunk, target_chunk)
+    return meter.result()
+
+
+class Lpips:
+    """:func:`lpips` over pairs given a batch at a time; made only where the AlexNet weights are at hand."""
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        backbone = lpips_backbone_file()
+        if not backbone.is_file():
+            raise UserError(f"LPIPS needs the AlexNet weights at {backbone} (nothing is downloaded)")
+        from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity  # noqa: PLC0415
+
+        self.device = device
+        self.metric = LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=False).to(device)
+
+    @torch.no_grad()
+    def add(self, output: Tensor, target: Tensor) -> None:
+        grey_to_rgb = lambda images: images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images[:, :3]  # noqa
+        self.metric.update(grey_to_rgb(output.float().clamp(-1, 1)).to(self.device),
+                           grey_to_rgb(target.float()).to(self.device))
+
+    def result(self) -> float:
+        return float(self.metric.compute())
