@@ -32,6 +32,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from img2img import step_graph
+from img2img.checkpoint import replace_file
 from img2img.config import RunConfig, TrainConfig
 from img2img.errors import UserError
 
@@ -318,7 +319,8 @@ def write_profile(step: Callable[[], Any], device: torch.device, path: Path, tit
         except (AttributeError, KeyError, ValueError):
             continue
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n\n" + table + "\n\n" + python_profile(step, device, steps) + "\n")
+    replace_file(path, ("\n".join(lines) + "\n\n" + table + "\n\n" + python_profile(step, device, steps) + "\n")
+                 .encode())
 
 
 def python_profile(step: Callable[[], Any], device: torch.device, steps: int = 10, rows: int = 25) -> str:

@@ -73,16 +73,35 @@ def atomic_save(payload: Any, path: str | Path) -> Path:
 
 def replace_file(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename, so that a file replaced is never left
-    half-written; an error names ``path``, not its temporary."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    half-written; an error names ``path``, not its temporary.  A link to a file stays a link (the file it names
+    is replaced), and what is not a file (``/dev/stdout``, a FIFO) is written in place: a rename would replace
+    the device itself (as root, ``--json /dev/full`` once left a JSON file where /dev/full had been)."""
+    path = Path(path)
     try:
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
+        if path.exists() and not path.is_file():
+            with open(path, "wb") as handle:
+                handle.write(data)
+            return
+        target = Path(os.path.realpath(path)) if path.is_symlink() else path
+        temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        try:
+            temporary.write_bytes(data)
+            os.replace(temporary, target)
+        finally:
+            if temporary.exists():  # (not unlink(missing_ok=True): beneath a file, it raises)
+                temporary.unlink()
     except OSError as error:
         raise OSError(error.errno, error.strerror, str(path)) from None
-    finally:
-        if temporary.exists():  # (not unlink(missing_ok=True): beneath a file, it raises)
-            temporary.unlink()
+
+
+def check_replaceable(path: Path, option: str, overwrite: bool) -> None:
+    """A one-line error unless ``path`` may be written whole: absent, or a file that ``overwrite`` allows
+    replacing; never a folder or a device (``--out /dev/null --overwrite`` would, as root, put a file in the
+    device's place, as a rename replaces whatever has the name)."""
+    if path.exists() and not path.is_file():
+        raise UserError(f"{option}: {path} is not a file (a folder or a device); name the file to write")
+    if path.exists() and not overwrite:
+        raise UserError(f"{option}: {path} exists; pass --overwrite to replace it")
 
 
 def _first_in_chain(error: BaseException | None, kind: type[BaseException]) -> BaseException | None:

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from img2img.checkpoint import check_replaceable
 from img2img.errors import UserError
 from img2img.translate import checkpoint_model, load_generator
 
@@ -43,8 +44,7 @@ def export_onnx(checkpoint_path: str | Path, out: str | Path, target: str | None
         raise UserError(f"--format onnx needs the onnx and onnxscript packages ({', '.join(missing)} missing): "
                         'pip install "img2img[export]"')
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise UserError(f"--out: {out} exists; pass --overwrite to replace it")
+    check_replaceable(out, "--out", overwrite)
     model = None if arch or norm or base_channels else checkpoint_model(checkpoint_path, use_ema)
     if model is not None and hasattr(model, "generate"):
         if target is not None:

@@ -171,8 +171,7 @@ def to_checkpoint(a2b: str | Path, b2a: str | Path | None, out: str | Path, arch
     from img2img.models.pix2pix import Pix2PixConfig  # noqa: PLC0415
 
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise UserError(f"--out: {out} exists; pass --overwrite to replace it")
+    checkpoint.check_replaceable(out, "--out", overwrite)
     net_ab, found = load_generator(a2b, arch, norm, base_channels, "WEIGHTS")
     networks = {}
     if found.kind == "resnet":

@@ -126,7 +126,7 @@ class RunDir:
         return handle
 
     def write_config(self, run: RunConfig) -> None:
-        self.config.write_text(run.to_json() + "\n")
+        replace_file(self.config, (run.to_json() + "\n").encode())  # on --resume, never half the old one
 
     def prune_checkpoints(self, keep: int) -> None:
         """Delete all but the newest ``keep`` step checkpoints (last.ckpt stays reachable: it is its own link)."""

@@ -4,6 +4,7 @@ run-folder locks, and a corpus of broken images driven through every command."""
 from __future__ import annotations
 
 import errno
+import json
 import faulthandler
 import gc
 import os
@@ -664,3 +665,56 @@ def test_translation_goes_through_where_shared_memory_is_full(tmp_path, full_sha
     for index in range(6):
         source = np.asarray(Image.open(tmp_path / "in" / f"{index}.png")).astype(int)
         assert np.abs(np.asarray(Image.open(tmp_path / "out" / f"{index}.png")) - (255 - source)).max() <= 1
+
+
+def test_a_full_disk_while_an_eval_report_is_rewritten_keeps_the_earlier_report(tmp_path, cyclegan_run,
+                                                                               monkeypatch):
+    """The report was written in place: a full disk left half of the new one where the earlier one had been."""
+    import pathlib  # noqa: PLC0415
+
+    data, report = cyclegan_run.parent, tmp_path / "e.json"
+    args = ["eval", cyclegan_run, "--a", data / "a", "--b", data / "b", "--features", "random", "--device", "cpu",
+            "--json", report]
+    result, output = invoke(*args)
+    assert result.exit_code == 0, output
+    earlier = report.read_bytes()
+
+    def full(write):
+        def partial(self, data, *args, **kwargs):
+            write(self, data[:10], *args, **kwargs)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return partial
+
+    monkeypatch.setattr(pathlib.Path, "write_text", full(pathlib.Path.write_text))
+    monkeypatch.setattr(pathlib.Path, "write_bytes", full(pathlib.Path.write_bytes))
+    result, _ = invoke(*args)
+    assert_one_line_error(result, str(report), "No space left on device")
+    monkeypatch.undo()
+    assert report.read_bytes() == earlier and [p.name for p in tmp_path.iterdir()] == ["e.json"]
+
+
+def test_a_report_written_to_a_link_or_a_pipe_keeps_the_link_and_the_pipe(tmp_path, cyclegan_run):
+    """Written through a temporary file and a rename, a report replaced a link with a file and, as root, a
+    device with a file (`--json /dev/full` left a JSON file where /dev/full had been); a FIFO stands in for the
+    device here."""
+    import stat  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    data = cyclegan_run.parent
+    args = ["eval", cyclegan_run, "--a", data / "a", "--b", data / "b", "--features", "random", "--device", "cpu"]
+    (tmp_path / "reports").mkdir()
+    link = tmp_path / "latest.json"
+    link.symlink_to(tmp_path / "reports" / "e.json")
+    result, output = invoke(*args, "--json", link)
+    assert result.exit_code == 0, output
+    assert link.is_symlink() and json.loads((tmp_path / "reports" / "e.json").read_text())["model"] == "cyclegan"
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    read = []
+    reader = threading.Thread(target=lambda: read.append(pipe.read_text()), daemon=True)
+    reader.start()
+    result, output = invoke(*args, "--json", pipe)
+    reader.join(timeout=60)
+    assert result.exit_code == 0, output
+    assert stat.S_ISFIFO(os.stat(pipe).st_mode) and json.loads(read[0])["model"] == "cyclegan"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.json", "pipe", "reports"]

@@ -557,6 +557,12 @@ def test_official_state_dicts_load_and_translate_as_the_official_test_does(kind,
 def test_official_weights_with_the_wrong_options_or_foreign_files_are_one_line_errors(tmp_path):
     weights = tmp_path / "latest_net_G_A.pth"
     torch.save(OfficialResnetGenerator(3, 3, ngf=8, n_blocks=6).state_dict(), weights)
+    # --overwrite replaces a file, never a folder or a device (a FIFO here), which the rename would replace whole
+    os.mkfifo(tmp_path / "pipe")
+    for command in (["import", weights], ["export", weights]):
+        result, _ = invoke(*command, "--out", tmp_path / "pipe", "--overwrite")
+        assert_one_line_error(result, f"--out: {tmp_path / 'pipe'} is not a file (a folder or a device)")
+    assert os.path.exists(tmp_path / "pipe") and not os.path.isfile(tmp_path / "pipe")
     write_rgb(tmp_path / "in" / "x.png", 16, 16)
     result, _ = invoke("translate", weights, tmp_path / "in", tmp_path / "out", "--arch", "resnet_9blocks")
     assert_one_line_error(result, "--arch resnet_9blocks", "resnet_6blocks")

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from img2img.checkpoint import replace_file
 from img2img.data.demo import COLOUR_TASK, SKELETON_TASK, colour_map, demo_task, ink_from_colour, label_of
 from img2img.data.guard import verify_images
 from img2img.data.images import list_images
@@ -706,5 +707,5 @@ def evaluate_checkpoint(path: str | Path, a: str | None = None, b: str | None = 
             folder = folder.parent
         json_path = folder / "eval" / f"step-{report.step:08d}.json"
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    replace_file(json_path, (json.dumps(report.to_dict(), indent=2) + "\n").encode())  # an earlier report stays whole
     return report, json_path
