@@ -55,6 +55,14 @@ class RunDir:
     def sample(self, step: int) -> Path:
         return self.samples / f"step-{step:08d}.png"
 
+    def saved_steps(self) -> list[int]:
+        """The steps of the checkpoints kept in ``checkpoints/`` (``step-N.ckpt``), in order."""
+        steps = []
+        for path in self.checkpoints.glob("step-*.ckpt"):
+            with contextlib.suppress(ValueError):
+                steps.append(int(path.stem.removeprefix("step-")))
+        return sorted(steps)
+
     def create(self, option: str = "--out", fresh: bool = True) -> None:
         """Create the folders, refusing to write a new run over an existing one, or over files that are not a
         run's (a new run replaces config.json and the sample grids, and starts metrics.jsonl afresh)."""

@@ -898,6 +898,12 @@ def resume(path: str | Path, steps: int | None = None, stop_after_steps: int | N
         if job.is_main:
             dirs.create("--resume", fresh=False)
             dirs.write_config(run)
+            step = int(payload["step"])
+            later = [saved for saved in dirs.saved_steps() if saved > step]
+            if later:  # going back: said, as the later checkpoints will be replaced as training passes them
+                log.warning("--resume: %s is step %d, and the run went on to step %d: training goes on from "
+                            "step %d again, and replaces what the run logged and saved after it", payload["path"],
+                            step, later[-1], step)
         try:
             trainer = Trainer(run, run_root, resolve_device(run.train.device), resume=payload, job=job)
             result = trainer.fit(stop_after_steps)

@@ -123,9 +123,10 @@ def _metrics(run):
             for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_resume_from_an_older_step_checkpoint_file(tmp_path, mnist_run):
+def test_resume_from_an_older_step_checkpoint_file(tmp_path, mnist_run, caplog):
     """As after a kill: the run wrote checkpoints and metrics past the checkpoint it resumes from (and the kill
-    cut its last metrics line); the resumed run's metrics are the uninterrupted run's, each step once."""
+    cut its last metrics line); the resumed run's metrics are the uninterrupted run's, each step once.  Going
+    back is said: it replaces the later checkpoints."""
     run = mnist_run(steps=20, save_every_steps=10)
     train(run, tmp_path / "whole")
     parts = tmp_path / "parts"
@@ -134,9 +135,14 @@ def test_resume_from_an_older_step_checkpoint_file(tmp_path, mnist_run):
         handle.write('{"step": 25, "g_lo')
     older = parts / "checkpoints" / "step-00000010.ckpt"
     resume(older)
+    assert "step-00000010.ckpt is step 10, and the run went on to step 20: training goes on from step 10 " \
+           "again" in caplog.text
     _assert_same(_weights_and_optimizers(tmp_path / "whole"), _weights_and_optimizers(parts))
     assert [record["step"] for record in _metrics(parts)] == [5, 10, 15, 20]
     assert _metrics(parts) == _metrics(tmp_path / "whole")
+    caplog.clear()
+    resume(parts, steps=30)  # from the newest: nothing to say
+    assert "went on" not in caplog.text
 
 
 def test_killed_and_terminated_cli_runs_resume_bit_identically(tmp_path):
