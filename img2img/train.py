@@ -517,16 +517,16 @@ class Trainer:
                 if stop.signal is not None and self.step < end:  # said while the signals are still the loop's:
                     self._save_on_stop()  # another Ctrl-C now changes nothing
                     raise Interrupted(stop.signal)
-        except Interrupted:
-            raise
         except _DataFailure as failure:
             bar.close()
             if stop.signal is not None:  # the loading workers had the signal too, and ended
                 self._save_on_stop()
                 raise Interrupted(stop.signal) from None
             raise self._data_failure(failure.error) from None
-        except KeyboardInterrupt:
-            bar.close()
+        except KeyboardInterrupt as error:
+            if isinstance(error, Interrupted) and not stop.in_step:  # stopped between steps: saved and said
+                raise
+            bar.close()  # a second signal within a step (Interrupted), or Ctrl-C where no StopRequests is entered
             if not self.job.enabled:  # a distributed save would wait on ranks that are stopping too
                 if stop.in_step:  # what the networks hold now is part of a step: not a checkpoint to resume from
                     log.warning("stopped at once halfway through step %d, with no checkpoint of it (%s)",

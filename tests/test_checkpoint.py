@@ -208,7 +208,8 @@ def test_a_second_signal_while_the_stop_writes_its_checkpoint_lets_it_finish(tmp
         assert all(torch.equal(value, payload["networks"][name][key]) for key, value in net.state_dict().items())
 
 
-def test_a_second_signal_stops_at_once_and_keeps_the_newest_checkpoint(tmp_path, mnist_run, monkeypatch):
+def test_a_second_signal_stops_at_once_and_keeps_the_newest_checkpoint(tmp_path, mnist_run, monkeypatch, caplog):
+    """And says so: the run ended with exit status 130 and no line about what it kept."""
     trainer = Trainer(mnist_run(steps=50, save_every_steps=5), tmp_path)
     _signalled_at_step(trainer, monkeypatch, 7, signal.SIGINT, signal.SIGINT)
     with pytest.raises(Interrupted):
@@ -216,6 +217,8 @@ def test_a_second_signal_stops_at_once_and_keeps_the_newest_checkpoint(tmp_path,
     assert trainer.step == 7  # halfway through step 8: nothing of it is saved
     assert checkpoint.read(tmp_path)["step"] == 5
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000005.ckpt"]
+    assert f"stopped at once halfway through step 8, with no checkpoint of it (the newest checkpoint, " \
+           f"{tmp_path / 'last.ckpt'}, is intact; continue with --resume {tmp_path})" in caplog.text
 
 
 
