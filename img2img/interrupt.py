@@ -11,8 +11,11 @@ checkpoint of it; the newest checkpoint on disk stays as it was.  Between steps,
 where the loop is stopping already, a second signal changes nothing: the checkpoint
 being written is finished.
 
-SIGHUP (the terminal or the ssh session went away) is taken as SIGTERM, unless
-the process was started ignoring it (``nohup``).  Elsewhere (folder translation)
+SIGHUP (the terminal or the ssh session went away) is taken as SIGTERM.  A
+SIGHUP or SIGINT that the process was started ignoring stays ignored: ``nohup``
+ignores SIGHUP, and a shell script starts its background jobs ignoring SIGINT
+(the terminal's Ctrl-C is the script's); Python leaves them ignored, and so does
+the command while it starts and checks its data.  Elsewhere (folder translation)
 SIGTERM and SIGHUP are Ctrl-C: :func:`terminate_as_interrupt` raises
 :class:`Interrupted` where the program is, as Python's Ctrl-C raises
 ``KeyboardInterrupt``, so that the work under way ends and is said; by default
@@ -35,8 +38,9 @@ HANGUP = getattr(signal, "SIGHUP", None)  # the terminal went away (POSIX)
 
 
 def _kept_ignored(number: int) -> bool:
-    """Whether ``number`` is a SIGHUP that this process was started ignoring (``nohup``): it stays ignored."""
-    return number == HANGUP and signal.getsignal(number) == signal.SIG_IGN
+    """Whether ``number`` is a SIGHUP (``nohup``) or SIGINT (a background job of a shell script, which the shell
+    starts ignoring Ctrl-C) that this process was started ignoring: it stays ignored, as Python leaves it."""
+    return number in (signal.SIGINT, HANGUP) and signal.getsignal(number) == signal.SIG_IGN
 
 
 class Interrupted(KeyboardInterrupt):
@@ -50,8 +54,8 @@ class Interrupted(KeyboardInterrupt):
 class StopRequests:
     """While entered, SIGINT, SIGTERM and SIGHUP (the terminal or ssh session went away, which ended a run on
     the spot) set :attr:`signal` rather than stop the program, and a second one raises :class:`Interrupted` if a
-    step is under way (:attr:`in_step`).  A SIGHUP that the process was started ignoring (``nohup``) stays
-    ignored.  Entered outside the main thread (where Python sets no handlers) it does nothing.  A process
+    step is under way (:attr:`in_step`).  A SIGHUP or SIGINT that the process was started ignoring (``nohup``, a
+    script's background job) stays ignored.  Entered outside the main thread (where Python sets no handlers) it does nothing.  A process
     forked while it is entered (a data-loading worker) ignores SIGINT and SIGHUP, which a terminal sends it too
     (the training process ends its workers when it stops), and ends on SIGTERM."""
 

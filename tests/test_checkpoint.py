@@ -177,16 +177,19 @@ def test_a_signal_stops_training_when_the_step_ends_with_a_checkpoint(tmp_path, 
         assert all(torch.equal(value, payload["networks"][name][key]) for key, value in net.state_dict().items())
 
 
-def test_a_hangup_that_nohup_ignores_stays_ignored(tmp_path, mnist_run, monkeypatch):
-    """`nohup img2img train ...` asks for the run to go on when the terminal goes away."""
+@pytest.mark.parametrize("number", [signal.SIGHUP, signal.SIGINT])
+def test_a_signal_the_process_was_started_ignoring_stays_ignored(tmp_path, mnist_run, monkeypatch, number):
+    """`nohup img2img train ...` asks for the run to go on when the terminal goes away; a shell script starts
+    its background jobs (`img2img train ... &`) ignoring Ctrl-C, which is the script's.  The SIGINT was ignored
+    while the command started and checked its data, then stopped the run once training began."""
     trainer = Trainer(mnist_run(steps=12, save_every_steps=100), tmp_path)
-    _signalled_at_step(trainer, monkeypatch, 7, signal.SIGHUP)
-    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    _signalled_at_step(trainer, monkeypatch, 7, number)
+    previous = signal.signal(number, signal.SIG_IGN)
     try:
         trainer.fit()
-        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+        assert signal.getsignal(number) == signal.SIG_IGN
     finally:
-        signal.signal(signal.SIGHUP, previous)
+        signal.signal(number, previous)
     assert checkpoint.read(tmp_path)["step"] == trainer.step == 12
 
 
