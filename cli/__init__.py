@@ -33,7 +33,7 @@ import click  # noqa: E402
 import torch  # noqa: E402
 
 from img2img.errors import UserError, out_of_memory, out_of_memory_message  # noqa: E402
-from img2img.interrupt import StopRequests  # noqa: E402
+from img2img.interrupt import StopRequests, terminate_as_interrupt  # noqa: E402
 from img2img.resources import available_cpus  # noqa: E402
 
 from .bench import bench  # noqa: E402
@@ -54,7 +54,8 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with terminate_as_interrupt():  # SIGTERM and SIGHUP end any command as Ctrl-C does, in one line
+                return super().invoke(ctx)
         except UserError as error:
             raise click.ClickException(str(error)) from None
         except OSError as error:  # a file cannot be written or read: say which, in one line
@@ -72,10 +73,13 @@ class _Group(click.Group):
             # where no command said more (what to make smaller, what was kept): in one line all the same
             raise click.ClickException(f"{out_of_memory_message(error)}; use smaller images, batches or sets "
                                        "of them") from None
-        except KeyboardInterrupt as error:  # the trainer has said what it saved; 128 + the signal, as shells do
+        except KeyboardInterrupt as error:  # 128 + the signal, as shells do
             for number in StopRequests.SIGNALS:  # stopping already: one more Ctrl-C is no traceback
                 signal.signal(number, signal.SIG_IGN)
-            raise click.exceptions.Exit(128 + getattr(error, "signal_number", signal.SIGINT)) from None
+            number = getattr(error, "signal_number", signal.SIGINT)
+            if not getattr(error, "said", False):  # training and translation say what they kept; the rest here
+                click.echo(f"interrupted ({signal.Signals(number).name}) before the command finished", err=True)
+            raise click.exceptions.Exit(128 + number) from None
 
 
 def _stdout_closed() -> bool:

@@ -96,6 +96,13 @@ class StopRequests:
                     name, "Ctrl-C" if number == signal.SIGINT else name)
 
 
+def said(error: BaseException) -> BaseException:
+    """``error`` (an interruption), marked as said: what the stopped work kept was logged, so the command line
+    adds no line of its own."""
+    error.said = True  # type: ignore[attr-defined]
+    return error
+
+
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
     """While entered (in the main thread; elsewhere it does nothing), SIGTERM and SIGHUP (unless ``nohup``
@@ -122,4 +129,4 @@ def terminate_as_interrupt() -> Iterator[None]:
             signal.signal(number, signal.SIG_DFL if handler is None else handler)
 
 
-__all__ = ["HANGUP", "Interrupted", "StopRequests", "terminate_as_interrupt"]
+__all__ = ["HANGUP", "Interrupted", "StopRequests", "said", "terminate_as_interrupt"]

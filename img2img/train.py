@@ -42,7 +42,7 @@ from img2img.data.images import folder_record
 from img2img.data.transfer import received
 from img2img.distributed import Distributed
 from img2img.errors import UserError, out_of_memory
-from img2img.interrupt import Interrupted, StopRequests
+from img2img.interrupt import Interrupted, StopRequests, said
 # load_model, resolve_device and run_config_from_dict live in img2img.loading; importable from here as before
 from img2img.loading import (build_model, load_model, open_checkpoint, resolve_device,  # noqa: F401
                              run_config_from_dict)
@@ -516,12 +516,12 @@ class Trainer:
                             checkpoint.atomic_link(self.dirs.checkpoint(self.step), self.dirs.best)
                 if stop.signal is not None and self.step < end:  # said while the signals are still the loop's:
                     self._save_on_stop()  # another Ctrl-C now changes nothing
-                    raise Interrupted(stop.signal)
+                    raise said(Interrupted(stop.signal))
         except _DataFailure as failure:
             bar.close()
             if stop.signal is not None:  # the loading workers had the signal too, and ended
                 self._save_on_stop()
-                raise Interrupted(stop.signal) from None
+                raise said(Interrupted(stop.signal)) from None
             raise self._data_failure(failure.error) from None
         except KeyboardInterrupt as error:
             if isinstance(error, Interrupted) and not stop.in_step:  # stopped between steps: saved and said
@@ -534,6 +534,7 @@ class Trainer:
                                     f"; continue with --resume {self.dirs.root}" if self.dirs.last.exists() else ""))
                 else:
                     self._save_on_stop()
+                said(error)
             raise
         except OSError as error:  # writing the run's files (a full disk, a folder taken away) or reading eval data
             raise UserError(f"{error.filename or self.dirs.root}: {error.strerror or error} at step {self.step} "

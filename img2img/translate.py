@@ -46,7 +46,7 @@ from img2img.data.images import (IMAGE_EXTENSIONS, can_write, convert_channels, 
                                  quantize, read_image_bits, read_image_levels, to_tensor, to_unit, visible_files)
 from img2img.data.transfer import BoundedBatches, Collate, received
 from img2img.errors import UserError, out_of_memory
-from img2img.interrupt import terminate_as_interrupt
+from img2img.interrupt import said, terminate_as_interrupt
 from img2img.resources import available_cpus, available_memory, note_workers
 from img2img.step_graph import CaptureFault, StepGraphs, check_capture
 
@@ -587,13 +587,13 @@ class Translator:
                 if previous is not None:
                     hand_over(*previous)
                 collect(0)
-            except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: the writes under way end, then what is done is said
-                bar.close()
+            except KeyboardInterrupt as error:  # Ctrl-C, SIGTERM, SIGHUP: the writes under way end, then
+                bar.close()  # what is done is said
                 with contextlib.suppress(BaseException):
                     collect(0)
                 log.warning("interrupted: %d of %d images translated into %s; the same command translates the "
                             "rest (what is written is kept)", len(summary.translated), len(pending), destination)
-                raise
+                raise said(error)
             except Exception:  # the error's line on a line of its own, not after the progress bar's
                 bar.close()
                 raise

@@ -296,6 +296,29 @@ def test_a_signal_while_the_command_starts_ends_it_in_one_line(name):
     assert result.stderr == "interrupted while starting; nothing was done\n" and result.stdout == ""
 
 
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
+def test_a_signal_during_a_command_ends_it_in_one_line(name, finished_run, tmp_path):
+    """Past its start, SIGTERM ended a command that had not set handlers of its own (eval, sample, export, a
+    training still checking its data) by the default action, without a word and without removing its temporary
+    files, and Ctrl-C ended it with exit status 130 and no line either."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    report = tmp_path / "e.json"
+    script = ("import os, signal, time\n"
+              "import img2img.evaluation.evaluate as evaluate\n"
+              "def stopped(*args, **kwargs):\n"
+              f"    os.kill(os.getpid(), signal.{name})\n"
+              "    time.sleep(30)\n"
+              "evaluate.evaluate_model = stopped\n"
+              "from img2img.cli import main\n"
+              f"main(['eval', {str(finished_run)!r}, '--samples', '10', '--device', 'cpu', '--json', {str(report)!r}])\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 128 + getattr(signal, name), result.stderr
+    assert result.stderr.splitlines()[-1] == f"interrupted ({name}) before the command finished", result.stderr
+    assert "Traceback" not in result.stderr and not report.exists()
+
+
 def test_a_closed_pipe_on_standard_output_ends_the_command_quietly(tmp_path, cyclegan_run):
     """`img2img translate ... | head -c 0`: printing the summary to a pipe no one reads said `Error: OUT: Broken
     pipe`, blaming the translations, which were all written."""
