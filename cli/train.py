@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import click
 
@@ -38,6 +39,7 @@ def _start(ctx: click.Context, model_class: type[GANModel], values: dict) -> Non
                         model_class.Config(**{k: v for k, v in values.items() if k not in train_fields}))
         if out and not dry_run and from_environment().is_main:
             RunDir(out).check_fresh("--out")  # before the data are checked, which can take minutes
+            training.refuse_run_inside_data(run, Path(out), "--out")
         run = training.resolve_run(run)
         if from_environment().is_main:
             report_config(run)

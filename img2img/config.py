@@ -39,6 +39,7 @@ class CliOption:
     min_open: bool = False
     max_open: bool = False
     path: bool = False  # a file or folder
+    images: bool = True  # (a path) whose images the run reads, so no run folder may lie inside it (MNIST's: no)
     switch: bool = False  # a bool given as a bare flag (--sync-bn), not as --x/--no-x
     bare: str | None = None  # a choice's value when its flag is given alone (--cuda-graph means --cuda-graph on)
 

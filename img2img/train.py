@@ -769,11 +769,12 @@ def _absolute_paths(config: Any) -> Any:
     return dataclasses.replace(config, **changes) if changes else config
 
 
-def _folder_options(run: RunConfig) -> Iterator[tuple[str, str]]:
-    """``(flag, folder)`` of each data folder a run names (the options marked ``path`` that are folders)."""
+def _folder_options(run: RunConfig, images: bool = False) -> Iterator[tuple[str, str]]:
+    """``(flag, folder)`` of each data folder a run names (the options marked ``path`` that are folders), or of
+    each folder whose images it reads (``images``: not MNIST's archives)."""
     for config in (run.options, run.train):
         for f, value in _path_options(config):
-            if os.path.isdir(value):
+            if os.path.isdir(value) and (cli_option(f).images or not images):
                 yield cli_option(f).flag or f"--{f.name.replace('_', '-')}", value
 
 
@@ -840,13 +841,26 @@ def resolve_run(run: RunConfig) -> RunConfig:
     return run
 
 
+def refuse_run_inside_data(run: RunConfig, root: Path, option: str) -> None:
+    """A one-line error for a run folder inside one of the run's data folders: its sample grids would be read
+    as images of that folder (on --resume, as training images; at an evaluation, as held-out ones)."""
+    real_root = Path(os.path.realpath(root))
+    for flag, folder in _folder_options(run, images=True):
+        if real_root.is_relative_to(os.path.realpath(folder)):
+            what = "move it out (a run resumes from any folder) and resume it there" if option == "--resume" else \
+                "choose a run folder outside it"
+            raise UserError(f"{option}: the run folder {root} lies inside {flag} {folder}, whose images its sample "
+                            f"grids would join; {what}")
+
+
 def train(run: RunConfig, out: str | Path, resolved: bool = False) -> TrainResult:
     """Start a new run in ``out`` (which must not hold one already) and train it to the end."""
+    dirs = RunDir(out)
+    refuse_run_inside_data(run, dirs.root, "--out")  # before the data is checked, which can take minutes
     if not resolved:
         run = resolve_run(run)
     device = resolve_device(run.train.device)
     job = dist_tools.from_environment()
-    dirs = RunDir(out)
     with held(dirs.lock("--out") if job.is_main else None):
         if job.is_main:
             dirs.create("--out", fresh=True)
@@ -885,14 +899,15 @@ def resume(path: str | Path, steps: int | None = None, stop_after_steps: int | N
     if changes:
         run = run.replace_train(**changes)
     check_time_limit(run.train)
+    run_root = Path(payload["path"]).resolve().parent
+    if run_root.name == "checkpoints":
+        run_root = run_root.parent
+    refuse_run_inside_data(run, run_root, "--resume")
     get_model_class(run.model).resolve(run.options)  # the data checked again (every file decoded) before a step
     if run.train.eval_every_steps:  # and the held-out data
         from img2img.evaluation.evaluate import EvalData, verify_held_out  # noqa: PLC0415
 
         verify_held_out(EvalData.of_training(run.train))
-    run_root = Path(payload["path"]).resolve().parent
-    if run_root.name == "checkpoints":
-        run_root = run_root.parent
     dirs = RunDir(run_root)
     job = dist_tools.from_environment()
     with held(dirs.lock("--resume") if job.is_main else None):

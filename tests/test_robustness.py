@@ -718,3 +718,27 @@ def test_a_report_written_to_a_link_or_a_pipe_keeps_the_link_and_the_pipe(tmp_pa
     assert result.exit_code == 0, output
     assert stat.S_ISFIFO(os.stat(pipe).st_mode) and json.loads(read[0])["model"] == "cyclegan"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.json", "pipe", "reports"]
+
+
+def test_a_run_folder_inside_its_data_folder_is_refused_before_the_data_is_checked(tmp_path, monkeypatch):
+    """`--out data/a/run` trained, and on --resume its own sample grids were read as training images of --a
+    (with a warning that the folder had changed, which named no cause)."""
+    import shutil  # noqa: PLC0415
+
+    from test_unpaired import write_unpaired  # noqa: PLC0415
+
+    (tmp_path / "data").mkdir()
+    root = write_unpaired(tmp_path / "data")
+    args = ["train", "cyclegan", "--a", root / "a", "--b", root / "b", "--size", 32, "--load-size", 32, "--ngf", 4,
+            "--ndf", 4, "--steps", 2, "--device", "cpu", "--workers", 0]
+    with monkeypatch.context() as patch:
+        patch.setattr("img2img.data.unpaired.verify_images", lambda *args, **kwargs: pytest.fail("checked first"))
+        result, _ = invoke(*args, "--out", root / "a" / "run")
+    assert_one_line_error(result, f"--out: the run folder {root / 'a' / 'run'} lies inside --a {root / 'a'}",
+                          "choose a run folder outside it")
+    assert sorted(p.name for p in (root / "a").iterdir()) == sorted(f"{i}.png" for i in range(6))
+    result, output = invoke(*args, "--out", tmp_path / "run")  # beside the data: trains
+    assert result.exit_code == 0, output
+    shutil.move(tmp_path / "run", root / "b" / "run")  # a run made inside its data before this was refused
+    result, _ = invoke("train", "cyclegan", "--resume", root / "b" / "run", "--steps", 4)
+    assert_one_line_error(result, "--resume", "lies inside --b", "move it out (a run resumes from any folder)")

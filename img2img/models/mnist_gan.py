@@ -43,7 +43,7 @@ class DigitsConfig:
     noise_dim: int = 100
     mnist_root: str | None = option(None, "Use full MNIST from this folder (downloaded there if missing; falls back to "
                                           "the embedded digits when that fails).  [default: the embedded 4,000 "
-                                          "training digits]", path=True)
+                                          "training digits]", path=True, images=False)
     data: str | None = option(None, "Train on this folder of images instead of the digits, each resized to the "
                                     "model's side and all held in memory; with one sub-folder per class (two or "
                                     "more), the sub-folders' names are the labels.", path=True)
