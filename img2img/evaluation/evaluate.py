@@ -282,10 +282,15 @@ def _require(data: EvalData | None, model_class: Any, prefix: str = "--") -> Eva
 
 
 # -- streaming: an evaluation holds a chunk of images at a time, and features and per-image numbers of the rest --
+def _spans(count: int) -> Iterator[range]:
+    """The positions ``0 .. count - 1``, ``BATCH`` at a time."""
+    return (range(start, min(start + BATCH, count)) for start in range(0, count, BATCH))
+
+
 def _chunks(read: Callable[[int], Tensor], indices: Sequence[int]) -> Iterator[Tensor]:
     """The images ``read(i)`` for ``i`` in ``indices``, stacked ``BATCH`` at a time."""
-    for start in range(0, len(indices), BATCH):
-        yield torch.stack([read(int(index)) for index in indices[start:start + BATCH]])
+    for span in _spans(len(indices)):
+        yield torch.stack([read(int(indices[position])) for position in span])
 
 
 class _Features:
@@ -437,8 +442,8 @@ def _evaluate_pix2pix(model: Any, options: Any, report: Report, data: EvalData, 
         labels = torch.tensor([label_of(path) for path in files])
         dilation = PairedMeans()
         agree = {name: _Agreement(classifier, device) for name in ("outputs", "dilation", "targets")}
-    for start in range(0, len(dataset), BATCH):
-        items = [dataset[index] for index in range(start, min(start + BATCH, len(dataset)))]
+    for span in _spans(len(dataset)):
+        items = [dataset[index] for index in span]
         inputs, target = (torch.stack([item[key] for item in items]) for key in ("a", "b"))
         output = _translate(model, inputs, "a2b", device)
         paired.add(unit(output), unit(target))
@@ -450,7 +455,7 @@ def _evaluate_pix2pix(model: Any, options: Any, report: Report, data: EvalData, 
         if skeleton:
             dilated = F.max_pool2d(unit(inputs), 3, 1, 1)
             dilation.add(dilated, unit(target))
-            expected = labels[start:start + len(items)]
+            expected = labels[span.start:span.stop]
             agree["outputs"].add(output, expected)
             agree["dilation"].add(dilated * 2 - 1, expected)
             agree["targets"].add(target, expected)
@@ -508,17 +513,16 @@ def _evaluate_unpaired(model: Any, options: Any, report: Report, data: EvalData,
     for source in "ab":  # one pass over each side: its real images' features and its translations'
         direction = "a2b" if source == "a" else "b2a"
         to = "b" if source == "a" else "a"
-        for start in range(0, len(files[source]), BATCH):
-            indices = range(start, min(start + BATCH, len(files[source])))
-            chunk = torch.stack([dataset.side_image(source, index) for index in indices])
+        for span in _spans(len(files[source])):
+            chunk = torch.stack([dataset.side_image(source, index) for index in span])
             real[source].add(chunk)
             if direction not in directions:
                 continue
             translated = _translate(model, chunk, direction, device)
             fake[to].add(translated)
             if colour is not None and source == "a":
-                target = unit(torch.stack([dataset.side_image("b", order[index]) for index in indices]))
-                expected = labels[start:start + len(indices)]
+                target = unit(torch.stack([dataset.side_image("b", order[index]) for index in span]))
+                expected = labels[span.start:span.stop]
                 colour["model"].add(unit(translated), target)
                 colour["map"].add(colour_map(unit(chunk)), target)
                 colour["identity"].add(unit(chunk).expand(-1, 3, -1, -1), target)
@@ -573,10 +577,9 @@ def _evaluate_domains(model: Any, options: Any, report: Report, data: EvalData, 
         mapped_psnr = {pair: PairedMeans() for pair in pairs}
         agree = {pair: _Agreement(classifier, device) for pair in pairs}
         mapped_agree = {pair: _Agreement(classifier, device) for pair in pairs}
-    for start in range(0, max(len(dataset) for dataset in datasets.values()), BATCH):  # every domain's chunk
-        chunk = {name: torch.stack([dataset[index]["image"] for index in range(start, min(start + BATCH,
-                                                                                          len(dataset)))])
-                 for name, dataset in datasets.items() if start < len(dataset)}
+    for span in _spans(max(len(dataset) for dataset in datasets.values())):  # every domain's chunk
+        chunk = {name: torch.stack([dataset[index]["image"] for index in span if index < len(dataset)])
+                 for name, dataset in datasets.items() if span.start < len(dataset)}
         for name, images in chunk.items():
             real[name].add(images)
         for source, images in chunk.items():
@@ -587,7 +590,7 @@ def _evaluate_domains(model: Any, options: Any, report: Report, data: EvalData, 
                     continue
                 fake[(source, target)].add(translated)
                 if styles:
-                    exact, expected = unit(chunk[target]), labels[start:start + len(images)]
+                    exact, expected = unit(chunk[target]), labels[span.start:span.stop]
                     mapped = STYLES[target].paint(STYLES[source].ink_of(unit(images)))
                     psnr[(source, target)].add(unit(translated), exact)
                     mapped_psnr[(source, target)].add(mapped, exact)

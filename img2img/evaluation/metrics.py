@@ -157,18 +157,10 @@ def lpips_backbone_file() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(AlexNet_Weights.IMAGENET1K_V1.url).name
 
 
-@torch.no_grad()
-def lpips(output: Tensor, target: Tensor, device: torch.device | str = "cpu") -> float:
-    """Mean LPIPS (AlexNet; Zhang et al. 2018) of ``(N, C, H, W)`` images in [-1, 1].  Needs the AlexNet weights
-    already in torch's hub cache: :class:`UserError` otherwise (nothing is downloaded)."""
-    meter = Lpips(device)
-    for out_chunk, target_chunk in zip(output.split(100), target.split(100)):
-        meter.add(out_chunk, target_chunk)
-    return meter.result()
-
-
 class Lpips:
-    """:func:`lpips` over pairs given a batch at a time; made only where the AlexNet weights are at hand."""
+    """Mean LPIPS (AlexNet; Zhang et al. 2018) of ``(N, C, H, W)`` images in [-1, 1], over pairs given a batch at
+    a time.  Needs the AlexNet weights already in torch's hub cache: :class:`UserError` otherwise (nothing is
+    downloaded)."""
 
     def __init__(self, device: torch.device | str = "cpu") -> None:
         backbone = lpips_backbone_file()
