@@ -18,7 +18,8 @@ from .options import Output
 @click.option("--b", "data_b", type=click.Path(), default=None, help="Held-out domain-B (target) images.")
 @click.option("--aligned", type=click.Path(), default=None, help="Held-out side-by-side A|B files (pix2pix).")
 @click.option("--data", "domains", type=click.Path(), default=None,
-              help="Held-out images, one sub-folder per domain (StarGAN).")
+              help="Held-out images, one sub-folder per domain (StarGAN); for a model trained on a folder (dcgan "
+                   "--data DIR), where DIR lies now, if it moved.")
 @click.option("--metrics", default=None,
               help="Comma-separated metrics that must be computed (e.g. fid,psnr).  [default: all that apply]")
 @click.option("--features", type=click.Choice(["auto", *EXTRACTORS]), default="auto",

@@ -148,16 +148,30 @@ def resume_changes(ctx: click.Context) -> dict[str, Any]:
             and ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)}
 
 
-def check_resume_options(ctx: click.Context) -> None:
-    """With --resume, refuse options that would change what the saved run computes."""
+def _given(ctx: click.Context, name: str) -> bool:
+    return ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)
+
+
+def resume_moves(ctx: click.Context, data_fields: tuple[str, ...]) -> dict[str, str]:
+    """The data folders given with --resume (``data_fields``: the command's path options), by field: where the
+    run's data lies now, when it moved."""
+    return {name: ctx.params[name] for name in data_fields if name in ctx.params and _given(ctx, name)}
+
+
+def check_resume_options(ctx: click.Context, data_fields: tuple[str, ...] = ()) -> None:
+    """With --resume, refuse options that would change what the saved run computes (``data_fields``, the new
+    places of its data folders, may be given)."""
     for name in ctx.params:
-        if name in RESUMABLE:
+        if name in RESUMABLE or name in data_fields:
             continue
-        if ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None):
-            flag = next(p for p in ctx.command.params if p.name == name).opts[0]
-            raise click.UsageError(f"{flag} cannot be changed when resuming; --resume uses the run's saved "
+        if _given(ctx, name):
+            flags = {p.name: p.opts[0] for p in ctx.command.params}
+            moved = [flags[field] for field in data_fields if field in flags]
+            raise click.UsageError(f"{flags[name]} cannot be changed when resuming; --resume uses the run's saved "
                                    "settings (only --steps, --device, --channels-last, --compile, --cudnn-benchmark, "
-                                   "--cuda-graph and --tensorboard may be given)", ctx)
+                                   "--cuda-graph and --tensorboard may be given"
+                                   + (f", and the new place of a data folder that moved: {', '.join(moved)}"
+                                      if moved else "") + ")", ctx)
     if ctx.get_parameter_source("out") is not click.core.ParameterSource.DEFAULT:
         raise click.UsageError("--out cannot be given with --resume: a resumed run stays in its own folder", ctx)
 
@@ -171,4 +185,4 @@ def report_config(run: RunConfig) -> None:
 
 
 __all__ = ["OUTPUTS", "Output", "check_resume_options", "config_options", "decorate", "default_out",
-           "record_output", "report_config", "resume_changes", "speed_options", "with_speed_options"]
+           "record_output", "report_config", "resume_changes", "resume_moves", "speed_options", "with_speed_options"]

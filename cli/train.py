@@ -8,13 +8,13 @@ from pathlib import Path
 import click
 
 from img2img import train as training
-from img2img.config import RunConfig, TrainConfig
+from img2img.config import RunConfig, TrainConfig, path_fields
 from img2img.distributed import from_environment
 from img2img.models import MODELS, GANModel
 from img2img.run import RunDir
 
 from .options import (Output, check_resume_options, config_options, decorate, default_out, record_output, report_config,
-                      resume_changes)
+                      resume_changes, resume_moves)
 
 
 @click.group()
@@ -26,11 +26,13 @@ def _start(ctx: click.Context, model_class: type[GANModel], values: dict) -> Non
     """Start the run the options describe, or resume --resume; then say where the results are."""
     out, resume, dry_run = values.pop("out"), values.pop("resume"), values.pop("dry_run")
     if resume:
-        check_resume_options(ctx)
+        data_fields = path_fields(model_class.Config) + path_fields(TrainConfig)
+        check_resume_options(ctx, data_fields)
         if dry_run:
             click.echo(f"would resume {resume}")
             return
-        result = training.resume(resume, model=model_class.name, **resume_changes(ctx))
+        result = training.resume(resume, model=model_class.name, moves=resume_moves(ctx, data_fields),
+                                 **resume_changes(ctx))
     else:
         train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
         given = {k: v for k, v in values.items() if k in train_fields}
@@ -79,7 +81,8 @@ def model_command(model_class: type[GANModel]) -> click.Command:
         click.option("--out", type=Output(file_okay=False), default=None,
                      help="Run folder to create.  [default: runs/MODEL-TIME]"),
         click.option("--resume", type=Output(), default=None,
-                     help="Continue the run in this folder (or from this checkpoint) with its saved settings."),
+                     help="Continue the run in this folder (or from this checkpoint) with its saved settings (and, "
+                          "where its data folders moved, their new places: --resume RUN --a DIR)."),
         *config_options(model_class.Config),
         *config_options(TrainConfig, defaults, help_overrides=_help_overrides(model_class)),
         click.option("--dry-run", is_flag=True, help="Print the resolved configuration and exit."),

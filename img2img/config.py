@@ -57,6 +57,12 @@ def cli_option(f: dataclasses.Field) -> CliOption | None:
     return f.metadata.get("cli")
 
 
+def path_fields(cls: type) -> tuple[str, ...]:
+    """The fields of config dataclass ``cls`` that name a file or folder (the options marked ``path``): the data
+    folders, which ``--resume`` may be told the new place of."""
+    return tuple(f.name for f in dataclasses.fields(cls) if (cli := cli_option(f)) is not None and cli.path)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Options of the training loop, the same for every model."""

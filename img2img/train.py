@@ -35,7 +35,7 @@ from tqdm import tqdm
 from img2img import checkpoint, speed
 from img2img.board import Board
 from img2img import distributed as dist_tools
-from img2img.config import RESUMABLE_SETTINGS, RunConfig, TrainConfig, cli_option
+from img2img.config import RESUMABLE_SETTINGS, RunConfig, TrainConfig, cli_option, path_fields
 from img2img.data import guard
 from img2img.data.batches import mix_seed
 from img2img.data.images import folder_record
@@ -150,7 +150,7 @@ class Trainer:
                 EvalData.of_training(self.config), run.options)
         # what the data folders hold (names and sizes), kept in each checkpoint: a resume says if they changed
         self.data_record = data_record(run) if data is None and self.job.is_main else {}
-        self.data_warnings: list[str] = []
+        self.data_notes: list[tuple[int, str]] = []
         if resume is not None:
             self._load_state(resume)
         self.graphs = StepGraphs(self.device, list(self.optimizers.values())) if step_graphs else None
@@ -376,7 +376,7 @@ class Trainer:
         self.step = int(payload["step"])
         self.best = payload.get("best")
         # said when training starts, in the run's log too
-        self.data_warnings = data_changes(payload.get("data"), self.data_record, self.step) if self.job.is_main else []
+        self.data_notes = data_changes(payload.get("data"), self.data_record, self.step) if self.job.is_main else []
         ranks = payload.get("rng_ranks")
         if ranks is not None and len(ranks) == self.job.world_size:
             checkpoint.restore_rng(ranks[self.job.rank])
@@ -456,8 +456,8 @@ class Trainer:
                      config.steps, config.batch_size,
                      f" per process × {self.job.world_size} processes = {config.batch_size * self.job.world_size}"
                      " global" if self.job.enabled else "")
-            for line in self.data_warnings:
-                log.warning("%s", line)
+            for level, line in self.data_notes:
+                log.log(level, "%s", line)
         try:  # read from the training files in this process: they may have broken since the run began
             sample_inputs = self.model.sample_inputs(self.data, config.seed, self.device)
         except Exception as error:  # noqa: BLE001
@@ -775,7 +775,41 @@ def _folder_options(run: RunConfig, images: bool = False) -> Iterator[tuple[str,
     for config in (run.options, run.train):
         for f, value in _path_options(config):
             if os.path.isdir(value) and (cli_option(f).images or not images):
-                yield cli_option(f).flag or f"--{f.name.replace('_', '-')}", value
+                yield _flag(f), value
+
+
+def _flag(f: dataclasses.Field) -> str:
+    return cli_option(f).flag or f"--{f.name.replace('_', '-')}"
+
+
+def relocate_data(run: RunConfig, moves: dict[str, str], checkpoint: str | Path) -> RunConfig:
+    """``run`` reading its data from where it lies now: ``moves`` maps the field of a data folder the run reads
+    (``a``, ``data``, ``eval_a``, ...) to its new place (a dataset moved to another disk, a run resumed on
+    another machine).  Whether the folder still holds what the run trained on is said at the checkpoint's
+    record of it (:func:`data_changes`), as for a folder changed in place.  A data folder that the run reads and
+    that is gone is named with how to give its new place, ``checkpoint`` being what was resumed."""
+    configs = {"options": run.options, "train": run.train}
+    for name, place in moves.items():
+        where = next((key for key, config in configs.items() if name in path_fields(type(config))), None)
+        if where is None:
+            raise ValueError(f"{name} is no data folder of a {run.model} run")
+        config = configs[where]
+        f = next(f for f in dataclasses.fields(config) if f.name == name)
+        if getattr(config, name) is None:
+            reads = [_flag(g) for c in configs.values() for g, _ in _path_options(c)]
+            places = f"the run's {', '.join(reads)}" if reads else "no folder of this run"
+            raise UserError(f"{_flag(f)}: the run reads no {_flag(f)}, so it has none to move; --resume may give the "
+                            f"new place of {places}")
+        configs[where] = dataclasses.replace(config, **{name: os.path.abspath(place)})
+    run = RunConfig(run.model, configs["train"], configs["options"])
+    gone = [(_flag(f), value) for config in configs.values() for f, value in _path_options(config)
+            if cli_option(f).images and not os.path.exists(value)]  # (MNIST's folder is downloaded into)
+    if gone:
+        one, also = len(gone) == 1, "".join(f", nor does {flag} {value}" for flag, value in gone[1:])
+        raise UserError(f"{gone[0][0]}: {gone[0][1]}, which the run reads, does not exist{also}; if "
+                        f"{'it' if one else 'they'} moved, give {'its' if one else 'their'} new place: img2img train "
+                        f"{run.model} --resume {checkpoint} " + " ".join(f"{flag} DIR" for flag, _ in gone))
+    return run
 
 
 def data_record(run: RunConfig) -> dict[str, Any]:
@@ -783,19 +817,24 @@ def data_record(run: RunConfig) -> dict[str, Any]:
     return {flag: {"folder": folder, **folder_record(folder)} for flag, folder in _folder_options(run)}
 
 
-def data_changes(then: dict[str, Any] | None, now: dict[str, Any], step: int) -> list[str]:
-    """A line for each data folder that does not hold what it held when the checkpoint of ``step`` was written
-    (the run goes on, but will not end with the weights of a run that was not stopped)."""
+def data_changes(then: dict[str, Any] | None, now: dict[str, Any], step: int) -> list[tuple[int, str]]:
+    """``(logging level, line)``: a warning for each data folder that does not hold what it held when the
+    checkpoint of ``step`` was written (the run goes on, but will not end with the weights of a run that was not
+    stopped), and a note for each that is read from a new place (``--resume RUN --a DIR``)."""
     lines = []
     for flag, was in (then or {}).items():
         seen = now.get(flag)
-        if seen is None or seen.get("folder") != was.get("folder") or seen["digest"] == was["digest"]:
+        if seen is None:
             continue
-        change = (f"holds {seen['images']} images, {was['images']} at the checkpoint of step {step}"
-                  if seen["images"] != was["images"] else
-                  f"holds images renamed, replaced or changed in size since the checkpoint of step {step}")
-        lines.append(f"{flag}: {seen['folder']} {change}; the run goes on with them as they are, so it will not "
-                     "end as a run that was not stopped would")
+        if seen["folder"] != was.get("folder"):
+            lines.append((logging.INFO, f"{flag}: the run's data is read from {seen['folder']} now (it was "
+                                        f"{was.get('folder')})"))
+        if seen["digest"] != was["digest"]:
+            change = (f"holds {seen['images']} images, {was['images']} at the checkpoint of step {step}"
+                      if seen["images"] != was["images"] else
+                      f"holds images renamed, replaced or changed in size since the checkpoint of step {step}")
+            lines.append((logging.WARNING, f"{flag}: {seen['folder']} {change}; the run goes on with them as they "
+                                           "are, so it will not end as a run that was not stopped would"))
     return lines
 
 
@@ -875,10 +914,11 @@ def train(run: RunConfig, out: str | Path, resolved: bool = False) -> TrainResul
 
 
 def resume(path: str | Path, steps: int | None = None, stop_after_steps: int | None = None,
-           model: str | None = None, **changes: Any) -> TrainResult:
+           model: str | None = None, moves: dict[str, str] | None = None, **changes: Any) -> TrainResult:
     """Continue the run whose checkpoint (or run folder) is ``path``, in that run's folder.
 
     ``model``: the model the caller expects (``img2img train MODEL --resume``); a run of another is refused.
+    ``moves``: new places of the run's data folders, by field (:func:`relocate_data`).
     ``changes``: new values of the settings that do not change what the run computes (``device`` and the
     speed settings, see :data:`~img2img.config.RESUMABLE_SETTINGS`)."""
     payload, run = open_checkpoint(path, "--resume")
@@ -899,6 +939,7 @@ def resume(path: str | Path, steps: int | None = None, stop_after_steps: int | N
     if changes:
         run = run.replace_train(**changes)
     check_time_limit(run.train)
+    run = relocate_data(run, moves or {}, path)
     run_root = Path(payload["path"]).resolve().parent
     if run_root.name == "checkpoints":
         run_root = run_root.parent

@@ -296,6 +296,38 @@ def test_train_sample_and_eval_on_a_folder(tmp_path):
     assert result.exit_code == 0 and "fid" in output and "nn_distance_to_train" in output, output
 
 
+def test_eval_of_a_run_whose_folder_moved_takes_its_new_place(tmp_path):
+    """The evaluation of a model trained on a folder compares with that folder's images: once it moved, eval
+    said `--data: DIR does not exist` and refused --data for the model, so nothing could evaluate the run."""
+    root = _folder(tmp_path / "pets")
+    out = tmp_path / "run"
+    result, output = invoke("train", "dcgan", "--data", root, "--size", 32, "--ngf", 8, "--ndf", 8, "--out", out,
+                            "--steps", 2, "--batch-size", 4, "--device", "cpu")
+    assert result.exit_code == 0, output
+    options = ("--samples", 8, "--device", "cpu", "--features", "random")
+    result, output = invoke("eval", out, *options, "--json", tmp_path / "before.json")
+    assert result.exit_code == 0, output
+    root.rename(tmp_path / "moved")
+    result, _ = invoke("eval", out, *options)
+    assert_one_line_error(result, f"--data: {root}, the folder the run trained on", f"img2img eval {out} --data DIR")
+    result, output = invoke("eval", out, *options, "--data", tmp_path / "moved", "--json", tmp_path / "after.json")
+    assert result.exit_code == 0, output
+    before, after = (json.loads((tmp_path / name).read_text()) for name in ("before.json", "after.json"))
+    assert after["metrics"] == before["metrics"] and after["notes"] == []
+    assert str(tmp_path / "moved") in after["protocol"]["reference"]
+    other = _folder(tmp_path / "other", per_class=4)  # not what it trained on: compared all the same, and said
+    result, output = invoke("eval", out, *options, "--data", other, "--json", tmp_path / "other.json")
+    assert result.exit_code == 0, output
+    assert json.loads((tmp_path / "other.json").read_text())["notes"] == [
+        f"--data: {other} does not hold the images the run trained on ({root}, as the checkpoint of step 2 recorded "
+        "them): its samples are compared with these"]
+    result, output = invoke("train", "mnist-gan", "--steps", 1, "--batch-size", 4, "--out", tmp_path / "digits",
+                            "--device", "cpu")  # a digit GAN, which trained on no folder, still refuses --data
+    assert result.exit_code == 0, output
+    result, _ = invoke("eval", tmp_path / "digits", "--data", other, "--device", "cpu")
+    assert_one_line_error(result, "--data: evaluating a mnist-gan model does not read it")
+
+
 def test_a_folder_whose_classes_changed_is_named_at_resume(tmp_path):
     root = _folder(tmp_path / "pets")
     out = tmp_path / "run"

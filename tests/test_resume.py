@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from img2img import checkpoint
+from img2img.config import RunConfig, TrainConfig
 from img2img.errors import UserError
 from img2img.train import Trainer, resume, train
 
@@ -109,6 +110,59 @@ def test_a_resume_says_which_data_folders_changed_since_its_checkpoint(tmp_path)
         "so it will not end as a run that was not stopped would"]
     result, output = invoke("train", "cyclegan", "--resume", tmp_path / "run", "--steps", 5)
     assert result.exit_code == 0 and len(warned(tmp_path / "run")) == 2, output  # said once: checkpoints hold it
+
+
+def test_a_run_whose_data_moved_resumes_from_its_new_place(tmp_path):
+    """A dataset moved to another disk (or a run copied to another machine) left a run that could never resume:
+    `--a: ... does not exist`, and `--a cannot be changed when resuming`.  --resume now takes the new places of
+    the run's data folders, and the run ends bit for bit as if it had never stopped."""
+    import shutil  # noqa: PLC0415
+
+    from test_cli import assert_one_line_error, invoke  # noqa: PLC0415
+    from test_unpaired import write_unpaired  # noqa: PLC0415
+
+    from img2img.models.cyclegan import CycleGAN, CycleGANConfig  # noqa: PLC0415
+
+    (tmp_path / "data").mkdir()
+    data = write_unpaired(tmp_path / "data")
+    options = CycleGANConfig(a=str(data / "a"), b=str(data / "b"), size=32, load_size=32, base_channels=4,
+                             d_base_channels=4)
+    run = RunConfig("cyclegan", TrainConfig(steps=4, decay_steps=2, device="cpu", num_workers=0),
+                    CycleGAN.resolve(options))
+    train(run, tmp_path / "whole")
+    (tmp_path / "parts").mkdir()
+    (tmp_path / "parts" / "config.json").write_text(run.to_json())
+    Trainer(run, tmp_path / "parts").fit(stop_after_steps=2)
+    moved = tmp_path / "elsewhere" / "data"
+    moved.parent.mkdir()
+    shutil.move(data, moved)
+    result, _ = invoke("train", "cyclegan", "--resume", tmp_path / "parts", "--steps", 4)
+    assert_one_line_error(result, f"--a: {data / 'a'}, which the run reads, does not exist, nor does --b {data / 'b'}",
+                          f"--resume {tmp_path / 'parts'} --a DIR --b DIR")
+    result, _ = invoke("train", "cyclegan", "--resume", tmp_path / "parts", "--steps", 4, "--a", moved / "a",
+                       "--b", moved / "b", "--ngf", 8)  # what the run computes still cannot change
+    assert_one_line_error(result, "--ngf cannot be changed", "the new place of a data folder that moved: --a, --b")
+    result, _ = invoke("train", "cyclegan", "--resume", tmp_path / "parts", "--steps", 4, "--a", moved / "a",
+                       "--b", moved / "b", "--eval-a", moved / "a")
+    assert_one_line_error(result, "--eval-a: the run reads no --eval-a", "the new place of the run's --a, --b")
+    result, output = invoke("train", "cyclegan", "--resume", tmp_path / "parts", "--steps", 4, "--a", moved / "a",
+                            "--b", moved / "b")
+    assert result.exit_code == 0, output
+    log = (tmp_path / "parts" / "train.log").read_text()
+    assert f"--a: the run's data is read from {moved / 'a'} now (it was {data / 'a'})" in log
+    assert warned(tmp_path / "parts") == []  # the same images
+    saved = json.loads((tmp_path / "parts" / "config.json").read_text())["options"]
+    assert (saved["a"], saved["b"]) == (str(moved / "a"), str(moved / "b"))
+    _assert_same(_weights_and_optimizers(tmp_path / "whole"), _weights_and_optimizers(tmp_path / "parts"))
+    assert checkpoint.read(tmp_path / "parts")["data"]["--a"]["folder"] == str(moved / "a")
+    (moved / "b" / "extra.png").write_bytes((moved / "b" / "1.png").read_bytes())
+    shutil.move(moved, tmp_path / "data")  # back, and one more image: said as a change in place is
+    result, output = invoke("train", "cyclegan", "--resume", tmp_path / "parts", "--steps", 5, "--a",
+                            tmp_path / "data" / "a", "--b", tmp_path / "data" / "b")
+    assert result.exit_code == 0, output
+    assert warned(tmp_path / "parts") == [f"--b: {tmp_path / 'data' / 'b'} holds 6 images, 5 at the checkpoint of "
+                                          "step 4; the run goes on with them as they are, so it will not end as a run "
+                                          "that was not stopped would"]
 
 
 def warned(run):

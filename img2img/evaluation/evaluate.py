@@ -46,7 +46,7 @@ from torch import Tensor
 from img2img.checkpoint import replace_file
 from img2img.data.demo import COLOUR_TASK, SKELETON_TASK, colour_map, demo_task, ink_from_colour, label_of
 from img2img.data.guard import verify_images
-from img2img.data.images import list_images
+from img2img.data.images import folder_record, list_images
 from img2img.data.mnist import load_embedded
 from img2img.data.paired import check_pairs
 from img2img.errors import UserError
@@ -405,6 +405,26 @@ def _evaluate_folder_gan(model: Any, report: Report, samples: int, seed: int, de
                             "(a folder has no held-out split)"})
 
 
+def _training_folder(model: Any, payload: dict[str, Any], place: str | None, checkpoint: str | Path) -> str | None:
+    """Point ``model`` (trained on ``--data DIR``, which its evaluation reads) at ``place``, where ``DIR`` lies now
+    (given as ``eval --data``); the warning, also returned, if it does not hold what the checkpoint's record of
+    ``DIR`` says.  With no ``place``, a ``DIR`` that is gone is named in one line."""
+    if place is None:
+        if not Path(model.config.data).exists():
+            raise UserError(f"--data: {model.config.data}, the folder the run trained on and whose images its samples "
+                            f"are compared with, does not exist; if it moved, give its new place: img2img eval "
+                            f"{checkpoint} --data DIR")
+        return None
+    was = (payload.get("data") or {}).get("--data")
+    model.config = replace(model.config, data=str(Path(place).absolute()))
+    if was is None or not Path(place).is_dir() or folder_record(place)["digest"] == was["digest"]:
+        return None
+    note = (f"--data: {place} does not hold the images the run trained on ({was.get('folder')}, as the checkpoint "
+            f"of step {payload['step']} recorded them): its samples are compared with these")
+    log.warning("%s", note)
+    return note
+
+
 def _distribution(real: Tensor, fake: Tensor, device: Any) -> dict[str, float]:
     result = fid_kid_of_features(real, fake, device=device)
     return {"fid": result["fid"], "kid": result["kid"]}
@@ -693,9 +713,14 @@ def evaluate_checkpoint(path: str | Path, a: str | None = None, b: str | None = 
         log.warning("--samples applies to models that generate images (mnist-gan); a %s model is evaluated on "
                     "the held-out data, so it is ignored", run.model)
     samples = 1000 if samples is None else samples
+    moved = None
+    if model.evaluation == "samples" and getattr(model.config, "data", None) is not None:
+        moved, data = _training_folder(model, payload, data, path), None  # the one folder it reads, perhaps moved
     data = EvalData(a, b, aligned, data) if (a or b or aligned or data) else None
     report = evaluate_model(model, run, int(payload["step"]), data, features, inception_weights, samples, seed,
                             torch_device, metrics)
+    if moved:
+        report.notes.append(moved)
     if not report.metrics:  # an empty table and JSON, with an exit status that says all went well
         raise UserError(f"no metric could be computed for this {run.model} model: " + "; ".join(report.notes))
     used = report.protocol.get("features")
