@@ -13,7 +13,9 @@ import subprocess
 import sys
 import time
 import warnings
+import zlib
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -101,6 +103,51 @@ def test_photos_are_read_and_translated_upright_as_their_exif_orientation_says(t
         with warnings.catch_warnings():  # Pillow warns of the damage (naming no file): read quietly, turned
             warnings.simplefilter("error")
             assert read_image_levels(tmp_path / "damaged.jpg")[0].shape == (10, 6, 3)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("kind", ["png", "tif"])
+def test_16_bit_colour_pngs_and_tiffs_keep_their_bits_and_are_read_upright(tmp_path, kind, orientation):
+    """OpenCV decodes 16-bit colour files, which Pillow cuts to 8 bits.  TIFFs went to Pillow (a scanner's or a
+    raw converter's 16-bit TIFF trained and translated in 8 bits), and the EXIF orientation, which OpenCV's
+    unchanged mode ignores, was not applied to either."""
+    upright = dict(zip(range(1, 9), [lambda a: a, np.fliplr, lambda a: np.rot90(a, 2), np.flipud,
+                                     lambda a: a.transpose(1, 0, 2), lambda a: np.rot90(a, -1),
+                                     lambda a: np.rot90(a, 2).transpose(1, 0, 2), lambda a: np.rot90(a, 1)]))
+    stored = (np.random.default_rng(orientation).random((6, 10, 3)) * 65535).astype(np.uint16)
+    write = write_16_bit_png if kind == "png" else write_16_bit_tiff
+    write(tmp_path / f"photo.{kind}", stored, orientation)
+    assert Image.open(tmp_path / f"photo.{kind}").getexif().get(0x0112, 1) == orientation  # as a viewer reads it
+    levels, bits = read_image_levels(tmp_path / f"photo.{kind}")
+    assert bits == 16 and levels.dtype == np.uint16 and np.array_equal(levels, upright[orientation](stored))
+
+
+def _exif(orientation):
+    """An EXIF block (TIFF-structured, no "Exif" prefix) holding the orientation tag."""
+    return b"MM\x00*" + struct.pack(">IH", 8, 1) + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + \
+        struct.pack(">I", 0)
+
+
+def write_16_bit_png(path, rgb, orientation=1):
+    """A 16-bit RGB PNG (OpenCV writes it) with an eXIf chunk after its header."""
+    data = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]))[1].tobytes()
+    exif = _exif(orientation)
+    chunk = struct.pack(">I", len(exif)) + b"eXIf" + exif + struct.pack(">I", zlib.crc32(b"eXIf" + exif))
+    path.write_bytes(data[:33] + chunk + data[33:])  # signature (8) and IHDR (25) first
+
+
+def write_16_bit_tiff(path, rgb, orientation=1):
+    """A 16-bit RGB TIFF written by hand (one uncompressed strip), with the orientation tag."""
+    height, width, _ = rgb.shape
+    pixels = rgb.astype(">u2").tobytes()
+    tags = [(256, 3, 1, width), (257, 3, 1, height), (258, 3, 3, 8 + 2 + 12 * 11 + 4), (259, 3, 1, 1),
+            (262, 3, 1, 2), (273, 4, 1, 8 + 2 + 12 * 11 + 4 + 6), (274, 3, 1, orientation), (277, 3, 1, 3),
+            (278, 3, 1, height), (279, 4, 1, len(pixels)), (284, 3, 1, 1)]
+    ifd = struct.pack(">H", len(tags)) + b"".join(
+        struct.pack(">HHI", tag, kind, count) + (struct.pack(">HH", value, 0) if kind == 3 and count == 1 else
+                                                 struct.pack(">I", value)) for tag, kind, count, value in tags)
+    path.write_bytes(b"MM\x00*" + struct.pack(">I", 8) + ifd + struct.pack(">I", 0) + struct.pack(">HHH", 16, 16, 16)
+                     + pixels)
 
 
 def write_damaged_exif_jpeg(path, rgb):

@@ -3,8 +3,8 @@
 Files are read as the levels they store (uint8 or uint16 ``(H, W, C)``,
 :func:`read_image_levels`), upright as their EXIF orientation says; elsewhere images travel as float32 arrays in
 [0, 1] (:func:`to_unit`) until they become tensors in [-1, 1].  Files are decoded by Pillow, which fails
-cleanly on corrupt data, except PNGs of 16 bits per channel in colour, which Pillow reduces to 8: OpenCV
-decodes those.
+cleanly on corrupt data, except PNGs and TIFFs of 16 bits per channel in colour, which Pillow reduces to 8:
+OpenCV decodes those.
 
 No decoder runs on a file whose header claims more pixels than the limit
 (:func:`set_pixel_limit`; Pillow's ``MAX_IMAGE_PIXELS`` by default, about 89
@@ -60,14 +60,19 @@ def _pillow_channels(image: Image.Image) -> tuple[int, int]:
     return 3, 8
 
 
-def _png_ihdr(path: Path) -> tuple[int, int] | None:
-    """(bits per channel, colour type) from a PNG's IHDR chunk, or None for any other file.  Pillow reports
-    16-bit colour PNGs (colour types 2 and 6) as 8-bit RGB."""
+def _wide_colour(path: Path) -> bool:
+    """Whether the file is a PNG or TIFF of 16 bits per channel in colour (RGB or RGBA), which Pillow decodes
+    to 8 bits: a PNG's IHDR chunk says so (colour types 2 and 6), a TIFF's BitsPerSample tag (read with the
+    header, nothing decoded)."""
     with open(path, "rb") as handle:
         header = handle.read(26)
     if len(header) == 26 and header[:8] == b"\x89PNG\r\n\x1a\n" and header[12:16] == b"IHDR":
-        return header[24], header[25]
-    return None
+        return header[24] == 16 and header[25] in (2, 6)
+    if header[:4] not in (b"II*\x00", b"MM\x00*"):
+        return False
+    with _open_checked(path) as image:
+        bits = getattr(image, "tag_v2", {}).get(258)  # BitsPerSample, one per sample
+        return image.mode in ("RGB", "RGBA") and 16 in (bits if isinstance(bits, tuple) else (bits,))
 
 
 def set_pixel_limit(pixels: int | None) -> int | None:
@@ -134,18 +139,30 @@ def _opencv_quiet():
         logging.setLogLevel(level)
 
 
-def _read_png(path: Path) -> tuple[np.ndarray, int]:
-    """A 16-bit colour PNG through OpenCV's decoder, which keeps the 16 bits (Pillow reduces them to 8) and
-    reports a corrupt file as a failure (torchvision's decode_png dies on most libpng errors, a bad CRC or a
-    broken IDAT, taking the process with it: it is never used)."""
+def _read_opencv(path: Path) -> tuple[np.ndarray, int]:
+    """A 16-bit colour PNG or TIFF through OpenCV's decoder, which keeps the 16 bits (Pillow reduces them to 8)
+    and reports a corrupt file as a failure (torchvision's decode_png dies on most libpng errors, a bad CRC or a
+    broken IDAT, taking the process with it: it is never used); the header is read by Pillow first, and held to
+    the pixel limit.  Upright as the file's EXIF orientation says: OpenCV turns some formats itself and not others
+    (TIFF, not PNG, in OpenCV 5), so the turn of a turned file is the one that agrees with Pillow's upright 8 bits,
+    which are the top 8 of the 16."""
+    with _open_checked(path) as header:
+        orientation = _orientation(header)
     with open(path, "rb") as handle:
         data = handle.read()
     with _opencv_quiet():  # a corrupt file is named by img2img, in one line, not described by OpenCV's log
         levels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    if levels is None or levels.ndim != 3:
-        raise ValueError("the PNG data is corrupt")
+    if levels is None or levels.ndim != 3 or levels.shape[2] not in (3, 4) or levels.dtype != np.uint16:
+        raise ValueError("OpenCV cannot decode it in 16 bits")
     levels = levels[:, :, ::-1] if levels.shape[2] == 3 else levels[:, :, [2, 1, 0, 3]]  # BGR(A) → RGB(A)
-    return np.ascontiguousarray(levels), 16 if levels.dtype == np.uint16 else 8
+    if orientation != 1:
+        eight = _read_pillow(path)[0]
+        turn = _LEVEL_TURNS.get(orientation, lambda a: a)
+        levels = next((turned for turned in (levels, turn(levels))
+                       if turned.shape == eight.shape and np.array_equal(turned >> 8, eight)), None)
+        if levels is None:
+            raise ValueError("OpenCV and Pillow read it differently")
+    return np.ascontiguousarray(levels), 16
 
 
 def _ignore_damaged_metadata() -> None:
@@ -154,24 +171,32 @@ def _ignore_damaged_metadata() -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
 
 
-def _upright(image: Image.Image) -> Image.Image:
-    """The image turned (or mirrored) as its EXIF orientation tag says, as image viewers show it: cameras and
-    phones store a photo as the sensor read it and tag how to turn it."""
+def _orientation(image: Image.Image) -> int:
+    """The image's EXIF orientation tag (1, as stored, when it has none): cameras and phones store a photo as
+    the sensor read it and tag how to turn it, and image viewers show it turned."""
     with warnings.catch_warnings():  # a damaged EXIF block costs its orientation only, without a word
         _ignore_damaged_metadata()
         try:
             orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
         except Exception:  # noqa: BLE001 - whatever the EXIF parser raises, the pixels are still there
             orientation = 1
-    # the turn each orientation asks for (as ImageOps.exif_transpose, which also rewrites the EXIF block, and can
-    # fail on a damaged one: only the pixels are wanted here)
-    turn = _TURNS.get(orientation) if isinstance(orientation, int) else None
+    return orientation if isinstance(orientation, int) else 1
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The image turned (or mirrored) as its EXIF orientation tag says (as ImageOps.exif_transpose, which also
+    rewrites the EXIF block, and can fail on a damaged one: only the pixels are wanted here)."""
+    turn = _TURNS.get(_orientation(image))
     return image if turn is None else image.transpose(turn)
 
 
 _TURNS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
           5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
           8: Image.Transpose.ROTATE_90}
+# the same turns of ``(H, W, C)`` levels
+_LEVEL_TURNS = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+                5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1),
+                7: lambda a: a[::-1, ::-1].transpose(1, 0, 2), 8: lambda a: np.rot90(a, 1)}
 
 
 def _read_pillow(path: Path) -> tuple[np.ndarray, int]:
@@ -194,10 +219,9 @@ def read_image_levels(path: str | Path) -> tuple[np.ndarray, int]:
     floating-point files), C in {1, 3, 4}, and the bits per channel the file stores (8 or 16)."""
     path = Path(path)
     try:
-        if _png_ihdr(path) in ((16, 2), (16, 6)):  # 16-bit RGB or RGBA, which Pillow would cut to 8 bits
-            _open_checked(path).close()  # the header's claim against the limit before OpenCV decodes
+        if _wide_colour(path):  # 16-bit RGB or RGBA, which Pillow would cut to 8 bits
             try:
-                return _read_png(path)
+                return _read_opencv(path)
             except ValueError:  # OpenCV cannot read it: Pillow reads it (in 8 bits) or says why
                 pass
         return _read_pillow(path)
