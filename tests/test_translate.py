@@ -122,6 +122,18 @@ def test_16_bit_colour_pngs_and_tiffs_keep_their_bits_and_are_read_upright(tmp_p
     assert bits == 16 and levels.dtype == np.uint16 and np.array_equal(levels, upright[orientation](stored))
 
 
+def test_16_bit_ppms_keep_their_bits(tmp_path):
+    """dcraw -4 writes a raw photo as a 16-bit PPM, which Pillow cut to 8 bits; other depths (12 bits) Pillow
+    scales to 8, as before."""
+    stored = (np.random.default_rng(0).random((6, 10, 3)) * 65535).astype(np.uint16)
+    (tmp_path / "raw.ppm").write_bytes(b"P6\n# dcraw\n10 6\n65535\n" + stored.astype(">u2").tobytes())
+    levels, bits = read_image_levels(tmp_path / "raw.ppm")
+    assert bits == 16 and np.array_equal(levels, stored)
+    (tmp_path / "12.ppm").write_bytes(b"P6 10 6 4095\n" + (stored >> 4).astype(">u2").tobytes())
+    levels, bits = read_image_levels(tmp_path / "12.ppm")
+    assert bits == 8 and np.abs(levels.astype(int) - (stored >> 8)).max() <= 1
+
+
 def _exif(orientation):
     """An EXIF block (TIFF-structured, no "Exif" prefix) holding the orientation tag."""
     return b"MM\x00*" + struct.pack(">IH", 8, 1) + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + \

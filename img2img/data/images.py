@@ -3,8 +3,8 @@
 Files are read as the levels they store (uint8 or uint16 ``(H, W, C)``,
 :func:`read_image_levels`), upright as their EXIF orientation says; elsewhere images travel as float32 arrays in
 [0, 1] (:func:`to_unit`) until they become tensors in [-1, 1].  Files are decoded by Pillow, which fails
-cleanly on corrupt data, except PNGs and TIFFs of 16 bits per channel in colour, which Pillow reduces to 8:
-OpenCV decodes those.
+cleanly on corrupt data, except PNGs, TIFFs and PPMs of 16 bits per channel in colour, which Pillow reduces
+to 8: OpenCV decodes those.
 
 No decoder runs on a file whose header claims more pixels than the limit
 (:func:`set_pixel_limit`; Pillow's ``MAX_IMAGE_PIXELS`` by default, about 89
@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,13 +62,16 @@ def _pillow_channels(image: Image.Image) -> tuple[int, int]:
 
 
 def _wide_colour(path: Path) -> bool:
-    """Whether the file is a PNG or TIFF of 16 bits per channel in colour (RGB or RGBA), which Pillow decodes
-    to 8 bits: a PNG's IHDR chunk says so (colour types 2 and 6), a TIFF's BitsPerSample tag (read with the
-    header, nothing decoded)."""
+    """Whether the file is a PNG, TIFF or PPM of 16 bits per channel in colour (RGB or RGBA), which Pillow
+    decodes to 8 bits: a PNG's IHDR chunk says so (colour types 2 and 6), a TIFF's BitsPerSample tag (read with
+    the header, nothing decoded), a PPM's largest value, 65535 (dcraw -4 writes such PPMs)."""
     with open(path, "rb") as handle:
-        header = handle.read(26)
-    if len(header) == 26 and header[:8] == b"\x89PNG\r\n\x1a\n" and header[12:16] == b"IHDR":
+        header = handle.read(512)
+    if len(header) >= 26 and header[:8] == b"\x89PNG\r\n\x1a\n" and header[12:16] == b"IHDR":
         return header[24] == 16 and header[25] in (2, 6)
+    if header[:2] == b"P6":  # P6 width height maxval, between whitespace and comments
+        fields = re.sub(rb"#[^\n]*", b" ", header[2:]).split()
+        return len(fields) > 3 and fields[2] == b"65535"  # (other depths: Pillow scales them to 8 bits)
     if header[:4] not in (b"II*\x00", b"MM\x00*"):
         return False
     with _open_checked(path) as image:
@@ -140,7 +144,7 @@ def _opencv_quiet():
 
 
 def _read_opencv(path: Path) -> tuple[np.ndarray, int]:
-    """A 16-bit colour PNG or TIFF through OpenCV's decoder, which keeps the 16 bits (Pillow reduces them to 8)
+    """A 16-bit colour PNG, TIFF or PPM through OpenCV's decoder, which keeps the 16 bits (Pillow reduces them to 8)
     and reports a corrupt file as a failure (torchvision's decode_png dies on most libpng errors, a bad CRC or a
     broken IDAT, taking the process with it: it is never used); the header is read by Pillow first, and held to
     the pixel limit.  Upright as the file's EXIF orientation says: OpenCV turns some formats itself and not others
