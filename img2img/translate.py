@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from img2img import checkpoint, official, speed, step_graph
 from img2img.data.guard import resilient
-from img2img.data.images import (IMAGE_EXTENSIONS, can_write, convert_channels, encode_image, is_image_name,
+from img2img.data.images import (can_write, convert_channels, encode_image, image_extensions, is_image_name,
                                  quantize, read_image_bits, read_image_levels, to_tensor, to_unit, visible_files)
 from img2img.data.transfer import BoundedBatches, Collate, received
 from img2img.errors import UserError, out_of_memory
@@ -725,7 +725,7 @@ def plan_folder(source: str | Path, destination: str | Path, format: str = "png"
         if unreadable:
             path, reason = unreadable[0]
             raise UserError(f"INPUT: {source} holds no images that can be read: {path} is {reason}")
-        raise UserError(f"INPUT: {source} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+        raise UserError(f"INPUT: {source} holds no images ({', '.join(sorted(image_extensions()))})")
     jobs, claimed = [], {}
     real_inputs = {p.resolve() for p in inputs}
     if source.is_dir():  # links are followed: one may lead into OUTPUT, whose translations would be read as inputs

@@ -14,6 +14,7 @@ import sys
 import time
 import warnings
 import zlib
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -132,6 +133,27 @@ def test_16_bit_ppms_keep_their_bits(tmp_path):
     (tmp_path / "12.ppm").write_bytes(b"P6 10 6 4095\n" + (stored >> 4).astype(">u2").tobytes())
     levels, bits = read_image_levels(tmp_path / "12.ppm")
     assert bits == 8 and np.abs(levels.astype(int) - (stored >> 8)).max() <= 1
+
+
+def test_every_image_format_pillow_reads_under_a_common_name_is_an_image(tmp_path, cyclegan_run):
+    """A folder of .jfif or .jpe photos (JPEG under other names), .avif, .qoi, .dib, .pnm or .apng files held
+    'no images', and translation said it 'ignored 6 files that are not images'; AVIF counts where Pillow reads
+    it (built with libavif)."""
+    formats = Image.registered_extensions()  # what this Pillow writes (an older one reads QOI, writes no QOI)
+    rgb = (np.random.default_rng(0).random((9, 7, 3)) * 255).astype(np.uint8)
+    names = [name for name in ("a.jfif", "b.jpe", "c.qoi", "d.dib", "e.pnm", "f.apng", "g.avif")
+             if formats.get(Path(name).suffix) in Image.SAVE]
+    assert len(names) >= 5
+    (tmp_path / "in").mkdir()
+    for name in names:
+        Image.fromarray(rgb).save(tmp_path / "in" / name)  # in the format the name says
+    (tmp_path / "in" / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    result, output = invoke("translate", cyclegan_run, tmp_path / "in", out, "--device", "cpu")
+    assert result.exit_code == 0, output
+    assert f"translated {len(names)} images" in output and "ignored 1 file that is not an image" in output
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{Path(n).stem}.png" for n in names)
+    assert all(Image.open(out / f"{Path(n).stem}.png").size == (7, 9) for n in names)
 
 
 def _exif(orientation):

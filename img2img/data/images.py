@@ -15,6 +15,7 @@ memory or crashing a decoder.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import re
@@ -30,8 +31,10 @@ from PIL import ExifTags, Image, UnidentifiedImageError
 
 from img2img.errors import UserError
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm",
-                              ".pbm", ".tga"})
+# the files read as images (the others in a data folder, its notes and captions, are left out): the common
+# formats, and more that Pillow reads, under other names (JPEG's .jfif) or where it was built to (AVIF)
+_IMAGE_NAMES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm", ".tga")
+_IMAGE_NAMES_IF_READ = (".jpe", ".jfif", ".pnm", ".apng", ".dib", ".avif", ".qoi")
 # what encode_image writes (OpenCV): 16 bits survive in PNG and TIFF only
 WRITABLE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 
@@ -374,7 +377,14 @@ def folder_record(folder: str | Path) -> dict[str, Any]:
 
 def is_image_name(path: Path) -> bool:
     """Whether the file's extension is one of the image formats read here."""
-    return path.suffix.lower() in IMAGE_EXTENSIONS
+    return path.suffix.lower() in image_extensions()
+
+
+@functools.cache
+def image_extensions() -> frozenset[str]:
+    """The extensions of the files read as images (the Pillow build's plugins decide some of them)."""
+    registered = Image.registered_extensions()  # (imports every plugin of Pillow's, once)
+    return frozenset(_IMAGE_NAMES) | {name for name in _IMAGE_NAMES_IF_READ if registered.get(name) in Image.OPEN}
 
 
 def list_images(folder: str | Path, option: str) -> list[Path]:
@@ -392,5 +402,5 @@ def list_images(folder: str | Path, option: str) -> list[Path]:
         where = "" if path == folder else f" or move it out of {folder}"
         raise UserError(f"{option}: {path}: {reason}{more}; fix its permissions{where}")
     if not files:
-        raise UserError(f"{option}: {folder} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+        raise UserError(f"{option}: {folder} holds no images ({', '.join(sorted(image_extensions()))})")
     return files
