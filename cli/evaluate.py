@@ -9,22 +9,22 @@ import click
 from img2img.evaluation.features import EXTRACTORS
 from img2img.evaluation.evaluate import evaluate_checkpoint
 
-from .options import Output
+from .options import Location, Output
 
 
 @click.command("eval")
-@click.argument("checkpoint", type=click.Path())
-@click.option("--a", "data_a", type=click.Path(), default=None, help="Held-out domain-A (input) images.")
-@click.option("--b", "data_b", type=click.Path(), default=None, help="Held-out domain-B (target) images.")
-@click.option("--aligned", type=click.Path(), default=None, help="Held-out side-by-side A|B files (pix2pix).")
-@click.option("--data", "domains", type=click.Path(), default=None,
+@click.argument("checkpoint", type=Location())
+@click.option("--a", "data_a", type=Location(), default=None, help="Held-out domain-A (input) images.")
+@click.option("--b", "data_b", type=Location(), default=None, help="Held-out domain-B (target) images.")
+@click.option("--aligned", type=Location(), default=None, help="Held-out side-by-side A|B files (pix2pix).")
+@click.option("--data", "domains", type=Location(), default=None,
               help="Held-out images, one sub-folder per domain (StarGAN); for a model trained on a folder (dcgan "
                    "--data DIR), where DIR lies now, if it moved.")
 @click.option("--metrics", default=None,
               help="Comma-separated metrics that must be computed (e.g. fid,psnr).  [default: all that apply]")
 @click.option("--features", type=click.Choice(["auto", *EXTRACTORS]), default="auto",
               help="FID/KID features: auto (digits for digit data, else Inception), digits, inception, random.")
-@click.option("--inception-weights", type=click.Path(dir_okay=False), default=None,
+@click.option("--inception-weights", type=Location(dir_okay=False), default=None,
               help="The FID Inception weights (pt_inception-2015-12-05-6726825d.pth); never downloaded.")
 @click.option("--samples", type=click.IntRange(min=2, max=2**31 - 1), default=None,
               help="Generated images (MNIST GAN).  [default: 1000]")

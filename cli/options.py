@@ -39,10 +39,33 @@ class FiniteFloat(click.FloatRange):
         return number
 
 
+class Location(click.Path):
+    """A file or folder: an empty value is refused (an unset shell variable, ``--a "$DATA"``), where it meant
+    the current folder (training on whatever it holds, sample grids written into it)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and value == "":
+            self.fail("an empty path (an unset shell variable?); give a file or folder, '.' for this folder",
+                      param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class Word(click.ParamType):
+    """A name (a translation's target, a class): an empty value is refused (an unset shell variable), where it
+    meant the default."""
+
+    name = "text"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and value.strip() == "":
+            self.fail("an empty value (an unset shell variable?); leave the option out for its default", param, ctx)
+        return value
+
+
 OUTPUTS = "img2img.outputs"  # the key of the paths a command writes, in click's Context.meta
 
 
-class Output(click.Path):
+class Output(Location):
     """A path the command writes: refused at once if a file stands where a folder above it would be made (the
     command failed only when it came to write, naming its own temporary file or saying "File exists").  Each one
     given is recorded in the context's ``meta`` (which nested contexts share), so that an error with no file of
@@ -103,7 +126,7 @@ def config_options(cls: type, defaults: dict[str, Any] | None = None, only: tupl
                     extra["callback"] = lambda ctx, p, value: None if value is None else int(value)
                     default = None if default is None else str(default)
             elif meta.path:
-                extra["type"] = click.Path()
+                extra["type"] = Location()
             elif kind is int:  # a count beyond 2³¹ is never meant, and overflows the libraries below
                 extra["type"] = click.IntRange(min=meta.min, max=INT_LIMIT if meta.max is None else meta.max)
             elif kind is float:
@@ -184,5 +207,5 @@ def report_config(run: RunConfig) -> None:
     click.echo(f"resolved configuration:\n{run.to_json()}")
 
 
-__all__ = ["OUTPUTS", "Output", "check_resume_options", "config_options", "decorate", "default_out",
-           "record_output", "report_config", "resume_changes", "resume_moves", "speed_options", "with_speed_options"]
+__all__ = ["OUTPUTS", "Location", "Output", "Word", "check_resume_options", "config_options", "decorate",
+           "default_out", "record_output", "report_config", "resume_changes", "resume_moves", "speed_options", "with_speed_options"]

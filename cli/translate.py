@@ -12,7 +12,7 @@ from img2img import translate as translate_lib
 from img2img.config import MAX_SIDE
 from img2img.data.images import is_image_name, pixel_limit
 
-from .options import Output, cuda_graph_option, with_speed_options
+from .options import Location, Output, Word, cuda_graph_option, with_speed_options
 
 ARCH_HELP = "Official weights only: the generator they hold (checked against the weights, which say it anyway)."
 
@@ -31,10 +31,10 @@ def official_options(command):
 
 
 @click.command()
-@click.argument("checkpoint", type=click.Path())
-@click.argument("input_path", metavar="INPUT", type=click.Path())
+@click.argument("checkpoint", type=Location())
+@click.argument("input_path", metavar="INPUT", type=Location())
 @click.argument("output", type=Output())
-@click.option("--direction", "--to", "target", default=None,
+@click.option("--direction", "--to", "target", type=Word(), default=None,
               help="What the translation takes, as the model says: a2b or b2a for two-way models (CycleGAN, "
                    "DiscoGAN), a domain for StarGAN, or all: every one, each into OUTPUT/<target>.  "
                    "[default: the model's first]")
@@ -101,8 +101,8 @@ def translate(checkpoint: str, input_path: str, output: str, target: str | None,
 
 
 @click.command("import")
-@click.argument("weights", type=click.Path())
-@click.argument("weights_b", required=False, type=click.Path())
+@click.argument("weights", type=Location())
+@click.argument("weights_b", required=False, type=Location())
 @click.option("--out", type=Output(dir_okay=False), required=True, help="The img2img checkpoint to write.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @official_options
@@ -119,10 +119,10 @@ def import_weights(weights: str, weights_b: str | None, out: str, overwrite: boo
 
 
 @click.command()
-@click.argument("checkpoint", type=click.Path())
+@click.argument("checkpoint", type=Location())
 @click.option("--format", "export_format", type=click.Choice(["onnx"]), default="onnx", help="Export format.")
 @click.option("--out", type=Output(dir_okay=False), required=True, help="The file to write.")
-@click.option("--direction", "--to", "target", default=None,
+@click.option("--direction", "--to", "target", type=Word(), default=None,
               help="What the exported generator translates (a2b, b2a; a StarGAN domain).  [default: the model's "
                    "first; for StarGAN, every domain, the target being a second input]")
 @click.option("--ema/--no-ema", "use_ema", default=True, help="Export the averaged weights when the run kept them.")

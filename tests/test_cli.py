@@ -340,3 +340,37 @@ def test_a_closed_pipe_on_standard_output_ends_the_command_quietly(tmp_path, cyc
     assert result.returncode == 128 + signal.SIGPIPE, result.stderr
     assert "Error" not in result.stderr and "Traceback" not in result.stderr and "Exception" not in result.stderr
     assert (tmp_path / "out" / "a.png").is_file()
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "cyclegan", "--a", "", "--b", "{data}/b", "--size", "32", "--dry-run"],
+    ["train", "cyclegan", "--a", "{data}/a", "--b", "{data}/b", "--size", "32", "--steps", "1", "--out", ""],
+    ["train", "mnist-gan", "--resume", ""],
+    ["translate", "", "{data}/a", "{tmp}/out"], ["translate", "{cyclegan}", "", "{tmp}/out"],
+    ["translate", "{cyclegan}", "{data}/a", ""], ["translate", "{cyclegan}", "{data}/a", "{tmp}/out", "--to", ""],
+    ["eval", "{cyclegan}", "--a", "", "--b", "{data}/b"], ["eval", "{cyclegan}", "--a", "{data}/a", "--b",
+                                                              "{data}/b", "--json", ""],
+    ["sample", "{mnist}", "--n", "2", "--out", ""], ["sample", "{mnist}", "--n", "2", "--out", "{tmp}/s", "--grid", ""],
+    ["export", "{cyclegan}", "--out", ""], ["export", "{cyclegan}", "--out", "{tmp}/g.onnx", "--to", ""],
+    ["import", "", "--out", "{tmp}/g.ckpt"], ["demo", "cyclegan", ""],
+    ["bench", "mnist-gan", "--steps", "1", "--profile", ""]], ids=lambda args: " ".join(args))
+def test_an_empty_path_or_name_is_refused_not_taken_for_this_folder(tmp_path, monkeypatch, finished_run,
+                                                                     cyclegan_run, args):
+    """`--a "$HORSES"` with the variable unset trained on the current folder, `sample --out ""` wrote its images
+    into it, and `--to ""` translated the model's default direction."""
+    from test_unpaired import write_unpaired  # noqa: PLC0415
+
+    (tmp_path / "data").mkdir()
+    write_unpaired(tmp_path / "data")
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "0.png").write_bytes((tmp_path / "data" / "a" / "0.png").read_bytes())  # what the folder would give
+    monkeypatch.chdir(here)
+    values = {"{data}": str(tmp_path / "data"), "{tmp}": str(tmp_path), "{cyclegan}": str(cyclegan_run),
+              "{mnist}": str(finished_run)}
+    for key, value in values.items():
+        args = [arg.replace(key, value) for arg in args]
+    flag = args[args.index("") - 1] if args[args.index("") - 1].startswith("--") else None
+    result, output = invoke(*args)
+    assert_one_line_error(result, *(["empty"] + ([flag] if flag else [])))
+    assert sorted(p.name for p in here.iterdir()) == ["0.png"]  # nothing written into the current folder
