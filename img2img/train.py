@@ -807,7 +807,7 @@ def relocate_data(run: RunConfig, moves: dict[str, str], checkpoint: str | Path)
     if gone:
         one, also = len(gone) == 1, "".join(f", nor does {flag} {value}" for flag, value in gone[1:])
         raise UserError(f"{gone[0][0]}: {gone[0][1]}, which the run reads, does not exist{also}; if "
-                        f"{'it' if one else 'they'} moved, give {'its' if one else 'their'} new place: img2img train "
+                        f"{'it' if one else 'they'} moved, give {'its new place' if one else 'their new places'}: img2img train "
                         f"{run.model} --resume {checkpoint} " + " ".join(f"{flag} DIR" for flag, _ in gone))
     return run
 
