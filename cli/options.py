@@ -208,4 +208,5 @@ def report_config(run: RunConfig) -> None:
 
 
 __all__ = ["OUTPUTS", "Location", "Output", "Word", "check_resume_options", "config_options", "decorate",
-           "default_out", "record_output", "report_config", "resume_changes", "resume_moves", "speed_options", "with_speed_options"]
+           "default_out", "record_output", "report_config", "resume_changes", "resume_moves", "speed_options",
+           "with_speed_options"]

@@ -805,10 +805,11 @@ def relocate_data(run: RunConfig, moves: dict[str, str], checkpoint: str | Path)
     gone = [(_flag(f), value) for config in configs.values() for f, value in _path_options(config)
             if cli_option(f).images and not os.path.exists(value)]  # (MNIST's folder is downloaded into)
     if gone:
-        one, also = len(gone) == 1, "".join(f", nor does {flag} {value}" for flag, value in gone[1:])
-        raise UserError(f"{gone[0][0]}: {gone[0][1]}, which the run reads, does not exist{also}; if "
-                        f"{'it' if one else 'they'} moved, give {'its new place' if one else 'their new places'}: img2img train "
-                        f"{run.model} --resume {checkpoint} " + " ".join(f"{flag} DIR" for flag, _ in gone))
+        also = "".join(f", nor does {flag} {value}" for flag, value in gone[1:])
+        give = "it moved, give its new place" if len(gone) == 1 else "they moved, give their new places"
+        raise UserError(f"{gone[0][0]}: {gone[0][1]}, which the run reads, does not exist{also}; if {give}: "
+                        f"img2img train {run.model} --resume {checkpoint} "
+                        + " ".join(f"{flag} DIR" for flag, _ in gone))
     return run
 
 
