@@ -154,6 +154,16 @@ def test_every_image_format_pillow_reads_under_a_common_name_is_an_image(tmp_pat
     assert f"translated {len(names)} images" in output and "ignored 1 file that is not an image" in output
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{Path(n).stem}.png" for n in names)
     assert all(Image.open(out / f"{Path(n).stem}.png").size == (7, 9) for n in names)
+    for name in names:  # --format same writes those that OpenCV encodes (JPEG and BMP under their other names)
+        if Path(name).suffix not in (".jfif", ".jpe", ".dib", ".pnm"):
+            (tmp_path / "in" / name).unlink()
+    result, output = invoke("translate", cyclegan_run, tmp_path / "in", tmp_path / "same", "--format", "same",
+                            "--device", "cpu")
+    assert result.exit_code == 0, output
+    written = {p.name: Image.open(p) for p in (tmp_path / "same").iterdir()}
+    assert sorted(written) == ["a.jfif", "b.jpe", "d.dib", "e.pnm"]
+    assert {name: (image.format, image.size) for name, image in written.items()} == {
+        "a.jfif": ("JPEG", (7, 9)), "b.jpe": ("JPEG", (7, 9)), "d.dib": ("BMP", (7, 9)), "e.pnm": ("PPM", (7, 9))}
 
 
 def _exif(orientation):

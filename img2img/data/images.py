@@ -36,7 +36,10 @@ from img2img.errors import UserError
 _IMAGE_NAMES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm", ".tga")
 _IMAGE_NAMES_IF_READ = (".jpe", ".jfif", ".pnm", ".apng", ".dib", ".avif", ".qoi")
 # what encode_image writes (OpenCV): 16 bits survive in PNG and TIFF only
-WRITABLE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+WRITABLE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".tif", ".tiff", ".webp",
+                                 ".ppm", ".pgm", ".pnm"})
+# names OpenCV's encoders know by another
+_ENCODED_AS = {".jpeg": ".jpg", ".jpe": ".jpg", ".jfif": ".jpg", ".dib": ".bmp"}
 
 
 @dataclass(frozen=True)
@@ -271,7 +274,8 @@ def encode_image(array: np.ndarray, suffix: str) -> bytes:
     (quality 95) keeps 8 bits and drops alpha.
     """
     suffix = suffix.lower()
-    if suffix in (".jpg", ".jpeg"):
+    suffix = _ENCODED_AS.get(suffix, suffix)
+    if suffix == ".jpg":
         if array.dtype != np.uint8:
             array = (array.astype(np.float32) / 257.0).round().astype(np.uint8)
         array = array[:, :, :3]
@@ -290,7 +294,8 @@ def encode_image(array: np.ndarray, suffix: str) -> bytes:
 
 def can_write(suffix: str) -> bool:
     """Whether :func:`encode_image` can write files of this extension."""
-    return suffix.lower() in WRITABLE_EXTENSIONS and cv2.haveImageWriter(f"x{suffix.lower()}")
+    suffix = suffix.lower()
+    return suffix in WRITABLE_EXTENSIONS and cv2.haveImageWriter(f"x{_ENCODED_AS.get(suffix, suffix)}")
 
 
 def convert_channels(array: np.ndarray, channels: int) -> np.ndarray:
