@@ -18,6 +18,7 @@ over the target, so a crash mid-save leaves the previous file intact.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import random
 import warnings
@@ -47,10 +48,23 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+NAME_MAX = 255  # bytes in a file's name, on the file systems in use (ext4, XFS, btrfs, APFS, NTFS's 255 characters)
+
+
+def temporary_path(path: Path) -> Path:
+    """Where a file is written before it is renamed to ``path``: beside it (a rename within a folder is atomic),
+    hidden, and marked with the process.  A name too long for that mark (a 250-byte file name, which is legal)
+    is replaced by a digest of it, so that the file it stands for can still be written."""
+    name = f".{path.name}.tmp-{os.getpid()}"
+    if len(os.fsencode(name)) > NAME_MAX:
+        name = f".{hashlib.sha256(os.fsencode(path.name)).hexdigest()[:32]}.tmp-{os.getpid()}"
+    return path.with_name(name)
+
+
 def atomic_save(payload: Any, path: str | Path) -> Path:
     """``torch.save`` ``payload`` to ``path`` through a temporary file, fsync and rename."""
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary = temporary_path(path)
     try:
         with open(temporary, "wb") as handle:
             torch.save(payload, handle)
@@ -83,7 +97,7 @@ def replace_file(path: Path, data: bytes) -> None:
                 handle.write(data)
             return
         target = Path(os.path.realpath(path)) if path.is_symlink() else path
-        temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        temporary = temporary_path(target)
         try:
             temporary.write_bytes(data)
             os.replace(temporary, target)
@@ -116,7 +130,7 @@ def _first_in_chain(error: BaseException | None, kind: type[BaseException]) -> B
 
 def atomic_link(target: Path, link: Path) -> None:
     """Make ``link`` name the same file as ``target`` (a hard link, else a copy), replacing it atomically."""
-    temporary = link.with_name(f".{link.name}.tmp-{os.getpid()}")
+    temporary = temporary_path(link)
     temporary.unlink(missing_ok=True)
     try:
         try:

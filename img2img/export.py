@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from img2img.checkpoint import check_replaceable
+from img2img.checkpoint import check_replaceable, temporary_path
 from img2img.errors import UserError
 from img2img.translate import checkpoint_model, load_generator
 
@@ -93,7 +93,7 @@ def _write(net: torch.nn.Module, inputs: tuple, names: list[str], output: str, d
     import onnx  # noqa: PLC0415
 
     net = net.float().eval()
-    temporary = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    temporary = temporary_path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # it reports each stage

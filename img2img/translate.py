@@ -866,7 +866,7 @@ def _write(path: Path, levels: Tensor, bits: int, overwrite: bool) -> str | None
     """Write one output, ``(C, H, W)`` levels from :func:`to_levels`, atomically (temporary file, then rename);
     never replace a file unless ``overwrite``.  Returns None, or why the file could not be written; raises
     OSError, naming the file, when no file can be written there (a full disk)."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary = checkpoint.temporary_path(path)
     try:
         array = levels.permute(1, 2, 0).numpy().astype(np.uint8 if bits == 8 else np.uint16, copy=False)
         data = encode_image(array, path.suffix)
