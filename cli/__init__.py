@@ -39,7 +39,7 @@ from img2img.resources import available_cpus  # noqa: E402
 from .bench import bench  # noqa: E402
 from .demo import demo  # noqa: E402
 from .evaluate import evaluate  # noqa: E402
-from .options import OUTPUTS  # noqa: E402
+from .options import OUTPUTS, printable  # noqa: E402
 from .sample import sample  # noqa: E402
 from .train import train  # noqa: E402
 from .translate import export, import_weights, translate  # noqa: E402
@@ -57,7 +57,7 @@ class _Group(click.Group):
             with terminate_as_interrupt():  # SIGTERM and SIGHUP end any command as Ctrl-C does, in one line
                 return super().invoke(ctx)
         except UserError as error:
-            raise click.ClickException(str(error)) from None
+            raise click.ClickException(printable(str(error))) from None
         except OSError as error:  # a file cannot be written or read: say which, in one line
             if isinstance(error, BrokenPipeError) and error.filename is None and _stdout_closed():
                 # `img2img ... | head`: the reader of what the command prints went away, as a shell's pipeline
@@ -65,8 +65,8 @@ class _Group(click.Group):
                 raise click.exceptions.Exit(128 + getattr(signal, "SIGPIPE", 13)) from None
             # with no file of its own (a full disk under a library's writer), the error is where the command writes
             where = error.filename or ", ".join(dict.fromkeys(ctx.meta.get(OUTPUTS, [])))
-            raise click.ClickException(f"{where}: {error.strerror or error}" if where else
-                                       str(error.strerror or error)) from None
+            raise click.ClickException(printable(f"{where}: {error.strerror or error}" if where else
+                                                 str(error.strerror or error))) from None
         except (RuntimeError, MemoryError) as error:  # torch.OutOfMemoryError is a RuntimeError
             if not out_of_memory(error):
                 raise
@@ -101,7 +101,7 @@ def _stdout_closed() -> bool:
 
 class _ConsoleFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        message = super().format(record)
+        message = printable(super().format(record))  # a line each (a file's name may hold a newline)
         return message if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {message}"
 
 

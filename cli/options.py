@@ -62,6 +62,16 @@ class Word(click.ParamType):
         return value
 
 
+# control characters as Python writes them in a string's repr: a file name may hold any of them
+_ESCAPES = {code: repr(chr(code))[1:-1] for code in (*range(32), 127)}
+
+
+def printable(text: str) -> str:
+    """``text`` with its control characters escaped (``\\n``, ``\\x1b``): a file name with a newline broke a
+    one-line error in two, and one with a terminal's escape sequence recoloured (or cleared) the terminal."""
+    return text.translate(_ESCAPES)
+
+
 OUTPUTS = "img2img.outputs"  # the key of the paths a command writes, in click's Context.meta
 
 
@@ -208,5 +218,5 @@ def report_config(run: RunConfig) -> None:
 
 
 __all__ = ["OUTPUTS", "Location", "Output", "Word", "check_resume_options", "config_options", "decorate",
-           "default_out", "record_output", "report_config", "resume_changes", "resume_moves", "speed_options",
-           "with_speed_options"]
+           "default_out", "printable", "record_output", "report_config", "resume_changes", "resume_moves",
+           "speed_options", "with_speed_options"]

@@ -12,7 +12,7 @@ from img2img import translate as translate_lib
 from img2img.config import MAX_SIDE
 from img2img.data.images import is_image_name, pixel_limit
 
-from .options import Location, Output, Word, cuda_graph_option, with_speed_options
+from .options import Location, Output, Word, cuda_graph_option, printable, with_speed_options
 
 ARCH_HELP = "Official weights only: the generator they hold (checked against the weights, which say it anyway)."
 
@@ -93,7 +93,7 @@ def translate(checkpoint: str, input_path: str, output: str, target: str | None,
             summary = translator.translate_folder(
                 input_path, Path(output) / goal if every else output, image_format, overwrite=overwrite,
                 resize=resize, workers=workers,
-                on_skip=lambda path, reason: click.echo(f"skipped {path}: {reason}", err=True))
+                on_skip=lambda path, reason: click.echo(printable(f"skipped {path}: {reason}"), err=True))
             click.echo(f"{goal}: {summary.line()}" if every else summary.line())
             ok = ok and summary.ok
     if not ok:

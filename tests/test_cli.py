@@ -374,3 +374,21 @@ def test_an_empty_path_or_name_is_refused_not_taken_for_this_folder(tmp_path, mo
     result, output = invoke(*args)
     assert_one_line_error(result, *(["empty"] + ([flag] if flag else [])))
     assert sorted(p.name for p in here.iterdir()) == ["0.png"]  # nothing written into the current folder
+
+
+def test_a_file_name_with_control_characters_is_said_on_one_line(tmp_path, cyclegan_run):
+    """A newline in a broken file's name broke the one-line error (and translation's skip line) in two, and an
+    escape sequence in one was printed raw, to recolour or clear the user's terminal."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(np.full((8, 8, 3), 100, np.uint8)).save(folder / "good.png")
+    (folder / "bad\nname.png").write_bytes(b"not an image")
+    (folder / "red\x1b[31mX.png").write_bytes(b"not an image")
+    result, output = invoke("train", "cyclegan", "--a", folder, "--b", folder, "--size", 32, "--dry-run")
+    assert_one_line_error(result, "bad\\nname.png: not a readable image", "red\\x1b[31mX.png")
+    assert "\x1b" not in output
+    result, output = invoke("translate", cyclegan_run, folder, tmp_path / "out", "--device", "cpu")
+    assert result.exit_code == 3, output
+    skipped = [line for line in output.splitlines() if line.startswith("skipped")]
+    assert len(skipped) == 2 and "bad\\nname.png: not a readable image" in skipped[0], output
+    assert "red\\x1b[31mX.png" in skipped[1] and "\x1b" not in output
