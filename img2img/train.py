@@ -945,6 +945,8 @@ def resume(path: str | Path, steps: int | None = None, stop_after_steps: int | N
     if run_root.name == "checkpoints":
         run_root = run_root.parent
     refuse_run_inside_data(run, run_root, "--resume")
+    if dist_tools.from_environment().is_main:
+        RunDir(run_root).check_resumable("--resume")  # before the data is checked, which can take minutes
     get_model_class(run.model).resolve(run.options)  # the data checked again (every file decoded) before a step
     if run.train.eval_every_steps:  # and the held-out data
         from img2img.evaluation.evaluate import EvalData, verify_held_out  # noqa: PLC0415
