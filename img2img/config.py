@@ -180,7 +180,8 @@ def from_dict(cls: type, values: dict[str, Any], what: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise UserError(f"{what}: unknown settings {', '.join(unknown)}")
+        raise UserError(f"{what}: unknown settings {', '.join(unknown)} (written by a newer img2img, which "
+                        "reads it?)")
     converted = {}
     for f in dataclasses.fields(cls):
         if f.name in values:
