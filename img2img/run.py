@@ -68,8 +68,6 @@ class RunDir:
         run's (a new run replaces config.json and the sample grids, and starts metrics.jsonl afresh)."""
         if fresh:
             self._refuse_replacing(option)
-        else:
-            self.check_resumable(option)
         try:
             for folder in (self.root, self.samples, self.checkpoints):
                 folder.mkdir(parents=True, exist_ok=True)
@@ -95,25 +93,23 @@ class RunDir:
         if saved is not None:
             raise UserError(f"{option}: {self.root} already holds a run; continue it with --resume "
                             f"{self.root if saved == self.last else saved} or choose another {option}")
-        self._refuse_foreign(option, f"a new run there would write over it; choose another {option}")
-
-    def check_resumable(self, option: str = "--resume") -> None:
-        """Refuse, in one line, to resume a checkpoint in a folder that holds another program's files of the names
-        a run writes: a checkpoint resumed where it lies makes its folder a run's (what :meth:`create` checks
-        again under the lock)."""
-        self._refuse_foreign(option, "resuming there would write over it; put the checkpoint in a folder of its "
-                             f"own ({self.root / 'run' / LAST_NAME}) and resume that folder")
-
-    def _refuse_foreign(self, option: str, why: str) -> None:
-        """A one-line error for files of the names a run writes (config.json, train.log, metrics.jsonl, sample
-        grids) beside no run's config.json: another program's, which a run here would replace or rewrite."""
         if _is_run_config(self.config):
-            return  # a run's (one that stopped before its first checkpoint: the same command starts it again)
+            return  # a run that stopped before its first checkpoint: the same command starts it again
         written = (self.config, self.log, self.metrics, self.samples / "last.png",
                    *sorted(self.samples.glob("step-*.png")))
         foreign = next((path for path in written if path.exists()), None)
         if foreign is not None:
-            raise UserError(f"{option}: {foreign} exists and is not from an img2img run, and {why}")
+            raise UserError(f"{option}: {foreign} exists and is not from an img2img run, and a new run there "
+                            f"would write over it; choose another {option}")
+
+    def check_resumable(self, option: str = "--resume") -> None:
+        """Refuse, in one line, to resume a checkpoint beside a config.json that is not a run's: a checkpoint
+        resumed where it lies (downloaded, copied out of its run) makes its folder the run's, whose config.json
+        the resume writes."""
+        if self.config.exists() and not _is_run_config(self.config):
+            raise UserError(f"{option}: {self.config} exists and is not from an img2img run, and resuming there "
+                            f"would write over it; put the checkpoint in a folder of its own "
+                            f"({self.root / 'run' / LAST_NAME}) and resume that folder")
 
     def lock(self, option: str = "--out") -> IO[str]:
         """Take the run folder for this process, creating it if need be: an exclusive lock on ``RUN/.lock``,

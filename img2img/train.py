@@ -957,6 +957,7 @@ def resume(path: str | Path, steps: int | None = None, stop_after_steps: int | N
     with held(dirs.lock("--resume") if job.is_main else None):
         if job.is_main:
             dirs.create("--resume", fresh=False)
+            dirs.check_resumable("--resume")  # again, under the lock
             dirs.write_config(run)
             step = int(payload["step"])
             later = [saved for saved in dirs.saved_steps() if saved > step]
