@@ -202,11 +202,9 @@ def check_resume_options(ctx: click.Context, data_fields: tuple[str, ...] = ()) 
             moved = [flags[field] for field in data_fields if field in flags]
             raise click.UsageError(f"{flags[name]} cannot be changed when resuming; --resume uses the run's saved "
                                    "settings (only --steps, --device, --channels-last, --compile, --cudnn-benchmark, "
-                                   "--cuda-graph and --tensorboard may be given"
+                                   "--cuda-graph, --tensorboard and --out, a new run folder, may be given"
                                    + (f", and the new place of a data folder that moved: {', '.join(moved)}"
                                       if moved else "") + ")", ctx)
-    if ctx.get_parameter_source("out") is not click.core.ParameterSource.DEFAULT:
-        raise click.UsageError("--out cannot be given with --resume: a resumed run stays in its own folder", ctx)
 
 
 def default_out(model: str) -> str:

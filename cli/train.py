@@ -29,9 +29,9 @@ def _start(ctx: click.Context, model_class: type[GANModel], values: dict) -> Non
         data_fields = path_fields(model_class.Config) + path_fields(TrainConfig)
         check_resume_options(ctx, data_fields)
         if dry_run:
-            click.echo(f"would resume {resume}")
+            click.echo(f"would resume {resume}" + (f" in the new run folder {out}" if out else ""))
             return
-        result = training.resume(resume, model=model_class.name, moves=resume_moves(ctx, data_fields),
+        result = training.resume(resume, model=model_class.name, moves=resume_moves(ctx, data_fields), out=out,
                                  **resume_changes(ctx))
     else:
         train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -79,7 +79,8 @@ def model_command(model_class: type[GANModel]) -> click.Command:
         defaults.update(steps=None, decay_steps=None)
     options = [
         click.option("--out", type=Output(file_okay=False), default=None,
-                     help="Run folder to create.  [default: runs/MODEL-TIME]"),
+                     help="Run folder to create (with --resume: go on there, leaving the checkpoint's folder as it "
+                          "is).  [default: runs/MODEL-TIME]"),
         click.option("--resume", type=Output(), default=None,
                      help="Continue the run in this folder (or from this checkpoint) with its saved settings (and, "
                           "where its data folders moved, their new places: --resume RUN --a DIR)."),

@@ -102,14 +102,13 @@ class RunDir:
             raise UserError(f"{option}: {foreign} exists and is not from an img2img run, and a new run there "
                             f"would write over it; choose another {option}")
 
-    def check_resumable(self, option: str = "--resume") -> None:
-        """Refuse, in one line, to resume a checkpoint beside a config.json that is not a run's: a checkpoint
+    def check_resumable(self, checkpoint: str | Path, option: str = "--resume") -> None:
+        """Refuse, in one line, to resume ``checkpoint`` beside a config.json that is not a run's: a checkpoint
         resumed where it lies (downloaded, copied out of its run) makes its folder the run's, whose config.json
         the resume writes."""
         if self.config.exists() and not _is_run_config(self.config):
             raise UserError(f"{option}: {self.config} exists and is not from an img2img run, and resuming there "
-                            f"would write over it; put the checkpoint in a folder of its own "
-                            f"({self.root / 'run' / LAST_NAME}) and resume that folder")
+                            f"would write over it; go on in a new run folder: --resume {checkpoint} --out NEW")
 
     def lock(self, option: str = "--out") -> IO[str]:
         """Take the run folder for this process, creating it if need be: an exclusive lock on ``RUN/.lock``,

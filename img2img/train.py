@@ -915,8 +915,10 @@ def train(run: RunConfig, out: str | Path, resolved: bool = False) -> TrainResul
 
 
 def resume(path: str | Path, steps: int | None = None, stop_after_steps: int | None = None,
-           model: str | None = None, moves: dict[str, str] | None = None, **changes: Any) -> TrainResult:
-    """Continue the run whose checkpoint (or run folder) is ``path``, in that run's folder.
+           model: str | None = None, moves: dict[str, str] | None = None, out: str | Path | None = None,
+           **changes: Any) -> TrainResult:
+    """Continue the run whose checkpoint (or run folder) is ``path``, in that run's folder, or in the new run
+    folder ``out`` (the checkpoint's folder left as it is: a checkpoint file kept elsewhere, a run branched).
 
     ``model``: the model the caller expects (``img2img train MODEL --resume``); a run of another is refused.
     ``moves``: new places of the run's data folders, by field (:func:`relocate_data`).
@@ -944,9 +946,14 @@ def resume(path: str | Path, steps: int | None = None, stop_after_steps: int | N
     run_root = Path(payload["path"]).resolve().parent
     if run_root.name == "checkpoints":
         run_root = run_root.parent
-    refuse_run_inside_data(run, run_root, "--resume")
-    if dist_tools.from_environment().is_main:
-        RunDir(run_root).check_resumable("--resume")  # before the data is checked, which can take minutes
+    option = "--resume" if out is None else "--out"
+    if out is not None:  # a new run folder, whose best.ckpt will be the best of its own evaluations
+        run_root, payload = Path(out), {**payload, "best": None}
+    refuse_run_inside_data(run, run_root, option)
+    if dist_tools.from_environment().is_main and out is not None:  # before the data is checked (minutes)
+        RunDir(run_root).check_fresh("--out")
+    elif dist_tools.from_environment().is_main:
+        RunDir(run_root).check_resumable(path)
     get_model_class(run.model).resolve(run.options)  # the data checked again (every file decoded) before a step
     if run.train.eval_every_steps:  # and the held-out data
         from img2img.evaluation.evaluate import EvalData, verify_held_out  # noqa: PLC0415
@@ -954,10 +961,11 @@ def resume(path: str | Path, steps: int | None = None, stop_after_steps: int | N
         verify_held_out(EvalData.of_training(run.train))
     dirs = RunDir(run_root)
     job = dist_tools.from_environment()
-    with held(dirs.lock("--resume") if job.is_main else None):
+    with held(dirs.lock(option) if job.is_main else None):
         if job.is_main:
-            dirs.create("--resume", fresh=False)
-            dirs.check_resumable("--resume")  # again, under the lock
+            dirs.create(option, fresh=out is not None)
+            if out is None:
+                dirs.check_resumable(path)  # again, under the lock
             dirs.write_config(run)
             step = int(payload["step"])
             later = [saved for saved in dirs.saved_steps() if saved > step]

@@ -177,13 +177,40 @@ def test_a_checkpoint_resumed_where_it_lies_never_replaces_another_programs_file
     (folder / "config.json").write_text('{"tool": "another"}\n')
     result, _ = invoke("train", "mnist-gan", "--resume", folder / "model.ckpt", "--steps", 4)
     assert_one_line_error(result, f"--resume: {folder / 'config.json'} exists and is not from an img2img run",
-                          f"a folder of its own ({folder / 'run' / 'last.ckpt'})")
+                          f"go on in a new run folder: --resume {folder / 'model.ckpt'} --out NEW")
     assert (folder / "config.json").read_text() == '{"tool": "another"}\n'
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.ckpt"]
     (tmp_path / "own").mkdir()  # alone in a folder, it resumes there
     (tmp_path / "own" / "last.ckpt").write_bytes((tmp_path / "run" / "last.ckpt").read_bytes())
     result, output = invoke("train", "mnist-gan", "--resume", tmp_path / "own", "--steps", 4)
     assert result.exit_code == 0 and checkpoint.read(tmp_path / "own")["step"] == 4, output
+
+
+def test_resume_with_out_goes_on_in_a_new_run_folder_and_ends_as_an_uninterrupted_run(tmp_path, mnist_run):
+    """--resume CKPT --out NEW continues a checkpoint kept anywhere (or branches a run) in a run folder of its
+    own, leaving the checkpoint's folder as it is; --out with --resume was refused."""
+    from test_cli import assert_one_line_error, invoke  # noqa: PLC0415
+
+    run = mnist_run(steps=6, batch_size=4, save_every_steps=2, decay_steps=2)
+    train(run, tmp_path / "whole")
+    (tmp_path / "parts").mkdir()
+    (tmp_path / "parts" / "config.json").write_text(run.to_json())
+    Trainer(run, tmp_path / "parts").fit(stop_after_steps=2)
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    (folder / "model.ckpt").write_bytes((tmp_path / "parts" / "last.ckpt").read_bytes())
+    (folder / "config.json").write_text('{"tool": "another"}\n')
+    result, _ = invoke("train", "mnist-gan", "--resume", folder / "model.ckpt", "--out", tmp_path / "whole")
+    assert_one_line_error(result, "--out", "already holds a run")
+    result, output = invoke("train", "mnist-gan", "--resume", folder / "model.ckpt", "--out", tmp_path / "new")
+    assert result.exit_code == 0, output
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.ckpt"]  # as it was
+    assert json.loads((tmp_path / "new" / "config.json").read_text())["model"] == "mnist-gan"
+    _assert_same(_weights_and_optimizers(tmp_path / "whole"), _weights_and_optimizers(tmp_path / "new"))
+    result, output = invoke("train", "mnist-gan", "--resume", tmp_path / "new", "--out", tmp_path / "branch",
+                            "--steps", 8)  # a run branched: the original stays at step 6
+    assert result.exit_code == 0, output
+    assert checkpoint.read(tmp_path / "new")["step"] == 6 and checkpoint.read(tmp_path / "branch")["step"] == 8
 
 
 def warned(run):
