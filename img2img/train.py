@@ -950,17 +950,17 @@ def resume(path: str | Path, steps: int | None = None, stop_after_steps: int | N
     if out is not None:  # a new run folder, whose best.ckpt will be the best of its own evaluations
         run_root, payload = Path(out), {**payload, "best": None}
     refuse_run_inside_data(run, run_root, option)
-    if dist_tools.from_environment().is_main and out is not None:  # before the data is checked (minutes)
-        RunDir(run_root).check_fresh("--out")
-    elif dist_tools.from_environment().is_main:
-        RunDir(run_root).check_resumable(path)
+    dirs = RunDir(run_root)
+    job = dist_tools.from_environment()
+    if job.is_main and out is not None:  # before the data is checked, which can take minutes
+        dirs.check_fresh("--out")
+    elif job.is_main:
+        dirs.check_resumable(path)
     get_model_class(run.model).resolve(run.options)  # the data checked again (every file decoded) before a step
     if run.train.eval_every_steps:  # and the held-out data
         from img2img.evaluation.evaluate import EvalData, verify_held_out  # noqa: PLC0415
 
         verify_held_out(EvalData.of_training(run.train))
-    dirs = RunDir(run_root)
-    job = dist_tools.from_environment()
     with held(dirs.lock(option) if job.is_main else None):
         if job.is_main:
             dirs.create(option, fresh=out is not None)
