@@ -250,13 +250,13 @@ def test_resume_from_an_older_step_checkpoint_file(tmp_path, mnist_run, caplog):
 def test_killed_and_terminated_cli_runs_resume_bit_identically(tmp_path):
     """The real thing: SIGKILL one training process after its first checkpoint, and SIGTERM another before it
     has written one (it finishes the step under way and saves one as it stops); resume both, compare."""
-    command = [sys.executable, "-m", "img2img.cli", "train", "mnist-gan", "--steps", "600", "--batch-size", "8",
-               "--sample-every", "600", "--log-every", "10", "--device", "cpu", "--seed", "3"]
+    command = [sys.executable, "-m", "img2img.cli", "train", "mnist-gan", "--steps", "300", "--batch-size", "8",
+               "--sample-every", "300", "--log-every", "10", "--device", "cpu", "--seed", "3"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     whole = subprocess.Popen(command + ["--out", str(tmp_path / "whole")], env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     killed, terminated = tmp_path / "killed", tmp_path / "terminated"
-    saves = {killed: "50", terminated: "600"}  # the terminated run writes no checkpoint before its last step
+    saves = {killed: "50", terminated: "300"}  # the terminated run writes no checkpoint before its last step
     runs = {run: subprocess.Popen(command + ["--save-every", saves[run], "--out", str(run)], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             for run in (killed, terminated)}
@@ -273,8 +273,8 @@ def test_killed_and_terminated_cli_runs_resume_bit_identically(tmp_path):
     step = checkpoint.read(terminated)["step"]
     assert code == 128 + signal.SIGTERM and "Traceback" not in output, output
     assert f"interrupted at step {step}; checkpoint {terminated / 'last.ckpt'}" in output, output
-    assert 10 <= step < 600 and [p.name for p in (terminated / "checkpoints").iterdir()] == [f"step-{step:08d}.ckpt"]
-    assert stopped[killed][0] == -signal.SIGKILL and checkpoint.read(killed)["step"] < 600
+    assert 10 <= step < 300 and [p.name for p in (terminated / "checkpoints").iterdir()] == [f"step-{step:08d}.ckpt"]
+    assert stopped[killed][0] == -signal.SIGKILL and checkpoint.read(killed)["step"] < 300
     for run in (killed, terminated):
         resumed = subprocess.run([sys.executable, "-m", "img2img.cli", "train", "mnist-gan", "--resume", str(run)],
                                  env=env, capture_output=True, text=True)
