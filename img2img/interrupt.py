@@ -62,7 +62,8 @@ class StopRequests:
     SIGNALS = (signal.SIGINT, signal.SIGTERM, *((HANGUP,) if HANGUP else ()))
 
     def __init__(self) -> None:
-        self.signal: int | None = None
+        self._signal: int | None = None
+        self._notice: threading.Thread | None = None  # says that the run stops (see _handle)
         self._previous: dict[int, object] = {}
         self._pid = os.getpid()
         self.in_step = False  # set by the loop while a step is under way: only that is cut short
@@ -80,6 +81,14 @@ class StopRequests:
             signal.signal(number, signal.SIG_DFL if previous is None else previous)  # None: set outside Python
         self._previous.clear()
 
+    @property
+    def signal(self) -> int | None:
+        """The signal that asked the loop to stop, once it was said (None: none came)."""
+        if self._notice is not None:  # (read by the loop, which holds no lock of the log's)
+            self._notice.join()
+            self._notice = None
+        return self._signal
+
     def _handle(self, number: int, frame: FrameType | None) -> None:
         if os.getpid() != self._pid:  # a forked worker (Ctrl-C reaches it too): the training process decides
             if number == signal.SIGTERM:  # when it stops its workers, or when someone else does
@@ -87,13 +96,19 @@ class StopRequests:
                 os.kill(os.getpid(), number)
             return
         name = signal.Signals(number).name
-        if self.signal is not None:
+        if self._signal is not None:
             if self.in_step:
                 raise Interrupted(number)
             return  # between steps the loop is stopping already (writing its checkpoint, ending its workers)
-        self.signal = number
-        log.warning("%s: stopping when this step ends, with a checkpoint (another %s stops at once, without one)",
-                    name, "Ctrl-C" if number == signal.SIGINT else name)
+        self._signal = number
+        # said by another thread: this handler runs wherever the main thread was, perhaps halfway through writing
+        # a log line, where a line of its own met the file's writer busy ("reentrant call") and printed a
+        # traceback instead; the thread waits for that line to end
+        self._notice = threading.Thread(
+            target=log.warning, daemon=True, name="img2img-stop-notice",
+            args=("%s: stopping when this step ends, with a checkpoint (another %s stops at once, without one)",
+                  name, "Ctrl-C" if number == signal.SIGINT else name))
+        self._notice.start()
 
 
 def said(error: BaseException) -> BaseException:

@@ -177,6 +177,47 @@ def test_a_signal_stops_training_when_the_step_ends_with_a_checkpoint(tmp_path, 
         assert all(torch.equal(value, payload["networks"][name][key]) for key, value in net.state_dict().items())
 
 
+def test_a_signal_that_arrives_while_a_log_line_is_written_is_said_after_it(capsys):
+    """The signal's handler runs wherever the main thread is: halfway through writing the run's log line it
+    wrote its own line into the same busy writer, which refused it ("reentrant call inside BufferedWriter"),
+    and Python's logging printed '--- Logging error ---' and a traceback (a flaky failure of a resume test)."""
+    import io  # noqa: PLC0415
+    import logging  # noqa: PLC0415
+
+    from img2img.interrupt import StopRequests  # noqa: PLC0415
+
+    class Writer(io.StringIO):  # refuses a write within a write, as a BufferedWriter does
+        busy = False
+
+        def write(self, text):
+            if self.busy:
+                raise RuntimeError("reentrant call inside <_io.BufferedWriter name='train.log'>")
+            self.busy = True
+            try:
+                if "step=10" in text:
+                    os.kill(os.getpid(), signal.SIGTERM)  # its handler runs before this write returns
+                    sum(range(1000))
+                return super().write(text)
+            finally:
+                self.busy = False
+
+    stream, logger = Writer(), logging.getLogger("img2img.train")
+    handler, level = logging.StreamHandler(stream), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        with StopRequests() as stop:
+            logger.info("step=10 g_loss=0.7")
+            assert stop.signal == signal.SIGTERM
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert stream.getvalue().splitlines() == [
+        "step=10 g_loss=0.7", "SIGTERM: stopping when this step ends, with a checkpoint (another SIGTERM stops at "
+        "once, without one)"]
+    assert "Logging error" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("number", [signal.SIGHUP, signal.SIGINT])
 def test_a_signal_the_process_was_started_ignoring_stays_ignored(tmp_path, mnist_run, monkeypatch, number):
     """`nohup img2img train ...` asks for the run to go on when the terminal goes away; a shell script starts
