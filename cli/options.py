@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from img2img.config import RESUMABLE_SETTINGS, RunConfig, TrainConfig, cli_option
+from img2img.config import RESUMABLE_SETTINGS, RunConfig, TrainConfig, cli_option, option_flag
 
 # options that may accompany --resume: they do not change what the run computes
 RESUMABLE = {*RESUMABLE_SETTINGS, "resume", "out", "dry_run"}
@@ -119,7 +119,7 @@ def config_options(cls: type, defaults: dict[str, Any] | None = None, only: tupl
         if meta is None or (only is not None and f.name not in only):
             continue
         kind = _base_type(hints[f.name])
-        flag = meta.flag or "--" + f.name.replace("_", "-")
+        flag = option_flag(f)
         default = defaults.get(f.name, f.default)
         param = rename.get(f.name, f.name)
         extra: dict[str, Any] = {}

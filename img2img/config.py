@@ -57,6 +57,11 @@ def cli_option(f: dataclasses.Field) -> CliOption | None:
     return f.metadata.get("cli")
 
 
+def option_flag(f: dataclasses.Field) -> str:
+    """The command-line flag of a field made with :func:`option` (``load_size`` → ``--load-size``)."""
+    return cli_option(f).flag or "--" + f.name.replace("_", "-")
+
+
 def path_fields(cls: type) -> tuple[str, ...]:
     """The fields of config dataclass ``cls`` that name a file or folder (the options marked ``path``): the data
     folders, which ``--resume`` may be told the new place of."""

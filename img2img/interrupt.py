@@ -55,9 +55,9 @@ class StopRequests:
     """While entered, SIGINT, SIGTERM and SIGHUP (the terminal or ssh session went away, which ended a run on
     the spot) set :attr:`signal` rather than stop the program, and a second one raises :class:`Interrupted` if a
     step is under way (:attr:`in_step`).  A SIGHUP or SIGINT that the process was started ignoring (``nohup``, a
-    script's background job) stays ignored.  Entered outside the main thread (where Python sets no handlers) it does nothing.  A process
-    forked while it is entered (a data-loading worker) ignores SIGINT and SIGHUP, which a terminal sends it too
-    (the training process ends its workers when it stops), and ends on SIGTERM."""
+    script's background job) stays ignored.  Entered outside the main thread (where Python sets no handlers) it
+    does nothing.  A process forked while it is entered (a data-loading worker) ignores SIGINT and SIGHUP, which
+    a terminal sends it too (the training process ends its workers when it stops), and ends on SIGTERM."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM, *((HANGUP,) if HANGUP else ()))
 

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from img2img import checkpoint, speed
 from img2img.board import Board
 from img2img import distributed as dist_tools
-from img2img.config import RESUMABLE_SETTINGS, RunConfig, TrainConfig, cli_option, path_fields
+from img2img.config import RESUMABLE_SETTINGS, RunConfig, TrainConfig, cli_option, option_flag, path_fields
 from img2img.data import guard
 from img2img.data.batches import mix_seed
 from img2img.data.images import folder_record
@@ -775,11 +775,7 @@ def _folder_options(run: RunConfig, images: bool = False) -> Iterator[tuple[str,
     for config in (run.options, run.train):
         for f, value in _path_options(config):
             if os.path.isdir(value) and (cli_option(f).images or not images):
-                yield _flag(f), value
-
-
-def _flag(f: dataclasses.Field) -> str:
-    return cli_option(f).flag or f"--{f.name.replace('_', '-')}"
+                yield option_flag(f), value
 
 
 def relocate_data(run: RunConfig, moves: dict[str, str], checkpoint: str | Path) -> RunConfig:
@@ -789,20 +785,22 @@ def relocate_data(run: RunConfig, moves: dict[str, str], checkpoint: str | Path)
     record of it (:func:`data_changes`), as for a folder changed in place.  A data folder that the run reads and
     that is gone is named with how to give its new place, ``checkpoint`` being what was resumed."""
     configs = {"options": run.options, "train": run.train}
+    folders = {f.name: (where, f) for where, config in configs.items() for f in dataclasses.fields(config)
+               if f.name in path_fields(type(config))}
     for name, place in moves.items():
-        where = next((key for key, config in configs.items() if name in path_fields(type(config))), None)
-        if where is None:
+        if name not in folders:
             raise ValueError(f"{name} is no data folder of a {run.model} run")
+        where, f = folders[name]
         config = configs[where]
-        f = next(f for f in dataclasses.fields(config) if f.name == name)
         if getattr(config, name) is None:
-            reads = [_flag(g) for c in configs.values() for g, _ in _path_options(c)]
+            reads = [option_flag(g) for c in configs.values() for g, _ in _path_options(c)]
             places = f"the run's {', '.join(reads)}" if reads else "no folder of this run"
-            raise UserError(f"{_flag(f)}: the run reads no {_flag(f)}, so it has none to move; --resume may give the "
-                            f"new place of {places}")
+            flag = option_flag(f)
+            raise UserError(f"{flag}: the run reads no {flag}, so it has none to move; --resume may give the new "
+                            f"place of {places}")
         configs[where] = dataclasses.replace(config, **{name: os.path.abspath(place)})
     run = RunConfig(run.model, configs["train"], configs["options"])
-    gone = [(_flag(f), value) for config in configs.values() for f, value in _path_options(config)
+    gone = [(option_flag(f), value) for config in configs.values() for f, value in _path_options(config)
             if cli_option(f).images and not os.path.exists(value)]  # (MNIST's folder is downloaded into)
     if gone:
         also = "".join(f", nor does {flag} {value}" for flag, value in gone[1:])

@@ -587,8 +587,8 @@ class Translator:
                 if previous is not None:
                     hand_over(*previous)
                 collect(0)
-            except KeyboardInterrupt as error:  # Ctrl-C, SIGTERM, SIGHUP: the writes under way end, then
-                bar.close()  # what is done is said
+            except KeyboardInterrupt as error:  # Ctrl-C, SIGTERM, SIGHUP: the writes under way end, then what
+                bar.close()  # is done is said
                 with contextlib.suppress(BaseException):
                     collect(0)
                 log.warning("interrupted: %d of %d images translated into %s; the same command translates the "

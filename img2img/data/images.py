@@ -150,8 +150,8 @@ def _opencv_quiet():
 
 
 def _read_opencv(path: Path) -> tuple[np.ndarray, int]:
-    """A 16-bit colour PNG, TIFF or PPM through OpenCV's decoder, which keeps the 16 bits (Pillow reduces them to 8)
-    and reports a corrupt file as a failure (torchvision's decode_png dies on most libpng errors, a bad CRC or a
+    """A 16-bit colour PNG, TIFF or PPM through OpenCV's decoder, which keeps the 16 bits (Pillow reduces them
+    to 8) and reports a corrupt file as a failure (torchvision's decode_png dies on most libpng errors, a bad CRC or a
     broken IDAT, taking the process with it: it is never used); the header is read by Pillow first, and held to
     the pixel limit.  Upright as the file's EXIF orientation says: OpenCV turns some formats itself and not others
     (TIFF, not PNG, in OpenCV 5), so the turn of a turned file is the one that agrees with Pillow's upright 8 bits,
