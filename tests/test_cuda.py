@@ -244,7 +244,13 @@ def test_a_training_step_captured_as_one_cuda_graph_trains_as_eager_steps_do(nam
     """--cuda-graph: each kind of step runs eagerly on a side stream a few times, is captured, then replayed.  In
     float32 without TF32 and with cuDNN's deterministic algorithms, the replaying trainer's weights follow the
     eager one's over steps on new batches while the learning rate decays (a graph that read a stale batch or
-    learning rate would be off by several updates); every model's replayed steps give finite, changing losses."""
+    learning rate would be off by several updates); every model's replayed steps give finite, changing losses.
+    The weights compared are the layers' weights, not their biases: a bias just before an instance or batch norm
+    has no gradient in exact arithmetic (the norm subtracts it), so its float gradient is rounding noise, which
+    Adam scales into steps of the full learning rate with a random sign.  Two correct runs that only round
+    differently differ there by whole steps: on the CPU, CycleGAN trained with 1 thread and with 2 differs by
+    8.8e-4 over all its parameters (1.3e-3 between replayed and eager steps on an H200), by 2.4e-6 over its
+    weights alone, and a step's update is about 1e-2."""
     settings = dict(steps=10, decay_steps=10, amp=False, cudnn_benchmark=False, compile="off",
                     options={"dropout": False})
     with deterministic_float32():
@@ -268,8 +274,9 @@ def test_a_training_step_captured_as_one_cuda_graph_trains_as_eager_steps_do(nam
     assert alike and all(any(not torch.equal(a[key], b[key]) for key in a) for a, b in alike)
     if name in UNRANDOM:
         for net_name, net in eager.model.nets.items():
-            want = torch.cat([p.detach().flatten() for p in net.parameters()])
-            have = torch.cat([p.detach().flatten() for p in graphed.model.nets[net_name].parameters()])
+            replayed = graphed.model.nets[net_name]
+            want = torch.cat([p.detach().flatten() for p in net.parameters() if p.dim() > 1])
+            have = torch.cat([p.detach().flatten() for p in replayed.parameters() if p.dim() > 1])
             assert relative_error(have, want) <= 1e-3, (net_name, relative_error(have, want))
 
 
