@@ -109,16 +109,17 @@ class TrainConfig:
     # speed settings (img2img.speed): how the step runs, not what it computes; they may change on --resume
     channels_last: bool = option(False, "Networks and image batches in NHWC memory layout.")
     compile: str = option("auto", "torch.compile the networks; reduce-overhead and max-autotune also replay each step "
-                                  "as CUDA graphs; auto: reduce-overhead when training on one CUDA GPU (the first "
-                                  "steps compile, about a minute), off on the CPU and for a gradient penalty "
-                                  "(StarGAN, --loss wgan-gp), which cannot be compiled; if torch's compiler fails "
-                                  "under auto, the run goes on uncompiled.", choices=COMPILE_MODES)
+                                  "as CUDA graphs; auto: when training on one CUDA GPU (the first steps compile, "
+                                  "about a minute) default inside --cuda-graph's step graphs, else reduce-overhead; "
+                                  "off on the CPU and for a gradient penalty (StarGAN, --loss wgan-gp), which cannot "
+                                  "be compiled; if torch's compiler fails under auto, the run goes on uncompiled.",
+                          choices=COMPILE_MODES)
     cudnn_benchmark: bool = option(True, "Let cuDNN time and pick its fastest convolution algorithms (CUDA).")
-    cuda_graph: str = option("off", "Capture each whole training step (every phase's forward and backward passes "
-                                    "and optimiser update) as one CUDA graph and replay it (CUDA, one process); "
-                                    "with it --compile auto is default, not reduce-overhead.  Given alone: on; "
-                                    "auto: on where it can run, and off again, with a warning, should a capture "
-                                    "fail.", choices=CUDA_GRAPH_SETTINGS, bare="on")
+    cuda_graph: str = option("auto", "Capture each whole training step (every phase's forward and backward passes "
+                                     "and optimiser update) as one CUDA graph and replay it (CUDA, one process); "
+                                     "with it --compile auto is default, not reduce-overhead.  auto: on where it "
+                                     "can run, and off again, with a warning, should a capture fail; given alone: "
+                                     "on, which stops where it cannot run.", choices=CUDA_GRAPH_SETTINGS, bare="on")
     fused_adam: bool = True  # Adam's update as one fused kernel (else the multi-tensor "foreach" one)
     tensorboard: bool = option(False, "Also write TensorBoard event files to RUN/tensorboard: losses, learning rate, "
                                       "speed, sample grids, evaluations and the config (needs pip install "

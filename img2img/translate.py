@@ -90,7 +90,7 @@ def load(path: str | Path, target: str | None = None, device: str | torch.device
          norm: str | None = None, base_channels: int | None = None, use_ema: bool = True, amp: bool | None = None,
          stochastic: bool = False, batch_size: int = 8, tile: int | None = None, channels_last: bool = False,
          compile: str = "off", cudnn_benchmark: bool = True, direction: str | None = None,  # noqa: A002
-         cuda_graph: str | bool = "off") -> Translator:
+         cuda_graph: str | bool = "auto") -> Translator:
     """A :class:`Translator` for a checkpoint file, a run folder, or an official generator weights file.
 
     ``target`` is what the translation takes, as the model says (see
@@ -271,7 +271,7 @@ class Translator:
                  amp: bool | None = None, stochastic: bool = False, batch_size: int = 8,
                  tile: int | None = None, tile_overlap: int | None = None,
                  max_pixels: int | None = None, channels_last: bool = False, compile: str = "off",  # noqa: A002
-                 cudnn_benchmark: bool = True, cuda_graph: str | bool = "off") -> None:
+                 cudnn_benchmark: bool = True, cuda_graph: str | bool = "auto") -> None:
         self.device = torch.device(device)
         self.info = info
         # cuDNN's autotuning costs a fraction of a second per new input shape: worth it for a shape that comes

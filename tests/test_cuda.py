@@ -172,7 +172,7 @@ def compare_compiled_with_eager(name: str, mode: str, tmp_path, device: str, bat
     # compiling them twice took CycleGAN's and CUT's comparisons past 195 and 290 s on an H200
     options = {"dropout": False, **SHORTER.get(name, {})}
     fast, batch = tiny_trainer(name, tmp_path / "fast", batch_size, device, options, channels_last=channels_last,
-                               compile=mode)
+                               compile=mode, cuda_graph="off")  # (step graphs: the test below)
     assert fast.compile_mode == mode
     initial = {net: [p.detach().clone() for p in fast.model.nets[net].parameters()] for net in fast.model.nets}
     batch = fast.model.move_batch(batch, fast.device)
@@ -184,7 +184,8 @@ def compare_compiled_with_eager(name: str, mode: str, tmp_path, device: str, bat
     extra = fast.model.extra_state()
     twins = {}
     for precision in ("float32", "float64"):
-        twin, _ = tiny_trainer(name, tmp_path / precision, batch_size, device, options, compile="off")
+        twin, _ = tiny_trainer(name, tmp_path / precision, batch_size, device, options, compile="off",
+                               cuda_graph="off")
         for net_name, net in fast.model.nets.items():
             twin.model.nets[net_name].load_state_dict(net.state_dict())
         twin.step = fast.step
@@ -254,7 +255,7 @@ def test_a_training_step_captured_as_one_cuda_graph_trains_as_eager_steps_do(nam
     settings = dict(steps=10, decay_steps=10, amp=False, cudnn_benchmark=False, compile="off",
                     options={"dropout": False})
     with deterministic_float32():
-        eager, batch = tiny_trainer(name, tmp_path / "eager", device="cuda", **settings)
+        eager, batch = tiny_trainer(name, tmp_path / "eager", device="cuda", cuda_graph="off", **settings)
         graphed, _ = tiny_trainer(name, tmp_path / "graphed", device="cuda", cuda_graph="on", **settings)
         for net_name, net in eager.model.nets.items():
             graphed.model.nets[net_name].load_state_dict(net.state_dict())
@@ -300,7 +301,7 @@ def test_cuda_graph_auto_trains_on_through_a_step_that_cannot_be_captured(tmp_pa
     settings = dict(steps=8, decay_steps=8, amp=False, cudnn_benchmark=False, compile="off",
                     options={"dropout": False})
     with deterministic_float32():
-        eager, batch = tiny_trainer("pix2pix", tmp_path / "eager", device="cuda", **settings)
+        eager, batch = tiny_trainer("pix2pix", tmp_path / "eager", device="cuda", cuda_graph="off", **settings)
         auto, _ = tiny_trainer("pix2pix", tmp_path / "auto", device="cuda", cuda_graph="auto", **settings)
         assert auto.step_graphs and auto.graph_fallback and auto.graphs is not None
         for net_name, net in eager.model.nets.items():
@@ -386,8 +387,11 @@ def exact_float32() -> Iterator[None]:
 
 
 def test_compile_auto_means_cuda_graphs_for_training_on_cuda(tmp_path):
-    trainer, _ = tiny_trainer("pix2pix", tmp_path, device="cuda")
-    assert trainer.config.compile == "auto" and trainer.compile_mode == "reduce-overhead"
+    trainer, _ = tiny_trainer("pix2pix", tmp_path, device="cuda")  # every step one CUDA graph, kernels compiled
+    assert trainer.config.cuda_graph == "auto" and trainer.step_graphs
+    assert trainer.config.compile == "auto" and trainer.compile_mode == "default"
+    ungraphed, _ = tiny_trainer("pix2pix", tmp_path / "off", device="cuda", cuda_graph="off")
+    assert not ungraphed.step_graphs and ungraphed.compile_mode == "reduce-overhead"  # a CUDA graph per network
     for name, options in (("pix2pix", {"loss": "wgan-gp"}), ("stargan", {})):
         penalised, _ = tiny_trainer(name, tmp_path / name, device="cuda", options=options)
         assert penalised.compile_mode == "off"  # the gradient penalty's double backward cannot be compiled
@@ -406,7 +410,8 @@ def test_compile_auto_trains_on_through_a_fault_of_torchs_compiler(name, graphs,
     try:
         with deterministic_float32():
             auto, batch = tiny_trainer(name, tmp_path / "auto", device="cuda", cuda_graph=graphs, **settings)
-            eager, _ = tiny_trainer(name, tmp_path / "eager", device="cuda", compile="off", **settings)
+            eager, _ = tiny_trainer(name, tmp_path / "eager", device="cuda", compile="off", cuda_graph="off",
+                                    **settings)
             assert auto.compile_mode == ("default" if graphs == "auto" else "reduce-overhead")
             for net_name, net in auto.model.nets.items():
                 eager.model.nets[net_name].load_state_dict(net.state_dict())
@@ -465,8 +470,8 @@ def test_bf16_translation_is_within_two_levels_of_float32(kind):
 def test_compiled_translation_matches_eager(mode):
     net = trained_generator("resnet")
     info = generator_info(net, 3, 3)
-    eager = Translator(net, info, "cuda", batch_size=4)
-    fast = Translator(net, info, "cuda", batch_size=4, channels_last=True, compile=mode)
+    eager = Translator(net, info, "cuda", batch_size=4, cuda_graph="off")
+    fast = Translator(net, info, "cuda", batch_size=4, channels_last=True, compile=mode, cuda_graph="off")
     for height, width in ((64, 64), (64, 64), (48, 80), (64, 64)):  # a repeated shape replays its graph
         images = smooth_batch(6, height, width, seed=height + width)  # 6 = a full batch and a partial one
         want = to_levels(eager.translate_tensor(images), 8).int()
@@ -478,8 +483,9 @@ def test_cuda_graph_translation_matches_eager():
     """translate --cuda-graph: each batch shape's forward pass replayed as a CUDA graph from its third batch."""
     net = trained_generator("resnet")
     info = generator_info(net, 3, 3)
-    eager = Translator(net, info, "cuda", batch_size=4)
-    graphed = Translator(net, info, "cuda", batch_size=4, cuda_graph=True)
+    eager = Translator(net, info, "cuda", batch_size=4, cuda_graph="off")
+    graphed = Translator(net, info, "cuda", batch_size=4)  # --cuda-graph auto, the default: on CUDA, on
+    assert graphed.cuda_graph and not eager.cuda_graph
     for height, width in ((64, 64), (64, 64), (48, 80), (64, 64), (64, 64)):
         images = smooth_batch(6, height, width, seed=height + width)  # 6 = a full batch and a partial one
         want = to_levels(eager.translate_tensor(images), 8).int()
