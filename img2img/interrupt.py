@@ -24,11 +24,14 @@ they end the process on the spot, without a word.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from types import FrameType, TracebackType
 
@@ -51,6 +54,41 @@ class Interrupted(KeyboardInterrupt):
         self.signal_number = signal_number
 
 
+def _interrupt_main_soon(number: int) -> None:
+    time.sleep(0.01)  # the main thread has long left the hook that started this thread
+    _thread.interrupt_main(number)
+
+
+@contextlib.contextmanager
+def delivered_again() -> Iterator[None]:
+    """While entered, an interruption that Python could not raise is delivered again rather than lost.  A signal's
+    handler runs wherever the main thread is, and may land in a weak reference's callback, a ``__del__`` or a
+    garbage collector's callback, whose exceptions Python only prints ("Exception ignored in ...") and drops: a
+    SIGTERM lost there left a command running until the SIGKILL that followed (seen on a GPU machine, where
+    torch's compiler was at work).  Here the signal is raised again in the main thread, whose handler then runs
+    at the next point where an exception can be raised (should it land in such a place again, it comes back
+    once more).  It is raised from another thread a moment later: raised at once, its handler would run inside
+    this hook, whose own exceptions Python drops too."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable: sys.UnraisableHookArgs) -> None:
+        error = unraisable.exc_value
+        if isinstance(error, KeyboardInterrupt):  # Interrupted, or Python's own Ctrl-C
+            number = getattr(error, "signal_number", signal.SIGINT)
+            if callable(signal.getsignal(number)):  # a handler of Python's (else interrupt_main does nothing)
+                threading.Thread(target=_interrupt_main_soon, args=(number,), daemon=True,
+                                 name="img2img-interrupt-again").start()
+                return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        if sys.unraisablehook is hook:  # (unless someone set their own since)
+            sys.unraisablehook = previous
+
+
 class StopRequests:
     """While entered, SIGINT, SIGTERM and SIGHUP (the terminal or ssh session went away, which ended a run on
     the spot) set :attr:`signal` rather than stop the program, and a second one raises :class:`Interrupted` if a
@@ -62,6 +100,7 @@ class StopRequests:
     SIGNALS = (signal.SIGINT, signal.SIGTERM, *((HANGUP,) if HANGUP else ()))
 
     def __init__(self) -> None:
+        self._again = contextlib.ExitStack()  # an interruption Python dropped is delivered again (delivered_again)
         self._signal: int | None = None
         self._notice: threading.Thread | None = None  # says that the run stops (see _handle)
         self._previous: dict[int, object] = {}
@@ -70,6 +109,7 @@ class StopRequests:
 
     def __enter__(self) -> StopRequests:
         if threading.current_thread() is threading.main_thread():
+            self._again.enter_context(delivered_again())
             for number in self.SIGNALS:
                 if not _kept_ignored(number):
                     self._previous[number] = signal.signal(number, self._handle)
@@ -80,6 +120,7 @@ class StopRequests:
         for number, previous in self._previous.items():
             signal.signal(number, signal.SIG_DFL if previous is None else previous)  # None: set outside Python
         self._previous.clear()
+        self._again.close()
 
     @property
     def signal(self) -> int | None:
@@ -138,10 +179,11 @@ def terminate_as_interrupt() -> Iterator[None]:
     numbers = [n for n in (signal.SIGTERM, HANGUP) if n is not None and not _kept_ignored(n)]
     previous = {number: signal.signal(number, handle) for number in numbers}
     try:
-        yield
+        with delivered_again():
+            yield
     finally:
         for number, handler in previous.items():
             signal.signal(number, signal.SIG_DFL if handler is None else handler)
 
 
-__all__ = ["HANGUP", "Interrupted", "StopRequests", "said", "terminate_as_interrupt"]
+__all__ = ["HANGUP", "Interrupted", "StopRequests", "delivered_again", "said", "terminate_as_interrupt"]
