@@ -7,12 +7,12 @@
 # 2. part "tests", alone on the GPU: the tests marked `cuda`;
 # 3. part "commands", side by side on the GPU: the README's commands exactly as it gives them (the pix2pix and
 #    CycleGAN demos: demo, train, eval, translate both ways, export; the MNIST GAN; CycleGAN at 256² with every
-#    default on folders of JPEGs of mixed sizes), the two demos trained again with --cuda-graph and evaluated
-#    (its quality must not move), each model's benchmark step, and where a training step synchronises with the
-#    host (.ci/find_syncs.py);
-# 4. part "speed", alone on the GPU: the CycleGAN and pix2pix steps with the defaults, with each whole step as one
-#    CUDA graph (--cuda-graph) and with channels_last, and their profiles; folder translation and its pipeline's
-#    ceiling over 2,048 images; `img2img bench --ladder` for cyclegan, pix2pix and translate at 256², and a
+#    default on folders of JPEGs of mixed sizes), each model's benchmark step, and where a training step
+#    synchronises with the host (.ci/find_syncs.py);
+# 4. part "speed", alone on the GPU: the CycleGAN and pix2pix steps with the defaults (each whole step one CUDA
+#    graph), with channels_last added, and with a graph per network (--cuda-graph off, the former default), and
+#    their profiles; folder translation with and without graphs, with 8 workers, and its pipeline's ceiling over
+#    2,048 images; `img2img bench --ladder` for cyclegan, pix2pix and translate at 256², and a
 #    batch-size sweep.  Its compiled configurations are first compiled side by side (each bench once, briefly,
 #    GPU_WARM_S at most), which fills TorchInductor's caches on disk: the timed runs after it, one at a time,
 #    then load their compiled code instead of compiling it again.
@@ -22,8 +22,8 @@
 # (GPU_BUDGET_S, default 540 s; the tests and the commands GPU_TESTS_S and GPU_COMMANDS_S of it at most): what
 # would not fit is skipped and says so, and one failure costs only itself.  GPU_PARTS (default "tests commands
 # speed") runs some parts only, in the order given ("tests+speed": the tests beside the speed part's compiling,
-# which is bound by the host's cores as they are, then the timed runs alone; "tests+demos+speed": the demos trained
-# with --cuda-graph and evaluated beside them too, within the tests' time), GPU_TESTS_K some tests only (pytest
+# which is bound by the host's cores as they are, then the timed runs alone; "tests+demos+speed": the two demos
+# trained with the defaults and evaluated beside them too, within the tests' time), GPU_TESTS_K some tests only (pytest
 # -k), and GPU_SKIP (a bash regular expression of command names, e.g. "ladder-.*|sweep-.*") leaves out commands,
 # for a session whose GPU time comes in pieces.
 set -uo pipefail
@@ -77,6 +77,11 @@ wheels=()
 run install 120 python3 -m pip install --no-index --no-deps --no-build-isolation --target /tmp/site "${wheels[@]}" "$REPO" \
     || { cat "$LOGS/install.log"; exit 1; }
 export PYTHONPATH=/tmp/site PATH=/tmp/site/bin:$PATH
+# the CPUs this process may use (a container's quota counts), which set the folder pipeline's pace: one lease's
+# host said 16 (nproc) and ran the pipeline at a fifth of another's
+python3 -c 'import os; from img2img.resources import available_cpus
+print("CPUs usable:", available_cpus(), "of", os.cpu_count(), "(affinity", len(os.sched_getaffinity(0)), end=")\n")' \
+    >>"$LOGS/machine.log" 2>&1
 # run from WORK, never from the checkout: there `import img2img` would find the sources, not the installed package
 cd "$WORK" || exit 1
 
@@ -98,18 +103,18 @@ P2P=(--a data/skeletons/train/a --b data/skeletons/train/b --size 32 --load-size
 CG=(--a data/colour-digits/train/a --b data/colour-digits/train/b --size 32 --load-size 32 --no-flip --batch-size 4
     --steps 3000 --decay-steps 1000 --ngf 32 --ndf 32)
 
-# the two demos trained with each whole step as one CUDA graph and evaluated (its quality must not move), each
-# demo's training and evaluation in the background; the demos' data first
-graph_demos() {
+# the two demos alone, trained with the defaults (each whole step one CUDA graph) and evaluated (the quality must
+# not move), each demo's training and evaluation in the background; the demos' data first
+demos() {
     [ -d data/skeletons ] || run p2p-demo 60 img2img demo pix2pix data/skeletons &
     [ -d data/colour-digits ] || run cg-demo 60 img2img demo cyclegan data/colour-digits &
     wait
-    run cg-train-graph 999 img2img train cyclegan "${CG[@]}" --cuda-graph --out runs/colour-graph &&
-        run cg-eval-graph 60 img2img eval runs/colour-graph --a data/colour-digits/test/a \
-            --b data/colour-digits/test/b --json "$LOGS/eval-cyclegan-graph.json" &
-    run p2p-train-graph 999 img2img train pix2pix "${P2P[@]}" --cuda-graph --out runs/skeletons-graph &&
-        run p2p-eval-graph 60 img2img eval runs/skeletons-graph --a data/skeletons/test/a \
-            --b data/skeletons/test/b --json "$LOGS/eval-pix2pix-graph.json" &
+    run cg-train 999 img2img train cyclegan "${CG[@]}" --out runs/colour &&
+        run cg-eval 60 img2img eval runs/colour --a data/colour-digits/test/a \
+            --b data/colour-digits/test/b --json "$LOGS/eval-cyclegan.json" &
+    run p2p-train 999 img2img train pix2pix "${P2P[@]}" --out runs/skeletons &&
+        run p2p-eval 60 img2img eval runs/skeletons --a data/skeletons/test/a \
+            --b data/skeletons/test/b --json "$LOGS/eval-pix2pix.json" &
     wait
 }
 
@@ -130,7 +135,7 @@ for side, count in (("a", 24), ("b", 20)):
         image = Image.fromarray(low).resize((width, height), Image.BICUBIC)
         image.convert("L" if index % 7 == 3 else "RGB").save(Path("jpegs", side, f"{index:03d}.jpg"), quality=90)' &
 wait
-(   # the README's commands with every CUDA default (--compile auto: CUDA graphs)
+(   # the README's commands with every CUDA default (--cuda-graph auto: each step one CUDA graph)
     run p2p-train 999 img2img train pix2pix "${P2P[@]}" --out runs/skeletons &&
         run p2p-eval 60 img2img eval runs/skeletons --a data/skeletons/test/a --b data/skeletons/test/b \
             --json "$LOGS/eval-pix2pix.json" &&
@@ -161,7 +166,6 @@ print(f"bf16 against float32 translation of the held-out digits: max {worst} lev
 sys.exit(worst > 2)'
     run cg-export 90 img2img export runs/colour --format onnx --out colour.onnx
 ) &
-graph_demos &  # the same demos with each whole step as one CUDA graph: the quality must not move
 (
     run find-syncs 150 python3 "$REPO/.ci/find_syncs.py" cyclegan pix2pix
     run h2z-train 999 img2img train cyclegan --a jpegs/a --b jpegs/b --steps 50 --out runs/h2z &&
@@ -175,22 +179,23 @@ wait
 
 # -- 4. speed, alone on the GPU -----------------------------------------------------------------------------
 # each timed benchmark: NAME LIMIT ARGUMENTS (of img2img bench), most told per second first: folder translation and
-# the training steps with the defaults, each whole step as one CUDA graph (--cuda-graph, with its profile: where a
-# replayed step's time goes) and with channels_last added (which removes cuDNN's layout conversions), the profiles
-# of the defaults (the device's kernels and the host's Python: where a launch-bound step's time goes), then each
-# mean's effect (the ladders) and a batch-size sweep
+# the training steps with the defaults (each whole step one CUDA graph, with their profiles: where a replayed
+# step's time goes), with channels_last added (which removes cuDNN's layout conversions, a quarter of CycleGAN's
+# kernel time), and with a graph per network (--cuda-graph off, the former default); the folder pipeline's
+# ceiling, and with 8 workers; then each mean's effect (the ladders) and a batch-size sweep
 SPEED=(
     "translate-2048 40 translate --size 256 --steps 2048"
-    "translate-2048-graph 40 translate --size 256 --steps 2048 --cuda-graph"
-    "bench-cyclegan 150 cyclegan --size 256 --batch-size 1 --profile $LOGS/profile-cyclegan.txt"
-    "bench-cyclegan-graph 150 cyclegan --size 256 --batch-size 1 --cuda-graph --profile $LOGS/profile-cyclegan-graph.txt"
-    "bench-pix2pix 90 pix2pix --size 256 --batch-size 1 --profile $LOGS/profile-pix2pix.txt"
-    "bench-pix2pix-graph 90 pix2pix --size 256 --batch-size 1 --cuda-graph --profile $LOGS/profile-pix2pix-graph.txt"
-    "bench-cyclegan-graph-channels-last 150 cyclegan --size 256 --batch-size 1 --cuda-graph --channels-last"
-    "bench-pix2pix-graph-channels-last 90 pix2pix --size 256 --batch-size 1 --cuda-graph --channels-last"
-    "bench-cyclegan-channels-last 150 cyclegan --size 256 --batch-size 1 --channels-last"
-    "translate-2048-b32 40 translate --size 256 --steps 2048 --batch-size 32"
     "io-only-2048 30 translate --size 256 --steps 2048 --io-only"
+    "bench-cyclegan 150 cyclegan --size 256 --batch-size 1 --profile $LOGS/profile-cyclegan.txt"
+    "bench-cyclegan-channels-last 150 cyclegan --size 256 --batch-size 1 --channels-last --profile $LOGS/profile-cyclegan-channels-last.txt"
+    "bench-pix2pix 90 pix2pix --size 256 --batch-size 1 --profile $LOGS/profile-pix2pix.txt"
+    "bench-pix2pix-channels-last 90 pix2pix --size 256 --batch-size 1 --channels-last"
+    "translate-2048-workers-8 40 translate --size 256 --steps 2048 --workers 8"
+    "io-only-2048-workers-8 30 translate --size 256 --steps 2048 --io-only --workers 8"
+    "translate-2048-off 40 translate --size 256 --steps 2048 --cuda-graph off"
+    "bench-cyclegan-off 150 cyclegan --size 256 --batch-size 1 --cuda-graph off"
+    "bench-pix2pix-off 90 pix2pix --size 256 --batch-size 1 --cuda-graph off"
+    "translate-2048-b32 40 translate --size 256 --steps 2048 --batch-size 32"
     "ladder-cyclegan 240 cyclegan --size 256 --batch-size 1 --steps 20 --ladder"
     "ladder-pix2pix 180 pix2pix --size 256 --batch-size 1 --steps 20 --ladder"
     "ladder-translate 120 translate --size 256 --steps 512 --ladder"
@@ -199,16 +204,15 @@ SPEED=(
     "sweep-cyclegan-2 120 cyclegan --size 256 --batch-size 2 --steps 20"
     "sweep-cyclegan-8 120 cyclegan --size 256 --batch-size 8 --steps 20"
 )
-part_speed() {  # part_speed [tests|tests+demos]: the tests (and the graph demos) beside the compiling (none timed)
+part_speed() {  # part_speed [tests|tests+demos]: the tests (and the demos) beside the compiling (none timed)
     local entry name limit args
     if [[ ${1:-} == tests* ]]; then
         part_tests &  # in a subshell of its own, with its own time limit; waited for with the compiling below
     fi
     if [[ ${1:-} == *demos ]]; then
-        (END=$((SECONDS + ${GPU_TESTS_S:-300})); graph_demos) &  # within the tests' time
+        (END=$((SECONDS + ${GPU_TESTS_S:-300})); demos) &  # within the tests' time
     fi
-    # the compiling, side by side: every compiled timed benchmark (training targets with the defaults or
-    # --cuda-graph; the ladders compile the same networks as the single runs with channels_last) for a few steps,
+    # the compiling, side by side: every compiled timed benchmark (training targets; the ladders compile the same networks as the single runs with channels_last) for a few steps,
     # which leaves their compiled code in TorchInductor's caches for the timed runs below
     END=$((SECONDS + ${GPU_WARM_S:-150}))
     for entry in "${SPEED[@]}"; do
@@ -223,7 +227,7 @@ part_speed() {  # part_speed [tests|tests+demos]: the tests (and the graph demos
         read -r name args <<<"$entry"
         [[ -n ${GPU_SKIP:-} && $name =~ ^(${GPU_SKIP})$ ]] && continue
         run "warm-$name" 999 env TORCHINDUCTOR_COMPILE_THREADS=4 img2img bench "$args" --size 256 --batch-size 1 --steps 1 --warmup 3 --channels-last \
-            --compile default --json &
+            --compile default --cuda-graph off --json &
         run "warm-$name-graphs" 999 env TORCHINDUCTOR_COMPILE_THREADS=4 img2img bench "$args" --size 256 --batch-size 1 --steps 1 --warmup 3 \
             --channels-last --compile reduce-overhead --json &
     done
@@ -288,11 +292,11 @@ for path in sorted(logs.glob("*.log")):
         data = last_json(name)
         if data and "settings" in data:
             print(f"{name}: " + line(data))
-print("\n== each whole step (translate: each batch) as one CUDA graph against the defaults")
+print("\n== the defaults (each whole step, or translated batch, one CUDA graph) against --cuda-graph off")
 for base, target in (("bench-cyclegan", "15 ms"), ("bench-pix2pix", "6 ms"), ("translate-2048", "850 img/s")):
-    plain, graphed = last_json(base), last_json(f"{base}-graph")
+    graphed, plain = last_json(base), last_json(f"{base}-off")
     if plain and graphed and "settings" in plain and "settings" in graphed:
-        print(f"{base}-graph: {graphed['seconds_per_step'] * 1000:.2f} ms, {graphed['images_per_second']:.1f} img/s "
+        print(f"{base}: {graphed['seconds_per_step'] * 1000:.2f} ms, {graphed['images_per_second']:.1f} img/s "
               f"against {plain['seconds_per_step'] * 1000:.2f} ms, {plain['images_per_second']:.1f} img/s: "
               f"x{graphed['images_per_second'] / plain['images_per_second']:.2f} (target {target})")
 print("\n== evaluations")
@@ -312,7 +316,7 @@ for name in ("cg-bf16-vs-fp32",):
 path = logs / "find-syncs.log"
 if path.exists():
     print("\n== find-syncs\n" + path.read_text()[:8000])
-for name in ("profile-cyclegan-graph", "profile-pix2pix-graph", "profile-cyclegan", "profile-pix2pix"):
+for name in ("profile-cyclegan", "profile-cyclegan-channels-last", "profile-pix2pix"):
     path = logs / f"{name}.txt"
     if path.exists():
         lines = path.read_text().splitlines()
