@@ -95,20 +95,26 @@ class RunDir:
                             f"{self.root if saved == self.last else saved} or choose another {option}")
         if _is_run_config(self.config):
             return  # a run that stopped before its first checkpoint: the same command starts it again
-        written = (self.config, self.log, self.metrics, self.samples / "last.png",
-                   *sorted(self.samples.glob("step-*.png")))
-        foreign = next((path for path in written if path.exists()), None)
+        foreign = next((path for path in self._written() if path.exists()), None)
         if foreign is not None:
             raise UserError(f"{option}: {foreign} exists and is not from an img2img run, and a new run there "
                             f"would write over it; choose another {option}")
 
     def check_resumable(self, checkpoint: str | Path, option: str = "--resume") -> None:
-        """Refuse, in one line, to resume ``checkpoint`` beside a config.json that is not a run's: a checkpoint
-        resumed where it lies (downloaded, copied out of its run) makes its folder the run's, whose config.json
-        the resume writes."""
-        if self.config.exists() and not _is_run_config(self.config):
-            raise UserError(f"{option}: {self.config} exists and is not from an img2img run, and resuming there "
+        """Refuse, in one line, to resume ``checkpoint`` in a folder that is not a run's and holds files of the
+        names a run writes: a checkpoint resumed where it lies (downloaded, copied out of its run) makes its
+        folder the run's, whose config.json the resume writes, whose metrics.jsonl it cuts back to the steps
+        before the checkpoint, and whose train.log and sample grids it adds to."""
+        if _is_run_config(self.config):
+            return
+        foreign = next((path for path in self._written() if path.exists()), None)
+        if foreign is not None:
+            raise UserError(f"{option}: {foreign} exists and is not from an img2img run, and resuming there "
                             f"would write over it; go on in a new run folder: --resume {checkpoint} --out NEW")
+
+    def _written(self) -> tuple[Path, ...]:
+        """The files of the names a run writes besides its checkpoints."""
+        return (self.config, self.log, self.metrics, self.samples / "last.png", *sorted(self.samples.glob("step-*.png")))
 
     def lock(self, option: str = "--out") -> IO[str]:
         """Take the run folder for this process, creating it if need be: an exclusive lock on ``RUN/.lock``,

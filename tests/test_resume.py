@@ -180,6 +180,13 @@ def test_a_checkpoint_resumed_where_it_lies_never_replaces_another_programs_file
                           f"go on in a new run folder: --resume {folder / 'model.ckpt'} --out NEW")
     assert (folder / "config.json").read_text() == '{"tool": "another"}\n'
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.ckpt"]
+    (folder / "config.json").unlink()  # another tool's log of metrics: the resume cut it back to its first lines
+    (folder / "metrics.jsonl").write_text('{"step": 1, "accuracy": 0.5}\n{"step": 9, "accuracy": 0.7}\n')
+    result, _ = invoke("train", "mnist-gan", "--resume", folder / "model.ckpt", "--steps", 4)
+    assert_one_line_error(result, f"--resume: {folder / 'metrics.jsonl'} exists and is not from an img2img run",
+                          f"go on in a new run folder: --resume {folder / 'model.ckpt'} --out NEW")
+    assert (folder / "metrics.jsonl").read_text() == '{"step": 1, "accuracy": 0.5}\n{"step": 9, "accuracy": 0.7}\n'
+    assert sorted(p.name for p in folder.iterdir()) == ["metrics.jsonl", "model.ckpt"]
     (tmp_path / "own").mkdir()  # alone in a folder, it resumes there
     (tmp_path / "own" / "last.ckpt").write_bytes((tmp_path / "run" / "last.ckpt").read_bytes())
     result, output = invoke("train", "mnist-gan", "--resume", tmp_path / "own", "--steps", 4)
