@@ -7,6 +7,7 @@ It parses and validates options and calls the library; it holds no logic.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -15,9 +16,13 @@ import sys
 
 def _interrupted_while_starting(number: int, frame: object) -> None:
     """Ctrl-C (or SIGTERM, SIGHUP) while the command starts up, importing torch and the rest for some seconds,
-    ends it as it ends later: with 128 + the signal and one line, not a traceback of the import machinery."""
-    print("interrupted while starting; nothing was done", file=sys.stderr)
-    raise SystemExit(128 + number)
+    ends it as it ends later: with 128 + the signal and one line, not a traceback of the import machinery.  It
+    ends the process at once, as nothing has been done yet: an exception raised here (SystemExit) could land
+    where Python drops it, in a weak reference's callback, and the command went on; and the line is written
+    unbuffered, as a print could meet stderr's writer in the middle of a write."""
+    with contextlib.suppress(OSError):  # (no stderr to write to: the exit status says it)
+        os.write(2, b"interrupted while starting; nothing was done\n")
+    os._exit(128 + number)
 
 
 _STARTING = (signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else []))

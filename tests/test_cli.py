@@ -273,18 +273,22 @@ def test_inception_weights_that_do_not_exist_or_do_not_apply_are_never_silently_
     assert any("not used" in note for note in json.loads((tmp_path / "eval.json").read_text())["notes"])
 
 
-@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
-def test_a_signal_while_the_command_starts_ends_it_in_one_line(name):
+@pytest.mark.parametrize("name, where", [("SIGINT", "import"), ("SIGTERM", "import"), ("SIGTERM", "callback")])
+def test_a_signal_while_the_command_starts_ends_it_in_one_line(name, where):
     """Ctrl-C in the seconds that importing torch takes gave a traceback of the import machinery; the signal
-    is sent here exactly while the command imports torch."""
+    is sent here exactly while the command imports torch, or while a weak reference's callback runs then,
+    where Python drops exceptions (the command went on)."""
     import subprocess  # noqa: PLC0415
     import sys  # noqa: PLC0415
 
-    script = ("import builtins, os, signal\n"
+    send = (f"os.kill(os.getpid(), signal.{name})" if where == "import" else
+            f"held = type('Held', (), {{}})(); ref = weakref.ref(held, lambda _: signal.raise_signal(signal.{name})); "
+            "del held")
+    script = ("import builtins, os, signal, weakref\n"
               "real = builtins.__import__\n"
               "def hooked(name, *args, **kwargs):\n"
               "    if name == 'torch' and not hooked.sent:\n"
-              f"        hooked.sent = True; os.kill(os.getpid(), signal.{name})\n"
+              f"        hooked.sent = True; {send}\n"
               "    return real(name, *args, **kwargs)\n"
               "hooked.sent = False\n"
               "builtins.__import__ = hooked\n"
