@@ -123,6 +123,27 @@ def test_16_bit_colour_pngs_and_tiffs_keep_their_bits_and_are_read_upright(tmp_p
     assert bits == 16 and levels.dtype == np.uint16 and np.array_equal(levels, upright[orientation](stored))
 
 
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_16_bit_grey_and_alpha_pngs_are_grey_in_16_bits(tmp_path, orientation):
+    """Pillow reads a 16-bit grey+alpha PNG as 8-bit RGBA, so such a folder trained and translated as four
+    channels of 8 bits, where an 8-bit grey+alpha PNG is grey (its alpha dropped): now one channel of 16 bits."""
+    grey = (np.random.default_rng(orientation).random((6, 10)) * 65535).astype(np.uint16)
+    pixels = np.stack([grey, np.full_like(grey, 40000)], axis=2).astype(">u2")  # grey, alpha, big-endian
+    raw = b"".join(b"\x00" + row.tobytes() for row in pixels)  # each row: filter 0, then its pixels
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    exif = _exif(orientation)
+    (tmp_path / "grey.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 10, 6, 16, 4, 0, 0, 0))
+                                        + chunk(b"eXIf", exif) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    assert Image.open(tmp_path / "grey.png").mode == "RGBA"  # Pillow's reading
+    levels, bits = read_image_levels(tmp_path / "grey.png")
+    upright = grey if orientation == 1 else np.rot90(grey, -1)
+    assert bits == 16 and levels.dtype == np.uint16 and np.array_equal(levels[:, :, 0], upright)
+    assert levels.shape == (*upright.shape, 1)
+
+
 def test_16_bit_ppms_keep_their_bits(tmp_path):
     """dcraw -4 writes a raw photo as a 16-bit PPM, which Pillow cut to 8 bits; other depths (12 bits) Pillow
     scales to 8, as before."""

@@ -67,22 +67,25 @@ def _pillow_channels(image: Image.Image) -> tuple[int, int]:
     return 3, 8
 
 
-def _wide_colour(path: Path) -> bool:
-    """Whether the file is a PNG, TIFF or PPM of 16 bits per channel in colour (RGB or RGBA), which Pillow
-    decodes to 8 bits: a PNG's IHDR chunk says so (colour types 2 and 6), a TIFF's BitsPerSample tag (read with
-    the header, nothing decoded), a PPM's largest value, 65535 (dcraw -4 writes such PPMs)."""
+def _wide_levels(path: Path) -> str:
+    """What the file is, if it is a PNG, TIFF or PPM of 16 bits per channel that Pillow decodes to 8 bits:
+    ``colour`` (RGB or RGBA) or ``grey+alpha`` (a PNG's; Pillow makes it 8-bit RGBA), else "".  A PNG's IHDR
+    chunk says so (colour types 2 and 6, and 4), a TIFF's BitsPerSample tag (read with the header, nothing
+    decoded), a PPM's largest value, 65535 (dcraw -4 writes such PPMs).  (16-bit grey is read by Pillow.)"""
     with open(path, "rb") as handle:
         header = handle.read(512)
     if len(header) >= 26 and header[:8] == b"\x89PNG\r\n\x1a\n" and header[12:16] == b"IHDR":
-        return header[24] == 16 and header[25] in (2, 6)
+        return {2: "colour", 6: "colour", 4: "grey+alpha"}.get(header[25], "") if header[24] == 16 else ""
     if header[:2] == b"P6":  # P6 width height maxval, between whitespace and comments
         fields = re.sub(rb"#[^\n]*", b" ", header[2:]).split()
-        return len(fields) > 3 and fields[2] == b"65535"  # (other depths: Pillow scales them to 8 bits)
+        # (other depths: Pillow scales them to 8 bits)
+        return "colour" if len(fields) > 3 and fields[2] == b"65535" else ""
     if header[:4] not in (b"II*\x00", b"MM\x00*"):
-        return False
+        return ""
     with _open_checked(path) as image:
         bits = getattr(image, "tag_v2", {}).get(258)  # BitsPerSample, one per sample
-        return image.mode in ("RGB", "RGBA") and 16 in (bits if isinstance(bits, tuple) else (bits,))
+        wide = image.mode in ("RGB", "RGBA") and 16 in (bits if isinstance(bits, tuple) else (bits,))
+        return "colour" if wide else ""
 
 
 def set_pixel_limit(pixels: int | None) -> int | None:
@@ -149,13 +152,14 @@ def _opencv_quiet():
         logging.setLogLevel(level)
 
 
-def _read_opencv(path: Path) -> tuple[np.ndarray, int]:
+def _read_opencv(path: Path, grey: bool = False) -> tuple[np.ndarray, int]:
     """A 16-bit colour PNG, TIFF or PPM through OpenCV's decoder, which keeps the 16 bits (Pillow reduces them
     to 8) and reports a corrupt file as a failure (torchvision's decode_png dies on most libpng errors, a bad CRC or a
     broken IDAT, taking the process with it: it is never used); the header is read by Pillow first, and held to
     the pixel limit.  Upright as the file's EXIF orientation says: OpenCV turns some formats itself and not others
     (TIFF, not PNG, in OpenCV 5), so the turn of a turned file is the one that agrees with Pillow's upright 8 bits,
-    which are the top 8 of the 16."""
+    which are the top 8 of the 16.  ``grey``: a 16-bit grey+alpha PNG, which OpenCV reads as BGRA; it is grey,
+    its alpha dropped, as an 8-bit one's is."""
     with _open_checked(path) as header:
         orientation = _orientation(header)
     with open(path, "rb") as handle:
@@ -172,6 +176,11 @@ def _read_opencv(path: Path) -> tuple[np.ndarray, int]:
                        if turned.shape == eight.shape and np.array_equal(turned >> 8, eight)), None)
         if levels is None:
             raise ValueError("OpenCV and Pillow read it differently")
+    if grey:
+        if levels.shape[2] != 4 or not (np.array_equal(levels[:, :, 0], levels[:, :, 1])
+                                        and np.array_equal(levels[:, :, 0], levels[:, :, 2])):
+            raise ValueError("OpenCV did not read it as grey")
+        levels = levels[:, :, :1]
     return np.ascontiguousarray(levels), 16
 
 
@@ -229,9 +238,10 @@ def read_image_levels(path: str | Path) -> tuple[np.ndarray, int]:
     floating-point files), C in {1, 3, 4}, and the bits per channel the file stores (8 or 16)."""
     path = Path(path)
     try:
-        if _wide_colour(path):  # 16-bit RGB or RGBA, which Pillow would cut to 8 bits
+        wide = _wide_levels(path)  # 16-bit RGB, RGBA or grey+alpha, which Pillow would cut to 8 bits
+        if wide:
             try:
-                return _read_opencv(path)
+                return _read_opencv(path, grey=wide == "grey+alpha")
             except ValueError:  # OpenCV cannot read it: Pillow reads it (in 8 bits) or says why
                 pass
         return _read_pillow(path)
