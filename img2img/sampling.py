@@ -12,7 +12,7 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 from img2img.checkpoint import replace_file
-from img2img.data.images import WRITABLE_EXTENSIONS, can_write, encode_image, quantize
+from img2img.data.images import CHANNEL_NAMES, WRITABLE_EXTENSIONS, can_write, encode_image, holds, quantize, same_format
 from img2img.errors import UserError
 from img2img.loading import load_model, resolve_device
 
@@ -36,6 +36,10 @@ def sample_to_folder(checkpoint: str | Path, count: int, out: str | Path, seed: 
     if grid is not None and not can_write(Path(grid).suffix):
         raise UserError(f"--grid: {grid} needs the extension of an image format: "
                         f"{', '.join(sorted(WRITABLE_EXTENSIONS))}")
+    channels = model.config.channels
+    if grid is not None and not holds(Path(grid).suffix, channels):
+        raise UserError(f"--grid: a {Path(grid).suffix} file cannot hold this model's {CHANNEL_NAMES[channels]} "
+                        f"images; name it {Path(grid).with_suffix(same_format(Path(grid).suffix, channels)).name}")
     if grid is not None:
         _check_grid(model, count, labels is not None, grid)
     out = Path(out)
@@ -63,6 +67,7 @@ def sample_to_folder(checkpoint: str | Path, count: int, out: str | Path, seed: 
             tiles.append(torch.from_numpy(levels).permute(0, 3, 1, 2))
     if grid is not None:
         sheet = make_grid(torch.cat(tiles), nrow=_grid_columns(model, count, labels is not None), padding=PADDING)
+        sheet = sheet[:channels]  # grey images stay grey (make_grid repeats one channel three times)
         replace_file(Path(grid), encode_image(sheet.permute(1, 2, 0).numpy(), Path(grid).suffix))
     return paths
 

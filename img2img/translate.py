@@ -25,7 +25,7 @@ import math
 import os
 import time
 import types
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -42,8 +42,9 @@ from tqdm import tqdm
 
 from img2img import checkpoint, official, speed, step_graph
 from img2img.data.guard import resilient
-from img2img.data.images import (can_write, convert_channels, encode_image, image_extensions, is_image_name,
-                                 quantize, read_image_bits, read_image_levels, to_tensor, to_unit, visible_files)
+from img2img.data.images import (CHANNEL_NAMES, can_write, convert_channels, encode_image, holds, image_extensions,
+                                 is_image_name, quantize, read_image_bits, read_image_levels, same_format, to_tensor,
+                                 to_unit, visible_files)
 from img2img.data.transfer import BoundedBatches, Collate, received
 from img2img.errors import UserError, out_of_memory
 from img2img.interrupt import said, terminate_as_interrupt
@@ -482,7 +483,7 @@ class Translator:
         """Translate the image ``source`` or every image under the folder ``source`` into ``destination``,
         mirroring relative paths and names (extension from ``format``: png, jpg, or same as the input)."""
         folders: list[tuple[Path, str]] = []  # sub-folders that cannot be read: named and skipped, as files are
-        jobs, ignored = plan_folder(source, destination, format, folders)
+        jobs, ignored = plan_folder(source, destination, format, folders, self.info.out_channels)
         summary = FolderSummary(ignored=ignored)
         say = on_skip or (lambda path, reason: log.warning("skipped %s: %s", path, reason))
         for folder, reason in folders:
@@ -692,11 +693,11 @@ class _Job:
 
 
 def plan_folder(source: str | Path, destination: str | Path, format: str = "png",  # noqa: A002
-                unreadable: list[tuple[Path, str]] | None = None) -> tuple[list[_Job], int]:
+                unreadable: list[tuple[Path, str]] | None = None, channels: int = 3) -> tuple[list[_Job], int]:
     """Input and output paths of a folder translation, after every safety check; and how many files under
     ``source`` are not images.  One image (``source`` a file) goes into the folder ``destination``, or to the
     file ``destination`` when that is an image's name (its extension, not ``format``, sets the output's).
-    Sub-folders of ``source`` that cannot be read go into ``unreadable``."""
+    Sub-folders of ``source`` that cannot be read go into ``unreadable``.  ``channels``: the translations'."""
     if format not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
     source, destination = Path(source), Path(destination)
@@ -705,6 +706,9 @@ def plan_folder(source: str | Path, destination: str | Path, format: str = "png"
     if source.is_file() and is_image_name(destination) and not destination.is_dir():  # one image to a named file
         if not can_write(destination.suffix):
             raise UserError(f"OUTPUT: cannot write {destination.suffix} files; name the output .png or .jpg")
+        if not holds(destination.suffix, channels):
+            raise UserError(f"OUTPUT: a {destination.suffix} file cannot hold this model's {CHANNEL_NAMES[channels]} "
+                            f"translations; name the output {same_format(destination.suffix, channels)}")
         if destination.resolve() == source.resolve():
             raise UserError(f"OUTPUT: translating {source} would replace the input {destination}")
         return [_Job(source, destination)], 0
@@ -733,18 +737,35 @@ def plan_folder(source: str | Path, destination: str | Path, format: str = "png"
         if inside is not None:
             raise UserError(f"INPUT: {source} leads into OUTPUT {destination} through a link (to {inside}); "
                             "choose a folder outside it, so that translations never mix with the inputs")
-    for path, relative in zip(inputs, relatives):
-        suffix = {"png": ".png", "jpg": ".jpg"}.get(format, path.suffix.lower())
-        if not can_write(suffix):
-            raise UserError(f"--format same: cannot write {suffix} files (like {path}); use --format png")
+    # --format same: each output in its input's format, or where that format is read but not written (GIF, TGA,
+    # ...) or cannot hold the translations (a grey PGM's colour translation) in one that can, which one such file
+    # among thousands refused, or failed to write, for the whole folder
+    suffixes = [{"png": ".png", "jpg": ".jpg"}.get(format, path.suffix.lower()) for path in inputs]
+    changed = {suffix: same_format(suffix, channels) for suffix in sorted(set(suffixes))}
+    changed = {suffix: written for suffix, written in changed.items() if written != suffix}
+    if changed:
+        log.warning("--format same: %s", ", ".join(
+            f"{suffix} inputs are translated to {written} files" for suffix, written in changed.items()))
+        suffixes = [changed.get(suffix, suffix) for suffix in suffixes]
+    # inputs whose names differ only in their extensions (photo.jpg and photo.png) would be written to one file:
+    # each such translation keeps its input's whole name before its own extension (photo.jpg.png, photo.png.png)
+    shared = Counter(relative.with_suffix(suffix) for relative, suffix in zip(relatives, suffixes))
+    renamed: list[_Job] = []
+    for path, relative, suffix in zip(inputs, relatives, suffixes):
         output = destination / relative.with_suffix(suffix)
+        if shared[relative.with_suffix(suffix)] > 1:
+            output = destination / relative.parent / (relative.name + suffix)
+            renamed.append(_Job(path, output))
         if output in claimed:
             raise UserError(f"INPUT: {claimed[output]} and {path} would both be written to {output}; "
-                            "use --format same to keep their extensions")
+                            "rename one of them")
         if output.resolve() in real_inputs:
             raise UserError(f"OUTPUT: translating {path} would replace the input {output}")
         claimed[output] = path
         jobs.append(_Job(path, output))
+    if renamed:
+        log.warning("%d inputs share their names but for their extensions; the translation of each keeps its "
+                    "whole name (%s → %s)", len(renamed), renamed[0].input, renamed[0].output.name)
     return jobs, ignored
 
 

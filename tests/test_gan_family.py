@@ -296,6 +296,31 @@ def test_train_sample_and_eval_on_a_folder(tmp_path):
     assert result.exit_code == 0 and "fid" in output and "nn_distance_to_train" in output, output
 
 
+def test_a_grid_is_written_in_any_format_that_holds_the_models_images(tmp_path, mnist_run):
+    """`sample --grid g.pgm` wrote every sample, then failed with a traceback: the grid was always colour (a grey
+    model's too), which a PGM cannot hold.  A grey model's grid is grey now; a colour one's is refused in one
+    line, before anything is drawn, naming the format that holds it."""
+    from img2img.train import train  # noqa: PLC0415
+
+    train(mnist_run(steps=1, batch_size=4), tmp_path / "digits")
+    result, output = invoke("sample", tmp_path / "digits", "--n", 4, "--out", tmp_path / "d", "--grid",
+                            tmp_path / "digits.pgm", "--device", "cpu")
+    assert result.exit_code == 0, output
+    with Image.open(tmp_path / "digits.pgm") as grid, Image.open(tmp_path / "d" / "000000.png") as first:
+        assert grid.format == "PPM" and grid.mode == "L" and first.mode == "L"
+    out = tmp_path / "pets-run"
+    result, output = invoke("train", "dcgan", "--data", _folder(tmp_path / "pets"), "--size", 32, "--ngf", 8,
+                            "--ndf", 8, "--out", out, "--steps", 1, "--batch-size", 4, "--device", "cpu")
+    assert result.exit_code == 0, output
+    result, _ = invoke("sample", out, "--n", 4, "--out", tmp_path / "drawn", "--grid", tmp_path / "pets.pgm",
+                       "--device", "cpu")
+    assert_one_line_error(result, "--grid: a .pgm file cannot hold this model's colour images; name it pets.ppm")
+    assert not (tmp_path / "drawn").exists()
+    result, output = invoke("sample", out, "--n", 4, "--out", tmp_path / "drawn", "--grid", tmp_path / "pets.ppm",
+                            "--device", "cpu")
+    assert result.exit_code == 0 and Image.open(tmp_path / "pets.ppm").mode == "RGB", output
+
+
 def test_eval_of_a_run_whose_folder_moved_takes_its_new_place(tmp_path):
     """The evaluation of a model trained on a folder compares with that folder's images: once it moved, eval
     said `--data: DIR does not exist` and refused --data for the model, so nothing could evaluate the run."""

@@ -4,6 +4,7 @@ official weights, ONNX export and the Python API."""
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import signal
@@ -185,6 +186,41 @@ def test_every_image_format_pillow_reads_under_a_common_name_is_an_image(tmp_pat
     assert sorted(written) == ["a.jfif", "b.jpe", "d.dib", "e.pnm"]
     assert {name: (image.format, image.size) for name, image in written.items()} == {
         "a.jfif": ("JPEG", (7, 9)), "b.jpe": ("JPEG", (7, 9)), "d.dib": ("BMP", (7, 9)), "e.pnm": ("PPM", (7, 9))}
+
+
+def test_every_image_of_a_mixed_folder_is_translated_whatever_its_format_or_name(tmp_path, cyclegan_run, caplog):
+    """A folder of photo.jpg and photo.png (or anim.gif and anim.webp) was refused whole ("would both be written
+    to photo.png; use --format same"), and --format same refused it whole for one GIF among its files ("cannot
+    write .gif files"), or failed to write a grey PGM's colour translation: the user could not go on without
+    renaming files.  Now names that differ only in their extensions keep their whole names (photo.jpg.png), a
+    format that is read but not written is translated to PNG, a PGM's colour translation to PPM, each said in a
+    line; and one image to a named file whose format cannot hold the translation is refused in one line."""
+    source = tmp_path / "in"
+    source.mkdir()
+    for name in ("photo.jpg", "photo.png", "anim.gif", "scan.pgm", "other.tga"):
+        image = Image.fromarray(np.full((9, 7, 3), 90, dtype=np.uint8))
+        (image.convert("L") if name.endswith(".pgm") else image).save(source / name)
+    with caplog.at_level(logging.WARNING, logger="img2img"):
+        result, output = invoke("translate", cyclegan_run, source, tmp_path / "png", "--device", "cpu")
+    assert result.exit_code == 0 and "translated 5 images" in output, output
+    assert sorted(p.name for p in (tmp_path / "png").iterdir()) == [
+        "anim.png", "other.png", "photo.jpg.png", "photo.png.png", "scan.png"]
+    assert caplog.messages == ["2 inputs share their names but for their extensions; the translation of each keeps "
+                               f"its whole name ({source / 'photo.jpg'} → photo.jpg.png)"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="img2img"):
+        result, output = invoke("translate", cyclegan_run, source, tmp_path / "same", "--format", "same",
+                                "--device", "cpu")
+    assert result.exit_code == 0 and "translated 5 images" in output, output
+    assert sorted(p.name for p in (tmp_path / "same").iterdir()) == [
+        "anim.png", "other.png", "photo.jpg", "photo.png", "scan.ppm"]
+    assert caplog.messages == ["--format same: .gif inputs are translated to .png files, .pgm inputs are translated "
+                               "to .ppm files, .tga inputs are translated to .png files"]
+    assert Image.open(tmp_path / "same" / "scan.ppm").mode == "RGB"
+    result, _ = invoke("translate", cyclegan_run, source / "scan.pgm", tmp_path / "scan.pgm", "--device", "cpu")
+    assert_one_line_error(result, "OUTPUT: a .pgm file cannot hold this model's colour translations; name the "
+                          "output .ppm")
+    assert not (tmp_path / "scan.pgm").exists()
 
 
 def test_files_whose_names_near_the_limit_are_written_whole(tmp_path, cyclegan_run, mnist_run):

@@ -296,7 +296,13 @@ def encode_image(array: np.ndarray, suffix: str) -> bytes:
         array = array[:, :, ::-1]  # OpenCV stores BGR
     elif array.shape[2] == 4:
         array = array[:, :, [2, 1, 0, 3]]
-    ok, buffer = cv2.imencode(suffix, np.ascontiguousarray(array), params)
+    if not holds(suffix, array.shape[2]):
+        raise ValueError(f"a {suffix} file cannot hold {CHANNEL_NAMES.get(array.shape[2], 'these')} images")
+    try:
+        with _opencv_quiet():  # its failure is said in one line, here, not in OpenCV's log
+            ok, buffer = cv2.imencode(suffix, np.ascontiguousarray(array), params)
+    except cv2.error:
+        ok = False
     if not ok:
         raise ValueError(f"cannot encode a {array.dtype} image as {suffix}")
     return buffer.tobytes()
@@ -306,6 +312,28 @@ def can_write(suffix: str) -> bool:
     """Whether :func:`encode_image` can write files of this extension."""
     suffix = suffix.lower()
     return suffix in WRITABLE_EXTENSIONS and cv2.haveImageWriter(f"x{_ENCODED_AS.get(suffix, suffix)}")
+
+
+CHANNEL_NAMES = {1: "grey", 3: "colour", 4: "colour and alpha"}
+# the channel counts the netpbm files that OpenCV writes hold (PBM holds one bit, and is not written): the others
+# hold any (JPEG drops alpha)
+_NETPBM_CHANNELS = {".pgm": (1,), ".ppm": (3,), ".pnm": (1, 3)}
+
+
+def holds(suffix: str, channels: int) -> bool:
+    """Whether a file of this extension holds images of ``channels`` channels as written (PGM grey, PPM colour,
+    PNM either, none of them alpha)."""
+    return channels in _NETPBM_CHANNELS.get(suffix.lower(), (channels,))
+
+
+def same_format(suffix: str, channels: int) -> str:
+    """``--format same``: the extension for a translation of ``channels`` channels of an input of ``suffix``: its
+    own where it is written and holds them, a grey or colour sibling for netpbm files (PGM, PPM), else PNG."""
+    if can_write(suffix) and holds(suffix, channels):
+        return suffix
+    if suffix.lower() in (".pbm", *_NETPBM_CHANNELS) and channels in (1, 3):
+        return ".pgm" if channels == 1 else ".ppm"
+    return ".png"
 
 
 def convert_channels(array: np.ndarray, channels: int) -> np.ndarray:
