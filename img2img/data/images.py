@@ -35,9 +35,10 @@ from img2img.errors import UserError
 # formats, and more that Pillow reads, under other names (JPEG's .jfif) or where it was built to (AVIF)
 _IMAGE_NAMES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm", ".tga")
 _IMAGE_NAMES_IF_READ = (".jpe", ".jfif", ".pnm", ".apng", ".dib", ".avif", ".qoi")
-# what encode_image writes (OpenCV): 16 bits survive in PNG and TIFF only
+# what encode_image writes (OpenCV): 16 bits survive in PNG, TIFF and netpbm files only (_SIXTEEN_BITS)
 WRITABLE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".tif", ".tiff", ".webp",
                                  ".ppm", ".pgm", ".pnm"})
+_SIXTEEN_BITS = frozenset({".png", ".tif", ".tiff", ".ppm", ".pgm", ".pnm"})
 # names OpenCV's encoders know by another
 _ENCODED_AS = {".jpeg": ".jpg", ".jpe": ".jpg", ".jfif": ".jpg", ".dib": ".bmp"}
 
@@ -280,14 +281,14 @@ def quantize(array: np.ndarray, bits: int = 8) -> np.ndarray:
 def encode_image(array: np.ndarray, suffix: str) -> bytes:
     """A uint8/uint16 ``(H, W, C)`` image (C in {1, 3, 4}, RGB order) as the bytes of a ``suffix`` file.
 
-    OpenCV writes 8- and 16-bit PNG and TIFF in grey, RGB and RGBA; JPEG
-    (quality 95) keeps 8 bits and drops alpha.
+    OpenCV writes 8- and 16-bit PNG and TIFF in grey, RGB and RGBA, and netpbm files in grey (PGM) or RGB
+    (PPM); 16-bit levels go to 8 bits (rounded) in the other formats; JPEG (quality 95) drops alpha.
     """
     suffix = suffix.lower()
     suffix = _ENCODED_AS.get(suffix, suffix)
+    if array.dtype != np.uint8 and suffix not in _SIXTEEN_BITS:  # (OpenCV would saturate 16-bit levels at 255)
+        array = (array.astype(np.float32) / 257.0).round().astype(np.uint8)
     if suffix == ".jpg":
-        if array.dtype != np.uint8:
-            array = (array.astype(np.float32) / 257.0).round().astype(np.uint8)
         array = array[:, :, :3]
         params = [cv2.IMWRITE_JPEG_QUALITY, 95]
     else:
