@@ -167,26 +167,24 @@ def test_a_run_whose_data_moved_resumes_from_its_new_place(tmp_path):
 
 def test_a_checkpoint_resumed_where_it_lies_never_replaces_another_programs_files(tmp_path, mnist_run):
     """A checkpoint file resumed outside its run (downloaded, copied) makes its folder a run's: it wrote its
-    config.json over whatever config.json lay there (another tool's)."""
+    config.json over whatever config.json lay there (another tool's), and trimmed another tool's metrics.jsonl."""
     from test_cli import assert_one_line_error, invoke  # noqa: PLC0415
 
     train(mnist_run(steps=2, batch_size=4), tmp_path / "run")
     folder = tmp_path / "downloads"
     folder.mkdir()
     (folder / "model.ckpt").write_bytes((tmp_path / "run" / "last.ckpt").read_bytes())
-    (folder / "config.json").write_text('{"tool": "another"}\n')
-    result, _ = invoke("train", "mnist-gan", "--resume", folder / "model.ckpt", "--steps", 4)
-    assert_one_line_error(result, f"--resume: {folder / 'config.json'} exists and is not from an img2img run",
-                          f"go on in a new run folder: --resume {folder / 'model.ckpt'} --out NEW")
-    assert (folder / "config.json").read_text() == '{"tool": "another"}\n'
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.ckpt"]
-    (folder / "config.json").unlink()  # another tool's log of metrics: the resume cut it back to its first lines
-    (folder / "metrics.jsonl").write_text('{"step": 1, "accuracy": 0.5}\n{"step": 9, "accuracy": 0.7}\n')
-    result, _ = invoke("train", "mnist-gan", "--resume", folder / "model.ckpt", "--steps", 4)
-    assert_one_line_error(result, f"--resume: {folder / 'metrics.jsonl'} exists and is not from an img2img run",
-                          f"go on in a new run folder: --resume {folder / 'model.ckpt'} --out NEW")
-    assert (folder / "metrics.jsonl").read_text() == '{"step": 1, "accuracy": 0.5}\n{"step": 9, "accuracy": 0.7}\n'
-    assert sorted(p.name for p in folder.iterdir()) == ["metrics.jsonl", "model.ckpt"]
+    # another tool's config.json, which the resume replaced, or its log of metrics, which it cut back to the
+    # records before the checkpoint's step (so did a foreign train.log or sample grid, which it added to)
+    for name, text in (("config.json", '{"tool": "another"}\n'),
+                       ("metrics.jsonl", '{"step": 1, "accuracy": 0.5}\n{"step": 9, "accuracy": 0.7}\n')):
+        (folder / name).write_text(text)
+        result, _ = invoke("train", "mnist-gan", "--resume", folder / "model.ckpt", "--steps", 4)
+        assert_one_line_error(result, f"--resume: {folder / name} exists and is not from an img2img run",
+                              f"go on in a new run folder: --resume {folder / 'model.ckpt'} --out NEW")
+        assert (folder / name).read_text() == text
+        assert sorted(p.name for p in folder.iterdir()) == sorted([name, "model.ckpt"])
+        (folder / name).unlink()
     (tmp_path / "own").mkdir()  # alone in a folder, it resumes there
     (tmp_path / "own" / "last.ckpt").write_bytes((tmp_path / "run" / "last.ckpt").read_bytes())
     result, output = invoke("train", "mnist-gan", "--resume", tmp_path / "own", "--steps", 4)
