@@ -87,9 +87,13 @@ class RunDir:
             self.lock(option).close()
         self._refuse_replacing(option)
 
+    def _saved(self) -> Path | None:
+        """The first of the run's checkpoints that is here (``last.ckpt``, ``best.ckpt``, ``checkpoints/``)."""
+        return next((path for path in (self.last, self.best, *sorted(self.checkpoints.glob("step-*.ckpt")))
+                     if path.is_file()), None)
+
     def _refuse_replacing(self, option: str) -> None:
-        saved = next((path for path in (self.last, self.best, *sorted(self.checkpoints.glob("step-*.ckpt")))
-                      if path.is_file()), None)
+        saved = self._saved()
         if saved is not None:
             raise UserError(f"{option}: {self.root} already holds a run; continue it with --resume "
                             f"{self.root if saved == self.last else saved} or choose another {option}")
@@ -105,9 +109,9 @@ class RunDir:
         names a run writes: a checkpoint resumed where it lies (downloaded, copied out of its run) makes its
         folder the run's, whose config.json the resume writes, whose metrics.jsonl it cuts back to the steps
         before the checkpoint, and whose train.log and sample grids it adds to."""
-        if _is_run_config(self.config):
-            return
-        foreign = next((path for path in self._written() if path.exists()), None)
+        if _is_run_config(self.config) or (not self.config.exists() and self._saved() is not None):
+            return  # a run's folder (one that a library's Trainer wrote has no config.json)
+        foreign = next((path for path in self._written() if path.exists()), None)  # config.json first
         if foreign is not None:
             raise UserError(f"{option}: {foreign} exists and is not from an img2img run, and resuming there "
                             f"would write over it; go on in a new run folder: --resume {checkpoint} --out NEW")
