@@ -254,6 +254,12 @@ class Trainer:
             if not self.graph_fallback:
                 raise
             failed, reason = "--cuda-graph", fault.reason
+        except (RuntimeError, MemoryError) as error:  # torch.OutOfMemoryError is a RuntimeError
+            if not (capturing and out_of_memory(error)):
+                raise
+            # a step graph holds every tensor of its step in a pool of its own, beside what the eager steps
+            # before it left cached: a run that fits without one may not fit while one is captured
+            failed, reason = "--cuda-graph", "memory ran out while the step was captured as one CUDA graph"
         else:
             if compiling:
                 self.compiled_keys.add(compile_key)
@@ -268,6 +274,8 @@ class Trainer:
         else:
             log.warning("--cuda-graph auto: %s; training goes on without it (as with --cuda-graph off)", reason)
             self.graphs, self.graph_fallback = None, False
+            if self.device.type == "cuda":  # what the failed capture held goes back to the device
+                torch.cuda.empty_cache()
             if self.compile_fallback:  # what --compile auto stands for without step graphs (graphs of its own)
                 self._recompile(speed.resolve_compile(self.config.compile, self.device, training=True,
                                                       supported=self.compile_refusal is None,

@@ -348,14 +348,22 @@ class Translator:
             with (speed.compile_errors(self.compile, channels_last=self.channels_last),
                   torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp, cache_enabled=self._graphs is None)):
                 if self._graphs is not None:  # a copy of the graph's output buffer
+                    capturing = self._graph_fallback and self._graphs.captures(images, None)
                     try:
                         return self._graphs.run(images, None, self._run).float()
                     except CaptureFault as fault:
                         if not self._graph_fallback:
                             raise
-                        log.warning("--cuda-graph auto: %s; translation goes on without it (as with --cuda-graph "
-                                    "off)", fault.reason)
-                        self._graphs = None
+                        reason = fault.reason
+                    except (RuntimeError, MemoryError) as error:  # a graph's own pool, beside the eager passes'
+                        if not (capturing and out_of_memory(error)):
+                            raise
+                        reason = "memory ran out while a batch's forward pass was captured as a CUDA graph"
+                    log.warning("--cuda-graph auto: %s; translation goes on without it (as with --cuda-graph off)",
+                                reason)
+                    self._graphs = None
+                    if self.device.type == "cuda":  # what the failed capture held goes back to the device
+                        torch.cuda.empty_cache()
                 output = self._run(images)
         if speed.uses_cuda_graphs(self.compile, self.device):  # the graph's output buffer is reused next call
             return output.float() if output.dtype != torch.float32 else output.clone()

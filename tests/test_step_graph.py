@@ -144,6 +144,41 @@ def test_a_capture_that_fails_under_auto_costs_nothing(name, tmp_path, caplog):
                                  "operation not permitted when stream is capturing); run without --cuda-graph")
 
 
+class OutOfMemoryCapture(ReplayBackend):
+    """A capture that runs out of memory halfway through its step (after it has changed what it changes), as a
+    step graph's own pool can where eager steps fit: the allocator's error, then the capture's end failing."""
+
+    def capture(self, step):
+        self.captured += 1
+        step()
+        try:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        except RuntimeError:
+            raise RuntimeError("CUDA error: operation failed due to a previous error during capture")  # noqa: B904
+
+
+def test_memory_that_runs_out_while_capturing_under_auto_costs_nothing(tmp_path, caplog):
+    """--cuda-graph auto, the CUDA default: a step graph holds every tensor of its step in a pool of its own, so a
+    run that fits without one can run out of memory while its step is captured, which stopped the run ("out of
+    CUDA memory at step 3").  The step is taken again uncaptured, and the run goes on bit for bit as one without
+    --cuda-graph, saying so in one line; --cuda-graph on still stops there, as running out of memory does."""
+    settings = dict(steps=8, decay_steps=8, compile="off", options={"dropout": False})
+    eager, batch = tiny_trainer("pix2pix", tmp_path / "eager", **settings)
+    auto, _ = tiny_trainer("pix2pix", tmp_path / "auto", **settings)
+    backend = replaying(auto, OutOfMemoryCapture(auto.device), auto=True)
+    with caplog.at_level(logging.WARNING, logger="img2img"):
+        history = train_side_by_side([eager, auto], batch, 8)
+    assert backend.captured == 1 and auto.graphs is None and not auto.step_graphs
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == [
+        "--cuda-graph auto: memory ran out while the step was captured as one CUDA graph; training goes on without "
+        "it (as with --cuda-graph off)"]
+    assert_same_run(eager, auto, *history)
+    on, _ = tiny_trainer("pix2pix", tmp_path / "on", **settings)
+    replaying(on, OutOfMemoryCapture(on.device))
+    with pytest.raises(torch.OutOfMemoryError):
+        train_side_by_side([on], batch, WARMUP_STEPS + 1)
+
+
 def test_a_failed_capture_under_auto_compiles_as_auto_would_without_graphs(tmp_path, monkeypatch):
     """With --cuda-graph, --compile auto compiles without graphs of its own (default); once a capture has failed
     and the steps run uncaptured, it stands for what it stands for without them (on CUDA reduce-overhead, here
@@ -361,9 +396,11 @@ def test_translation_replays_each_batch_shapes_forward_pass(tmp_path):
     assert outputs["graphed"] == outputs["eager"]
 
 
-def test_translation_under_auto_goes_on_uncaptured_when_a_capture_fails(caplog):
-    """translate --cuda-graph auto: a batch shape whose forward pass cannot be captured is translated uncaptured,
-    as every batch after it, with one warning line; translate --cuda-graph on stops there in one line."""
+@pytest.mark.parametrize("failing", ["cannot be captured", "out of memory"])
+def test_translation_under_auto_goes_on_uncaptured_when_a_capture_fails(failing, caplog):
+    """translate --cuda-graph auto: a batch shape whose forward pass cannot be captured, or whose capture runs out
+    of memory (a graph's own pool, beside the eager passes'), is translated uncaptured, as every batch after it,
+    with one warning line; translate --cuda-graph on stops there in one line (running out of memory, it tiles)."""
     from img2img.nn import init_weights  # noqa: PLC0415
     from img2img.nn.resnet import ResnetGenerator  # noqa: PLC0415
     from img2img.translate import Translator, generator_info  # noqa: PLC0415
@@ -372,18 +409,23 @@ def test_translation_under_auto_goes_on_uncaptured_when_a_capture_fails(caplog):
     net = init_weights(ResnetGenerator(3, 3, 8, 1, "instance"))
     images = torch.rand(2, 3, 32, 32) * 2 - 1
     want = Translator(net, generator_info(net, 3, 3), "cpu").translate_tensor(images)
+    backend_class, error, said = {
+        "cannot be captured": (FailingCapture, CaptureFault, "this translated batch cannot be captured as one CUDA "
+                                                             "graph (CUDA error: "),
+        "out of memory": (OutOfMemoryCapture, torch.OutOfMemoryError, "memory ran out while a batch's forward pass "
+                                                                      "was captured as a CUDA graph")}[failing]
     for setting in ("auto", "on"):
         graphs = "auto" if setting == "auto" else "off"  # on is refused on the CPU; the stand-in turns it on
         translator = Translator(net, generator_info(net, 3, 3), "cpu", cuda_graph=graphs)
         assert not translator.cuda_graph  # auto on the CPU: off
         translator._graph_fallback = setting == "auto"
-        backend = FailingCapture(translator.device)
+        backend = backend_class(translator.device)
         translator._graphs = StepGraphs(translator.device, backend=backend, warmup=2, max_graphs=4,
                                         what="translated batch")
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="img2img"):
             if setting == "on":
-                with pytest.raises(CaptureFault, match="^--cuda-graph: this translated batch cannot be captured"):
+                with pytest.raises(error):
                     for _ in range(3):
                         translator.translate_tensor(images)
                 continue
@@ -391,8 +433,7 @@ def test_translation_under_auto_goes_on_uncaptured_when_a_capture_fails(caplog):
         assert backend.captured == 1 and translator._graphs is None and not translator.cuda_graph
         assert all(torch.equal(output, want) for output in outputs)
         warnings = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
-        assert len(warnings) == 1 and warnings[0].startswith("--cuda-graph auto: this translated batch cannot be "
-                                                             "captured as one CUDA graph (CUDA error: ")
+        assert len(warnings) == 1 and warnings[0].startswith(f"--cuda-graph auto: {said}")
         assert warnings[0].endswith("; translation goes on without it (as with --cuda-graph off)")
 
 
