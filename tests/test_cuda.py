@@ -291,13 +291,15 @@ def test_the_fast_step_graph_trains_with_compiled_kernels_and_no_host_sync(name)
     assert result["host_syncs_per_step"] == 0, result["host_sync_sites"]
 
 
-def test_cuda_graph_auto_trains_on_through_a_step_that_cannot_be_captured(tmp_path, monkeypatch, caplog):
+@pytest.mark.parametrize("failure", ["host sync", "out of memory"])
+def test_cuda_graph_auto_trains_on_through_a_step_that_cannot_be_captured(failure, tmp_path, monkeypatch, caplog):
     """--cuda-graph auto where a step cannot be captured: here pix2pix's losses ask the host for a value while the
-    step is being captured, which CUDA refuses ("operation not permitted when stream is capturing").  The step is
-    taken again, uncaptured, from what it started with, a warning line says so, and the run trains on without
-    graphs: in float32 without TF32 and with cuDNN's deterministic algorithms its weights move as an eager
-    run's do, every step after runs on the stream it ran on before, and torch's caching allocator knows that the
-    capture is over (else emptying its cache fails its own assertion)."""
+    step is being captured, which CUDA refuses ("operation not permitted when stream is capturing"), or memory
+    runs out while it is captured (a step graph's pool is its own).  The step is taken again, uncaptured, from
+    what it started with, a warning line says so, and the run trains on without graphs: in float32 without TF32
+    and with cuDNN's deterministic algorithms its weights move as an eager run's do, every step after runs on
+    the stream it ran on before, and torch's caching allocator knows that the capture is over (else emptying
+    its cache fails its own assertion)."""
     settings = dict(steps=8, decay_steps=8, amp=False, cudnn_benchmark=False, compile="off",
                     options={"dropout": False})
     with deterministic_float32():
@@ -313,7 +315,10 @@ def test_cuda_graph_auto_trains_on_through_a_step_that_cannot_be_captured(tmp_pa
         def asking(name, nets, inputs, carry):
             loss, logs = losses(name, nets, inputs, carry)
             if torch.cuda.is_current_stream_capturing():
-                float(loss)  # a host synchronisation: no capture may hold one
+                if failure == "host sync":
+                    float(loss)  # a host synchronisation: no capture may hold one
+                else:  # twice what the device holds
+                    torch.empty(torch.cuda.get_device_properties(0).total_memory // 2, device="cuda")
             return loss, logs
 
         monkeypatch.setattr(auto.model, "phase_loss", asking)
@@ -327,7 +332,9 @@ def test_cuda_graph_auto_trains_on_through_a_step_that_cannot_be_captured(tmp_pa
                 assert torch.cuda.current_stream() == stream
         torch.cuda.synchronize()
     warnings = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
-    assert len(warnings) == 1 and warnings[0].startswith("--cuda-graph auto: this training step cannot be captured")
+    said = {"host sync": "this training step cannot be captured",
+            "out of memory": "memory ran out while the step was captured as one CUDA graph"}[failure]
+    assert len(warnings) == 1 and warnings[0].startswith(f"--cuda-graph auto: {said}"), warnings
     assert "\n" not in warnings[0] and auto.graphs is None and not auto.step_graphs
     assert not any(group.get("capturable") for opt in auto.optimizers.values() for group in opt.param_groups)
     # the caching allocator knows the failed capture is over: it empties its cache, and another capture works
