@@ -21,13 +21,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 import img2img
 from img2img.config import RunConfig, TrainConfig
 from img2img.errors import UserError
-from img2img.data.images import read_image_bits, read_image_levels
+from img2img.data.images import pixel_limit, read_image_bits, read_image_levels
 from img2img.models.pix2pix import Pix2Pix, Pix2PixConfig
 from img2img.nn.resnet import ResnetGenerator
 from img2img.train import train
@@ -143,6 +143,49 @@ def test_16_bit_grey_and_alpha_pngs_are_grey_in_16_bits(tmp_path, orientation):
     upright = grey if orientation == 1 else np.rot90(grey, -1)
     assert bits == 16 and levels.dtype == np.uint16 and np.array_equal(levels[:, :, 0], upright)
     assert levels.shape == (*upright.shape, 1)
+
+
+def write_float_tiff(path, rgb, orientation=1):
+    """A colour TIFF of 32-bit floats written by hand (one uncompressed strip), with the orientation tag."""
+    height, width, _ = rgb.shape
+    pixels = rgb.astype(">f4").tobytes()
+    arrays = 8 + 2 + 12 * 12 + 4  # where BitsPerSample's three values go, then SampleFormat's, then the pixels
+    tags = [(256, 3, 1, width), (257, 3, 1, height), (258, 3, 3, arrays), (259, 3, 1, 1), (262, 3, 1, 2),
+            (273, 4, 1, arrays + 12), (274, 3, 1, orientation), (277, 3, 1, 3), (278, 3, 1, height),
+            (279, 4, 1, len(pixels)), (284, 3, 1, 1), (339, 3, 3, arrays + 6)]
+    ifd = struct.pack(">H", len(tags)) + b"".join(
+        struct.pack(">HHI", tag, kind, count) + (struct.pack(">HH", value, 0) if kind == 3 and count == 1 else
+                                                 struct.pack(">I", value)) for tag, kind, count, value in tags)
+    path.write_bytes(b"MM\x00*" + struct.pack(">I", 8) + ifd + struct.pack(">I", 0) + struct.pack(">HHH", 32, 32, 32)
+                     + struct.pack(">HHH", 3, 3, 3) + pixels)
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6])
+def test_colour_tiffs_of_floats_are_read_upright(tmp_path, orientation, monkeypatch):
+    """A raw converter's or renderer's colour TIFF of 32-bit floats, which Pillow cannot open, was named as not
+    a readable image; OpenCV reads it: floats clipped to [0, 1], upright as its orientation tag says (OpenCV's
+    TIFF decoder turns it itself).  One that claims more pixels than the limit is refused before it is
+    decoded."""
+    stored = np.random.default_rng(orientation).random((6, 10, 3)).astype(np.float32) * 1.2 - 0.1
+    write_float_tiff(tmp_path / "linear.tif", stored, orientation)
+    with pytest.raises(UnidentifiedImageError):
+        Image.open(tmp_path / "linear.tif")
+    upright = {1: lambda a: a, 3: lambda a: np.rot90(a, 2), 6: lambda a: np.rot90(a, -1)}[orientation]
+    levels, bits = read_image_levels(tmp_path / "linear.tif")
+    assert levels.dtype == np.float32 and bits == 8
+    assert np.array_equal(levels, upright(np.clip(stored, 0, 1)))
+    if orientation == 6:  # an OpenCV that left a quarter turn unmade (4.10 and 5.0 make it)
+        from img2img.data import images  # noqa: PLC0415
+
+        monkeypatch.setattr(images.cv2, "imdecode", lambda data, flags: np.ascontiguousarray(stored[:, :, ::-1]))
+        assert np.array_equal(read_image_levels(tmp_path / "linear.tif")[0], upright(np.clip(stored, 0, 1)))
+        monkeypatch.undo()
+    with pixel_limit(59):
+        with pytest.raises(UserError, match="10×6 pixels, more than the limit of 59"):
+            read_image_levels(tmp_path / "linear.tif")
+    (tmp_path / "cut.tif").write_bytes((tmp_path / "linear.tif").read_bytes()[:40])  # its IFD cut short
+    with pytest.raises(UserError, match="not a readable image"):
+        read_image_levels(tmp_path / "cut.tif")
 
 
 def test_16_bit_ppms_keep_their_bits(tmp_path):

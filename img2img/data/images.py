@@ -185,6 +185,51 @@ def _read_opencv(path: Path, grey: bool = False) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(levels), 16
 
 
+def _tiff_tags(data: bytes) -> dict[int, int]:
+    """The single-valued SHORT and LONG tags of a classic TIFF's first image (its first IFD, which may lie after
+    the pixels, as OpenCV writes it): width (256), height (257), orientation (274), ..."""
+    order = "<" if data[:2] == b"II" else ">"
+    (offset,) = np.frombuffer(data, dtype=f"{order}u4", count=1, offset=4)
+    (count,) = np.frombuffer(data, dtype=f"{order}u2", count=1, offset=int(offset))
+    tags = {}
+    for start in range(int(offset) + 2, int(offset) + 2 + 12 * int(count), 12):
+        tag, kind = (int(v) for v in np.frombuffer(data, dtype=f"{order}u2", count=2, offset=start))
+        (number,) = np.frombuffer(data, dtype=f"{order}u4", count=1, offset=start + 4)
+        if number == 1 and kind in (3, 4):  # SHORT, LONG
+            (tags[tag],) = np.frombuffer(data, dtype=f"{order}u{2 if kind == 3 else 4}", count=1, offset=start + 8)
+    return {tag: int(value) for tag, value in tags.items()}
+
+
+def _read_float_tiff(path: Path) -> tuple[np.ndarray, int] | None:
+    """A TIFF of 32- or 64-bit floats in colour (a raw converter's or a renderer's linear output), which Pillow
+    cannot open, through OpenCV: floats in [0, 1] (clipped), RGB (an alpha channel is dropped), upright as its
+    orientation tag says, and counted as 8 bits, as Pillow's grey float images (which Pillow opens) are.  None where the file is not
+    a TIFF of floats that OpenCV decodes.  Its size is read from its first IFD and held to the pixel limit
+    before it is decoded."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    if data[:4] not in (b"II*\x00", b"MM\x00*"):
+        return None
+    try:
+        tags = _tiff_tags(data)
+    except ValueError:  # an IFD past the file's end
+        return None
+    if not tags.get(256) or not tags.get(257):
+        return None
+    _check_pixels(path, tags[256], tags[257])
+    with _opencv_quiet():
+        levels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    if levels is None or levels.dtype not in (np.float32, np.float64):
+        return None
+    levels = levels[:, :, None] if levels.ndim == 2 else levels[:, :, 2::-1]  # BGR → RGB
+    # OpenCV's TIFF decoder turns the image as tagged itself (4.10 and 5.0, whatever the flags say); a quarter
+    # turn that it did not make is made here
+    orientation, width, height = tags.get(274, 1), tags[256], tags[257]
+    if orientation in _LEVEL_TURNS and orientation >= 5 and width != height and levels.shape[:2] == (height, width):
+        levels = _LEVEL_TURNS[orientation](levels)
+    return np.ascontiguousarray(np.clip(levels.astype(np.float32), 0.0, 1.0)), 8
+
+
 def _ignore_damaged_metadata() -> None:
     """(Within ``warnings.catch_warnings``.)  Pillow's warnings about a damaged EXIF block, which it reads on
     opening a JPEG, and which costs nothing but the block: they name no file, and the pixels decode."""
@@ -239,13 +284,19 @@ def read_image_levels(path: str | Path) -> tuple[np.ndarray, int]:
     floating-point files), C in {1, 3, 4}, and the bits per channel the file stores (8 or 16)."""
     path = Path(path)
     try:
-        wide = _wide_levels(path)  # 16-bit RGB, RGBA or grey+alpha, which Pillow would cut to 8 bits
-        if wide:
-            try:
-                return _read_opencv(path, grey=wide == "grey+alpha")
-            except ValueError:  # OpenCV cannot read it: Pillow reads it (in 8 bits) or says why
-                pass
-        return _read_pillow(path)
+        try:
+            wide = _wide_levels(path)  # 16-bit RGB, RGBA or grey+alpha, which Pillow would cut to 8 bits
+            if wide:
+                try:
+                    return _read_opencv(path, grey=wide == "grey+alpha")
+                except ValueError:  # OpenCV cannot read it: Pillow reads it (in 8 bits) or says why
+                    pass
+            return _read_pillow(path)
+        except UnidentifiedImageError:
+            floats = _read_float_tiff(path)  # a colour TIFF of floats, which Pillow does not open
+            if floats is None:
+                raise
+            return floats
     except (UnidentifiedImageError, OSError, RuntimeError, SyntaxError, ValueError) as error:
         if isinstance(error, FileNotFoundError) and path.is_symlink():  # listed by visible_files
             raise UserError(f"{path}: a broken link (to {os.readlink(path)}, which does not exist)") from None
