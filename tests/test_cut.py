@@ -127,13 +127,20 @@ def test_fastcut_flips_half_of_its_steps_and_both_phases_agree(unpaired_root, tm
     assert 3 <= flips <= 17
 
 
-def test_different_channels_are_read_as_the_same_or_refused(tmp_path):
-    write_colour_digits(tmp_path / "demo")
-    options = CUT.resolve(CutConfig(a=str(tmp_path / "demo/train/a"), b=str(tmp_path / "demo/train/b"), size=32,
+@pytest.fixture(scope="module")
+def colour_digits(tmp_path_factory):
+    """The CycleGAN demo's data (6,000 files), written once for the tests here that only read it."""
+    demo = tmp_path_factory.mktemp("colour-digits") / "demo"
+    write_colour_digits(demo)
+    return demo
+
+
+def test_different_channels_are_read_as_the_same_or_refused(colour_digits):
+    options = CUT.resolve(CutConfig(a=str(colour_digits / "train/a"), b=str(colour_digits / "train/b"), size=32,
                                     load_size=32))
     assert options.channels_a == options.channels_b == 3 and options.nce_idt
     with pytest.raises(UserError, match="--channels-a"):
-        CUT.resolve(CutConfig(a=str(tmp_path / "demo/train/a"), b=str(tmp_path / "demo/train/b"), size=32,
+        CUT.resolve(CutConfig(a=str(colour_digits / "train/a"), b=str(colour_digits / "train/b"), size=32,
                               load_size=32, channels_a=1, channels_b=3))
 
 
@@ -144,9 +151,8 @@ def unpaired_root(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["cut", "fastcut"])
-def test_commands_train_translate_eval_export(tmp_path, name):
-    write_colour_digits(tmp_path / "demo")
-    demo = tmp_path / "demo"
+def test_commands_train_translate_eval_export(tmp_path, name, colour_digits):
+    demo = colour_digits
     result, output = invoke("train", name, "--a", demo / "train/a", "--b", demo / "train/b", "--size", 32,
                             "--load-size", 32, "--no-flip", "--batch-size", 2, "--steps", 2, "--ngf", 8, "--ndf", 8,
                             "--generator", "resnet_6blocks", "--netf-nc", 16, "--device", "cpu", "--workers", 0,
