@@ -99,7 +99,7 @@ class RunDir:
                             f"{self.root if saved == self.last else saved} or choose another {option}")
         if _is_run_config(self.config):
             return  # a run that stopped before its first checkpoint: the same command starts it again
-        foreign = next((path for path in self._written() if path.exists()), None)
+        foreign = self._foreign()
         if foreign is not None:
             raise UserError(f"{option}: {foreign} exists and is not from an img2img run, and a new run there "
                             f"would write over it; choose another {option}")
@@ -111,14 +111,17 @@ class RunDir:
         before the checkpoint, and whose train.log and sample grids it adds to."""
         if _is_run_config(self.config) or (not self.config.exists() and self._saved() is not None):
             return  # a run's folder (one that a library's Trainer wrote has no config.json)
-        foreign = next((path for path in self._written() if path.exists()), None)  # config.json first
+        foreign = self._foreign()
         if foreign is not None:
             raise UserError(f"{option}: {foreign} exists and is not from an img2img run, and resuming there "
                             f"would write over it; go on in a new run folder: --resume {checkpoint} --out NEW")
 
-    def _written(self) -> tuple[Path, ...]:
-        """The files of the names a run writes besides its checkpoints."""
-        return (self.config, self.log, self.metrics, self.samples / "last.png", *sorted(self.samples.glob("step-*.png")))
+    def _foreign(self) -> Path | None:
+        """The first file here of the names a run writes besides its checkpoints (config.json first), which the
+        callers know not to be a run's."""
+        written = (self.config, self.log, self.metrics, self.samples / "last.png",
+                   *sorted(self.samples.glob("step-*.png")))
+        return next((path for path in written if path.exists()), None)
 
     def lock(self, option: str = "--out") -> IO[str]:
         """Take the run folder for this process, creating it if need be: an exclusive lock on ``RUN/.lock``,

@@ -80,6 +80,14 @@ def resolve(setting: str | bool, device: torch.device, compile_setting: str, ref
     return setting == "on"
 
 
+def ran_out_while_capturing(error: BaseException) -> bool:
+    """Whether ``error`` is memory that ran out while a step was captured (:meth:`StepGraphs.run`): a step graph
+    holds every tensor of its step in a pool of its own, beside what the eager steps before it left cached, so
+    work that fits without a graph may not fit while one is captured; ``--cuda-graph auto`` then goes on
+    without graphs."""
+    return getattr(error, "while_capturing", False)
+
+
 def check_capture(device: torch.device, compile_mode: str, what: str) -> None:
     """Refuse in one line a CUDA graph per ``what`` (a training step, a translated batch) where it cannot be: off
     CUDA, or with a ``--compile`` mode that records CUDA graphs of its own (per network)."""
@@ -290,6 +298,7 @@ class StepGraphs:
             while isinstance(error.__context__, RuntimeError):  # what failed first, not the failed capture's end
                 error = error.__context__
             if "out of memory" in str(error):  # the trainer's and the translator's own way out
+                error.while_capturing = True  # type: ignore[attr-defined]  (see ran_out_while_capturing)
                 raise error from None
             reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
             reason = f"this {self.what} cannot be captured as one CUDA graph ({reason[:200]})"

@@ -48,7 +48,8 @@ from img2img.loading import (build_model, load_model, open_checkpoint, resolve_d
                              run_config_from_dict)
 from img2img.models import GANModel, Phase, get_model_class
 from img2img.run import RunDir, held
-from img2img.step_graph import CaptureFault, StepGraphs, check_capture, portable, resolve as resolve_graphs, signature
+from img2img.step_graph import (CaptureFault, StepGraphs, check_capture, portable, ran_out_while_capturing,
+                                 resolve as resolve_graphs, signature)
 
 log = logging.getLogger(__name__)
 
@@ -254,11 +255,9 @@ class Trainer:
             if not self.graph_fallback:
                 raise
             failed, reason = "--cuda-graph", fault.reason
-        except (RuntimeError, MemoryError) as error:  # torch.OutOfMemoryError is a RuntimeError
-            if not (capturing and out_of_memory(error)):
+        except RuntimeError as error:  # torch.OutOfMemoryError is one
+            if not (self.graph_fallback and ran_out_while_capturing(error)):
                 raise
-            # a step graph holds every tensor of its step in a pool of its own, beside what the eager steps
-            # before it left cached: a run that fits without one may not fit while one is captured
             failed, reason = "--cuda-graph", "memory ran out while the step was captured as one CUDA graph"
         else:
             if compiling:

@@ -49,7 +49,7 @@ from img2img.data.transfer import BoundedBatches, Collate, received
 from img2img.errors import UserError, out_of_memory
 from img2img.interrupt import said, terminate_as_interrupt
 from img2img.resources import available_cpus, available_memory, note_workers
-from img2img.step_graph import CaptureFault, StepGraphs, check_capture
+from img2img.step_graph import CaptureFault, StepGraphs, check_capture, ran_out_while_capturing
 
 log = logging.getLogger(__name__)
 
@@ -348,15 +348,14 @@ class Translator:
             with (speed.compile_errors(self.compile, channels_last=self.channels_last),
                   torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp, cache_enabled=self._graphs is None)):
                 if self._graphs is not None:  # a copy of the graph's output buffer
-                    capturing = self._graph_fallback and self._graphs.captures(images, None)
                     try:
                         return self._graphs.run(images, None, self._run).float()
                     except CaptureFault as fault:
                         if not self._graph_fallback:
                             raise
                         reason = fault.reason
-                    except (RuntimeError, MemoryError) as error:  # a graph's own pool, beside the eager passes'
-                        if not (capturing and out_of_memory(error)):
+                    except RuntimeError as error:  # torch.OutOfMemoryError is one
+                        if not (self._graph_fallback and ran_out_while_capturing(error)):
                             raise
                         reason = "memory ran out while a batch's forward pass was captured as a CUDA graph"
                     log.warning("--cuda-graph auto: %s; translation goes on without it (as with --cuda-graph off)",
