@@ -126,6 +126,31 @@ def test_eval_of_unpaired_models_needs_held_out_data_and_uses_any_extractor(cycl
     assert not (tmp_path / "e3.json").exists()
 
 
+def test_eval_names_every_broken_held_out_file_in_one_line_and_no_decoder_crash_ends_it(cyclegan_run, tmp_path,
+                                                                                       monkeypatch):
+    """As a training folder is: every file decoded once in worker processes before the model runs, the broken
+    ones named together (the first one alone was named, when the model came to it), and a file whose decoder
+    crashes named too (it ended ``eval`` with a segmentation fault)."""
+    from test_robustness import crashing_reader  # noqa: PLC0415
+
+    data = cyclegan_run.parent
+    for side in "ab":
+        (tmp_path / side).mkdir()
+        for image in (data / side).iterdir():
+            (tmp_path / side / image.name).write_bytes(image.read_bytes())
+    for name in ("0", "1", "2", "3"):
+        (tmp_path / "b" / f"{name}.png").write_bytes(b"broken")
+    result, _ = invoke("eval", cyclegan_run, "--a", tmp_path / "a", "--b", tmp_path / "b", "--features", "random",
+                       "--json", tmp_path / "e.json")
+    assert_one_line_error(result, "--b: ", "0.png: not a readable image", "2.png: not a readable image",
+                          "and 1 more broken files; fix or remove them before evaluating")
+    crashing_reader(monkeypatch, when=lambda path: str(path).endswith("a/4.png"))
+    result, _ = invoke("eval", cyclegan_run, "--a", tmp_path / "a", "--b", data / "b", "--features", "random",
+                       "--json", tmp_path / "e.json")
+    assert_one_line_error(result, "--a: ", "4.png", "crashed")
+    assert not (tmp_path / "e.json").exists()
+
+
 def test_best_checkpoint_follows_the_chosen_metric_and_survives_resume(tmp_path, mnist_run, monkeypatch):
     scores = iter([3.0, 1.0, 2.0, 5.0])
 

@@ -230,10 +230,12 @@ def _verify_one(path: Path) -> images.ImageInfo | str:
 _SMALL = 64
 
 
-def verify_images(paths: Sequence[Path], option: str, workers: int | None = None) -> list[images.ImageInfo]:
+def verify_images(paths: Sequence[Path], option: str, workers: int | None = None,
+                  before: str = "training") -> list[images.ImageInfo]:
     """Decode every file fully, once, in worker processes (so that no decoder can crash this one): the header
     facts of each, or one :class:`UserError` naming the broken files (a decompression bomb, a truncated or
-    corrupt file, one whose decoder crashes) before any training step is spent on the folder."""
+    corrupt file, one whose decoder crashes) before any training step (or evaluation: ``before``) is spent on
+    the folder."""
     paths = list(paths)
     if workers is None:
         workers = 1 if len(paths) <= _SMALL else min(8, available_cpus())
@@ -257,5 +259,5 @@ def verify_images(paths: Sequence[Path], option: str, workers: int | None = None
     broken = [results[item] for item in range(len(paths)) if isinstance(results.get(item), str)]
     if broken:
         more = f" and {len(broken) - 3} more broken files" if len(broken) > 3 else ""
-        raise UserError(f"{option}: {'; '.join(broken[:3])}{more}; fix or remove them before training")
+        raise UserError(f"{option}: {'; '.join(broken[:3])}{more}; fix or remove them before {before}")
     return [results[item] for item in range(len(paths))]

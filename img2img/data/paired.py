@@ -93,13 +93,15 @@ class PairSummary:
 _DOUBTED: set[Path] = set()  # the first file of each folder of square aligned files already warned about
 
 
-def check_pairs(pairs: Sequence[PairFiles]) -> PairSummary:
+def check_pairs(pairs: Sequence[PairFiles], prefix: str = "--", before: str = "training") -> PairSummary:
     """Decode every file once (:func:`~img2img.data.guard.verify_images`): broken files and aligned files of odd
     width are errors naming the file, before training or evaluation starts; a folder of only square aligned files
-    is doubted in a warning."""
+    is doubted in a warning.  ``prefix``: how the folder options are named where they were given (``--eval-``
+    for a training run's held-out data)."""
     a_channels, b_channels, bits_a, bits_b = [], [], 8, 8
     files = [path for pair in pairs for path in (pair.a, pair.b) if path is not None]
-    infos = dict(zip(files, verify_images(files, "--aligned" if pairs and pairs[0].b is None else "--a/--b")))
+    infos = dict(zip(files, verify_images(files, f"{prefix}aligned" if pairs and pairs[0].b is None else
+                                              f"{prefix}a/{prefix}b", before=before)))
     aligned = [pair.a for pair in pairs if pair.b is None]
     if aligned and all(infos[path].width == infos[path].height for path in aligned) and aligned[0] not in _DOUBTED:
         # halves twice as tall as wide are possible (portraits side by side), but a folder of only square files is

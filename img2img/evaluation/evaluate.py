@@ -124,8 +124,8 @@ def check_training_evaluation(model_class: Any, metric: str, data: EvalData, opt
 def verify_held_out(data: EvalData) -> None:
     """Decode every held-out image once, before training (as the training files are), so that a folder that is
     missing or holds a broken file is named in one line before a step, not at the first evaluation."""
-    for option, folder in (("--eval-a", data.a), ("--eval-b", data.b), ("--eval-aligned", data.aligned),
-                           ("--eval-data", data.data)):
+    for name in ("a", "b", "aligned", "data"):
+        folder, option = getattr(data, name), f"{data.prefix}{name}"
         if folder is not None:
             verify_images([Path(folder) / path for path in list_images(folder, option)], option)
 
@@ -150,11 +150,12 @@ class EvalData:
     b: str | None = None
     aligned: str | None = None
     data: str | None = None
+    prefix: str = "--"  # how the options that name them are spelled where they were given
 
     @classmethod
     def of_training(cls, train: Any) -> EvalData:
         """The held-out data a training run's ``--eval-*`` options name."""
-        return cls(train.eval_a, train.eval_b, train.eval_aligned, train.eval_data)
+        return cls(train.eval_a, train.eval_b, train.eval_aligned, train.eval_data, prefix="--eval-")
 
 
 @dataclass
@@ -442,7 +443,8 @@ def _evaluate_pix2pix(model: Any, options: Any, report: Report, data: EvalData, 
     if (held_out.aligned is None) == (held_out.a is None or held_out.b is None):
         raise UserError("held-out pix2pix data: give --a DIR --b DIR (paired by name) or --aligned DIR")
     dataset = type(model).dataset(held_out, train=False)
-    check_pairs(dataset.pairs)  # what training checks of its data: broken files, aligned files of odd width
+    # what training checks of its data: broken files, aligned files of odd width
+    check_pairs(dataset.pairs, data.prefix, before="evaluating")
     task = demo_task(data.a or data.aligned)
     files = [pair.b or pair.a for pair in dataset.pairs]
     try:
@@ -510,6 +512,8 @@ def _evaluate_unpaired(model: Any, options: Any, report: Report, data: EvalData,
     held_out = replace(options, a=data.a, b=data.b, gpu_augment=False)  # both given (_require)
     dataset = type(model).dataset(held_out, train=False)
     files = {"a": dataset.a_files, "b": dataset.b_files}
+    for side, paths in files.items():  # every broken file named in one line, and no decoder crash in this process
+        verify_images(paths, f"{data.prefix}{side}", before="evaluating")
     directions = model.translation_targets()  # a2b, and b2a for the two-way models
     task = demo_task(data.a)
     digits = task is not None
@@ -574,11 +578,12 @@ def _evaluate_domains(model: Any, options: Any, report: Report, data: EvalData, 
     from img2img.data.demo import STYLE_TASK, STYLES  # noqa: PLC0415
     from img2img.models.stargan import DomainImages, domain_folders  # noqa: PLC0415
 
-    folders = domain_folders(data.data, "--data")
+    folders = domain_folders(data.data, f"{data.prefix}data")
     names = tuple(name for name, _ in folders)
     if names != tuple(options.domains):
-        raise UserError(f"--data: {data.data} holds the domains {', '.join(names)}; the model was trained on "
-                        f"{', '.join(options.domains)}")
+        raise UserError(f"{data.prefix}data: {data.data} holds the domains {', '.join(names)}; the model was "
+                        f"trained on {', '.join(options.domains)}")
+    verify_images([path for _, paths in folders for path in paths], f"{data.prefix}data", before="evaluating")
     datasets = {name: DomainImages([(name, paths)], options.channels, options.size, options.size, flip=False,
                                    train=False) for name, paths in folders}
     files = {name: [Path(path).name for path in paths] for name, paths in folders}
