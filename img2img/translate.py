@@ -443,6 +443,14 @@ class Translator:
                 self._others[to] = self.retarget(to)
             return self._others[to].translate(image)
         if isinstance(image, Tensor):
+            if image.dim() not in (3, 4) or not image.numel():
+                raise UserError(f"a tensor to translate is (C, H, W) or (N, C, H, W) with pixels; got "
+                                f"{tuple(image.shape)}")
+            if not image.is_floating_point():
+                raise UserError(f"a tensor to translate holds floats in [-1, 1]; got {image.dtype} (for levels "
+                                "0..255: levels / 127.5 - 1)")
+            image = _check_span(image, -1.0, "a tensor to translate holds floats in [-1, 1]",
+                                "for levels 0..255: levels / 127.5 - 1")
             batch = image if image.dim() == 4 else image.unsqueeze(0)
             result = self.translate_tensor(batch).to(image.device)
             return result if image.dim() == 4 else result[0]
@@ -452,7 +460,9 @@ class Translator:
         if isinstance(image, Image.Image):
             if image.mode == "F" or image.mode.startswith("I"):  # 16-bit or float grey, which convert() clips to 255
                 levels = np.asarray(image)
-                deep = levels if image.mode == "F" else np.clip(levels, 0, 65535).astype(np.uint16)
+                deep = (_check_span(levels, 0.0, "a float image (PIL mode F) to translate holds values in [0, 1]",
+                                    "for levels 0..255: Image.fromarray(levels / 255)") if image.mode == "F" else
+                        np.clip(levels, 0, 65535).astype(np.uint16))
                 return _as_pil(self.translate(deep))
             alpha = "A" in image.getbands() or "transparency" in image.info
             array = np.asarray(image.convert("RGBA" if alpha else "RGB"), dtype=np.float32) / 255.0
@@ -466,6 +476,14 @@ class Translator:
                 array, bits = image.astype(np.float32), 0
             else:
                 raise UserError(f"images must be uint8, uint16 or float arrays, got {image.dtype}")
+            if array.ndim not in (2, 3) or array.ndim == 3 and array.shape[2] not in (1, 2, 3, 4) or not array.size:
+                raise UserError(f"an array to translate is (H, W) or (H, W, C) with 1 to 4 channels and pixels; got "
+                                f"shape {image.shape}")
+            if not bits:
+                array = _check_span(array, 0.0, "an array of floats to translate holds values in [0, 1]",
+                                    "for levels 0..255: levels / 255; for floats in [-1, 1]: (x + 1) / 2")
+            if array.ndim == 3 and array.shape[2] == 2:  # grey and alpha, as a file of them is read: RGBA
+                array = np.concatenate([np.repeat(array[:, :, :1], 3, axis=2), array[:, :, 1:]], axis=2)
             squeeze = array.ndim == 2
             out = self.translate_array(array[:, :, None] if squeeze else array)
             if bits:
@@ -608,6 +626,24 @@ class Translator:
         bar.close()
         summary.seconds = time.perf_counter() - started
         return summary
+
+
+def _check_span(values: Any, low: float, what: str, hint: str) -> Any:
+    """``values`` (a tensor or an array), which should lie in [``low``, 1], clipped to it, where they stray by
+    rounding alone (a thousandth); one line saying what they span where they stray further or are not finite (0..255
+    levels given as floats, the other range of the two: translated, they would come out as noise or a flat
+    image)."""
+    if isinstance(values, Tensor):
+        least, most = (float(v) for v in torch.aminmax(values.detach().float()))
+    else:
+        least, most = float(np.min(values)), float(np.max(values))
+    if not (math.isfinite(least) and math.isfinite(most)):
+        raise UserError(f"{what}; this one holds values that are not finite (NaN or infinite)")
+    if least < low - 1e-3 or most > 1 + 1e-3:
+        raise UserError(f"{what}; this one spans {least:.4g} to {most:.4g} ({hint})")
+    if least < low or most > 1:
+        return values.clamp(low, 1) if isinstance(values, Tensor) else np.clip(values, low, 1)
+    return values
 
 
 def _as_pil(array: np.ndarray) -> Image.Image:

@@ -830,6 +830,39 @@ def test_python_api_translates_tensors_arrays_pil_images_and_folders(cyclegan_ru
     assert len(summary.translated) == 3
 
 
+def test_the_python_api_refuses_images_out_of_their_range_or_shape_in_one_line():
+    """Floats of 0..255 levels, or in the other range of the two ([-1, 1] for arrays), would come back as a flat or
+    noisy image said nothing of; shapes that are not images ended in an IndexError or a matmul error."""
+    translator = Translator(Invert(), GeneratorInfo(3, 3, 4))
+    refused = {
+        "an array of floats to translate holds values in [0, 1]; this one spans 0 to 255 (for levels 0..255: "
+        "levels / 255": np.linspace(0, 255, 48, dtype=np.float32).reshape(4, 4, 3),
+        "this one spans -1 to 1 (for levels 0..255: levels / 255; for floats in [-1, 1]: (x + 1) / 2)":
+            np.linspace(-1, 1, 48).reshape(4, 4, 3),
+        "this one holds values that are not finite": np.full((4, 4), np.nan, np.float32),
+        "an array to translate is (H, W) or (H, W, C) with 1 to 4 channels and pixels; got shape (8,)": np.zeros(8),
+        "got shape (4, 4, 5)": np.zeros((4, 4, 5), np.uint8),
+        "got shape (0, 4, 3)": np.zeros((0, 4, 3), np.uint8),
+        "a tensor to translate holds floats in [-1, 1]; got torch.uint8 (for levels 0..255: levels / 127.5 - 1)":
+            torch.zeros(3, 4, 4, dtype=torch.uint8),
+        "a tensor to translate holds floats in [-1, 1]; this one spans 0 to 255":
+            torch.linspace(0, 255, 48).view(3, 4, 4),
+        "a tensor to translate is (C, H, W) or (N, C, H, W) with pixels; got (4, 4)": torch.zeros(4, 4),
+        "a float image (PIL mode F) to translate holds values in [0, 1]; this one spans 200 to 200":
+            Image.fromarray(np.full((4, 4), 200, np.float32)),
+    }
+    for message, image in refused.items():
+        with pytest.raises(UserError) as caught:
+            translator.translate(image)
+        assert message in str(caught.value) and "\n" not in str(caught.value)
+    # what strays from its range by rounding alone is clipped, and grey with alpha is read as a file of it is
+    rounded = translator.translate(np.full((4, 4, 3), 1.0004, np.float32))
+    assert np.array_equal(rounded, translator.translate(np.ones((4, 4, 3), np.float32)))
+    assert np.array_equal(translator.translate(torch.full((3, 4, 4), -1.0005)), torch.ones(3, 4, 4))
+    grey_alpha = np.stack([np.full((4, 4), 40, np.uint8), np.full((4, 4), 255, np.uint8)], axis=2)
+    assert np.array_equal(translator.translate(grey_alpha), np.full((4, 4, 3), 215, np.uint8))
+
+
 def test_onnx_export_matches_pytorch(cyclegan_run, tmp_path):
     onnxruntime = pytest.importorskip("onnxruntime")
     result, output = invoke("export", cyclegan_run, "--format", "onnx", "--out", tmp_path / "g.onnx",
