@@ -298,6 +298,8 @@ class Translator:
             for module in self.net.modules():
                 if isinstance(module, nn.Dropout):
                     module.train()
+        if batch_size < 1:  # the command line's range says it; the Python API ended in torch's split error
+            raise UserError(f"--batch-size: {batch_size} is not a batch size (at least 1)")
         self.batch_size = batch_size
         multiple = info.size_multiple
         self.min_size = max(info.min_size, multiple)

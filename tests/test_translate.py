@@ -861,6 +861,8 @@ def test_the_python_api_refuses_images_out_of_their_range_or_shape_in_one_line()
     assert np.array_equal(translator.translate(torch.full((3, 4, 4), -1.0005)), torch.ones(3, 4, 4))
     grey_alpha = np.stack([np.full((4, 4), 40, np.uint8), np.full((4, 4), 255, np.uint8)], axis=2)
     assert np.array_equal(translator.translate(grey_alpha), np.full((4, 4, 3), 215, np.uint8))
+    with pytest.raises(UserError, match="--batch-size: 0 is not a batch size"):
+        Translator(Invert(), GeneratorInfo(3, 3, 4), batch_size=0)
 
 
 def test_onnx_export_matches_pytorch(cyclegan_run, tmp_path):
