@@ -83,6 +83,40 @@ def test_domains_are_the_sub_folders_and_fewer_than_two_are_refused(tmp_path):
     assert_one_line_error(result, f"--data: {tmp_path / 'named' / 'all'}: a domain cannot be named 'all'")
 
 
+def test_a_domain_folder_without_images_is_said_and_one_that_cannot_be_read_is_refused(tmp_path, monkeypatch):
+    """A sub-folder whose listing failed for any reason was skipped as one without images: a domain whose folder
+    could not be read was gone from the model unsaid."""
+    import errno  # noqa: PLC0415
+    import logging  # noqa: PLC0415
+    import os  # noqa: PLC0415
+
+    from img2img.data import images  # noqa: PLC0415
+    from img2img.models.stargan import domain_folders  # noqa: PLC0415
+
+    root = _domains(tmp_path / "data")
+    (root / "d").mkdir()
+    (root / "e").mkdir()
+    said = []
+    logger = logging.getLogger("img2img")
+    monkeypatch.setattr(logger, "handlers", [*logger.handlers])
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append(record.getMessage())
+    logger.addHandler(handler)
+    assert [name for name, _ in domain_folders(root)] == ["a", "b", "c"]
+    assert said == [f"--data: {root / 'd'}, {root / 'e'} hold no images, so they are not domains (the domains: a, "
+                    "b, c)"]
+    scandir = os.scandir
+
+    def locked(path):  # as a folder of another user's, mode 700, is (this test may run as root)
+        if os.path.basename(path) == "c":
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(images.os, "scandir", locked)
+    with pytest.raises(UserError, match="--data: .*c: a folder that cannot be read"):
+        domain_folders(root)
+
+
 def test_the_generator_steps_once_every_n_critic_steps(tmp_path):
     config = StarGAN.resolve(StarGANConfig(data=str(_domains(tmp_path)), size=16, base_channels=4,
                                            d_base_channels=4, n_blocks=1))

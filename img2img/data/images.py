@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import logging
 import os
 import re
 import warnings
@@ -30,6 +31,8 @@ import torch
 from PIL import ExifTags, Image, UnidentifiedImageError
 
 from img2img.errors import UserError
+
+log = logging.getLogger(__name__)
 
 # the files read as images (the others in a data folder, its notes and captions, are left out): the common
 # formats, and more that Pillow reads, under other names (JPEG's .jfif) or where it was built to (AVIF)
@@ -497,5 +500,25 @@ def list_images(folder: str | Path, option: str) -> list[Path]:
         where = "" if path == folder else f" or move it out of {folder}"
         raise UserError(f"{option}: {path}: {reason}{more}; fix its permissions{where}")
     if not files:
-        raise UserError(f"{option}: {folder} holds no images ({', '.join(sorted(image_extensions()))})")
+        raise NoImages(f"{option}: {folder} holds no images ({', '.join(sorted(image_extensions()))})")
     return files
+
+
+class NoImages(UserError):
+    """A folder holds no image files (:func:`list_images`)."""
+
+
+_SAID_WITHOUT_IMAGES: set[Path] = set()  # each said once: a command lists its folders more than once
+
+
+def say_sub_folders_without_images(root: Path, names: list[str], option: str, role: str,
+                                   kept: tuple[str, ...]) -> None:
+    """Warn (once a process) that the sub-folders ``names`` of ``root`` hold no images, so that none of them is a
+    ``role`` (a class, a domain): a folder a copy left empty is not dropped from a model's classes unsaid."""
+    new = [name for name in names if root / name not in _SAID_WITHOUT_IMAGES]
+    if new:
+        _SAID_WITHOUT_IMAGES.update(root / name for name in new)
+        plural = {"class": "classes"}.get(role, f"{role}s")
+        log.warning("%s: %s %s no images, so %s (the %s: %s)", option, ", ".join(str(root / n) for n in new),
+                    *(("holds", f"it is not a {role}") if len(new) == 1 else ("hold", f"they are not {plural}")),
+                    plural, ", ".join(kept))

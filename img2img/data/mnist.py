@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from img2img.data.guard import verify_images
-from img2img.data.images import convert_channels, list_images, quantize, read_image
+from img2img.data.images import convert_channels, list_images, quantize, read_image, say_sub_folders_without_images
 from img2img.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,9 @@ def image_folder(root: str | Path, option: str = "--data") -> tuple[list[Path], 
     files = list_images(root, option)
     tops = sorted({f.parts[0] for f in files if len(f.parts) > 1})
     if len(tops) >= 2 and all(len(f.parts) > 1 for f in files):
+        empty = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                       and p.name not in tops)
+        say_sub_folders_without_images(root, empty, option, "class", tuple(tops))
         index = {name: label for label, name in enumerate(tops)}
         return [root / f for f in files], [index[f.parts[0]] for f in files], tuple(tops)
     return [root / f for f in files], [-1] * len(files), ()

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from img2img.config import MAX_SIDE, TrainConfig, option
-from img2img.data.images import list_images
+from img2img.data.images import NoImages, list_images, say_sub_folders_without_images
 from img2img.data.paired import infer_channels
 from img2img.data.unpaired import check_folder, load_augmented, single_transform
 from img2img.errors import UserError
@@ -66,16 +66,18 @@ def domain_folders(root: str | Path, option_name: str = "--data") -> list[tuple[
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{option_name}: {root} {'is not a folder' if root.exists() else 'does not exist'}")
-    domains = []
+    domains, empty = [], []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         try:
             files = [folder / relative for relative in list_images(folder, option_name)]
-        except UserError:
-            continue  # a sub-folder without images is not a domain
+        except NoImages:  # a sub-folder without images is not a domain (one that cannot be read is an error)
+            empty.append(folder.name)
+            continue
         domains.append((folder.name, files))
     if len(domains) < 2:
         raise UserError(f"{option_name}: {root} needs two or more sub-folders of images, one per domain (found "
                         f"{len(domains)}: {', '.join(name for name, _ in domains) or 'none'})")
+    say_sub_folders_without_images(root, empty, option_name, "domain", tuple(name for name, _ in domains))
     return domains
 
 
