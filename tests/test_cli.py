@@ -396,3 +396,83 @@ def test_a_file_name_with_control_characters_is_said_on_one_line(tmp_path, cycle
     skipped = [line for line in output.splitlines() if line.startswith("skipped")]
     assert len(skipped) == 2 and "bad\\nname.png: not a readable image" in skipped[0], output
     assert "red\\x1b[31mX.png" in skipped[1] and "\x1b" not in output
+
+
+def _documented_command_lines():
+    """Every ``img2img ...`` (or ``-m img2img.cli ...``) command line in the fenced shell blocks of the README and
+    the dataset notes, and quoted in their prose; continuation lines joined, comments and ``&&`` chains split."""
+    import re  # noqa: PLC0415
+    import shlex  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    root = Path(__file__).resolve().parent.parent
+    for document in [root / "README.md", *sorted((root / "datasets").glob("*/README.md"))]:
+        text = document.read_text()
+        # the shell blocks, and commands quoted in the prose (`img2img train cut --a DIR --b DIR`)
+        for block in [*re.findall(r"```(?:bash|sh)\n(.*?)```", text, re.S),
+                      *re.findall(r"`(img2img [^`\n]+)`", text)]:
+            for line in block.replace("\\\n", " ").splitlines():
+                tokens = shlex.split(line, comments=True)
+                while tokens:
+                    words = tokens[:tokens.index("&&")] if "&&" in tokens else tokens
+                    tokens = tokens[len(words) + 1:]
+                    if "img2img.cli" in words:
+                        words = ["img2img", *words[words.index("img2img.cli") + 1:]]
+                    if words and words[0] == "img2img":
+                        yield document.name, words[1:]
+
+
+def test_every_command_line_in_the_readme_names_commands_and_options_that_exist():
+    """The README's examples are what a user copies: an option renamed or a choice dropped in the code, and
+    left in the README, is an error on the first command a user tries (``...`` stands for what is left out)."""
+    import click  # noqa: PLC0415
+
+    lines = list(_documented_command_lines())
+    assert len(lines) > 30  # the blocks were found
+    for document, words in lines:
+        command, rest = main, list(words)
+        while isinstance(command, click.Group) and rest and not rest[0].startswith("-"):
+            if rest[0] == "..." or rest[0].startswith("{") or rest[0].isupper():  # a placeholder: MODEL, NAME
+                break
+            assert rest[0] in command.commands, (document, words, rest[0])
+            command, rest = command.commands[rest[0]], rest[1:]
+        options = {name: param for param in command.params if isinstance(param, click.Option)
+                   for name in (*param.opts, *param.secondary_opts)}
+        options.update({"-h": None, "--help": None})
+        for index, word in enumerate(rest):
+            if not word.startswith("--"):
+                continue
+            assert word in options, (document, " ".join(words), word)
+            param = options[word]
+            if param is not None and isinstance(param.type, click.Choice) and not param.is_flag:
+                value = rest[index + 1]
+                assert value in param.type.choices, (document, " ".join(words), word, value)
+
+
+def test_every_option_the_documents_quote_is_an_option_of_some_command():
+    """Options quoted in the prose (AC-GAN's `--no-fake-classes`, `--pac 2..4`) and in BENCHMARKS.md, which no
+    command line holds, exist too (torchrun's own are its)."""
+    import re  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    import click  # noqa: PLC0415
+
+    names = {"--help"}
+
+    def walk(command):
+        for param in command.params:
+            if isinstance(param, click.Option):
+                names.update([*param.opts, *param.secondary_opts])
+        for sub in getattr(command, "commands", {}).values():
+            walk(sub)
+
+    walk(main)
+    torchrun = {"--nnodes", "--nproc", "--rdzv-backend", "--rdzv-endpoint", "--standalone"}
+    root = Path(__file__).resolve().parent.parent
+    quoted = 0
+    for document in [root / "README.md", root / "BENCHMARKS.md", *sorted((root / "datasets").glob("*/README.md"))]:
+        for span in re.findall(r"`([^`]+)`", document.read_text()):
+            for option in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", span):
+                quoted += 1
+                assert option in names | torchrun, (document.name, option, span[:200])
+    assert quoted > 100
