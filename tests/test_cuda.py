@@ -502,6 +502,21 @@ def test_cuda_graph_translation_matches_eager():
     assert len(graphed._graphs.graphs) == 2
 
 
+def test_the_python_api_checks_cuda_tensors_and_returns_them_on_their_device():
+    """translate(tensor) of a tensor on the GPU, bf16 included: its range is checked there (0..255 levels refused
+    in one line) and the result comes back on its device, as the CPU's does."""
+    net = init_weights(ResnetGenerator(3, 3, 8, 2, "instance"))
+    translator = Translator(net, generator_info(net, 3, 3), "cuda", batch_size=4)
+    image = smooth_batch(2, 32, 32, seed=1).cuda()
+    for kind in (torch.float32, torch.bfloat16):
+        result = translator.translate(image.to(kind))
+        assert result.device.type == "cuda" and result.shape == (2, 3, 32, 32)
+    with pytest.raises(UserError, match="this one spans 0 to 255"):
+        translator.translate(torch.linspace(0, 255, 3 * 32 * 32, device="cuda").view(3, 32, 32))
+    with pytest.raises(UserError, match="not finite"):
+        translator.translate(torch.full((3, 8, 8), float("nan"), device="cuda"))
+
+
 def test_folder_translation_on_cuda_equals_the_cpu(tmp_path):
     """Decoded files cross to the GPU and back as pinned uint8 levels: the outputs match the CPU's."""
     source = tmp_path / "in"
