@@ -202,6 +202,16 @@ class _Graph:
     learning_rates: list[tuple[dict[str, Any], Tensor]]  # each optimiser group and the rate tensor its replay reads
 
 
+def _hashable(spec: Any) -> Hashable:
+    """A pytree's structure as a dictionary key: the TreeSpec itself, or (an older torch, 2.6 among them, whose
+    TreeSpecs hash their context, a list for a dict's keys, and fail) its text, which says the same."""
+    try:
+        hash(spec)
+    except TypeError:
+        return repr(spec)
+    return spec
+
+
 def signature(leaf: Any) -> Hashable:
     """What of an input's leaf a graph is captured for: a tensor's shape, layout, type and device; another value
     itself (or, unhashable, its identity: a new one each step, which then runs eagerly)."""
@@ -238,7 +248,7 @@ class StepGraphs:
     @staticmethod
     def _key(inputs: Any, key: Hashable) -> tuple[Hashable, list[Any], Any]:
         leaves, spec = tree_flatten(inputs)
-        return (key, spec, tuple(signature(leaf) for leaf in leaves)), leaves, spec
+        return (key, _hashable(spec), tuple(signature(leaf) for leaf in leaves)), leaves, spec
 
     def captures(self, inputs: Any, key: Hashable) -> bool:
         """Whether :meth:`run` with these arguments would capture its step (rather than run it eagerly or replay it)."""

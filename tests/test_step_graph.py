@@ -283,6 +283,35 @@ def test_outputs_of_any_structure_come_back_as_the_steps_own():
     assert outs[2]["double"].data_ptr() != outs[3]["double"].data_ptr()  # copies, not the one buffer
 
 
+def test_inputs_whose_structure_does_not_hash_are_replayed_too(monkeypatch):
+    """An older torch's TreeSpec (2.6's, of a dict: its keys are a list) raises TypeError when hashed, which every
+    step under a graph did (the suite on torch 2.6: 16 tests)."""
+    flatten = step_graph.tree_flatten
+
+    class Unhashable:
+        __hash__ = None
+
+        def __init__(self, spec):
+            self.spec = spec
+
+        def __repr__(self):
+            return repr(self.spec)
+
+    def flatten_unhashable(tree):
+        leaves, spec = flatten(tree)
+        return leaves, Unhashable(spec)
+
+    monkeypatch.setattr(step_graph, "tree_flatten", flatten_unhashable)
+    unflatten = step_graph.tree_unflatten
+    monkeypatch.setattr(step_graph, "tree_unflatten", lambda leaves, spec: unflatten(
+        leaves, spec.spec if isinstance(spec, Unhashable) else spec))
+    backend = ReplayBackend(torch.device("cpu"))
+    graphs = StepGraphs(torch.device("cpu"), backend=backend, warmup=1)
+    outs = [graphs.run({"a": torch.full((2,), float(k)), "b": torch.ones(1)}, "k", lambda x: {"s": x["a"] + x["b"]})
+            for k in range(3)]
+    assert backend.captured == 1 and [out["s"].tolist() for out in outs] == [[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]]
+
+
 def test_checkpoints_of_a_graphed_run_resume_without_it(tmp_path):
     """Capturable optimisers (their step counts beside the parameters) are saved as ordinary ones."""
     trainer, batch = tiny_trainer("pix2pix", tmp_path, steps=4)
