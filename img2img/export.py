@@ -11,8 +11,8 @@ from noise (the MNIST GAN, DCGAN, ...) exports its generator: input ``noise``
 multiples of the generator's ``size_multiple`` (recorded in the model's
 metadata with the channels); pad and crop around it as
 :mod:`img2img.translate` does.  Uses PyTorch's ``torch.export``-based
-exporter, which needs the ``onnx`` and ``onnxscript`` packages (the
-``export`` extra).
+exporter, which needs the ``onnx`` and ``onnxscript`` packages and torch 2.8 or
+newer (the ``export`` extra).
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ from img2img.errors import UserError
 from img2img.translate import checkpoint_model, load_generator
 
 OPSET = 18
+# the oldest torch whose exporter converts every img2img generator (2.6 and 2.7 fail on CUT's, StarGAN's and the
+# noise models' batch norms; img2img itself runs on 2.6)
+EXPORTER_TORCH = "2.8"
 
 
 def export_onnx(checkpoint_path: str | Path, out: str | Path, target: str | None = None, arch: str | None = None,
@@ -43,6 +46,9 @@ def export_onnx(checkpoint_path: str | Path, out: str | Path, target: str | None
     if missing:  # optional: the `export` extra; torch's exporter needs both
         raise UserError(f"--format onnx needs the onnx and onnxscript packages ({', '.join(missing)} missing): "
                         'pip install "img2img[export]"')
+    if torch.__version__ < EXPORTER_TORCH:  # a TorchVersion compares as a version
+        raise UserError(f"--format onnx needs torch {EXPORTER_TORCH} or newer, whose exporter converts these "
+                        f"networks (this is torch {torch.__version__}): pip install -U \"img2img[export]\"")
     out = Path(out)
     check_replaceable(out, "--out", overwrite)
     model = None if arch or norm or base_channels else checkpoint_model(checkpoint_path, use_ema)

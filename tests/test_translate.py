@@ -883,6 +883,19 @@ def test_onnx_export_matches_pytorch(cyclegan_run, tmp_path):
     assert ".tmp-" not in result.output  # the file asked for, not the temporary it is written through
 
 
+def test_onnx_export_on_a_torch_whose_exporter_fails_on_the_networks_is_one_line(cyclegan_run, tmp_path,
+                                                                               monkeypatch):
+    """torch 2.6 and 2.7 run img2img, but their exporter fails on CUT's, StarGAN's and the noise models' networks
+    (a page of the exporter's report, or a graph whose sides are not dynamic): refused before, saying what to do."""
+    from torch.torch_version import TorchVersion  # noqa: PLC0415
+
+    monkeypatch.setattr(torch, "__version__", TorchVersion("2.7.1+cu126"))
+    result, _ = invoke("export", cyclegan_run, "--out", tmp_path / "g.onnx")
+    assert_one_line_error(result, "--format onnx needs torch 2.8 or newer", "this is torch 2.7.1+cu126",
+                          'pip install -U "img2img[export]"')
+    assert not (tmp_path / "g.onnx").exists()
+
+
 def test_evaluation_mode_is_deterministic_and_stochastic_keeps_dropout_noise():
     from img2img.nn.unet import UnetGenerator
 
