@@ -1,5 +1,6 @@
 """Run by tests/test_distributed.py under torchrun: train a few steps, compare every rank's weights after each."""
 
+import gc
 import json
 import sys
 from pathlib import Path
@@ -38,6 +39,11 @@ def main(model: str, out: str, data: str | None, steps: int = 4) -> None:
     if job.is_main:
         Path(out, "ranks.json").write_text(json.dumps({"world_size": job.world_size, "identical": identical,
                                                        "data_differs": data_differs}))
+    # the trainer's DistributedDataParallel reducers go before the process group, as in img2img.train.train:
+    # freed after it (when main returned), a reducer's gloo group joined its threads holding the GIL that one of
+    # them waited for, and rank 0 never exited (seen on torch 2.4.1, and 2.8.0 with older kornia and tqdm)
+    del trainer, batches
+    gc.collect()
     teardown(job)
 
 
