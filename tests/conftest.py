@@ -29,6 +29,21 @@ def _seeded():
     torch.manual_seed(0)
 
 
+@pytest.fixture
+def logged(monkeypatch):
+    """The messages logged under ``img2img`` during the test, however the logger is set up (the CLI stops its
+    propagation, so ``caplog`` misses them): a handler added to a copy of its handlers, which the test's end drops."""
+    import logging  # noqa: PLC0415
+
+    messages: list[str] = []
+    logger = logging.getLogger("img2img")
+    monkeypatch.setattr(logger, "handlers", [*logger.handlers])
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger.addHandler(handler)
+    return messages
+
+
 def tiny_mnist_run(steps: int = 20, batch_size: int = 8, loss: str = "non-saturating", **train) -> RunConfig:
     settings = dict(steps=steps, batch_size=batch_size, device="cpu", save_every_steps=10, sample_every_steps=10,
                     log_every_steps=5, num_workers=0)

@@ -267,21 +267,13 @@ def test_a_folder_of_class_sub_folders_gives_images_and_labels(tmp_path):
     assert image_folder(flat)[2] == () and set(image_folder(flat)[1]) == {-1}
 
 
-def test_a_class_sub_folder_without_images_is_said_once_not_dropped_unsaid(tmp_path, monkeypatch):
-    import logging  # noqa: PLC0415
-
+def test_a_class_sub_folder_without_images_is_said_once_not_dropped_unsaid(tmp_path, logged):
     root = _folder(tmp_path / "pets")
     (root / "birds").mkdir()  # a copy that left it empty: the model gets two classes, not three
     (root / ".cache").mkdir()  # hidden: not meant as a class
-    said = []
-    logger = logging.getLogger("img2img")
-    monkeypatch.setattr(logger, "handlers", [*logger.handlers])
-    handler = logging.Handler()
-    handler.emit = lambda record: said.append(record.getMessage())
-    logger.addHandler(handler)
     for _ in range(2):  # a command lists its folder more than once, and says it once
         assert image_folder(root)[2] == ("cats", "dogs")
-    assert said == [f"--data: {root / 'birds'} holds no images, so it is not a class (the classes: cats, dogs)"]
+    assert logged == [f"--data: {root / 'birds'} holds no images, so it is not a class (the classes: cats, dogs)"]
 
 
 def test_class_sub_folders_may_be_links_to_folders_kept_elsewhere(tmp_path):

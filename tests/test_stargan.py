@@ -83,11 +83,11 @@ def test_domains_are_the_sub_folders_and_fewer_than_two_are_refused(tmp_path):
     assert_one_line_error(result, f"--data: {tmp_path / 'named' / 'all'}: a domain cannot be named 'all'")
 
 
-def test_a_domain_folder_without_images_is_said_and_one_that_cannot_be_read_is_refused(tmp_path, monkeypatch):
+def test_a_domain_folder_without_images_is_said_and_one_that_cannot_be_read_is_refused(tmp_path, monkeypatch,
+                                                                                       logged):
     """A sub-folder whose listing failed for any reason was skipped as one without images: a domain whose folder
     could not be read was gone from the model unsaid."""
     import errno  # noqa: PLC0415
-    import logging  # noqa: PLC0415
     import os  # noqa: PLC0415
 
     from img2img.data import images  # noqa: PLC0415
@@ -96,14 +96,8 @@ def test_a_domain_folder_without_images_is_said_and_one_that_cannot_be_read_is_r
     root = _domains(tmp_path / "data")
     (root / "d").mkdir()
     (root / "e").mkdir()
-    said = []
-    logger = logging.getLogger("img2img")
-    monkeypatch.setattr(logger, "handlers", [*logger.handlers])
-    handler = logging.Handler()
-    handler.emit = lambda record: said.append(record.getMessage())
-    logger.addHandler(handler)
     assert [name for name, _ in domain_folders(root)] == ["a", "b", "c"]
-    assert said == [f"--data: {root / 'd'}, {root / 'e'} hold no images, so they are not domains (the domains: a, "
+    assert logged == [f"--data: {root / 'd'}, {root / 'e'} hold no images, so they are not domains (the domains: a, "
                     "b, c)"]
     scandir = os.scandir
 
