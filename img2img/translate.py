@@ -462,10 +462,8 @@ class Translator:
         if isinstance(image, Image.Image):
             if image.mode == "F" or image.mode.startswith("I"):  # 16-bit or float grey, which convert() clips to 255
                 levels = np.asarray(image)
-                deep = (_check_span(levels, 0.0, "a float image (PIL mode F) to translate holds values in [0, 1]",
-                                    "for levels 0..255: Image.fromarray(levels / 255)") if image.mode == "F" else
-                        np.clip(levels, 0, 65535).astype(np.uint16))
-                return _as_pil(self.translate(deep))
+                deep = levels if image.mode == "F" else np.clip(levels, 0, 65535).astype(np.uint16)
+                return _as_pil(self.translate(deep))  # floats: checked as an array's are
             alpha = "A" in image.getbands() or "transparency" in image.info
             array = np.asarray(image.convert("RGBA" if alpha else "RGB"), dtype=np.float32) / 255.0
             return _as_pil(quantize(self.translate_array(array), 8))
@@ -482,8 +480,9 @@ class Translator:
                 raise UserError(f"an array to translate is (H, W) or (H, W, C) with 1 to 4 channels and pixels; got "
                                 f"shape {image.shape}")
             if not bits:
-                array = _check_span(array, 0.0, "an array of floats to translate holds values in [0, 1]",
-                                    "for levels 0..255: levels / 255; for floats in [-1, 1]: (x + 1) / 2")
+                array = _check_span(array, 0.0, "float images to translate (arrays, PIL images of mode F) hold "
+                                    "values in [0, 1]", "for levels 0..255: levels / 255; for floats in [-1, 1]: "
+                                    "(x + 1) / 2")
             if array.ndim == 3 and array.shape[2] == 2:  # grey and alpha, as a file of them is read: RGBA
                 array = np.concatenate([np.repeat(array[:, :, :1], 3, axis=2), array[:, :, 1:]], axis=2)
             squeeze = array.ndim == 2

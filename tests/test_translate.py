@@ -835,8 +835,8 @@ def test_the_python_api_refuses_images_out_of_their_range_or_shape_in_one_line()
     noisy image said nothing of; shapes that are not images ended in an IndexError or a matmul error."""
     translator = Translator(Invert(), GeneratorInfo(3, 3, 4))
     refused = {
-        "an array of floats to translate holds values in [0, 1]; this one spans 0 to 255 (for levels 0..255: "
-        "levels / 255": np.linspace(0, 255, 48, dtype=np.float32).reshape(4, 4, 3),
+        "float images to translate (arrays, PIL images of mode F) hold values in [0, 1]; this one spans 0 to 255 "
+        "(for levels 0..255: levels / 255": np.linspace(0, 255, 48, dtype=np.float32).reshape(4, 4, 3),
         "this one spans -1 to 1 (for levels 0..255: levels / 255; for floats in [-1, 1]: (x + 1) / 2)":
             np.linspace(-1, 1, 48).reshape(4, 4, 3),
         "this one holds values that are not finite": np.full((4, 4), np.nan, np.float32),
@@ -848,7 +848,7 @@ def test_the_python_api_refuses_images_out_of_their_range_or_shape_in_one_line()
         "a tensor to translate holds floats in [-1, 1]; this one spans 0 to 255":
             torch.linspace(0, 255, 48).view(3, 4, 4),
         "a tensor to translate is (C, H, W) or (N, C, H, W) with pixels; got (4, 4)": torch.zeros(4, 4),
-        "a float image (PIL mode F) to translate holds values in [0, 1]; this one spans 200 to 200":
+        "(arrays, PIL images of mode F) hold values in [0, 1]; this one spans 200 to 200":
             Image.fromarray(np.full((4, 4), 200, np.float32)),
     }
     for message, image in refused.items():

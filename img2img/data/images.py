@@ -206,9 +206,9 @@ def _tiff_tags(data: bytes) -> dict[int, int]:
 def _read_float_tiff(path: Path) -> tuple[np.ndarray, int] | None:
     """A TIFF of 32- or 64-bit floats in colour (a raw converter's or a renderer's linear output), which Pillow
     cannot open, through OpenCV: floats in [0, 1] (clipped), RGB (an alpha channel is dropped), upright as its
-    orientation tag says, and counted as 8 bits, as Pillow's grey float images (which Pillow opens) are.  None where the file is not
-    a TIFF of floats that OpenCV decodes.  Its size is read from its first IFD and held to the pixel limit
-    before it is decoded."""
+    orientation tag says, and counted as 8 bits, as Pillow's grey float images (which Pillow opens) are.  None
+    where the file is not a TIFF of floats that OpenCV decodes.  Its size is read from its first IFD and held to
+    the pixel limit before it is decoded."""
     with open(path, "rb") as handle:
         data = handle.read()
     if data[:4] not in (b"II*\x00", b"MM\x00*"):
