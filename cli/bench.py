@@ -7,6 +7,7 @@ import json
 import click
 
 from img2img import bench as bench_lib
+from img2img.checkpoint import check_writable
 from img2img.config import MAX_SIDE
 
 from .options import Output, cuda_graph_option, with_speed_options
@@ -74,6 +75,8 @@ def bench(target: str, size: int, batch_size: int | None, steps: int | None, war
                                    f"{', '.join(g.replace('--compile-mode', '--compile') for g in given)}")
     if profile and (target == "translate" or ladder):
         raise click.UsageError("--profile applies to a training target without --ladder")
+    if profile:
+        check_writable(profile, "--profile")  # before the timing, which the profile follows
 
     def run(speed: bench_lib.SpeedSettings) -> dict:
         batch = batch_size or (8 if target == "translate" else MODELS[target].bench_batch_size)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from img2img.evaluation.features import EXTRACTORS
-from img2img.evaluation.evaluate import evaluate_checkpoint
+from img2img.evaluation.evaluate import evaluate_checkpoint, write_report
 
 from .options import Location, Output
 
@@ -38,8 +38,11 @@ def evaluate(checkpoint: str, data_a: str | None, data_b: str | None, aligned: s
              json_path: str | None) -> None:
     """Evaluate CHECKPOINT (a checkpoint file or run folder) by the documented protocol (see the README)."""
     wanted = tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else ()
-    report, written = evaluate_checkpoint(checkpoint, data_a, data_b, aligned, wanted, features, inception_weights,
-                                          samples, seed, device, Path(json_path) if json_path else None, domains)
+    report, destination = evaluate_checkpoint(checkpoint, data_a, data_b, aligned, wanted, features,
+                                              inception_weights, samples, seed, device,
+                                              Path(json_path) if json_path else None, domains)
     click.echo(f"{report.model} at step {report.step}")
-    click.echo(report.table())
-    click.echo(f"wrote {written}")
+    click.echo(report.table())  # before the JSON is written: a write that fails does not take the metrics with it
+    if destination is not None:
+        write_report(report, destination)
+        click.echo(f"wrote {destination}")

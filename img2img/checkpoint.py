@@ -61,6 +61,48 @@ def temporary_path(path: Path) -> Path:
     return path.with_name(name)
 
 
+def discard(temporary: Path) -> None:
+    """Remove a temporary file, if it is there, while another error is on its way: a removal that fails in turn
+    (on a read-only file system, unlink fails even for a file that is not there) must not replace that error,
+    which names the file the user asked for, with one that names the temporary."""
+    with contextlib.suppress(OSError):
+        temporary.unlink(missing_ok=True)
+
+
+def check_writable(path: str | Path, option: str) -> None:
+    """Refuse, in one line naming ``option``, a file or folder ``path`` that cannot be written (see
+    :func:`unwritable`), before the work whose result it is to hold."""
+    refusal = unwritable(path)
+    if refusal is not None:
+        raise UserError(f"{option}: cannot write into {refusal[0]} ({refusal[1]})")
+
+
+def unwritable(path: str | Path) -> tuple[Path, str] | None:
+    """The folder that keeps a file or folder ``path`` from being written, and why; None where it can be.
+
+    A read-only file system or a folder of another user's was found out only by the write, after the work whose
+    result it was to hold (a translation's first batch, an evaluation, a profile, an ONNX conversion).  The
+    nearest folder that exists (``path`` itself if it is one, else the folder it is in, or would be made in) is
+    tried with a file written and removed at once (asking the system, os.access, can be wrong on network and
+    FUSE mounts).  A file in the way of the folders to be made is left to the write, which names it."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return None
+    probe = folder / f".img2img-probe-{os.getpid()}"
+    try:
+        with open(probe, "xb"):
+            pass
+    except FileExistsError:  # not ours to remove
+        return None
+    except OSError as error:
+        return folder, error.strerror or str(error)
+    discard(probe)
+    return None
+
+
 def atomic_save(payload: Any, path: str | Path) -> Path:
     """``torch.save`` ``payload`` to ``path`` through a temporary file, fsync and rename."""
     path = Path(path)
@@ -72,7 +114,7 @@ def atomic_save(payload: Any, path: str | Path) -> Path:
             os.fsync(handle.fileno())
         os.replace(temporary, path)
     except BaseException as error:
-        temporary.unlink(missing_ok=True)
+        discard(temporary)
         # torch's writer hides what stopped it (Ctrl-C, a full disk) behind a RuntimeError of its own
         interrupt = _first_in_chain(error, KeyboardInterrupt)
         if interrupt is not None and interrupt is not error:
@@ -102,8 +144,7 @@ def replace_file(path: Path, data: bytes) -> None:
             temporary.write_bytes(data)
             os.replace(temporary, target)
         finally:
-            if temporary.exists():  # (not unlink(missing_ok=True): beneath a file, it raises)
-                temporary.unlink()
+            discard(temporary)
     except OSError as error:
         raise OSError(error.errno, error.strerror, str(path)) from None
 
@@ -131,7 +172,7 @@ def _first_in_chain(error: BaseException | None, kind: type[BaseException]) -> B
 def atomic_link(target: Path, link: Path) -> None:
     """Make ``link`` name the same file as ``target`` (a hard link, else a copy), replacing it atomically."""
     temporary = temporary_path(link)
-    temporary.unlink(missing_ok=True)
+    discard(temporary)
     try:
         try:
             os.link(target, temporary)
@@ -143,7 +184,7 @@ def atomic_link(target: Path, link: Path) -> None:
                 os.fsync(handle.fileno())
         os.replace(temporary, link)
     except BaseException:
-        temporary.unlink(missing_ok=True)
+        discard(temporary)
         raise
     _fsync_dir(link.parent)
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from img2img.checkpoint import check_replaceable, temporary_path
+from img2img.checkpoint import check_replaceable, check_writable, discard, temporary_path
 from img2img.errors import UserError
 from img2img.translate import checkpoint_model, load_generator
 
@@ -51,6 +51,7 @@ def export_onnx(checkpoint_path: str | Path, out: str | Path, target: str | None
                         f"networks (this is torch {torch.__version__}): pip install -U \"img2img[export]\"")
     out = Path(out)
     check_replaceable(out, "--out", overwrite)
+    check_writable(out, "--out")  # before the conversion, which takes a while
     model = None if arch or norm or base_channels else checkpoint_model(checkpoint_path, use_ema)
     if model is not None and hasattr(model, "generate"):
         if target is not None:
@@ -117,5 +118,5 @@ def _write(net: torch.nn.Module, inputs: tuple, names: list[str], output: str, d
             raise
         raise OSError(error.errno, error.strerror, str(out)) from None  # the file asked for, not its temporary
     finally:
-        temporary.unlink(missing_ok=True)
+        discard(temporary)
     return out

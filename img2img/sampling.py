@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torchvision.utils import make_grid
 
-from img2img.checkpoint import replace_file
+from img2img.checkpoint import check_writable, replace_file
 from img2img.data.images import CHANNEL_NAMES, WRITABLE_EXTENSIONS, can_write, encode_image, holds, quantize, same_format
 from img2img.errors import UserError
 from img2img.loading import load_model, resolve_device
@@ -45,10 +45,13 @@ def sample_to_folder(checkpoint: str | Path, count: int, out: str | Path, seed: 
     out = Path(out)
     width = max(6, len(str(count - 1)))
     paths = [out / f"{index:0{width}d}.png" for index in range(count)]
+    if grid is not None:
+        check_writable(grid, "--grid")  # before --out is made, and before any image is
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UserError(f"--out: cannot create {out} ({error.strerror or error})") from None
+    check_writable(out, "--out")  # a folder that exists and cannot be written
     if not overwrite:
         existing = [p for p in paths if p.exists()]
         if existing:

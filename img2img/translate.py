@@ -527,7 +527,7 @@ class Translator:
             else:
                 pending.append(job)
         if pending:
-            _check_writable(pending[0].output)
+            checkpoint.check_writable(pending[0].output, "OUTPUT")  # before any image is decoded
         started = time.perf_counter()
         workers = default_workers() if workers is None else workers
         workers = min(workers, len(pending))
@@ -900,28 +900,6 @@ def to_levels(images: Tensor, bits: int) -> Tensor:
 _DESTINATION_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # no space, over quota, read-only file system
 
 
-def _check_writable(output: Path) -> None:
-    """Refuse, before any image is decoded or translated, an output whose folder cannot be written (a read-only
-    file system, a folder of another user's): the first batch's writes said so only after its translation, which
-    for large photos on a CPU takes minutes.  The nearest folder that exists is tried with a file written and
-    removed at once (asking the system, os.access, can be wrong on network and FUSE mounts)."""
-    folder = output.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        return  # a file in the way: the writes say so, naming it
-    probe = folder / f".img2img-probe-{os.getpid()}"
-    try:
-        with open(probe, "xb"):
-            pass
-    except FileExistsError:  # not ours to remove
-        return
-    except OSError as error:
-        raise UserError(f"OUTPUT: cannot write into {folder} ({error.strerror or error})") from None
-    with contextlib.suppress(OSError):
-        probe.unlink()
-
-
 # what _write returns for an output that another process wrote since the translation began (a second translation
 # into the same folder): kept, as an output that existed at the start is
 APPEARED = "exists (it appeared while translating); kept"
@@ -957,8 +935,7 @@ def _write(path: Path, levels: Tensor, bits: int, overwrite: bool) -> str | None
     except ValueError as error:
         return str(error)
     finally:
-        with contextlib.suppress(OSError):
-            temporary.unlink(missing_ok=True)
+        checkpoint.discard(temporary)
 
 
 def default_workers() -> int:

@@ -517,7 +517,7 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_any_image_is_
             raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(translate, "open", read_only, raising=False)
+    monkeypatch.setattr(checkpoint, "open", read_only, raising=False)
     monkeypatch.setattr(translate._ImageFiles, "__getitem__", lambda *args: pytest.fail("decoded"))
     result, _ = invoke("translate", cyclegan_run, source, tmp_path / "out" / "deeper", "--workers", 0,
                        "--device", "cpu")
@@ -742,3 +742,94 @@ def test_a_run_folder_inside_its_data_folder_is_refused_before_the_data_is_check
     shutil.move(tmp_path / "run", root / "b" / "run")  # a run made inside its data before this was refused
     result, _ = invoke("train", "cyclegan", "--resume", root / "b" / "run", "--steps", 4)
     assert_one_line_error(result, "--resume", "lies inside --b", "move it out (a run resumes from any folder)")
+
+
+def _read_only(monkeypatch, folder):
+    """Writing into ``folder`` fails as on a read-only file system (the check's probe file is what is written)."""
+    real_open = open
+
+    def read_only(path, *args, **kwargs):
+        if ".img2img-probe" in str(path) and os.path.dirname(path) == str(folder):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "open", read_only, raising=False)
+
+
+@pytest.mark.parametrize("command", ["export", "eval", "bench", "sample --out", "sample --grid"])
+def test_a_destination_that_cannot_be_written_is_refused_before_the_work_it_would_hold(command, tmp_path, monkeypatch,
+                                                                                       cyclegan_run, mnist_run):
+    """A read-only --out, --json, --profile or --grid was found out by the write, after the ONNX conversion, the
+    evaluation, the timing or the images, whose result it then lost."""
+    import img2img.bench  # noqa: PLC0415
+    from img2img import sampling  # noqa: PLC0415
+    from img2img.evaluation import evaluate  # noqa: PLC0415
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    data = cyclegan_run.parent
+    if command.startswith("sample"):
+        run = tmp_path / "run"
+        Trainer(mnist_run(steps=1), run).fit()
+    args, option, work = {
+        "export": (["export", cyclegan_run, "--out", locked / "g.onnx"], "--out", (torch.onnx, "export")),
+        "eval": (["eval", cyclegan_run, "--a", data / "a", "--b", data / "b", "--features", "random", "--json",
+                  locked / "deeper" / "e.json"], "--json", (evaluate, "evaluate_model")),
+        "bench": (["bench", "mnist-gan", "--steps", 1, "--device", "cpu", "--profile", locked / "p.txt"], "--profile",
+                  (img2img.bench, "bench_training")),
+        "sample --out": (["sample", tmp_path / "run", "--n", 2, "--out", locked], "--out", (sampling, "quantize")),
+        "sample --grid": (["sample", tmp_path / "run", "--n", 2, "--out", tmp_path / "digits", "--grid",
+                           locked / "g.png"], "--grid", (sampling, "quantize")),
+    }[command]
+    _read_only(monkeypatch, locked)
+    monkeypatch.setattr(*work, lambda *args, **kwargs: pytest.fail("the work began"))
+    result, _ = invoke(*args)
+    assert_one_line_error(result, f"{option}: cannot write into {locked} (Read-only file system)")
+    assert list(locked.iterdir()) == [] and not (tmp_path / "digits").exists()
+
+
+def test_eval_beside_a_checkpoint_that_cannot_be_written_beside_prints_the_metrics_and_says_so(cyclegan_run,
+                                                                                            monkeypatch, logged):
+    """Weights on a read-only file system: the metrics were computed, then lost to the JSON's write."""
+    data = cyclegan_run.parent
+    _read_only(monkeypatch, cyclegan_run)
+    result, output = invoke("eval", cyclegan_run, "--a", data / "a", "--b", data / "b", "--features", "random",
+                            "--device", "cpu")
+    assert result.exit_code == 0, output
+    assert "fid_a2b" in output and "wrote" not in output and not (cyclegan_run / "eval").exists()
+    assert logged == [f"cannot write the report into {cyclegan_run} (Read-only file system): the metrics are "
+                      "printed only; pass --json FILE to keep them"]
+
+
+def test_eval_shows_its_metrics_before_a_json_write_that_fails(cyclegan_run, tmp_path, monkeypatch):
+    from img2img.evaluation import evaluate  # noqa: PLC0415
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(evaluate, "replace_file", full)
+    data = cyclegan_run.parent
+    result, output = invoke("eval", cyclegan_run, "--a", data / "a", "--b", data / "b", "--features", "random",
+                            "--json", tmp_path / "e.json", "--device", "cpu")
+    assert_one_line_error(result, f"{tmp_path / 'e.json'}: No space left on device")
+    assert "fid_a2b" in output.split("Error:")[0]
+
+
+def test_a_failed_save_names_the_file_asked_for_when_its_temporary_cannot_be_removed_either(tmp_path, monkeypatch):
+    """On a file system gone read-only, removing the temporary fails too (unlink says EROFS even for a file that is
+    not there): that second error, naming the temporary, replaced the first."""
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), "somewhere")
+
+    def refuse_unlink(self, missing_ok=False):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+
+    monkeypatch.setattr(torch, "save", read_only)
+    monkeypatch.setattr(type(tmp_path), "unlink", refuse_unlink)
+    with pytest.raises(OSError) as caught:
+        checkpoint.atomic_save({"step": 1}, tmp_path / "a.ckpt")
+    assert caught.value.filename == str(tmp_path / "a.ckpt") and caught.value.errno == errno.EROFS
+    checkpoint.discard(tmp_path / "missing")  # says nothing
+    monkeypatch.undo()
+    (tmp_path / "file").write_bytes(b"")
+    checkpoint.discard(tmp_path / "file" / "beneath")  # NotADirectoryError, unsaid

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from img2img.checkpoint import replace_file
+from img2img.checkpoint import check_writable, replace_file, unwritable
 from img2img.data.demo import COLOUR_TASK, SKELETON_TASK, colour_map, demo_task, ink_from_colour, label_of
 from img2img.data.guard import verify_images
 from img2img.data.images import folder_record, list_images
@@ -707,13 +707,29 @@ def _floor(report: Report, extractor: Any, held_out: Tensor, training: Any, coun
 def evaluate_checkpoint(path: str | Path, a: str | None = None, b: str | None = None, aligned: str | None = None,
                         metrics: tuple[str, ...] = (), features: str = "auto", inception_weights: str | None = None,
                         samples: int | None = None, seed: int = 0, device: str = "auto",
-                        json_path: Path | None = None, data: str | None = None) -> tuple[Report, Path]:
-    """Evaluate a checkpoint file or run folder (its averaged weights when it has them); write the report as
-    JSON to ``json_path``, by default ``RUN/eval/step-N.json`` beside the checkpoint."""
+                        json_path: Path | None = None, data: str | None = None) -> tuple[Report, Path | None]:
+    """Evaluate a checkpoint file or run folder (its averaged weights when it has them).  Returns the report and
+    where :func:`write_report` is to write it: ``json_path``, or by default ``RUN/eval/step-N.json`` beside the
+    checkpoint; None, with a warning said before the evaluation, where that folder cannot be written (weights on
+    a read-only file system), so that the metrics are still computed and shown.  A ``json_path`` that cannot be
+    written is refused before the evaluation."""
     if inception_weights is not None and not Path(inception_weights).is_file():
         raise UserError(f"--inception-weights: {inception_weights} is not a file")
+    if json_path is not None:
+        check_writable(json_path, "--json")
     torch_device = resolve_device(device)
     model, run, payload = load_model(path, torch_device, option="CHECKPOINT")
+    destination = json_path
+    if destination is None:
+        folder = Path(payload["path"]).resolve().parent
+        if folder.name == "checkpoints":
+            folder = folder.parent
+        destination = folder / "eval" / f"step-{int(payload['step']):08d}.json"
+        refusal = unwritable(destination)
+        if refusal is not None:
+            log.warning("cannot write the report into %s (%s): the metrics are printed only; pass --json FILE to "
+                        "keep them", *refusal)
+            destination = None
     if samples is not None and model.evaluation != "samples":
         log.warning("--samples applies to models that generate images (mnist-gan); a %s model is evaluated on "
                     "the held-out data, so it is ignored", run.model)
@@ -734,11 +750,10 @@ def evaluate_checkpoint(path: str | Path, a: str | None = None, b: str | None = 
         report.notes.append(note)
         log.warning("%s", note)
     report.protocol["checkpoint"] = payload["path"]
-    if json_path is None:
-        folder = Path(payload["path"]).resolve().parent
-        if folder.name == "checkpoints":
-            folder = folder.parent
-        json_path = folder / "eval" / f"step-{report.step:08d}.json"
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    replace_file(json_path, (json.dumps(report.to_dict(), indent=2) + "\n").encode())  # an earlier report stays whole
-    return report, json_path
+    return report, destination
+
+
+def write_report(report: Report, path: Path) -> None:
+    """Write ``report`` as JSON to ``path`` (an earlier report there stays whole until the new one is)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    replace_file(path, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
