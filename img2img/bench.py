@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import resource
 import tempfile
 import time
@@ -294,6 +295,9 @@ def write_profile(step: Callable[[], Any], device: torch.device, path: Path, tit
     from torch.profiler import ProfilerActivity, profile  # noqa: PLC0415
 
     on_cuda = device.type == "cuda"
+    if not on_cuda:  # a CUDA build of torch on a machine with no GPU: the profiler's library looks for one all the
+        # same and prints "ERROR: ... gpuGetDeviceCount failed with code 35" (its level is read at its first use)
+        os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # above its highest level, USDT (5): none of its lines
     activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if on_cuda else [])]
     _synchronize(device)
     with profile(activities=activities) as profiler:

@@ -4,6 +4,10 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -85,3 +89,16 @@ def test_profile_says_where_the_device_and_the_hosts_time_go(tmp_path):
     assert "aten::convolution" in text  # the operators
     python = text[text.index("host time by Python function over 10 steps"):]
     assert "by time in all" in python and "train_step" in python and "train_phase" in python
+
+
+def test_profiling_on_the_cpu_prints_nothing_of_the_profilers_own(tmp_path):
+    """A CUDA build of torch on a machine with no GPU (what pip installs by default): torch.profiler's library
+    printed "ERROR:<date> ... DeviceProperties.cpp:56] gpuGetDeviceCount failed with code 35" above the summary.
+    A fresh process: the library reads its level once, at its first use."""
+    result = subprocess.run([sys.executable, "-m", "img2img.cli", "bench", "mnist-gan", "--steps", "1", "--warmup", "0",
+                             "--device", "cpu", "--profile", str(tmp_path / "p.txt")], capture_output=True, text=True,
+                            timeout=300, env={k: v for k, v in os.environ.items() if k != "KINETO_LOG_LEVEL"})
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "p.txt").exists()
+    own = [line for line in (result.stdout + result.stderr).splitlines() if re.match(r"[A-Z]+:\d{4}-\d\d-\d\d ", line)]
+    assert own == [], own
