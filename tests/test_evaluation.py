@@ -388,3 +388,30 @@ def test_evaluation_of_many_samples_holds_a_chunk_of_them_at_a_time(tmp_path, mn
     assert len(chunks) == 3 and max(alive) <= 1, alive
     report = json.loads((tmp_path / "e.json").read_text())
     assert report["protocol"]["generated"] == 2500 and sum(report["metrics"]["class_counts"]) == 2500
+
+
+@pytest.mark.parametrize("have, want", [(h, w) for h in (1, 3, 4) for w in (1, 3, 4)])
+def test_the_identity_baseline_converts_the_input_as_the_loaders_convert_a_file(have, want):
+    """The input set beside a target of other channels (pix2pix --channels-b 4 on colour inputs ended eval in a
+    size mismatch): as :func:`convert_channels` converts a file's levels."""
+    from img2img.data.images import convert_channels  # noqa: PLC0415
+
+    levels = torch.rand(2, have, 5, 6, generator=torch.Generator().manual_seed(have))
+    expected = torch.stack([torch.from_numpy(convert_channels(image.permute(1, 2, 0).numpy(), want)).permute(2, 0, 1)
+                            for image in levels]) * 2 - 1
+    converted = evaluate_module._match_channels(levels * 2 - 1, torch.zeros(2, want, 5, 6))
+    assert converted.shape == (2, want, 5, 6)
+    torch.testing.assert_close(converted, expected, atol=1e-6, rtol=0)
+
+
+def test_pix2pix_with_an_alpha_channel_out_evaluates_on_colour_inputs(tmp_path):
+    data = write_unpaired(tmp_path)
+    result, output = invoke("train", "pix2pix", "--a", data / "a", "--b", data / "a", "--channels-b", 4, "--size", 32,
+                            "--load-size", 32, "--ngf", 4, "--ndf", 4, "--batch-size", 2, "--steps", 1, "--device",
+                            "cpu", "--out", tmp_path / "run")
+    assert result.exit_code == 0, output
+    result, output = invoke("eval", tmp_path / "run", "--a", data / "a", "--b", data / "a", "--features", "random",
+                            "--device", "cpu", "--json", tmp_path / "e.json")
+    assert result.exit_code == 0, output
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert math.isfinite(report["metrics"]["psnr"]) and math.isfinite(report["reference"]["identity"]["psnr"])

@@ -499,11 +499,17 @@ def _evaluate_pix2pix(model: Any, options: Any, report: Report, data: EvalData, 
 
 
 def _match_channels(images: Tensor, like: Tensor) -> Tensor:
-    if images.shape[1] == like.shape[1]:
+    """``images`` (N, 1, 3 or 4, H, W) in [-1, 1] with the channels of ``like``, converted as the data loaders
+    convert a file (:func:`img2img.data.images.convert_channels`): luminance, repetition, alpha dropped or
+    added opaque.  (A colour input beside an RGBA target left three channels against four.)"""
+    have, want = images.shape[1], like.shape[1]
+    if have == want:
         return images
-    if images.shape[1] == 1:
-        return images.expand(-1, like.shape[1], -1, -1)
-    return images[:, :1] if like.shape[1] == 1 else images[:, :like.shape[1]]
+    if want == 1:  # ITU-R 601 weights, which sum to 1: the same in [-1, 1] as in [0, 1]
+        weights = images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+        return (images[:, :3] * weights).sum(1, keepdim=True)
+    colour = images.expand(-1, 3, -1, -1) if have == 1 else images[:, :3]
+    return colour if want == 3 else torch.cat([colour, torch.ones_like(colour[:, :1])], 1)
 
 
 # -- CycleGAN and DiscoGAN -------------------------------------------------------------------------------------
