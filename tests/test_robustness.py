@@ -9,6 +9,7 @@ import faulthandler
 import gc
 import os
 import signal
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -837,3 +838,58 @@ def test_a_failed_save_names_the_file_asked_for_when_its_temporary_cannot_be_rem
     monkeypatch.undo()
     (tmp_path / "file").write_bytes(b"")
     checkpoint.discard(tmp_path / "file" / "beneath")  # NotADirectoryError, unsaid
+
+
+def _python_314_default(monkeypatch):
+    """multiprocessing as Python 3.14 sets it up on Linux: forkserver by default, no start method chosen."""
+    import multiprocessing.context as contexts  # noqa: PLC0415
+
+    monkeypatch.setattr(contexts._default_context, "_default_context", contexts._concrete_contexts["forkserver"])
+    monkeypatch.setattr(contexts._default_context, "_actual_context", None)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork is what Linux's loaders used before 3.14")
+def test_loading_workers_fork_on_linux_as_before_python_314(monkeypatch):
+    """Python 3.14 made forkserver Linux's default: each loading worker imported torch and img2img anew (the suite
+    took three times as long) and had none of this process's settings, such as --max-pixels."""
+    import multiprocessing  # noqa: PLC0415
+
+    _python_314_default(monkeypatch)
+    assert multiprocessing.get_context().get_start_method() == "forkserver"  # what a DataLoader would use
+    assert guard.loader_options(2)["multiprocessing_context"].get_start_method() == "fork"
+    assert guard.child_context().get_start_method() == "fork"
+    assert guard.loader_options(0) == {"worker_init_fn": None}  # a DataLoader without workers refuses a context
+
+
+def test_workers_started_by_forkserver_keep_this_processs_pixel_limit(tmp_path, monkeypatch, cyclegan_run):
+    """A program that chose forkserver (or spawn): its workers imported Pillow afresh, with its default limit, so
+    `translate --max-pixels 100` translated images of thousands of pixels, and a crashing file's search too."""
+    import multiprocessing  # noqa: PLC0415
+
+    from PIL import Image as PILImage  # noqa: PLC0415
+
+    source = tmp_path / "in"
+    write_rgb(source / "large.png", 40, 40)
+    write_rgb(source / "small.png", 8, 8)
+    monkeypatch.setattr(guard, "child_context", lambda: multiprocessing.get_context("forkserver"))
+    default = PILImage.MAX_IMAGE_PIXELS
+    try:
+        result, output = invoke("translate", cyclegan_run, source, tmp_path / "out", "--device", "cpu", "--workers", 1,
+                                "--max-pixels", 100)
+    finally:
+        images.set_pixel_limit(default)
+    assert result.exit_code == 3 and output.count("than the limit of 100") == 1, output
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["small.png"]
+
+    class Announce:  # the pipe to the parent
+        def send(self, index):
+            pass
+
+        def close(self):
+            pass
+
+    try:  # the child that looks for a crashing file (find_crashes) takes the limit too
+        guard._scan([source / "small.png"], lambda path: None, Announce(), 100)
+        assert PILImage.MAX_IMAGE_PIXELS == 100
+    finally:
+        images.set_pixel_limit(default)

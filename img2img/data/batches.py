@@ -145,7 +145,8 @@ class LoaderBatches:
             # which the models draw from (dropout, ...): a resumed run's draws match an uninterrupted run's
             loader = DataLoader(self.dataset, batch_sampler=_StepBatches(self.sampler, start_step),
                                 num_workers=workers, pin_memory=self.pin_memory, persistent_workers=workers > 0,
-                                prefetch_factor=self.PREFETCH if workers > 0 else None, worker_init_fn=_ignore_ctrl_c,
+                                prefetch_factor=self.PREFETCH if workers > 0 else None,
+                                **guard.loader_options(workers, _ignore_ctrl_c),
                                 collate_fn=Collate(),  # by value where shared memory is short (trainer: received)
                                 generator=torch.Generator().manual_seed(mix_seed(self.sampler.seed, start_step)))
             return iter(loader)
