@@ -8,6 +8,10 @@ alone; the trainer builds its models through :func:`build_model` too.
 
 from __future__ import annotations
 
+import functools
+import logging
+import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,23 +21,107 @@ from img2img import checkpoint
 from img2img.config import RunConfig, TrainConfig, from_dict
 from img2img.errors import UserError
 
+log = logging.getLogger(__name__)
+
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` means CUDA when a GPU is present, else the CPU; anything else must exist here."""
+    """``auto`` means CUDA when a GPU is present that this torch build can use, else the CPU (saying why, once,
+    where a GPU is there but cannot be used); anything else must exist here and work."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        available, problem = _cuda_state()
+        if available:
+            problem = cuda_problem(_own_index())
+            if problem is None:
+                return torch.device("cuda")
+        if problem is not None:
+            _say_once(f"--device auto: {problem}; running on the CPU")
+        return torch.device("cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
         raise UserError(f"--device: {name!r} is not a device (try auto, cpu or cuda)") from None
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"--device: {name} asked for, but CUDA is not available on this machine")
+        available, problem = _cuda_state()
+        if not available:
+            raise UserError(f"--device: {name} asked for, but " + (problem or "CUDA is not available on this machine"))
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise UserError(f"--device: {name} asked for, but there are {torch.cuda.device_count()} CUDA devices")
+        problem = cuda_problem(_own_index() if device.index is None else device.index)
+        if problem is not None:
+            raise UserError(f"--device: {name}: {problem}; --device cpu runs on the CPU")
     elif device.type != "cpu":
         raise UserError(f"--device: {name!r} is not supported (auto, cpu or cuda)")
     return device
+
+
+def _own_index() -> int:
+    """The GPU this process will use for ``cuda``: its LOCAL_RANK's under torchrun (img2img.distributed), so that
+    no rank makes a CUDA context on another's GPU (each costs hundreds of MB there); else the first."""
+    try:
+        index = int(os.environ.get("LOCAL_RANK", 0))
+    except ValueError:
+        return 0
+    return index if 0 <= index < torch.cuda.device_count() else 0
+
+
+_SAID_DEVICE: set[str] = set()
+GET_TORCH = "https://pytorch.org/get-started/locally/"
+
+
+def _say_once(line: str) -> None:
+    if line not in _SAID_DEVICE:  # a command resolves its device more than once
+        _SAID_DEVICE.add(line)
+        log.warning("%s", line)
+
+
+@functools.cache  # torch warns once per process
+def _cuda_state() -> tuple[bool, str | None]:
+    """Whether CUDA is available, and where a GPU is there but torch cannot use it, why, in one line: torch says
+    so in a warning of its own (a driver older than this build's CUDA), which would print as two lines of
+    Python's warning format while the command went on on the CPU without a word of its own."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        available = torch.cuda.is_available()
+    said = [str(warning.message).strip() for warning in caught if "CUDA" in str(warning.message)]
+    if available or not said:
+        return available, None
+    first = said[0].splitlines()[0]
+    reason = first.split(". Please")[0].removeprefix("CUDA initialization: ").rstrip(".")
+    reason = reason[:1].lower() + reason[1:]
+    return False, f"a GPU is there, but CUDA cannot be used ({reason}); update the GPU's driver, or install a " \
+                  f"torch build for it ({GET_TORCH})"
+
+
+def _probe(index: int) -> None:
+    """One kernel on CUDA device ``index``, waited for: it fails where the build has no kernels for the GPU."""
+    if (torch.ones(2, device=f"cuda:{index}") * 2).sum().item() != 4:
+        raise RuntimeError("CUDA computed a wrong sum")
+
+
+@functools.cache
+def cuda_problem(index: int) -> str | None:
+    """Why CUDA device ``index`` cannot run this torch build's kernels, in one line; None where it can.
+
+    A GPU older than the build supports (torch for CUDA 13 has kernels from compute capability 7.5 on: a P100
+    or a V100 has none) passes ``torch.cuda.is_available()``; torch then printed a warning of a dozen lines and
+    the first kernel failed with "no kernel image is available for execution on the device", a traceback."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's own account, of many lines: said here in one
+        try:
+            _probe(index)
+            return None
+        except RuntimeError as error:  # (torch.AcceleratorError is one)
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        try:
+            gpu = f"{torch.cuda.get_device_name(index)} (compute capability " \
+                  f"{'.'.join(map(str, torch.cuda.get_device_capability(index)))})"
+        except (RuntimeError, AssertionError, AttributeError):
+            gpu = f"cuda:{index}"
+    if "no kernel image" in reason:
+        built = ", ".join(arch for arch in torch.cuda.get_arch_list() if arch.startswith("sm_"))
+        return f"this torch build ({torch.__version__}) has no CUDA kernels for the GPU {gpu}, only for {built}; " \
+               f"install a torch build for it ({GET_TORCH})"
+    return f"the GPU {gpu} cannot run CUDA work ({reason})"
 
 
 def run_config_from_dict(values: dict[str, Any], what: str = "config") -> RunConfig:

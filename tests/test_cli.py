@@ -2,6 +2,7 @@
 
 import json
 import signal
+import warnings
 
 import numpy as np
 import pytest
@@ -476,3 +477,89 @@ def test_every_option_the_documents_quote_is_an_option_of_some_command():
                 quoted += 1
                 assert option in names | torchrun, (document.name, option, span[:200])
     assert quoted > 100
+
+
+@pytest.fixture
+def gpu(monkeypatch):
+    """This process as on a machine with one GPU, whose CUDA state the test sets: ``gpu(available, warning,
+    failure)``; the device checks' memories are cleared before and after."""
+    from img2img import loading  # noqa: PLC0415
+
+    def setup(available=True, warning=None, failure=None):
+        def is_available():
+            if warning:
+                warnings.warn(warning, UserWarning, stacklevel=1)
+            return available
+
+        def probe(index):
+            if failure:
+                raise RuntimeError(failure)
+
+        monkeypatch.setattr(torch.cuda, "is_available", is_available)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1 if available else 0)
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "Tesla P100-PCIE-16GB")
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=0: (6, 0))
+        monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: ["sm_75", "sm_80", "sm_90", "sm_120"])
+        monkeypatch.setattr(loading, "_probe", probe)
+
+    for cache in (loading._cuda_state, loading.cuda_problem):
+        cache.cache_clear()
+    loading._SAID_DEVICE.clear()
+    yield setup
+    monkeypatch.undo()
+    for cache in (loading._cuda_state, loading.cuda_problem):
+        cache.cache_clear()
+
+
+NO_KERNEL = ("CUDA error: no kernel image is available for execution on the device\nCUDA kernel errors might be "
+             "asynchronously reported at some other API call")
+OLD_DRIVER = ("CUDA initialization: The NVIDIA driver on your system is too old (found version 12020). Please update "
+              "your GPU driver by downloading and installing a new version from the URL: "
+              "http://www.nvidia.com/Download/index.aspx Alternatively, go to: https://pytorch.org to install a PyTorch "
+              "version that has been compiled with your version of the CUDA driver.")
+
+
+def test_a_gpu_this_torch_build_has_no_kernels_for_is_named_in_one_line(gpu, tmp_path, logged, finished_run):
+    """A P100 or a V100 under torch for CUDA 13 (kernels from compute capability 7.5): --device auto chose CUDA,
+    torch printed a dozen lines, and the first kernel ended the command in a traceback."""
+    gpu(failure=NO_KERNEL)
+    result, _ = invoke("train", "mnist-gan", "--device", "cuda", "--steps", 1, "--out", tmp_path / "r")
+    assert_one_line_error(result, "--device: cuda: this torch build", "has no CUDA kernels for the GPU Tesla "
+                          "P100-PCIE-16GB (compute capability 6.0), only for sm_75, sm_80, sm_90, sm_120; install a "
+                          "torch build for it (https://pytorch.org/get-started/locally/); --device cpu runs on the CPU")
+    assert not (tmp_path / "r").exists()
+    result, output = invoke("sample", finished_run, "--n", 2, "--out", tmp_path / "digits")  # --device auto
+    assert result.exit_code == 0, output
+    assert len(list((tmp_path / "digits").iterdir())) == 2
+    said = [line for line in logged if "--device auto" in line]
+    assert len(said) == 1 and said[0].startswith("--device auto: this torch build") and \
+        said[0].endswith("; running on the CPU"), logged
+
+
+def test_a_driver_older_than_the_builds_cuda_is_said_in_one_line_not_in_torchs_warning(gpu, tmp_path, logged):
+    gpu(available=False, warning=OLD_DRIVER)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's own warning stays unsaid
+        result, _ = invoke("train", "mnist-gan", "--device", "cuda:0", "--steps", 1, "--out", tmp_path / "r")
+        assert_one_line_error(result, "--device: cuda:0 asked for, but a GPU is there, but CUDA cannot be used (the "
+                              "NVIDIA driver on your system is too old (found version 12020)); update the GPU's "
+                              "driver, or install a torch build for it")
+        from img2img.loading import resolve_device  # noqa: PLC0415
+
+        assert resolve_device("auto") == torch.device("cpu") and resolve_device("auto") == torch.device("cpu")
+    said = [line for line in logged if "--device auto" in line]
+    assert said == ["--device auto: a GPU is there, but CUDA cannot be used (the NVIDIA driver on your system is too "
+                    "old (found version 12020)); update the GPU's driver, or install a torch build for it "
+                    "(https://pytorch.org/get-started/locally/); running on the CPU"]
+
+
+def test_a_working_gpu_is_probed_once_and_used(gpu, monkeypatch):
+    from img2img import loading  # noqa: PLC0415
+
+    gpu()
+    probes = []
+    monkeypatch.setattr(loading, "_probe", probes.append)
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert loading.resolve_device("auto") == torch.device("cuda")
+    assert loading.resolve_device("cuda") == torch.device("cuda") and loading.resolve_device("auto").type == "cuda"
+    assert probes == [0]

@@ -660,3 +660,16 @@ def test_speed_settings_apply_on_cuda(tmp_path):
     assert conv.weight.is_cuda and conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert speed.uses_cuda_graphs("reduce-overhead", trainer.device)
     torch.backends.cudnn.benchmark = True
+
+
+def test_auto_chooses_this_gpu_after_one_kernel_ran_on_it(monkeypatch):
+    """The device check (img2img.loading.cuda_problem) runs a kernel: on a GPU this torch build has kernels for,
+    it passes, and the probe's kernel is what would fail on one it has none for."""
+    from img2img import loading  # noqa: PLC0415
+
+    loading.cuda_problem.cache_clear()
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert loading.cuda_problem(0) is None
+    assert loading.resolve_device("auto") == torch.device("cuda") == loading.resolve_device("cuda")
+    major, minor = torch.cuda.get_device_capability(0)
+    assert any(arch.startswith(f"sm_{major}") for arch in torch.cuda.get_arch_list())
