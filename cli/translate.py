@@ -50,7 +50,9 @@ def official_options(command):
               help="Decoding processes; a file that crashes its decoder costs only that file.  0 decodes in this "
                    "process, unguarded.  [default: min(4, CPUs)]")
 @click.option("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N.")
-@click.option("--amp/--no-amp", default=True, help="bf16 autocast on CUDA (--no-amp: float32 throughout).")
+@click.option("--amp/--no-amp", default=True,
+              help="bf16 autocast on CUDA GPUs that compute in bf16 (compute capability 8.0 on; --no-amp: float32 "
+                   "throughout).")
 @click.option("--stochastic", is_flag=True, help="Keep dropout on (pix2pix's noise); batch norm stays in eval mode.")
 @click.option("--ema/--no-ema", "use_ema", default=True, help="Use the averaged weights when the run kept them.")
 @click.option("--overwrite", is_flag=True, help="Replace files that already exist in OUTPUT.")

@@ -36,6 +36,8 @@ from img2img import step_graph
 from img2img.checkpoint import replace_file
 from img2img.config import RunConfig, TrainConfig
 from img2img.errors import UserError
+from img2img.speed import bf16_autocast
+
 
 def targets() -> tuple[str, ...]:
     """What ``img2img bench`` times: every registered model's training step, and folder translation."""
@@ -71,7 +73,7 @@ class SpeedSettings:
 
     def in_effect(self, device: torch.device, training: bool) -> dict[str, Any]:
         """The settings as they applied on ``device`` (bf16 and cuDNN are CUDA's; Adam is training's)."""
-        settings = {**self.as_dict(), "amp": self.amp and device.type == "cuda",
+        settings = {**self.as_dict(), "amp": bf16_autocast(self.amp, device),
                     "cudnn_benchmark": self.cudnn_benchmark and device.type == "cuda"}
         if not training:
             del settings["fused_adam"]

@@ -91,7 +91,8 @@ class TrainConfig:
                                     "even before --steps (0: no limit); --resume goes on from there.  For comparing "
                                     "models at equal time.", min=0)
     keep_checkpoints: int = 2  # step checkpoints kept besides last.ckpt's target
-    amp: bool = option(True, "bf16 autocast on CUDA.")  # the CPU always trains in float32
+    # the CPU always trains in float32
+    amp: bool = option(True, "bf16 autocast on CUDA GPUs that compute in bf16 (compute capability 8.0 on).")
     num_workers: int = option(2, "Data-loading worker processes (0: load in this process, where a crashing "
                                  "decoder would end the run).", flag="--workers", min=0)
     sync_batch_norm: bool = option(False, "Synchronise batch norm across processes (torchrun, CUDA).",

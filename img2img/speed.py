@@ -8,6 +8,7 @@ losses, to within floating-point rounding.
 * ``cudnn_benchmark``: cuDNN times its convolution algorithms on the first
   batch of each shape and keeps the fastest (CUDA only; training sees one
   shape, so it pays once).
+* ``amp``: bf16 autocast, on GPUs that compute in bf16 (:func:`bf16_autocast`).
 * ``compile``: networks go through ``torch.compile`` (TorchInductor); the
   modes ``reduce-overhead`` and ``max-autotune`` also replay each step as
   CUDA graphs, which removes the per-kernel launch cost that dominates at
@@ -17,6 +18,7 @@ losses, to within floating-point rounding.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import shutil
 from collections.abc import Iterator
@@ -28,6 +30,7 @@ from torch import Tensor, nn
 from img2img.config import COMPILE_MODES  # noqa: F401 - also what callers import from here
 from img2img.errors import UserError
 
+log = logging.getLogger(__name__)
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 # the compiler behind torch.compile; tests swap in "aot_eager" (the same graph capture, no code generation)
 BACKEND = "inductor"
@@ -37,6 +40,27 @@ def check_compile_mode(mode: str, option: str = "--compile") -> str:
     if mode not in COMPILE_MODES:
         raise UserError(f"{option} must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
     return mode
+
+
+def bf16_autocast(amp: bool, device: torch.device) -> bool:
+    """Whether ``--amp`` means bf16 autocast on ``device``: on CUDA GPUs that compute in bf16 (compute capability
+    8.0 on, and AMD's); never on the CPU.  An older GPU (a T4, a GTX 16xx or RTX 20xx) only emulates bf16, slower
+    than float32, and cuDNN has no bf16 convolutions for it, so these networks ran slower or not at all there;
+    it computes in float32, said once in one line."""
+    if not amp or device.type != "cuda":
+        return False
+    if torch.version.hip or torch.cuda.get_device_capability(device) >= (8, 0):
+        return True
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _SAID_NO_BF16:
+        _SAID_NO_BF16.add(index)
+        major, minor = torch.cuda.get_device_capability(device)
+        log.info("bf16 autocast left off: %s (compute capability %d.%d) does not compute in bf16 (from 8.0 on); "
+                 "float32", torch.cuda.get_device_name(device), major, minor)
+    return False
+
+
+_SAID_NO_BF16: set[int] = set()
 
 
 def configure_device(device: torch.device, cudnn_benchmark: bool) -> None:

@@ -135,7 +135,7 @@ class Trainer:
         factor = linear_decay(self.config.steps, self.config.decay_steps)
         self.schedulers = {name: torch.optim.lr_scheduler.LambdaLR(opt, factor)
                            for name, opt in self.optimizers.items()}
-        self.autocast = self.config.amp and self.device.type == "cuda"
+        self.autocast = speed.bf16_autocast(self.config.amp, self.device)
         self.ema = nn.ModuleDict()
         if self.config.ema_decay > 0:
             for name in self.model.inference_networks:

@@ -290,7 +290,7 @@ class Translator:
         self._graphs = StepGraphs(self.device, warmup=2, max_graphs=4, what="translated batch") if graphed else None
         self._graph_fallback = cuda_graph == "auto"  # a capture that fails leaves the forward pass uncaptured
         self.net = net.to(self.device, memory_format=speed.memory_format(channels_last)).eval()
-        self.amp = self.device.type == "cuda" if amp is None else amp and self.device.type == "cuda"
+        self.amp = speed.bf16_autocast(True if amp is None else amp, self.device)
         if self.amp:
             output_layer_in_float32(self.net)
         self._run = speed.compile_module(self.net, self.compile, self.device)

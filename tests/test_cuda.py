@@ -673,3 +673,12 @@ def test_auto_chooses_this_gpu_after_one_kernel_ran_on_it(monkeypatch):
     assert loading.resolve_device("auto") == torch.device("cuda") == loading.resolve_device("cuda")
     major, minor = torch.cuda.get_device_capability(0)
     assert any(arch.startswith(f"sm_{major}") for arch in torch.cuda.get_arch_list())
+
+
+def test_amp_means_bf16_autocast_on_a_gpu_that_computes_in_bf16(tmp_path):
+    from img2img.speed import bf16_autocast  # noqa: PLC0415
+
+    device = torch.device("cuda")
+    assert bf16_autocast(True, device) == (torch.cuda.get_device_capability(device) >= (8, 0))
+    trainer, _ = tiny_trainer("pix2pix", tmp_path, device="cuda")
+    assert trainer.autocast == bf16_autocast(True, device)

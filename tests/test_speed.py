@@ -321,3 +321,23 @@ def test_a_layout_fault_in_torchs_compiled_code_is_one_line_naming_the_option():
         assert torch.allclose(got, images.grad, atol=1e-5)
     finally:
         torch.compiler.reset()
+
+
+def test_bf16_autocast_only_on_gpus_that_compute_in_bf16(monkeypatch, logged, caplog):
+    """A T4 (compute capability 7.5; torch's CUDA 13 builds still have kernels for it) only emulates bf16, and
+    cuDNN has no bf16 convolutions for it: --amp, the default, made every network slower or failed there."""
+    capability = {"cuda:0": (7, 5), "cuda:1": (8, 0)}
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: capability[str(device)])
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "Tesla T4")
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(speed, "_SAID_NO_BF16", set())
+    caplog.set_level(logging.INFO, logger="img2img")  # (an info line, as the CLI shows it)
+    t4, a100 = torch.device("cuda", 0), torch.device("cuda", 1)
+    assert not speed.bf16_autocast(True, t4) and not speed.bf16_autocast(True, t4)
+    assert logged == ["bf16 autocast left off: Tesla T4 (compute capability 7.5) does not compute in bf16 (from 8.0 "
+                      "on); float32"]  # once
+    assert speed.bf16_autocast(True, a100) and not speed.bf16_autocast(False, a100)
+    assert not speed.bf16_autocast(True, torch.device("cpu"))
+    assert SpeedSettings().in_effect(t4, training=True)["amp"] is False
+    assert SpeedSettings().in_effect(a100, training=True)["amp"] is True
+    assert len(logged) == 1

@@ -172,8 +172,8 @@ def find_crashes(paths: Sequence[Path]) -> dict[int, str]:
     start = 0
     while start < len(paths):
         receiver, sender = context.Pipe(duplex=False)
-        child = context.Process(target=_scan, args=(list(paths[start:]), read, sender, images.Image.MAX_IMAGE_PIXELS),
-                                daemon=True)
+        limit = images.Image.MAX_IMAGE_PIXELS
+        child = context.Process(target=_scan, args=(list(paths[start:]), read, sender, limit), daemon=True)
         with forking():
             child.start()
         sender.close()
