@@ -62,9 +62,9 @@ def temporary_path(path: Path) -> Path:
 
 
 def discard(temporary: Path) -> None:
-    """Remove a temporary file, if it is there, while another error is on its way: a removal that fails in turn
-    (on a read-only file system, unlink fails even for a file that is not there) must not replace that error,
-    which names the file the user asked for, with one that names the temporary."""
+    """Remove a temporary file if it is there.  A removal that fails (on a read-only file system, unlink fails
+    even for a file that is not there; beneath a file, it raises too) is not the error to report: it replaced
+    the error on its way, which names the file the user asked for, with one naming the temporary."""
     with contextlib.suppress(OSError):
         temporary.unlink(missing_ok=True)
 

@@ -515,8 +515,8 @@ NO_KERNEL = ("CUDA error: no kernel image is available for execution on the devi
              "asynchronously reported at some other API call")
 OLD_DRIVER = ("CUDA initialization: The NVIDIA driver on your system is too old (found version 12020). Please update "
               "your GPU driver by downloading and installing a new version from the URL: "
-              "http://www.nvidia.com/Download/index.aspx Alternatively, go to: https://pytorch.org to install a PyTorch "
-              "version that has been compiled with your version of the CUDA driver.")
+              "http://www.nvidia.com/Download/index.aspx Alternatively, go to: https://pytorch.org to install a "
+              "PyTorch version that has been compiled with your version of the CUDA driver.")
 
 
 def test_a_gpu_this_torch_build_has_no_kernels_for_is_named_in_one_line(gpu, tmp_path, logged, finished_run):

@@ -94,9 +94,10 @@ def child_context() -> Any:
 
     A forked worker starts at once, with this process's modules and settings.  A forkserver's worker imports
     torch and img2img anew, in every command that decodes and again after each dead worker: on Python 3.13 with
-    forkserver, the test suite took 659 s against 222 s with fork (2 cores).  The workers touch no GPU, so a parent that uses CUDA
-    forks them safely, as torch's DataLoader always did on Linux.  What a worker needs of this process's settings
-    is handed to it all the same (:func:`loader_options`), should another start method be in use."""
+    forkserver, the test suite took 659 s against 222 s with fork (2 cores).  The workers touch no GPU, so a
+    parent that uses CUDA forks them safely, as torch's DataLoader always did on Linux.  What a worker needs of
+    this process's settings is handed to it all the same (:func:`loader_options`), should another start method
+    be in use."""
     return multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
 
 
