@@ -107,14 +107,14 @@ def test_eval_of_unpaired_models_needs_held_out_data_and_uses_any_extractor(cycl
     assert result.exit_code == 0, output
     metrics = json.loads((tmp_path / "e.json").read_text())["metrics"]
     assert {"fid_a2b", "kid_a2b", "fid_b2a", "kid_b2a"} <= set(metrics)
-    result, _ = invoke("eval", cyclegan_run, "--a", data / "a", "--b", data / "b", "--features", "random",
-                       "--metrics", "psnr", "--json", tmp_path / "e2.json")
-    assert_one_line_error(result, "--metrics: psnr not computed for cyclegan (psnr is reported on digit data only",
-                          "computed: fid_a2b, kid_a2b, fid_b2a, kid_b2a)")
     with monkeypatch.context() as patch:  # a name that no cyclegan evaluation reports is refused before it runs
         patch.setattr("img2img.evaluation.evaluate._evaluate_unpaired", lambda *args: pytest.fail("evaluated"))
         result, _ = invoke("eval", cyclegan_run, "--a", data / "a", "--b", data / "b", "--metrics", "fid_a2b,bogus")
-    assert_one_line_error(result, "--metrics: bogus: not a cyclegan metric (its metrics: fid_a2b, kid_a2b")
+        assert_one_line_error(result, "--metrics: bogus: not a cyclegan metric (its metrics: fid_a2b, kid_a2b")
+        # and so is one it reports on digit data only, on other images (it was refused after the evaluation)
+        result, _ = invoke("eval", cyclegan_run, "--a", data / "a", "--b", data / "b", "--features", "random",
+                           "--metrics", "psnr", "--json", tmp_path / "e2.json")
+        assert_one_line_error(result, "--metrics: psnr: cyclegan evaluation reports it on digit data only")
     # nothing computed (FID without the Inception weights, on data other than digits): an empty table and JSON,
     # with exit status 0, before
     monkeypatch.delenv("IMG2IMG_INCEPTION_WEIGHTS", raising=False)
@@ -415,3 +415,20 @@ def test_pix2pix_with_an_alpha_channel_out_evaluates_on_colour_inputs(tmp_path):
     assert result.exit_code == 0, output
     report = json.loads((tmp_path / "e.json").read_text())
     assert math.isfinite(report["metrics"]["psnr"]) and math.isfinite(report["reference"]["identity"]["psnr"])
+
+
+def test_metric_names_are_checked_exactly_before_the_evaluation_runs(tmp_path, mnist_run, monkeypatch):
+    """Any name beginning with a metric's and an underscore passed (fid_a2b for the MNIST GAN), and was refused
+    only after the evaluation had run; StarGAN's per-domain names are checked against its domains."""
+    from img2img.evaluation.evaluate import metric_names  # noqa: PLC0415
+    from img2img.models import MODELS  # noqa: PLC0415
+
+    train(mnist_run(steps=2, batch_size=4), tmp_path / "run")
+    monkeypatch.setattr(evaluate_module, "_evaluate_digits_gan", lambda *args: pytest.fail("evaluated"))
+    result, _ = invoke("eval", tmp_path / "run", "--metrics", "fid_a2b", "--device", "cpu")
+    assert_one_line_error(result, "--metrics: fid_a2b: not a mnist-gan metric")
+    names = metric_names(MODELS["stargan"], ["x", "y"])
+    assert {"fid_to_x", "kid_to_y", "own_domain_psnr_x", "psnr_x_to_y", "label_agreement_y_to_x", "pairs"} <= set(names)
+    assert "fid_to_w" not in names and "psnr_x_to_x" not in names
+    assert "fid_b2a" not in metric_names(MODELS["cut"]) and "fid_b2a" in metric_names(MODELS["cyclegan"])
+    assert "class_agreement" in metric_names(MODELS["cgan"]) and "class_agreement" not in metric_names(MODELS["dcgan"])

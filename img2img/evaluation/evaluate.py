@@ -91,6 +91,21 @@ def protocol_metrics(model_class: Any) -> tuple[str, ...]:
     return ()
 
 
+def metric_names(model_class: Any, domains: Sequence[str] | None = None) -> tuple[str, ...]:
+    """Every name that ``--metrics`` may give for ``model_class``: its protocol's metrics, and StarGAN's per
+    domain and per pair of its ``domains`` (fid_a2b passed for any model, as a name beginning with fid_, and was
+    refused only after the evaluation had run)."""
+    protocol = model_class.evaluation
+    names = protocol_metrics(model_class) + ALSO_REPORTED.get(protocol, ())
+    if protocol == "multi-domain":
+        domains = list(domains or ())
+        names += tuple(f"{kind}_to_{d}" for kind in ("fid", "kid") for d in domains)
+        names += tuple(f"own_domain_psnr_{d}" for d in domains) + ("pairs_beating_colour_map",)
+        names += tuple(f"{kind}_{s}_to_{t}" for kind in ("psnr", "label_agreement") for s in domains for t in domains
+                       if s != t)
+    return names
+
+
 def check_training_evaluation(model_class: Any, metric: str, data: EvalData, options: Any = None) -> str:
     """The metric a run's --eval-every chooses best.ckpt by, after checking that it and the data can work (and
     that FID or KID, on images other than digits, has the Inception weights it needs)."""
@@ -130,7 +145,15 @@ def verify_held_out(data: EvalData) -> None:
             verify_images([Path(folder) / path for path in list_images(folder, option)], option)
 
 
-def _digit_data(model_class: Any, options: Any, data: EvalData) -> bool:
+def _digit_only(metric: str, protocol: str) -> bool:
+    """Whether ``metric`` is reported on digit data only (StarGAN's per-pair PSNR and label agreement too)."""
+    if protocol == "multi-domain" and (metric in ("pairs", "pairs_beating_colour_map") or
+                                       metric.startswith(("psnr_", "label_agreement_"))):
+        return True
+    return metric in DIGIT_ONLY_METRICS[protocol]
+
+
+def _digit_data(model_class: Any, options: Any, data: EvalData | None) -> bool:
     """Whether evaluation compares digits (the embedded MNIST digits, or a demo task's), through the shipped
     digit classifier's features, which need no Inception weights."""
     if model_class.evaluation == "samples":
@@ -208,12 +231,20 @@ def evaluate_model(model: Any, run: Any, step: int, data: EvalData | None = None
                    device: torch.device | str = "cpu", metrics: tuple[str, ...] = ()) -> Report:
     """Evaluate ``model`` (in evaluation mode, on ``device``) by the protocol of its kind."""
     known = protocol_metrics(type(model))
-    reported = known + ALSO_REPORTED.get(model.evaluation, ())
-    foreign = [m for m in metrics if not any(m == base or m.startswith(f"{base}_") for base in reported)]
+    foreign = [m for m in metrics if m not in metric_names(type(model), getattr(run.options, "domains", None))]
     if foreign:  # before any compute
+        per_domain = ", and per domain or pair: fid_to_D, kid_to_D, own_domain_psnr_D, psnr_S_to_T, " \
+                     "label_agreement_S_to_T" if model.evaluation == "multi-domain" else ""
         raise UserError(f"--metrics: {', '.join(foreign)}: not {'a ' if len(foreign) == 1 else ''}{run.model} "
-                        f"metric{'s' if len(foreign) > 1 else ''} (its metrics: {', '.join(known) or 'none'})")
+                        f"metric{'s' if len(foreign) > 1 else ''} (its metrics: {', '.join(known) or 'none'}"
+                        f"{per_domain})")
     refuse_unread_data(data, type(model))
+    if metrics and (data is not None or model.evaluation == "samples") and \
+            not _digit_data(type(model), run.options, data):  # before any compute too
+        only = [m for m in metrics if _digit_only(m, model.evaluation)]
+        if only:
+            raise UserError(f"--metrics: {', '.join(only)}: {run.model} evaluation reports "
+                            f"{'it' if len(only) == 1 else 'them'} {DIGIT_ONLY}, and these are other images")
     report = Report(run.model, step, protocol={"seed": seed, "features": features, "name": model.evaluation})
     if model.evaluation == "samples":
         _evaluate_digits_gan(model, report, samples, seed, device, features, inception_weights)
@@ -231,7 +262,7 @@ def evaluate_model(model: Any, run: Any, step: int, data: EvalData | None = None
     if metrics:
         unknown = [m for m in metrics if m not in report.metrics]
         if unknown:
-            why = [f"{m} is reported {DIGIT_ONLY}" for m in unknown if m in DIGIT_ONLY_METRICS[model.evaluation]]
+            why = [f"{m} is reported {DIGIT_ONLY}" for m in unknown if _digit_only(m, model.evaluation)]
             computed = ", ".join(k for k in report.metrics if not k.endswith("_counts")) or "none"
             raise UserError(f"--metrics: {', '.join(unknown)} not computed for {run.model} ("
                             + "; ".join([*why, f"computed: {computed}", *report.notes]) + ")")
