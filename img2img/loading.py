@@ -83,13 +83,27 @@ def _cuda_state() -> tuple[bool, str | None]:
         warnings.simplefilter("always")
         available = torch.cuda.is_available()
     said = [str(warning.message).strip() for warning in caught if "CUDA" in str(warning.message)]
-    if available or not said:
-        return available, None
+    if available:
+        return True, None
+    if not said:
+        if torch.version.cuda is None and torch.version.hip is None and nvidia_gpu_present():
+            return False, f"this torch build ({torch.__version__}) has no CUDA, though an NVIDIA GPU is here; " \
+                          f"install a CUDA build of torch ({GET_TORCH})"
+        return False, None
     first = said[0].splitlines()[0]
     reason = first.split(". Please")[0].removeprefix("CUDA initialization: ").rstrip(".")
     reason = reason[:1].lower() + reason[1:]
     return False, f"a GPU is there, but CUDA cannot be used ({reason}); update the GPU's driver, or install a " \
                   f"torch build for it ({GET_TORCH})"
+
+
+def nvidia_gpu_present() -> bool:
+    """Whether the NVIDIA driver reports a GPU on this machine (Linux: /proc/driver/nvidia/gpus), whatever torch
+    was built for: a CPU-only torch beside a GPU trained on the CPU without a word."""
+    try:
+        return any(Path("/proc/driver/nvidia/gpus").iterdir())
+    except OSError:
+        return False
 
 
 def _probe(index: int) -> None:

@@ -11,6 +11,7 @@ from PIL import Image
 from click.testing import CliRunner
 
 from img2img.cli import main
+from img2img.errors import UserError
 from img2img.train import train
 
 
@@ -563,3 +564,24 @@ def test_a_working_gpu_is_probed_once_and_used(gpu, monkeypatch):
     assert loading.resolve_device("auto") == torch.device("cuda")
     assert loading.resolve_device("cuda") == torch.device("cuda") and loading.resolve_device("auto").type == "cuda"
     assert probes == [0]
+
+
+def test_a_cpu_only_torch_beside_an_nvidia_gpu_is_said(gpu, monkeypatch, logged):
+    """pip's CPU wheel (or conda's cpuonly) on a machine with a GPU: --device auto trained on the CPU without a
+    word, and --device cuda said only that CUDA was not available."""
+    from img2img import loading  # noqa: PLC0415
+
+    gpu(available=False)
+    monkeypatch.setattr(torch.version, "cuda", None)
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(loading, "nvidia_gpu_present", lambda: True)
+    assert loading.resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(UserError, match=r"^--device: cuda asked for, but this torch build \(.*\) has no CUDA, though "
+                                        r"an NVIDIA GPU is here; install a CUDA build of torch"):
+        loading.resolve_device("cuda")
+    assert [line for line in logged if "--device auto" in line] == [
+        f"--device auto: this torch build ({torch.__version__}) has no CUDA, though an NVIDIA GPU is here; install a "
+        "CUDA build of torch (https://pytorch.org/get-started/locally/); running on the CPU"]
+    loading._cuda_state.cache_clear()
+    monkeypatch.setattr(loading, "nvidia_gpu_present", lambda: False)  # no GPU: nothing to say
+    assert loading.resolve_device("auto") == torch.device("cpu") and len(logged) == 1
