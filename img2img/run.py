@@ -28,7 +28,7 @@ try:
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 
-from img2img.checkpoint import LAST_NAME, replace_file
+from img2img.checkpoint import LAST_NAME, replace_file, unwritable
 from img2img.config import RunConfig
 from img2img.errors import UserError
 
@@ -71,11 +71,11 @@ class RunDir:
         try:
             for folder in (self.root, self.samples, self.checkpoints):
                 folder.mkdir(parents=True, exist_ok=True)
-            probe = self.root / f".write-test-{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
         except OSError as error:
             raise UserError(f"{option}: cannot write to {self.root} ({error.strerror or error})") from None
+        refusal = unwritable(self.root)  # a folder that exists, on a read-only file system
+        if refusal is not None:
+            raise UserError(f"{option}: cannot write to {self.root} ({refusal[1]})")
         for stale in self.checkpoints.glob(".*.tmp-*"):  # left by a crash mid-save
             stale.unlink(missing_ok=True)
 

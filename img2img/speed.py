@@ -49,18 +49,18 @@ def bf16_autocast(amp: bool, device: torch.device) -> bool:
     it computes in float32, said once in one line."""
     if not amp or device.type != "cuda":
         return False
-    if torch.version.hip or torch.cuda.get_device_capability(device) >= (8, 0):
+    capability = torch.cuda.get_device_capability(device)
+    if torch.version.hip or capability >= (8, 0):
         return True
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    if index not in _SAID_NO_BF16:
-        _SAID_NO_BF16.add(index)
-        major, minor = torch.cuda.get_device_capability(device)
+    name = torch.cuda.get_device_name(device)
+    if name not in _SAID_NO_BF16:
+        _SAID_NO_BF16.add(name)
         log.info("bf16 autocast left off: %s (compute capability %d.%d) does not compute in bf16 (from 8.0 on); "
-                 "float32", torch.cuda.get_device_name(device), major, minor)
+                 "float32", name, *capability)
     return False
 
 
-_SAID_NO_BF16: set[int] = set()
+_SAID_NO_BF16: set[str] = set()
 
 
 def configure_device(device: torch.device, cudnn_benchmark: bool) -> None:

@@ -894,3 +894,11 @@ def test_workers_started_by_forkserver_keep_this_processs_pixel_limit(tmp_path, 
         assert PILImage.MAX_IMAGE_PIXELS == 100
     finally:
         images.set_pixel_limit(default)
+
+
+def test_a_run_folder_that_exists_and_cannot_be_written_is_refused_before_training(tmp_path, monkeypatch, mnist_run):
+    (tmp_path / "run").mkdir()
+    _read_only(monkeypatch, tmp_path / "run")
+    result, _ = invoke("train", "mnist-gan", "--steps", 1, "--batch-size", 4, "--device", "cpu",
+                       "--out", tmp_path / "run")
+    assert_one_line_error(result, f"--out: cannot write to {tmp_path / 'run'} (Read-only file system)")
