@@ -394,10 +394,19 @@ class Translator:
                 smaller = (tile or max(height, width)) // 2 // self.info.size_multiple * self.info.size_multiple
                 if not out_of_memory(error) or smaller < self.min_size or smaller < 32:
                     raise
-                log.info("out of memory: translating in %d-pixel tiles", smaller)
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                tile = smaller
+            # past the except clause, whose traceback held the failed attempt's tensors: now they are free
+            log.info("out of memory: translating in %d-pixel tiles", smaller)
+            self._release_memory()
+            tile = smaller
+
+    def _release_memory(self) -> None:
+        """After running out of memory: forget the batch shapes' CUDA graphs, whose memory pools no other
+        allocation can use (on an H200 they held 390 MiB, and the retries down to 32-pixel tiles all ran out
+        beside them), and give the allocator's cache back to the device."""
+        if self._graphs is not None:
+            self._graphs.reset()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     def _whole(self, images: Tensor) -> Tensor:
         height, width = images.shape[-2:]

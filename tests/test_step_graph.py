@@ -466,6 +466,38 @@ def test_translation_under_auto_goes_on_uncaptured_when_a_capture_fails(failing,
         assert warnings[0].endswith("; translation goes on without it (as with --cuda-graph off)")
 
 
+def test_translation_that_runs_out_of_memory_lets_its_graphs_go_before_it_tiles():
+    """The batch shapes' CUDA graphs hold memory pools that no other allocation can use: on an H200 they held
+    390 MiB, and translation's retries in smaller tiles, down to 32 pixels, all ran out of memory beside them.
+    Running out, translation now forgets its graphs before it retries (and captures the tiles' own later)."""
+    from img2img.nn import init_weights  # noqa: PLC0415
+    from img2img.nn.resnet import ResnetGenerator  # noqa: PLC0415
+    from img2img.translate import Translator, generator_info  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    net = init_weights(ResnetGenerator(3, 3, 8, 1, "instance"))
+    info = generator_info(net, 3, 3)
+    small, big = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(1, 3, 128, 128) * 2 - 1
+    want = Translator(net, info, "cpu", tile=64).translate_tensor(big)
+    translator = Translator(net, info, "cpu", batch_size=4)
+    backend = ReplayBackend(translator.device)
+    translator._graphs = StepGraphs(translator.device, backend=backend, warmup=2, max_graphs=4, what="batch")
+    for _ in range(3):
+        translator.translate_tensor(small)
+    assert backend.captured == 1 and len(translator._graphs.graphs) == 1
+    forward, held = translator._forward, []
+
+    def short_of_memory(batch):
+        held.append((batch.shape[-1], len(translator._graphs.graphs)))
+        if batch.shape[-1] > 64:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return forward(batch)
+
+    translator._forward = short_of_memory
+    assert torch.equal(translator.translate_tensor(big), want)
+    assert held[0] == (128, 1) and held[1] == (64, 0)  # the 32² batch's graph was let go before the first tile
+
+
 def test_every_model_says_whether_its_step_can_be_one_graph():
     for name, model in MODELS.items():
         options, _ = model.synthetic(64 if name in ("stargan",) else 32, 1, torch.Generator().manual_seed(0))
