@@ -31,8 +31,8 @@ from img2img.data.images import pixel_limit, read_image_bits, read_image_levels
 from img2img.models.pix2pix import Pix2Pix, Pix2PixConfig
 from img2img.nn.resnet import ResnetGenerator
 from img2img.train import train
-from img2img.translate import (GeneratorInfo, Translator, generator_info, output_layer, output_layer_in_float32,
-                               tile_window)
+from img2img.translate import (GeneratorInfo, Translator, full_resolution_in_float32, full_resolution_layers,
+                               generator_info, output_layer, tile_window)
 
 from official_reference import (OfficialResnetGenerator, OfficialUnetGenerator, official_test_output,
                                 settle_batch_norm)
@@ -1023,7 +1023,7 @@ def test_the_output_layer_is_the_generators_last_step_before_tanh(tmp_path):
     """output_layer finds, in every generator, the layer whose output tanh makes the translated image; a network
     without a convolution has none, and translates unchanged with bf16 autocast asked for."""
     assert output_layer(Invert()) is None
-    output_layer_in_float32(Invert())  # nothing to widen
+    full_resolution_in_float32(Invert())  # nothing to widen
     for name, (net, inputs) in _translating_generators(tmp_path).items():
         seen = []
         handle = output_layer(net).register_forward_hook(lambda module, args, output: seen.append(output))
@@ -1033,19 +1033,47 @@ def test_the_output_layer_is_the_generators_last_step_before_tanh(tmp_path):
         assert torch.equal(torch.tanh(seen[-1]), output), name
 
 
-def test_under_bf16_autocast_the_output_layer_computes_in_float32(tmp_path):
-    """The translator's output layer runs in float32 under autocast: its output is float32 and equals the float32
-    layer's on the same (bf16) input (what this does to a trained generator's images: test_cuda's bf16 test)."""
+def test_the_full_resolution_layers_are_those_from_the_last_upsampling_on(tmp_path):
+    """full_resolution_layers: every convolution from the generator's last upsampling on, each at the output's
+    full resolution, and the convolution that runs before them at a lower one; the output layer alone where it
+    upsamples itself (U-Net, DiscoGAN)."""
+    expected = {"cyclegan": 2, "pix2pix": 1, "cut": 2, "discogan": 1, "stargan": 2}
     for name, (net, inputs) in _translating_generators(tmp_path).items():
+        layers = full_resolution_layers(net)
+        assert len(layers) == expected[name] and layers[-1] is output_layer(net), name
+        convolutions = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+        sides = {}
+        hooks = [m.register_forward_hook(lambda module, args, output: sides.__setitem__(module, output.shape[-2:]))
+                 for m in convolutions]
         with torch.no_grad():
-            layer, seen = output_layer(net), []
-            output_layer_in_float32(net)
-            layer.register_forward_hook(lambda module, args, output: seen.append((args[0], output)))
+            output = net(*inputs)
+        for hook in hooks:
+            hook.remove()
+        assert all(sides[layer] == output.shape[-2:] for layer in layers), name
+        before = convolutions[convolutions.index(layers[0]) - 1]
+        assert sides[before][-1] < output.shape[-1], name
+    assert full_resolution_layers(ResnetGenerator(3, 3, 8, 1, "instance"))[0].stride == (2, 2)
+
+
+def test_under_bf16_autocast_the_full_resolution_layers_compute_in_float32(tmp_path):
+    """The translator's full-resolution layers run in float32 under autocast: their outputs are float32 and equal
+    the float32 layers' on the same input; the layers before them stay in bf16 (what this does to a trained
+    generator's images: test_cuda's bf16 test)."""
+    for name, (net, inputs) in _translating_generators(tmp_path).items():
+        layers, seen = full_resolution_layers(net), {}
+        with torch.no_grad():
+            full_resolution_in_float32(net)
+            for layer in [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]:
+                layer.register_forward_hook(lambda module, args, output: seen.__setitem__(module, (args[0], output)))
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 widened = net(*inputs)
-        layer_input, layer_output = seen[-1]
-        assert layer_output.dtype == widened.dtype == torch.float32, name
-        with torch.no_grad():
-            assert torch.equal(layer_output, type(layer).forward(layer, layer_input.float())), name
+        assert widened.dtype == torch.float32, name
+        for layer, (layer_input, layer_output) in seen.items():
+            if layer not in layers:
+                assert layer_output.dtype == torch.bfloat16, name
+                continue
+            assert layer_output.dtype == torch.float32, name
+            with torch.no_grad():
+                assert torch.equal(layer_output, type(layer).forward(layer, layer_input.float())), name
         copy = copy_module(net)  # a copy's output layer is its own
         assert copy.forward is not net.forward and output_layer(copy).forward.__self__ is output_layer(copy)

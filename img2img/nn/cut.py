@@ -63,6 +63,8 @@ def replicate_edges(x: Tensor) -> Tensor:
 class BlurUpsample(nn.Module):
     """Double the sides with a transposed [1, 3, 3, 1]² blur (× 4): ``(N, C, H, W)`` → ``(N, C, 2H, 2W)``."""
 
+    upsamples = True  # what translation looks for (img2img.translate.full_resolution_layers)
+
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.register_buffer("filt", (_binomial(4) * 4)[None, None].repeat(channels, 1, 1, 1))
