@@ -43,7 +43,8 @@ from .options import Output, cuda_graph_option, with_speed_options
 @click.option("--profile", type=Output(dir_okay=False), default=None,
               help="Training targets: also profile ten more steps and write where their time goes to this file: "
                    "device busy time against wall time, operators by device time (torch.profiler), and the "
-                   "host's time by Python function (cProfile).")
+                   "host's time by Python function (cProfile).  translate: translate the folder once more and "
+                   "write where the main thread and the writers were, sampled every millisecond.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the summary.")
 def bench(target: str, size: int, batch_size: int | None, steps: int | None, warmup: int | None, device: str,
           amp: bool, channels_last: bool, compile_mode: str, cudnn_benchmark: bool, cuda_graph: str, ladder: bool,
@@ -74,8 +75,8 @@ def bench(target: str, size: int, batch_size: int | None, steps: int | None, war
         if given:
             raise click.UsageError(f"--ladder sets the speed settings itself, rung by rung; leave out "
                                    f"{', '.join(g.replace('--compile-mode', '--compile') for g in given)}")
-    if profile and (target == "translate" or ladder):
-        raise click.UsageError("--profile applies to a training target without --ladder")
+    if profile and ladder:
+        raise click.UsageError("--profile applies to a single run, not to --ladder")
     if profile:
         check_writable(profile, "--profile")  # before the timing, which the profile follows
 
@@ -84,7 +85,7 @@ def bench(target: str, size: int, batch_size: int | None, steps: int | None, war
         try:
             if target == "translate":
                 return bench_lib.bench_translate(size, batch, steps or (256 if on_cuda else 16), device, speed,
-                                                 workers, io_only)
+                                                 workers, io_only, profile)
             return bench_lib.bench_training(target, size, batch, steps or (50 if on_cuda else 3),
                                             warmup if warmup is not None else (5 if on_cuda else 1), device, speed,
                                             profile)

@@ -17,10 +17,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
 import resource
+import sys
 import tempfile
+import threading
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -389,9 +393,11 @@ def sync_warnings(caught: list[warnings.WarningMessage]) -> tuple[int, list[str]
 
 def bench_translate(size: int = 256, batch_size: int = 8, images: int = 64, device: str = "auto",
                     speed: SpeedSettings = SpeedSettings(), workers: int | None = None,
-                    io_only: bool = False) -> dict[str, Any]:
+                    io_only: bool = False, profile: str | Path | None = None) -> dict[str, Any]:
     """Time folder translation of ``images`` synthetic ``size``² JPEGs to PNGs with a CycleGAN ResNet generator
-    (``io_only``: a 1×1 convolution instead, which leaves decoding, transfers and encoding to be measured)."""
+    (``io_only``: a 1×1 convolution instead, which leaves decoding, transfers and encoding to be measured).
+    ``profile``: translate the folder once more, sampling where this process's threads are
+    (:class:`ThreadSampler`), and write that to this file."""
     from img2img.models.cyclegan import CycleGAN, resnet_blocks  # noqa: PLC0415
     from img2img.nn import init_weights  # noqa: PLC0415
     from img2img.nn.resnet import ResnetGenerator  # noqa: PLC0415
@@ -432,6 +438,15 @@ def bench_translate(size: int = 256, batch_size: int = 8, images: int = 64, devi
         translator.translate_folder(warm, Path(folder) / "warm-out", progress=False, workers=workers)
         _reset_peak(torch_device)
         summary = translator.translate_folder(source, Path(folder) / "out", progress=False, workers=workers)
+        if profile is not None and summary.ok:
+            with ThreadSampler() as sampler:
+                again = translator.translate_folder(source, Path(folder) / "profiled", progress=False,
+                                                    workers=workers)
+            title = (f"folder translation of {images} {size}² JPEGs to PNGs, batch {batch_size}, {workers} decoding "
+                     f"processes: {images / summary.seconds:.1f} images/s timed, {images / again.seconds:.1f} "
+                     "while sampled")
+            Path(profile).parent.mkdir(parents=True, exist_ok=True)
+            replace_file(Path(profile), (sampler.report(title) + "\n").encode())
     if not summary.ok or len(summary.translated) != images:
         raise UserError(f"bench translate: only {len(summary.translated)} of {images} images were translated")
     settings = {"target": "translate", "size": size, "batch_size": batch_size, "images": images,
@@ -440,6 +455,72 @@ def bench_translate(size: int = 256, batch_size: int = 8, images: int = 64, devi
     result = _summary(torch_device, summary.seconds, images, images, flops, settings)
     result["seconds_per_step"] = summary.seconds / images  # per image
     return result
+
+
+class ThreadSampler:
+    """Where each thread of this process is, sampled every ``interval`` seconds (``sys._current_frames``): for
+    folder translation, whether the main thread waits for decoded batches or for the writers, and what the
+    writers do.  A thread in C code that frees the GIL (OpenCV encoding, a kernel launch) is seen at the
+    Python line that called it.  The decoding processes are not seen, only the main thread's wait for them."""
+
+    def __init__(self, interval: float = 0.001) -> None:
+        self.interval = interval
+        self.ticks = 0
+        self.samples: Counter[str] = Counter()  # by role
+        self.places: Counter[tuple[str, str]] = Counter()  # by role and place
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="img2img-sampler", daemon=True)
+
+    def __enter__(self) -> ThreadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        me = threading.get_ident()
+        while not self._stop.wait(self.interval):
+            names = {thread.ident: thread.name for thread in threading.enumerate()}
+            self.ticks += 1
+            for ident, frame in sys._current_frames().items():
+                if ident != me:
+                    role = thread_role(names.get(ident, "unnamed"))
+                    self.samples[role] += 1
+                    self.places[role, _place(frame)] += 1
+
+    def report(self, title: str, rows: int = 12) -> str:
+        lines = [title, f"{self.ticks} samples of each thread, {self.interval * 1000:g} ms apart", ""]
+        for role, count in self.samples.most_common():
+            lines.append(f"{role}: {count / max(1, self.ticks):.1f} threads on average; where they were:")
+            places = [(place, n) for (r, place), n in self.places.most_common() if r == role][:rows]
+            lines += [f"  {100 * n / count:5.1f}%  {place}" for place, n in places]
+            lines.append("")
+        return "\n".join(lines)
+
+
+def thread_role(name: str) -> str:
+    """A thread's role from its name: the main thread, the writers (ThreadPoolExecutor-N_M), torch's pin-memory
+    thread, or the name without its numbers."""
+    if name == "MainThread":
+        return "main"
+    if name.startswith("ThreadPoolExecutor"):
+        return "writers (thread pool)"
+    if "pin_memory" in name:
+        return "pin memory"
+    return re.sub(r"[-_]?\d+", "", name) or name
+
+
+def _place(frame: Any) -> str:
+    """The innermost line of a stack, and the innermost line of img2img's own that led there (if another)."""
+    def line(f: Any) -> str:
+        return f"{f.f_code.co_name} ({Path(f.f_code.co_filename).name}:{f.f_lineno})"
+
+    inner, own = frame, frame
+    while own is not None and f"{os.sep}img2img{os.sep}" not in own.f_code.co_filename:
+        own = own.f_back
+    return line(inner) if own is None or own is inner else f"{line(inner)} in {line(own)}"
 
 
 def format_ladder(results: list[dict[str, Any]]) -> str:

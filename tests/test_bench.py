@@ -12,7 +12,7 @@ import warnings
 
 import pytest
 
-from img2img.bench import sync_warnings
+from img2img.bench import sync_warnings, thread_role
 
 from test_cli import assert_one_line_error, invoke
 
@@ -89,6 +89,32 @@ def test_profile_says_where_the_device_and_the_hosts_time_go(tmp_path):
     assert "aten::convolution" in text  # the operators
     python = text[text.index("host time by Python function over 10 steps"):]
     assert "by time in all" in python and "train_step" in python and "train_phase" in python
+
+
+def test_translate_profile_says_where_the_threads_were(tmp_path):
+    """bench translate --profile: the folder translated once more while each thread is sampled; the file says
+    where the main thread was (translating, or waiting for decoded batches) and what the writers did.  Before,
+    --profile was refused for translate, whose figure (the folder pipeline's) is the one the GPU hosts missed."""
+    path = tmp_path / "profile.txt"
+    result, output = invoke("bench", "translate", "--size", 32, "--steps", 24, "--io-only", "--workers", 1,
+                            "--device", "cpu", "--profile", path)
+    assert result.exit_code == 0, output
+    text = path.read_text()
+    assert text.startswith("folder translation of 24 32² JPEGs to PNGs, batch 8, 1 decoding processes: ")
+    sections = {block.split(":")[0]: block for block in text.split("\n\n")[1:] if block.strip()}
+    assert "main" in sections and "writers (thread pool)" in sections, list(sections)
+    assert "1.0 threads on average" in sections["main"] and "translate.py:" in sections["main"]
+    shares = [float(line.split("%")[0]) for line in sections["main"].splitlines()[1:]]
+    assert shares and all(0 < share <= 100 for share in shares) and sum(shares) <= 100.5
+    refused, said = invoke("bench", "translate", "--ladder", "--device", "cpu", "--profile", path)
+    assert refused.exit_code == 2 and "--profile applies to a single run, not to --ladder" in said
+
+
+def test_thread_roles_name_the_pipelines_threads():
+    assert thread_role("MainThread") == "main"
+    assert thread_role("ThreadPoolExecutor-0_13") == "writers (thread pool)"
+    assert thread_role("Thread-3 (_pin_memory_loop)") == "pin memory"
+    assert thread_role("QueueFeederThread") == "QueueFeederThread" and thread_role("Thread-12") == "Thread"
 
 
 def test_profiling_on_the_cpu_prints_nothing_of_the_profilers_own(tmp_path):
