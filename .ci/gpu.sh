@@ -23,9 +23,10 @@
 # would not fit is skipped and says so, and one failure costs only itself.  GPU_PARTS (default "tests commands
 # speed") runs some parts only, in the order given ("tests+speed": the tests beside the speed part's compiling,
 # which is bound by the host's cores as they are, then the timed runs alone; "tests+demos+speed": the two demos
-# trained with the defaults and evaluated beside them too, within the tests' time), GPU_TESTS_K some tests only (pytest
-# -k), and GPU_SKIP (a bash regular expression of command names, e.g. "ladder-.*|sweep-.*") leaves out commands,
-# for a session whose GPU time comes in pieces.
+# trained with the defaults beside them too, within the tests' time, and evaluated after the compiling),
+# GPU_TESTS_K some tests only (pytest -k), GPU_TESTS_N the tests' processes (default 12), and GPU_SKIP (a bash
+# regular expression of command names, e.g. "ladder-.*|sweep-.*") leaves out commands, for a session whose GPU
+# time comes in pieces.
 set -uo pipefail
 OUT=$(realpath -m "${1:?usage: bash .ci/gpu.sh OUT}")
 BUDGET=${GPU_BUDGET_S:-540}
@@ -82,6 +83,9 @@ export PYTHONPATH=/tmp/site PATH=/tmp/site/bin:$PATH
 python3 -c 'import os; from img2img.resources import available_cpus
 print("CPUs usable:", available_cpus(), "of", os.cpu_count(), "(affinity", len(os.sched_getaffinity(0)), end=")\n")' \
     >>"$LOGS/machine.log" 2>&1
+# the host's pace at folder translation's own work, one process and 16 side by side: a 256² PNG encoded and a
+# 256² JPEG decoded, as the pipeline does per image (hosts of the same kind ran the pipeline 4-5x apart)
+{ uname -r; python3 "$REPO/.ci/host_pace.py"; } >>"$LOGS/machine.log" 2>&1
 # run from WORK, never from the checkout: there `import img2img` would find the sources, not the installed package
 cd "$WORK" || exit 1
 
@@ -92,7 +96,7 @@ cd "$WORK" || exit 1
 part_tests() {
     END=$((SECONDS + ${GPU_TESTS_S:-300}))
     run cuda-tests 999 env TORCHINDUCTOR_COMPILE_THREADS="${GPU_COMPILE_THREADS:-4}" IMG2IMG_FAILURES="$LOGS/failures.txt" \
-        python3 -m pytest -m cuda -n 12 -v -p no:cacheprovider ${GPU_TESTS_K:+-k "$GPU_TESTS_K"} \
+        python3 -m pytest -m cuda -n "${GPU_TESTS_N:-12}" -v -p no:cacheprovider ${GPU_TESTS_K:+-k "$GPU_TESTS_K"} \
         "$REPO/tests/test_cuda.py"
 }
 
@@ -103,18 +107,23 @@ P2P=(--a data/skeletons/train/a --b data/skeletons/train/b --size 32 --load-size
 CG=(--a data/colour-digits/train/a --b data/colour-digits/train/b --size 32 --load-size 32 --no-flip --batch-size 4
     --steps 3000 --decay-steps 1000 --ngf 32 --ndf 32)
 
-# the two demos alone, trained with the defaults (each whole step one CUDA graph) and evaluated (the quality must
-# not move), each demo's training and evaluation in the background; the demos' data first
+# the two demos alone, trained with the defaults (each whole step one CUDA graph), each in the background; the
+# demos' data first.  Their evaluations (the quality must not move) wait for the compiling (demo_evals): beside
+# the tests and the compiles, on a host whose cores they saturate, each took more than its minute, twice
 demos() {
     [ -d data/skeletons ] || run p2p-demo 60 img2img demo pix2pix data/skeletons &
     [ -d data/colour-digits ] || run cg-demo 60 img2img demo cyclegan data/colour-digits &
     wait
-    run cg-train 999 img2img train cyclegan "${CG[@]}" --out runs/colour &&
-        run cg-eval 60 img2img eval runs/colour --a data/colour-digits/test/a \
-            --b data/colour-digits/test/b --json "$LOGS/eval-cyclegan.json" &
-    run p2p-train 999 img2img train pix2pix "${P2P[@]}" --out runs/skeletons &&
-        run p2p-eval 60 img2img eval runs/skeletons --a data/skeletons/test/a \
-            --b data/skeletons/test/b --json "$LOGS/eval-pix2pix.json" &
+    run cg-train 999 img2img train cyclegan "${CG[@]}" --out runs/colour &
+    run p2p-train 999 img2img train pix2pix "${P2P[@]}" --out runs/skeletons &
+    wait
+}
+
+demo_evals() {  # the demos trained by demos(), evaluated side by side
+    [ -f runs/colour/last.ckpt ] && run cg-eval 90 img2img eval runs/colour --a data/colour-digits/test/a \
+        --b data/colour-digits/test/b --json "$LOGS/eval-cyclegan.json" &
+    [ -f runs/skeletons/last.ckpt ] && run p2p-eval 90 img2img eval runs/skeletons --a data/skeletons/test/a \
+        --b data/skeletons/test/b --json "$LOGS/eval-pix2pix.json" &
     wait
 }
 
@@ -184,8 +193,8 @@ wait
 # kernel time), and with a graph per network (--cuda-graph off, the former default); the folder pipeline's
 # ceiling, and with 8 workers; then each mean's effect (the ladders) and a batch-size sweep
 SPEED=(
-    "translate-2048 40 translate --size 256 --steps 2048"
-    "io-only-2048 30 translate --size 256 --steps 2048 --io-only"
+    "translate-2048 60 translate --size 256 --steps 2048 --profile $LOGS/profile-translate.txt"
+    "io-only-2048 50 translate --size 256 --steps 2048 --io-only --profile $LOGS/profile-io-only.txt"
     "bench-cyclegan 150 cyclegan --size 256 --batch-size 1 --profile $LOGS/profile-cyclegan.txt"
     "bench-cyclegan-channels-last 150 cyclegan --size 256 --batch-size 1 --channels-last --profile $LOGS/profile-cyclegan-channels-last.txt"
     "bench-pix2pix 90 pix2pix --size 256 --batch-size 1 --profile $LOGS/profile-pix2pix.txt"
@@ -233,6 +242,7 @@ part_speed() {  # part_speed [tests|tests+demos]: the tests (and the demos) besi
     done
     wait
     END=$BUDGET
+    [[ ${1:-} == *demos ]] && demo_evals
     for entry in "${SPEED[@]}"; do
         read -r name limit args <<<"$entry"
         # shellcheck disable=SC2086
@@ -316,6 +326,10 @@ for name in ("cg-bf16-vs-fp32",):
 path = logs / "find-syncs.log"
 if path.exists():
     print("\n== find-syncs\n" + path.read_text()[:8000])
+for name in ("profile-translate", "profile-io-only"):  # where the folder pipeline's threads were
+    path = logs / f"{name}.txt"
+    if path.exists():
+        print(f"\n== {name}.txt\n" + path.read_text()[:5000])
 for name in ("profile-cyclegan", "profile-cyclegan-channels-last", "profile-pix2pix"):
     path = logs / f"{name}.txt"
     if path.exists():
