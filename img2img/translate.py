@@ -912,12 +912,11 @@ def full_resolution_in_float32(net: nn.Module) -> None:
     three, and 5 to 20 times fewer values more than 1 level off.  The cost: the output layer (3 channels) and,
     in a ResNet-9, the last upsampling convolution, 8% of the network's arithmetic, at float32's rate.  A
     network without a convolution is left as it is."""
+    def forward(self: nn.Module, images: Tensor) -> Tensor:
+        with torch.autocast(images.device.type, enabled=False):
+            return type(self).forward(self, images.float())
+
     for layer in full_resolution_layers(net):
-
-        def forward(self: nn.Module, images: Tensor) -> Tensor:
-            with torch.autocast(images.device.type, enabled=False):
-                return type(self).forward(self, images.float())
-
         layer.forward = types.MethodType(forward, layer)  # deepcopy binds it to the copy
 
 
