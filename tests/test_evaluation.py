@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import math
+import sys
 
 import pytest
 import torch
@@ -432,3 +434,26 @@ def test_metric_names_are_checked_exactly_before_the_evaluation_runs(tmp_path, m
     assert "fid_to_w" not in names and "psnr_x_to_x" not in names
     assert "fid_b2a" not in metric_names(MODELS["cut"]) and "fid_b2a" in metric_names(MODELS["cyclegan"])
     assert "class_agreement" in metric_names(MODELS["cgan"]) and "class_agreement" not in metric_names(MODELS["dcgan"])
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_eval_counts_the_images_it_evaluates_on_a_terminal_only(cyclegan_run, tmp_path, monkeypatch):
+    """An evaluation of thousands of images took minutes without a word: on a terminal, a progress bar counts
+    each side's held-out images; a log, or captured output, gets none of it."""
+    data = cyclegan_run.parent
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    report, _ = evaluate_module.evaluate_checkpoint(cyclegan_run, str(data / "a"), str(data / "b"), None, (),
+                                                    "random", None, None, 0, "cpu", tmp_path / "e.json", None)
+    monkeypatch.undo()
+    shown = terminal.getvalue()
+    count = len(list((data / "a").iterdir()))
+    assert "images of A:" in shown and "images of B:" in shown and f"/{count} [" in shown, shown
+    assert report.metrics["fid_a2b"] >= 0
+    result, output = invoke("eval", cyclegan_run, "--a", data / "a", "--b", data / "b", "--features", "random",
+                            "--json", tmp_path / "e2.json", "--device", "cpu")
+    assert result.exit_code == 0 and "images of" not in output and "img/s" not in output, output

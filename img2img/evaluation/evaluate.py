@@ -42,6 +42,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm import tqdm
 
 from img2img.checkpoint import check_writable, replace_file, unwritable
 from img2img.data.demo import COLOUR_TASK, SKELETON_TASK, colour_map, demo_task, ink_from_colour, label_of
@@ -319,6 +320,15 @@ def _spans(count: int) -> Iterator[range]:
     return (range(start, min(start + BATCH, count)) for start in range(0, count, BATCH))
 
 
+def _counting(items: Iterable[Any], total: int, what: str, size: Callable[[Any], int] = len) -> Iterator[Any]:
+    """``items`` as they come, counted on a progress bar of ``total`` images, on a terminal only (a log, or a
+    test's captured output, gets no bar): an evaluation of thousands of images took minutes without a word."""
+    with tqdm(total=total, unit="img", desc=what, leave=False, dynamic_ncols=True, disable=None) as bar:
+        for item in items:
+            yield item
+            bar.update(size(item))
+
+
 def _chunks(read: Callable[[int], Tensor], indices: Sequence[int]) -> Iterator[Tensor]:
     """The images ``read(i)`` for ``i`` in ``indices``, stacked ``BATCH`` at a time."""
     for span in _spans(len(indices)):
@@ -380,7 +390,8 @@ def _evaluate_digits_gan(model: Any, report: Report, samples: int, seed: int, de
     held_out, train = held_out_digits.as_float(), load_embedded("train").as_float()
     floor_draw = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:len(held_out)]]
     generated, predicted, distances, reference = _Features(extractor, device), [], [], unit(train)
-    for chunk in _generated(model, samples, seed, requested):  # their features, classes and distances, kept
+    # the samples' features, classes and distances, kept
+    for chunk in _counting(_generated(model, samples, seed, requested), samples, "samples"):
         chunk = _digit_frame(chunk)
         generated.add(chunk)
         predicted.append(_classify(classifier, chunk, device))
@@ -425,7 +436,7 @@ def _evaluate_folder_gan(model: Any, report: Report, samples: int, seed: int, de
     as_unit = lambda images: unit(images.float().div(127.5).sub(1.0))  # noqa: E731 - uint8 levels → [0, 1]
     extractor = _extractor_or_note(report, features, inception_weights, (), False, data.images.shape[1])
     generated, distances = _Features(extractor, device), []
-    for chunk in _generated(model, samples, seed):
+    for chunk in _counting(_generated(model, samples, seed), samples, "samples"):
         generated.add(chunk)  # the whole folder is the reference, a part at a time
         distances.append(nearest_neighbour_distances(unit(chunk), lambda: map(as_unit, data.images.split(4096))))
     if extractor is not None:
@@ -495,7 +506,7 @@ def _evaluate_pix2pix(model: Any, options: Any, report: Report, data: EvalData, 
         labels = torch.tensor([label_of(path) for path in files])
         dilation = PairedMeans()
         agree = {name: _Agreement(classifier, device) for name in ("outputs", "dilation", "targets")}
-    for span in _spans(len(dataset)):
+    for span in _counting(_spans(len(dataset)), len(dataset), "pairs"):
         items = [dataset[index] for index in span]
         inputs, target = (torch.stack([item[key] for item in items]) for key in ("a", "b"))
         output = _translate(model, inputs, "a2b", device)
@@ -574,7 +585,7 @@ def _evaluate_unpaired(model: Any, options: Any, report: Report, data: EvalData,
     for source in "ab":  # one pass over each side: its real images' features and its translations'
         direction = "a2b" if source == "a" else "b2a"
         to = "b" if source == "a" else "a"
-        for span in _spans(len(files[source])):
+        for span in _counting(_spans(len(files[source])), len(files[source]), f"images of {source.upper()}"):
             chunk = torch.stack([dataset.side_image(source, index) for index in span])
             real[source].add(chunk)
             if direction not in directions:
@@ -639,7 +650,8 @@ def _evaluate_domains(model: Any, options: Any, report: Report, data: EvalData, 
         mapped_psnr = {pair: PairedMeans() for pair in pairs}
         agree = {pair: _Agreement(classifier, device) for pair in pairs}
         mapped_agree = {pair: _Agreement(classifier, device) for pair in pairs}
-    for span in _spans(max(len(dataset) for dataset in datasets.values())):  # every domain's chunk
+    longest = max(len(dataset) for dataset in datasets.values())
+    for span in _counting(_spans(longest), longest, "images of each domain"):  # every domain's chunk
         chunk = {name: torch.stack([dataset[index]["image"] for index in span if index < len(dataset)])
                  for name, dataset in datasets.items() if span.start < len(dataset)}
         for name, images in chunk.items():
