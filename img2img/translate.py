@@ -499,7 +499,8 @@ class Translator:
             if bits:
                 out = quantize(out, self.output_bits(bits))
             return out[:, :, 0] if squeeze and out.shape[2] == 1 else out
-        raise UserError(f"cannot translate a {type(image).__name__}: give a tensor, PIL image, array or path")
+        raise UserError(f"cannot translate a value of type {type(image).__name__}: give a tensor, a PIL image, an array "
+                        "or a path")
 
     def translate_array(self, array: np.ndarray) -> np.ndarray:
         """``(H, W, C)`` floats in [0, 1], any C in {1, 3, 4} → ``(H, W, C_out)`` floats in [0, 1]."""

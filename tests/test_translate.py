@@ -850,6 +850,8 @@ def test_the_python_api_refuses_images_out_of_their_range_or_shape_in_one_line()
         "a tensor to translate is (C, H, W) or (N, C, H, W) with pixels; got (4, 4)": torch.zeros(4, 4),
         "(arrays, PIL images of mode F) hold values in [0, 1]; this one spans 200 to 200":
             Image.fromarray(np.full((4, 4), 200, np.float32)),
+        "cannot translate a value of type int: give a tensor, a PIL image, an array or a path": 5,
+        "cannot translate a value of type NoneType": None,
     }
     for message, image in refused.items():
         with pytest.raises(UserError) as caught:
