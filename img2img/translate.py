@@ -909,8 +909,9 @@ def full_resolution_in_float32(net: nn.Module) -> None:
     a value in [0.5, 1) by up to a quarter of an 8-bit level, and each bf16 layer adds its rounding to the
     next's.  With the output layer alone in float32, a trained ResNet's bf16 images were up to 3 levels from
     float32's (on an H200 in one test run of two, one value in 34,000 more than 1 level off; on the CPU in two
-    of three trained ResNets); with its last upsampling convolution in float32 too, at most 2 levels in all
-    three, and 5 to 20 times fewer values more than 1 level off.  The cost: the output layer (3 channels) and,
+    of three small trained ResNets, and in both of two ResNet-9s of the official widths); with its last
+    upsampling convolution in float32 too, at most 2 levels in all five, and 5 to 20 times fewer values more
+    than 1 level off.  The cost: the output layer (3 channels) and,
     in a ResNet-9, the last upsampling convolution, 8% of the network's arithmetic, at float32's rate.  A
     network without a convolution is left as it is."""
     def forward(self: nn.Module, images: Tensor) -> Tensor:
