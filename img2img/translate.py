@@ -875,13 +875,6 @@ def from_levels(images: Tensor) -> Tensor:
     return images.float().div(255).mul(2).sub(1)
 
 
-def output_layer(net: nn.Module) -> nn.Module | None:
-    """A generator's output layer: its last convolution (every generator here ends in one, then tanh); None for
-    a network without one."""
-    layers = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
-    return layers[-1] if layers else None
-
-
 def _upsamples(module: nn.Module) -> bool:
     """Whether ``module`` enlarges its input: a strided transposed convolution, nn.Upsample, a pixel shuffle, or a
     module that says so itself (``upsamples = True``, as CUT's blurred upsampling)."""
@@ -893,7 +886,8 @@ def _upsamples(module: nn.Module) -> bool:
 def full_resolution_layers(net: nn.Module) -> list[nn.Module]:
     """A generator's convolutions at its output's full resolution: from its last upsampling on (ResNet, CUT and
     StarGAN: the last upsampling convolution and the output layer), or its output layer alone where that is the
-    last upsampling (U-Net, DiscoGAN) or where nothing upsamples; none for a network without a convolution."""
+    last upsampling (U-Net, DiscoGAN) or where nothing upsamples; none for a network without a convolution.
+    The last of them is the output layer, whose output tanh makes the image."""
     modules = list(net.modules())  # in the order they run, for these generators (a U-Net's outermost up last)
     convolutions = [index for index, m in enumerate(modules) if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
     if not convolutions:

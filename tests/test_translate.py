@@ -32,7 +32,7 @@ from img2img.models.pix2pix import Pix2Pix, Pix2PixConfig
 from img2img.nn.resnet import ResnetGenerator
 from img2img.train import train
 from img2img.translate import (GeneratorInfo, Translator, full_resolution_in_float32, full_resolution_layers,
-                               generator_info, output_layer, tile_window)
+                               generator_info, tile_window)
 
 from official_reference import (OfficialResnetGenerator, OfficialUnetGenerator, official_test_output,
                                 settle_batch_norm)
@@ -1021,14 +1021,14 @@ def _translating_generators(folder) -> dict[str, tuple[nn.Module, tuple]]:
     return nets
 
 
-def test_the_output_layer_is_the_generators_last_step_before_tanh(tmp_path):
-    """output_layer finds, in every generator, the layer whose output tanh makes the translated image; a network
-    without a convolution has none, and translates unchanged with bf16 autocast asked for."""
-    assert output_layer(Invert()) is None
+def test_the_last_full_resolution_layer_is_the_generators_last_step_before_tanh(tmp_path):
+    """The last of full_resolution_layers is, in every generator, the layer whose output tanh makes the translated
+    image; a network without a convolution has none, and translates unchanged with bf16 autocast asked for."""
+    assert full_resolution_layers(Invert()) == []
     full_resolution_in_float32(Invert())  # nothing to widen
     for name, (net, inputs) in _translating_generators(tmp_path).items():
         seen = []
-        handle = output_layer(net).register_forward_hook(lambda module, args, output: seen.append(output))
+        handle = full_resolution_layers(net)[-1].register_forward_hook(lambda module, args, output: seen.append(output))
         with torch.no_grad():
             output = net(*inputs)
         handle.remove()
@@ -1042,7 +1042,7 @@ def test_the_full_resolution_layers_are_those_from_the_last_upsampling_on(tmp_pa
     expected = {"cyclegan": 2, "pix2pix": 1, "cut": 2, "discogan": 1, "stargan": 2}
     for name, (net, inputs) in _translating_generators(tmp_path).items():
         layers = full_resolution_layers(net)
-        assert len(layers) == expected[name] and layers[-1] is output_layer(net), name
+        assert len(layers) == expected[name], name
         convolutions = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
         sides = {}
         hooks = [m.register_forward_hook(lambda module, args, output: sides.__setitem__(module, output.shape[-2:]))
@@ -1077,5 +1077,6 @@ def test_under_bf16_autocast_the_full_resolution_layers_compute_in_float32(tmp_p
             assert layer_output.dtype == torch.float32, name
             with torch.no_grad():
                 assert torch.equal(layer_output, type(layer).forward(layer, layer_input.float())), name
-        copy = copy_module(net)  # a copy's output layer is its own
-        assert copy.forward is not net.forward and output_layer(copy).forward.__self__ is output_layer(copy)
+        copy = copy_module(net)  # a copy's widened layers are its own
+        copied = full_resolution_layers(copy)
+        assert copy.forward is not net.forward and all(layer.forward.__self__ is layer for layer in copied)
