@@ -392,22 +392,22 @@ def same_format(suffix: str, channels: int) -> str:
 
 
 def convert_channels(array: np.ndarray, channels: int) -> np.ndarray:
-    """Convert ``(H, W, C)`` to ``channels`` (1 grey, 3 RGB, 4 RGBA): luminance, repetition, opaque alpha.
+    """Convert ``(..., H, W, C)`` to ``channels`` (1 grey, 3 RGB, 4 RGBA): luminance, repetition, opaque alpha.
     Luminance needs floats; the other conversions keep integer levels as they are."""
-    have = array.shape[2]
+    have = array.shape[-1]
     if have == channels:
         return array
     if channels == 1:
-        rgb = array[:, :, :3]
+        rgb = array[..., :3]
         if have == 1:
-            return array[:, :, :1]
-        return (rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[:, :, None]  # ITU-R 601, as Pillow
+            return array[..., :1]
+        return (rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[..., None]  # ITU-R 601, as Pillow
     if channels == 3:
-        return np.repeat(array, 3, axis=2) if have == 1 else array[:, :, :3]
+        return np.repeat(array, 3, axis=-1) if have == 1 else array[..., :3]
     if channels == 4:  # opaque: 1.0 for floats, the top level for integer levels
-        rgb = np.repeat(array, 3, axis=2) if have == 1 else array[:, :, :3]
+        rgb = np.repeat(array, 3, axis=-1) if have == 1 else array[..., :3]
         opaque = np.iinfo(rgb.dtype).max if np.issubdtype(rgb.dtype, np.integer) else 1.0
-        return np.concatenate([rgb, np.full_like(rgb[:, :, :1], opaque)], axis=2)
+        return np.concatenate([rgb, np.full_like(rgb[..., :1], opaque)], axis=-1)
     raise ValueError(f"channels must be 1, 3 or 4, got {channels}")
 
 

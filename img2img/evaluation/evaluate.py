@@ -39,6 +39,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -47,7 +48,7 @@ from tqdm import tqdm
 from img2img.checkpoint import check_writable, replace_file, unwritable
 from img2img.data.demo import COLOUR_TASK, SKELETON_TASK, colour_map, demo_task, ink_from_colour, label_of
 from img2img.data.guard import verify_images
-from img2img.data.images import folder_record, list_images
+from img2img.data.images import convert_channels, folder_record, list_images
 from img2img.data.mnist import load_embedded
 from img2img.data.paired import check_pairs
 from img2img.errors import UserError
@@ -541,17 +542,13 @@ def _evaluate_pix2pix(model: Any, options: Any, report: Report, data: EvalData, 
 
 
 def _match_channels(images: Tensor, like: Tensor) -> Tensor:
-    """``images`` (N, 1, 3 or 4, H, W) in [-1, 1] with the channels of ``like``, converted as the data loaders
-    convert a file (:func:`img2img.data.images.convert_channels`): luminance, repetition, alpha dropped or
-    added opaque.  (A colour input beside an RGBA target left three channels against four.)"""
-    have, want = images.shape[1], like.shape[1]
-    if have == want:
+    """``images`` (N, 1, 3 or 4, H, W) in [-1, 1] on the CPU with the channels of ``like``, converted as the data
+    loaders convert a file (:func:`~img2img.data.images.convert_channels`): luminance, repetition, alpha dropped
+    or added opaque.  (A colour input beside an RGBA target left three channels against four.)"""
+    if images.shape[1] == like.shape[1]:
         return images
-    if want == 1:  # ITU-R 601 weights, which sum to 1: the same in [-1, 1] as in [0, 1]
-        weights = images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-        return (images[:, :3] * weights).sum(1, keepdim=True)
-    colour = images.expand(-1, 3, -1, -1) if have == 1 else images[:, :3]
-    return colour if want == 3 else torch.cat([colour, torch.ones_like(colour[:, :1])], 1)
+    converted = convert_channels(images.add(1).div(2).permute(0, 2, 3, 1).numpy(), like.shape[1])
+    return torch.from_numpy(np.ascontiguousarray(converted)).permute(0, 3, 1, 2).mul(2).sub(1)
 
 
 # -- CycleGAN and DiscoGAN -------------------------------------------------------------------------------------
