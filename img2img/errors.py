@@ -8,6 +8,7 @@ mean that memory ran out, wherever they come from.
 
 from __future__ import annotations
 
+import logging
 import re
 
 import torch
@@ -15,6 +16,17 @@ import torch
 
 class UserError(Exception):
     """A problem with the user's input, stated in one line that names the option or path."""
+
+
+_SAID: set[str] = set()
+
+
+def say_once(logger: logging.Logger, level: int, line: str) -> None:
+    """Log ``line`` once a process: a command resolves its device, its workers and its speed settings more than
+    once (each loader, each evaluation, the trainer and the translator), and says each thing once."""
+    if line not in _SAID:
+        _SAID.add(line)
+        logger.log(level, "%s", line)
 
 
 def out_of_memory(error: BaseException) -> bool:

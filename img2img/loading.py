@@ -19,7 +19,7 @@ import torch
 
 from img2img import checkpoint
 from img2img.config import RunConfig, TrainConfig, from_dict
-from img2img.errors import UserError
+from img2img.errors import UserError, say_once
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def resolve_device(name: str) -> torch.device:
             if problem is None:
                 return torch.device("cuda")
         if problem is not None:
-            _say_once(f"--device auto: {problem}; running on the CPU")
+            say_once(log, logging.WARNING, f"--device auto: {problem}; running on the CPU")
         return torch.device("cpu")
     try:
         device = torch.device(name)
@@ -64,14 +64,7 @@ def _own_index() -> int:
     return index if 0 <= index < torch.cuda.device_count() else 0
 
 
-_SAID_DEVICE: set[str] = set()
 GET_TORCH = "https://pytorch.org/get-started/locally/"
-
-
-def _say_once(line: str) -> None:
-    if line not in _SAID_DEVICE:  # a command resolves its device more than once
-        _SAID_DEVICE.add(line)
-        log.warning("%s", line)
 
 
 @functools.cache  # torch warns once per process

@@ -17,8 +17,9 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from img2img.errors import say_once
+
 log = logging.getLogger(__name__)
-_SAID_WORKERS: set[int] = set()
 
 CGROUPS = Path("/sys/fs/cgroup")
 OWN_CGROUPS = Path("/proc/self/cgroup")
@@ -56,10 +57,9 @@ def note_workers(workers: int) -> None:
     take turns on them, which may slow loading rather than speed it (torch's DataLoader says as much in a warning
     of several lines, which :func:`img2img.data.guard.forking` leaves out)."""
     cpus = available_cpus()
-    if workers > cpus and workers not in _SAID_WORKERS:
-        _SAID_WORKERS.add(workers)
-        log.warning("--workers %d: more loading processes than the %d CPU%s this process may use; they will take "
-                    "turns", workers, cpus, "" if cpus == 1 else "s")
+    if workers > cpus:
+        say_once(log, logging.WARNING, f"--workers {workers}: more loading processes than the {cpus} "
+                                       f"CPU{'' if cpus == 1 else 's'} this process may use; they will take turns")
 
 
 def _levels(controller: str, root: Path, proc: Path) -> Iterator[tuple[Path, int]]:

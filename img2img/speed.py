@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from img2img.config import COMPILE_MODES  # noqa: F401 - also what callers import from here
-from img2img.errors import UserError
+from img2img.errors import UserError, say_once
 
 log = logging.getLogger(__name__)
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
@@ -52,15 +52,9 @@ def bf16_autocast(amp: bool, device: torch.device) -> bool:
     capability = torch.cuda.get_device_capability(device)
     if torch.version.hip or capability >= (8, 0):
         return True
-    name = torch.cuda.get_device_name(device)
-    if name not in _SAID_NO_BF16:
-        _SAID_NO_BF16.add(name)
-        log.info("bf16 autocast left off: %s (compute capability %d.%d) does not compute in bf16 (from 8.0 on); "
-                 "float32", name, *capability)
+    say_once(log, logging.INFO, f"bf16 autocast left off: {torch.cuda.get_device_name(device)} (compute capability "
+                                f"{capability[0]}.{capability[1]}) does not compute in bf16 (from 8.0 on); float32")
     return False
-
-
-_SAID_NO_BF16: set[str] = set()
 
 
 def configure_device(device: torch.device, cudnn_benchmark: bool) -> None:

@@ -11,6 +11,7 @@ from PIL import Image
 from click.testing import CliRunner
 
 from img2img.cli import main
+from img2img import errors
 from img2img.errors import UserError
 from img2img.train import train
 
@@ -505,7 +506,7 @@ def gpu(monkeypatch):
 
     for cache in (loading._cuda_state, loading.cuda_problem):
         cache.cache_clear()
-    loading._SAID_DEVICE.clear()
+    errors._SAID.clear()
     yield setup
     monkeypatch.undo()
     for cache in (loading._cuda_state, loading.cuda_problem):

@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from img2img import checkpoint, translate
+from img2img import checkpoint, errors, translate
 from img2img.data import guard, images
 from img2img.data.batches import LoaderBatches, StepSampler
 from img2img.errors import UserError
@@ -240,7 +240,7 @@ def test_more_workers_than_cpus_is_said_in_one_line_once_not_in_torchs_warning(t
 
     monkeypatch.setattr(resources, "available_cpus", lambda: 1)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)  # torch's count of the CPUs
-    monkeypatch.setattr(resources, "_SAID_WORKERS", set())
+    monkeypatch.setattr(errors, "_SAID", set())
     for i in range(6):
         write_rgb(tmp_path / "in" / f"{i}.png", 8, 8, seed=i)
     with warnings.catch_warnings(record=True) as caught:

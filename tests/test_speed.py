@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from img2img import speed
+from img2img import errors, speed
 from img2img.bench import SpeedSettings, bench_training
 from img2img.checkpoint import read
 from img2img.data.images import quantize, read_image_bits, to_tensor
@@ -330,7 +330,7 @@ def test_bf16_autocast_only_on_gpus_that_compute_in_bf16(monkeypatch, logged, ca
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: capability[str(device)])
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "Tesla T4")
     monkeypatch.setattr(torch.version, "hip", None)
-    monkeypatch.setattr(speed, "_SAID_NO_BF16", set())
+    monkeypatch.setattr(errors, "_SAID", set())
     caplog.set_level(logging.INFO, logger="img2img")  # (an info line, as the CLI shows it)
     t4, a100 = torch.device("cuda", 0), torch.device("cuda", 1)
     assert not speed.bf16_autocast(True, t4) and not speed.bf16_autocast(True, t4)
