@@ -8,7 +8,7 @@ import click
 
 from img2img import bench as bench_lib
 from img2img.checkpoint import check_writable
-from img2img.config import MAX_SIDE
+from img2img.config import AMP_HELP, MAX_SIDE
 
 from .options import Output, cuda_graph_option, with_speed_options
 
@@ -24,8 +24,7 @@ from .options import Output, cuda_graph_option, with_speed_options
 @click.option("--warmup", type=click.IntRange(min=0), default=None,
               help="Untimed steps first (at least 3 with --compile).  [default: 5 on CUDA, 1 on the CPU]")
 @click.option("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N.")
-@click.option("--amp/--no-amp", default=True,
-              help="bf16 autocast on CUDA GPUs that compute in bf16 (compute capability 8.0 on).")
+@click.option("--amp/--no-amp", default=True, help=f"{AMP_HELP}.")
 @with_speed_options
 @cuda_graph_option("Capture each whole training step (translate: each batch's forward pass) as one CUDA graph and "
                    "replay it (train's and translate's --cuda-graph; for training --compile auto is then default).  "

@@ -9,7 +9,7 @@ import click
 from img2img import export as export_lib
 from img2img import official
 from img2img import translate as translate_lib
-from img2img.config import MAX_SIDE
+from img2img.config import AMP_HELP, MAX_SIDE
 from img2img.data.images import is_image_name, pixel_limit
 
 from .options import Location, Output, Word, cuda_graph_option, printable, with_speed_options
@@ -50,9 +50,7 @@ def official_options(command):
               help="Decoding processes; a file that crashes its decoder costs only that file.  0 decodes in this "
                    "process, unguarded.  [default: min(4, CPUs)]")
 @click.option("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N.")
-@click.option("--amp/--no-amp", default=True,
-              help="bf16 autocast on CUDA GPUs that compute in bf16 (compute capability 8.0 on; --no-amp: float32 "
-                   "throughout).")
+@click.option("--amp/--no-amp", default=True, help=f"{AMP_HELP}; --no-amp: float32 throughout.")
 @click.option("--stochastic", is_flag=True, help="Keep dropout on (pix2pix's noise); batch norm stays in eval mode.")
 @click.option("--ema/--no-ema", "use_ema", default=True, help="Use the averaged weights when the run kept them.")
 @click.option("--overwrite", is_flag=True, help="Replace files that already exist in OUTPUT.")

@@ -25,6 +25,8 @@ CUDA_GRAPH_SETTINGS = ("auto", "on", "off")
 
 # the largest image side any option takes (32768² is a billion pixels; beyond it no decoder or network goes)
 MAX_SIDE = 32768
+# what --amp means, as train, translate and bench say it
+AMP_HELP = "bf16 autocast on CUDA GPUs that compute in bf16 (compute capability 8.0 on)"
 
 
 @dataclass(frozen=True)
@@ -91,8 +93,7 @@ class TrainConfig:
                                     "even before --steps (0: no limit); --resume goes on from there.  For comparing "
                                     "models at equal time.", min=0)
     keep_checkpoints: int = 2  # step checkpoints kept besides last.ckpt's target
-    # the CPU always trains in float32
-    amp: bool = option(True, "bf16 autocast on CUDA GPUs that compute in bf16 (compute capability 8.0 on).")
+    amp: bool = option(True, f"{AMP_HELP}.")  # the CPU always trains in float32
     num_workers: int = option(2, "Data-loading worker processes (0: load in this process, where a crashing "
                                  "decoder would end the run).", flag="--workers", min=0)
     sync_batch_norm: bool = option(False, "Synchronise batch norm across processes (torchrun, CUDA).",
