@@ -479,6 +479,43 @@ def test_bounded_batches_hold_fewer_large_images_and_one_at_the_least():
     assert [b for b in batches.over(3)] == [[0], [1], [2]]
 
 
+def test_bounded_batches_never_cross_a_multiple_of_the_batch_size():
+    """The loader asks for its first batches before any image has arrived (one image each), then for whole ones:
+    each of those began one image past a multiple of 8, and the translation joined and cut every batch again."""
+    from img2img.data.transfer import BoundedBatches  # noqa: PLC0415
+
+    batches = BoundedBatches(batch_size=8, in_flight=4, budget=2**30)
+    sampler = batches.over(40)
+    first = [next(sampler) for _ in range(5)]  # in flight, and one more, before the first arrives
+    batches.seen(100)
+    assert first == [[0], [1], [2], [3], [4]]
+    assert list(sampler) == [[5, 6, 7], list(range(8, 16)), list(range(16, 24)), list(range(24, 32)),
+                             list(range(32, 40))]
+    tight = BoundedBatches(batch_size=8, in_flight=4, budget=4 * 3 * 100)  # three images a batch fit
+    tight.seen(100)
+    assert [len(b) for b in tight.over(20)] == [3, 3, 2, 3, 3, 2, 3, 1]
+
+
+def test_a_folder_of_one_size_is_translated_in_whole_batches_as_they_were_decoded(tmp_path, monkeypatch):
+    """After the first few, each batch goes to the network as the loader gave it: not joined to another and
+    cut again (two copies of every batch in the main process)."""
+    from img2img import translate  # noqa: PLC0415
+
+    for index in range(70):
+        write_rgb(tmp_path / "in" / f"{index:02d}.png", 16, 16, seed=index)
+    joined, merge = [], translate._merge
+    monkeypatch.setattr(translate, "_merge", lambda batches: joined.append(len(batches)) or merge(batches))
+    summary = Translator(Invert(), GeneratorInfo(3, 3, 4), batch_size=8).translate_folder(
+        tmp_path / "in", tmp_path / "out", progress=False, workers=2)
+    assert len(summary.translated) == 70
+    # 2 workers × 4 batches ahead, and one more, drawn while no image had arrived: the first 9 images one by one,
+    # joined into two batches (8, then the ninth and the 7 after it); before, each of the 7 batches after those too
+    assert sum(count > 1 for count in joined) <= 2
+    for index in range(70):
+        image = np.asarray(Image.open(tmp_path / "in" / f"{index:02d}.png"))
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / f"{index:02d}.png")), 255 - image)
+
+
 @pytest.mark.parametrize("size", [(5, 3), (33, 47), (64, 64), (1, 9)])
 def test_odd_sizes_are_padded_and_cropped_back(size):
     net = ResnetGenerator(3, 3, base_channels=4, n_blocks=1, norm="instance").eval()
