@@ -401,8 +401,8 @@ class Translator:
 
     def _release_memory(self) -> None:
         """After running out of memory: forget the batch shapes' CUDA graphs, whose memory pools no other
-        allocation can use (on an H200 they held 390 MiB, and the retries down to 32-pixel tiles all ran out
-        beside them), and give the allocator's cache back to the device."""
+        allocation can use (on an H200, a graph of 8 tiles of 512² held 390 MiB), and give the allocator's cache
+        back to the device."""
         if self._graphs is not None:
             self._graphs.reset()
         if self.device.type == "cuda":
@@ -427,11 +427,20 @@ class Translator:
         output = images.new_zeros(images.shape[0], self.info.out_channels, full_h, full_w)
         weight = images.new_zeros(1, 1, full_h, full_w)
         corners = [(y, x) for y in ys for x in xs]
-        windows = {(y, x): tile_window(tile_h, overlap_h, y > 0, y + tile_h < full_h, self.device)[:, None]
-                   * tile_window(tile_w, overlap_w, x > 0, x + tile_w < full_w, self.device)
-                   for y, x in corners}
+        # a tile's blending weight depends only on which of its sides have a neighbour: nine kinds at most, where
+        # one per tile held the image's area several times over in small tiles (a 4096² image in 256-pixel tiles:
+        # 256 MiB), which memory that has run out has no room for
+        kinds: dict[tuple[bool, bool, bool, bool], Tensor] = {}
+
+        def window(y: int, x: int) -> Tensor:
+            sides = (y > 0, y + tile_h < full_h, x > 0, x + tile_w < full_w)
+            if sides not in kinds:
+                kinds[sides] = (tile_window(tile_h, overlap_h, *sides[:2], self.device)[:, None]
+                                * tile_window(tile_w, overlap_w, *sides[2:], self.device))
+            return kinds[sides]
+
         for y, x in corners:
-            weight[..., y:y + tile_h, x:x + tile_w] += windows[y, x]
+            weight[..., y:y + tile_h, x:x + tile_w] += window(y, x)
         for index in range(images.shape[0]):
             image = padded[index:index + 1]
             for start in range(0, len(corners), self.batch_size):
@@ -439,7 +448,7 @@ class Translator:
                 crops = torch.cat([image[..., y:y + tile_h, x:x + tile_w] for y, x in batch_corners])
                 results = self._forward(crops)
                 for (y, x), result in zip(batch_corners, results):
-                    output[index, :, y:y + tile_h, x:x + tile_w] += result * windows[y, x]
+                    output[index, :, y:y + tile_h, x:x + tile_w] += result * window(y, x)
         return (output / weight)[..., top:top + height, left:left + width]
 
     # -- images ----------------------------------------------------------------------------------------
