@@ -190,7 +190,7 @@ wait
 # each timed benchmark: NAME LIMIT ARGUMENTS (of img2img bench), most told per second first: folder translation and
 # the training steps with the defaults (each whole step one CUDA graph, with their profiles: where a replayed
 # step's time goes), with channels_last added (which removes cuDNN's layout conversions, a quarter of CycleGAN's
-# kernel time), and with a graph per network (--cuda-graph off, the former default); the folder pipeline's
+# kernel time, but instance norm's NCHW outputs bring as many copies back: no gain in the seventh run), and with a graph per network (--cuda-graph off, the former default); the folder pipeline's
 # ceiling, and with 8 workers; then each mean's effect (the ladders) and a batch-size sweep
 SPEED=(
     "translate-2048 60 translate --size 256 --steps 2048 --profile $LOGS/profile-translate.txt"
@@ -283,7 +283,8 @@ def line(r):
     s = r["settings"]
     keys = ("amp", "cudnn_benchmark", "channels_last", "compile", "cuda_graph", "fused_adam", "workers", "generator")
     return (f"{s['target']} {s['size']}² b{s['batch_size']}: {r['seconds_per_step'] * 1000:.2f} ms, "
-            f"{r['images_per_second']:.1f} img/s, {r['peak_memory_bytes'] / 2**30:.2f} GiB, "
+            f"{r['images_per_second']:.1f} img/s, {r['peak_memory_bytes'] / 2**30:.2f} GiB held "
+            f"({r.get('peak_tensor_bytes', 0) / 2**30:.2f} in tensors), "
             f"{r['achieved_tflops']:.1f} TFLOP/s, syncs {r.get('host_syncs_per_step', '-')}; "
             + ", ".join(f"{k}={s[k]}" for k in keys if k in s))
 

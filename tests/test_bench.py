@@ -34,6 +34,21 @@ def test_bench_runs_each_target_and_reports_json(target, size):
     assert report["flops_per_step"] > 0 and report["peak_memory_bytes"] > 0 and report["device"].startswith("cpu")
 
 
+def test_bench_measures_the_peak_memory_from_before_the_warm_up(monkeypatch):
+    """Compiling and CUDA graphs' capture happen in the warm-up, and a graph's pool is taken then (its replays
+    allocate nothing): a peak measured from after it left the pool out."""
+    from img2img import bench  # noqa: PLC0415
+    from img2img.train import Trainer  # noqa: PLC0415
+
+    events, step, reset = [], Trainer.train_step, bench._reset_peak
+    monkeypatch.setattr(Trainer, "train_step", lambda self, batch: events.append("step") or step(self, batch))
+    monkeypatch.setattr(bench, "_reset_peak", lambda device: events.append("reset") or reset(device))
+    bench.bench_training("pix2pix", size=32, batch_size=2, steps=2, warmup=3, device="cpu")
+    assert events.count("reset") == 1
+    assert events[events.index("reset"):].count("step") >= 3 + 2  # the warm-up's steps, then the timed ones
+    assert events[:events.index("reset")] == ["step"]  # the step whose floating-point operations are counted
+
+
 def test_bench_refuses_sizes_the_networks_cannot_take():
     result, _ = invoke("bench", "discogan", "--size", 48, "--device", "cpu")
     assert_one_line_error(result, "--size", "power of two")
