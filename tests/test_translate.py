@@ -678,6 +678,21 @@ def test_a_sub_folder_that_cannot_be_read_is_named_not_left_out_unsaid(photos, t
         images.list_images(photos, "--a")  # training data: refused, as a broken file is
 
 
+def test_a_pipe_with_an_images_name_is_named_not_left_out_unsaid(photos, tmp_path):
+    """A named pipe (or a socket, a device) called *.png was passed over without a word, its absence from the
+    translations and from the summary unexplained; it is never opened (its reader would wait for a writer)."""
+    from img2img.data import images  # noqa: PLC0415
+
+    os.mkfifo(photos / "sub" / "stream.png")
+    os.mkfifo(photos / "notes")  # not an image's name: one of the files that are not images, as before
+    summary = Translator(Invert(), GeneratorInfo(3, 3, 4)).translate_folder(photos, tmp_path / "out", progress=False)
+    assert sorted(p.name for p in summary.translated) == ["a.png", "b.png", "c.png"] and not summary.ok
+    assert summary.unreadable == [(photos / "sub" / "stream.png", "not a regular file (a pipe, a socket or a device)")]
+    with pytest.raises(UserError, match=re.escape(f"--a: {photos / 'sub' / 'stream.png'}: not a regular file (a "
+                                                  f"pipe, a socket or a device); move it out of {photos}")):
+        images.list_images(photos, "--a")  # training data: refused, as a broken file is
+
+
 def test_an_input_link_into_output_is_refused(photos, tmp_path, cyclegan_run):
     out = tmp_path / "out"
     write_rgb(out / "earlier.png", 8, 8)  # a translation of an earlier run
@@ -777,7 +792,8 @@ def test_tile_window_is_one_inside_and_at_image_borders():
 
 def test_small_tiles_share_their_blending_weights(monkeypatch):
     """One weight per tile held the image's area several times over in small tiles (a 4096² image in 256-pixel
-    tiles, 256 MiB): what a GPU that had run out of memory retried in found no room.  Nine kinds at most."""
+    tiles overlapping by half, 240 MiB): a GPU that had run out of memory had no room for them in its retries.
+    Nine kinds at most."""
     from img2img import translate  # noqa: PLC0415
 
     made, window = [], translate.tile_window
