@@ -190,8 +190,9 @@ wait
 # each timed benchmark: NAME LIMIT ARGUMENTS (of img2img bench), most told per second first: folder translation and
 # the training steps with the defaults (each whole step one CUDA graph, with their profiles: where a replayed
 # step's time goes), with channels_last added (which removes cuDNN's layout conversions, a quarter of CycleGAN's
-# kernel time, but instance norm's NCHW outputs bring as many copies back: no gain in the seventh run), and with a graph per network (--cuda-graph off, the former default); the folder pipeline's
-# ceiling, and with 8 workers; then each mean's effect (the ladders) and a batch-size sweep
+# kernel time, but instance norm's NCHW outputs bring as many copies back: no gain in the seventh run), and with
+# a graph per network (--cuda-graph off, the former default); the folder pipeline's ceiling, and with 8 workers;
+# then each mean's effect (the ladders) and a batch-size sweep
 SPEED=(
     "translate-2048 60 translate --size 256 --steps 2048 --profile $LOGS/profile-translate.txt"
     "io-only-2048 50 translate --size 256 --steps 2048 --io-only --profile $LOGS/profile-io-only.txt"

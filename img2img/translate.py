@@ -401,7 +401,7 @@ class Translator:
 
     def _release_memory(self) -> None:
         """After running out of memory: forget the batch shapes' CUDA graphs, whose memory pools no other
-        allocation can use (on an H200, a graph of 8 tiles of 512² held 390 MiB), and give the allocator's cache
+        allocation can use (on an H200, a small ResNet's graph of 8 tiles of 512² held 390 MiB), and give the allocator's cache
         back to the device."""
         if self._graphs is not None:
             self._graphs.reset()
@@ -428,8 +428,8 @@ class Translator:
         weight = images.new_zeros(1, 1, full_h, full_w)
         corners = [(y, x) for y in ys for x in xs]
         # a tile's blending weight depends only on which of its sides have a neighbour: nine kinds at most, where
-        # one per tile held the image's area several times over in small tiles (a 4096² image in 256-pixel tiles:
-        # 256 MiB), which memory that has run out has no room for
+        # one per tile held the image's area several times over in small tiles (a 4096² image in 256-pixel tiles
+        # overlapping by half: 240 MiB), which memory that has run out has no room for
         kinds: dict[tuple[bool, bool, bool, bool], Tensor] = {}
 
         def window(y: int, x: int) -> Tensor:
