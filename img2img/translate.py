@@ -42,9 +42,9 @@ from tqdm import tqdm
 
 from img2img import checkpoint, official, speed, step_graph
 from img2img.data.guard import resilient
-from img2img.data.images import (CHANNEL_NAMES, can_write, convert_channels, encode_image, holds, image_extensions,
-                                 is_image_name, quantize, read_image_bits, read_image_levels, same_format, to_tensor,
-                                 to_unit, visible_files)
+from img2img.data.images import (CHANNEL_NAMES, NOT_A_FILE, can_write, convert_channels, encode_image, holds,
+                                 image_extensions, is_image_name, quantize, read_image_bits, read_image_levels,
+                                 same_format, to_tensor, to_unit, visible_files)
 from img2img.data.transfer import BoundedBatches, Collate, received
 from img2img.errors import UserError, out_of_memory
 from img2img.interrupt import said, terminate_as_interrupt
@@ -766,6 +766,8 @@ def plan_folder(source: str | Path, destination: str | Path, format: str = "png"
     source, destination = Path(source), Path(destination)
     if not source.exists():
         raise UserError(f"INPUT: {source} does not exist")
+    if not (source.is_file() or source.is_dir()):  # a named pipe: its reader would wait for a writer
+        raise UserError(f"INPUT: {source} is {NOT_A_FILE}")
     if source.is_file() and is_image_name(destination) and not destination.is_dir():  # one image to a named file
         if not can_write(destination.suffix):
             raise UserError(f"OUTPUT: cannot write {destination.suffix} files; name the output .png or .jpg")

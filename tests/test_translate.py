@@ -693,6 +693,32 @@ def test_a_pipe_with_an_images_name_is_named_not_left_out_unsaid(photos, tmp_pat
         images.list_images(photos, "--a")  # training data: refused, as a broken file is
 
 
+def test_a_pipe_given_as_the_image_is_refused_not_waited_on(tmp_path, cyclegan_run):
+    """`img2img translate RUN pipe.png out/` (and `Translator.translate("pipe.png")`) opened the named pipe and
+    waited for a writer, for ever."""
+    import threading  # noqa: PLC0415
+
+    pipe = tmp_path / "pipe.png"
+    os.mkfifo(pipe)
+    outcome = []
+
+    def attempt():
+        outcome.append(invoke("translate", cyclegan_run, pipe, tmp_path / "out", "--device", "cpu")[0])
+        with pytest.raises(UserError, match=re.escape(f"{pipe}: not a regular file (a pipe, a socket or a device)")):
+            Translator(Invert(), GeneratorInfo(3, 3, 4)).translate(pipe)
+        outcome.append("refused")
+
+    waiting = threading.Thread(target=attempt, daemon=True)
+    waiting.start()
+    waiting.join(timeout=60)
+    hung = waiting.is_alive()
+    if hung:  # let the reader go: a writer that opens the pipe and closes it
+        os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+    assert not hung, "waited on the pipe for a writer"
+    assert_one_line_error(outcome[0], f"INPUT: {pipe} is not a regular file (a pipe, a socket or a device)")
+    assert outcome[1:] == ["refused"]
+
+
 def test_an_input_link_into_output_is_refused(photos, tmp_path, cyclegan_run):
     out = tmp_path / "out"
     write_rgb(out / "earlier.png", 8, 8)  # a translation of an earlier run

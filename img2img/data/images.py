@@ -20,6 +20,7 @@ import hashlib
 import logging
 import os
 import re
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -282,11 +283,21 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, int]:
     return (levels[:, :, None] if levels.ndim == 2 else levels), bits
 
 
+NOT_A_FILE = "not a regular file (a pipe, a socket or a device)"
+
+
+def _special(mode: int) -> bool:
+    """Whether a file's mode is a named pipe's, a socket's or a device's."""
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+
+
 def read_image_levels(path: str | Path) -> tuple[np.ndarray, int]:
     """An image file as it stores its values: ``(H, W, C)`` uint8 or uint16 levels (float32 in [0, 1] for
     floating-point files), C in {1, 3, 4}, and the bits per channel the file stores (8 or 16)."""
     path = Path(path)
     try:
+        if _special(path.stat().st_mode):  # never opened: a pipe's reader waits for a writer, for ever
+            raise UserError(f"{path}: {NOT_A_FILE}")
         try:
             wide = _wide_levels(path)  # 16-bit RGB, RGBA or grey+alpha, which Pillow would cut to 8 bits
             if wide:
@@ -450,7 +461,7 @@ def visible_files(folder: Path, unreadable: list[tuple[Path, str]] | None = None
             if entry.is_file() or entry.is_symlink() and not os.path.exists(entry.path):  # a file, or a broken link
                 found.append(Path(entry.path))
             elif unreadable is not None and is_image_name(Path(entry.name)):  # never opened: a pipe's reader waits
-                unreadable.append((Path(entry.path), "not a regular file (a pipe, a socket or a device)"))
+                unreadable.append((Path(entry.path), NOT_A_FILE))
 
     with contextlib.suppress(OSError):
         root = folder.stat()
