@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from img2img.errors import UserError
+from img2img.errors import NOT_A_FILE, UserError
 
 FORMAT = "img2img-checkpoint"
 FORMAT_VERSION = 1
@@ -199,6 +199,8 @@ def resolve(path: str | Path, option: str = "checkpoint") -> Path:
         return last
     if not path.exists():
         raise UserError(f"{option}: {path} does not exist")
+    if not path.is_file():  # a named pipe: torch.load would wait for a writer
+        raise UserError(f"{option}: {path} is {NOT_A_FILE}")
     return path
 
 

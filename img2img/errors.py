@@ -18,6 +18,11 @@ class UserError(Exception):
     """A problem with the user's input, stated in one line that names the option or path."""
 
 
+# what a named pipe, a socket or a device given for a file is called: never opened (a pipe's reader waits for a
+# writer, for ever)
+NOT_A_FILE = "not a regular file (a pipe, a socket or a device)"
+
+
 _SAID: set[str] = set()
 
 

@@ -42,11 +42,11 @@ from tqdm import tqdm
 
 from img2img import checkpoint, official, speed, step_graph
 from img2img.data.guard import resilient
-from img2img.data.images import (CHANNEL_NAMES, NOT_A_FILE, can_write, convert_channels, encode_image, holds,
-                                 image_extensions, is_image_name, quantize, read_image_bits, read_image_levels,
-                                 same_format, to_tensor, to_unit, visible_files)
+from img2img.data.images import (CHANNEL_NAMES, can_write, convert_channels, encode_image, holds, image_extensions,
+                                 is_image_name, quantize, read_image_bits, read_image_levels, same_format, to_tensor,
+                                 to_unit, visible_files)
 from img2img.data.transfer import BoundedBatches, Collate, received
-from img2img.errors import UserError, out_of_memory
+from img2img.errors import NOT_A_FILE, UserError, out_of_memory
 from img2img.interrupt import said, terminate_as_interrupt
 from img2img.resources import available_cpus, available_memory, note_workers
 from img2img.step_graph import CaptureFault, StepGraphs, check_capture, ran_out_while_capturing

@@ -3,6 +3,7 @@ run-folder locks, and a corpus of broken images driven through every command."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import faulthandler
@@ -902,3 +903,36 @@ def test_a_run_folder_that_exists_and_cannot_be_written_is_refused_before_traini
     result, _ = invoke("train", "mnist-gan", "--steps", 1, "--batch-size", 4, "--device", "cpu",
                        "--out", tmp_path / "run")
     assert_one_line_error(result, f"--out: cannot write to {tmp_path / 'run'} (Read-only file system)")
+
+
+def test_a_named_pipe_given_as_a_checkpoint_is_refused_not_waited_on(tmp_path):
+    """Every command that reads a checkpoint (or official weights) opened a named pipe given for one and waited for
+    a writer, for ever: `img2img translate pipe.ckpt ...` hung until it was killed."""
+    import threading  # noqa: PLC0415
+
+    pipe = tmp_path / "pipe.ckpt"
+    os.mkfifo(pipe)
+    (tmp_path / "in").mkdir()
+    commands = {"CHECKPOINT": [["translate", pipe, tmp_path / "in", tmp_path / "out"], ["eval", pipe],
+                               ["sample", pipe, "--n", 2, "--out", tmp_path / "samples"],
+                               ["export", pipe, "--out", tmp_path / "g.onnx"]],
+                "--resume": [["train", "cyclegan", "--resume", pipe]],
+                "WEIGHTS": [["import", pipe, "--out", tmp_path / "imported.ckpt"]]}
+    results = []
+
+    def attempt():
+        for option, argument_lists in commands.items():
+            results.extend((option, invoke(*arguments)[0]) for arguments in argument_lists)
+
+    waiting = threading.Thread(target=attempt, daemon=True)
+    waiting.start()
+    waiting.join(timeout=120)
+    hung, done = waiting.is_alive(), len(results)
+    while waiting.is_alive():  # let each waiting reader go: a writer that opens the pipe and closes it
+        with contextlib.suppress(OSError):
+            os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+        waiting.join(timeout=1)
+    assert not hung, f"waited on the pipe for a writer, after {done} commands had ended"
+    assert len(results) == 6
+    for option, result in results:
+        assert_one_line_error(result, f"{option}: {pipe} is not a regular file (a pipe, a socket or a device)")

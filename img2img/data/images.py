@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from PIL import ExifTags, Image, UnidentifiedImageError
 
-from img2img.errors import UserError
+from img2img.errors import NOT_A_FILE, UserError
 
 log = logging.getLogger(__name__)
 
@@ -281,9 +281,6 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, int]:
             target = {1: "L", 3: "RGB", 4: "RGBA"}[channels]
             levels = np.asarray(image.convert(target), dtype=np.uint8)
     return (levels[:, :, None] if levels.ndim == 2 else levels), bits
-
-
-NOT_A_FILE = "not a regular file (a pipe, a socket or a device)"
 
 
 def _special(mode: int) -> bool:
