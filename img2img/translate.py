@@ -401,8 +401,8 @@ class Translator:
 
     def _release_memory(self) -> None:
         """After running out of memory: forget the batch shapes' CUDA graphs, whose memory pools no other
-        allocation can use (on an H200, a small ResNet's graph of 8 tiles of 512² held 390 MiB), and give the allocator's cache
-        back to the device."""
+        allocation can use (on an H200, a small ResNet's graph of 8 tiles of 512² held 390 MiB), and give the
+        allocator's cache back to the device."""
         if self._graphs is not None:
             self._graphs.reset()
         if self.device.type == "cuda":

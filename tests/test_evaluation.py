@@ -6,6 +6,7 @@ import importlib.util
 import io
 import json
 import math
+import os
 import sys
 
 import pytest
@@ -86,8 +87,14 @@ def test_missing_inception_weights_are_a_one_line_error_that_says_where(tmp_path
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     with pytest.raises(UserError, match="nothing is downloaded.*pt_inception-2015-12-05"):
         find_inception_weights()
-    with pytest.raises(UserError, match="--inception-weights"):
+    with pytest.raises(UserError, match="--inception-weights: .*missing.pth does not exist"):
         find_inception_weights(str(tmp_path / "missing.pth"))
+    os.mkfifo(tmp_path / "pipe.pth")  # named as it is: it existed, and is not a file to read
+    with pytest.raises(UserError, match="pipe.pth is not a regular file"):
+        find_inception_weights(str(tmp_path / "pipe.pth"))
+    (tmp_path / "weights").mkdir()
+    with pytest.raises(UserError, match="weights is a folder"):
+        find_inception_weights(str(tmp_path / "weights"))
 
 
 def test_eval_prints_metrics_beside_the_floor_and_writes_json(tmp_path, mnist_run):

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from img2img.errors import UserError
+from img2img.errors import NOT_A_FILE, UserError
 
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"
@@ -78,8 +78,9 @@ def find_inception_weights(given: str | None = None, needed_by: str = "--feature
     for source, value in candidates:
         if value:
             path = Path(value).expanduser()
-            if not path.is_file():
-                raise UserError(f"{source}: {path} does not exist")
+            if not path.is_file():  # never a named pipe, whose reader would wait for a writer
+                what = "does not exist" if not path.exists() else "is a folder" if path.is_dir() else f"is {NOT_A_FILE}"
+                raise UserError(f"{source}: {path} {what}")
             return path
     cached = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
     if cached.is_file():
