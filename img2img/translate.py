@@ -949,6 +949,8 @@ def _write(path: Path, levels: Tensor, bits: int, overwrite: bool) -> str | None
     OSError, naming the file, when no file can be written there (a full disk)."""
     temporary = checkpoint.temporary_path(path)
     try:
+        if overwrite and os.path.lexists(path) and not path.is_file() and not path.is_dir():  # the rename would
+            return f"{NOT_A_FILE}; --overwrite replaces files only"  # replace a pipe or a device whole
         array = levels.permute(1, 2, 0).numpy().astype(np.uint8 if bits == 8 else np.uint16, copy=False)
         data = encode_image(array, path.suffix)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import signal
+import stat
 import struct
 from copy import deepcopy as copy_module
 import subprocess
@@ -604,6 +605,13 @@ def test_existing_files_are_kept_unless_overwrite(photos, tmp_path):
     summary = translator.translate_folder(photos, out, overwrite=True, progress=False)
     assert Image.open(out / "a.png").size == (53, 37) and len(summary.translated) == 3
     assert not [p for p in out.rglob(".*")]  # no temporary files left behind
+    # a file, never a named pipe or a device (which the rename replaced whole, as --overwrite's import refuses)
+    (out / "a.png").unlink()
+    os.mkfifo(out / "a.png")
+    summary = translator.translate_folder(photos, out, overwrite=True, progress=False)
+    assert summary.failed == [(out / "a.png", "not a regular file (a pipe, a socket or a device); --overwrite "
+                                              "replaces files only")] and len(summary.translated) == 2
+    assert stat.S_ISFIFO(os.stat(out / "a.png").st_mode) and not [p for p in out.rglob(".*")]
 
 
 def test_outputs_another_translation_writes_meanwhile_are_kept_and_counted_as_kept(photos, tmp_path, monkeypatch):
