@@ -43,8 +43,8 @@ from tqdm import tqdm
 from img2img import checkpoint, official, speed, step_graph
 from img2img.data.guard import resilient
 from img2img.data.images import (CHANNEL_NAMES, can_write, convert_channels, encode_image, holds, image_extensions,
-                                 is_image_name, quantize, read_image_bits, read_image_levels, same_format, to_tensor,
-                                 to_unit, visible_files)
+                                 is_image_name, quantize, read_image_bits, read_image_levels, same_format,
+                                 special_mode, to_tensor, to_unit, visible_files)
 from img2img.data.transfer import BoundedBatches, Collate, received
 from img2img.errors import NOT_A_FILE, UserError, out_of_memory
 from img2img.interrupt import said, terminate_as_interrupt
@@ -949,7 +949,7 @@ def _write(path: Path, levels: Tensor, bits: int, overwrite: bool) -> str | None
     OSError, naming the file, when no file can be written there (a full disk)."""
     temporary = checkpoint.temporary_path(path)
     try:
-        if overwrite and os.path.lexists(path) and not path.is_file() and not path.is_dir():  # the rename would
+        if overwrite and os.path.lexists(path) and special_mode(os.lstat(path).st_mode):  # the rename would
             return f"{NOT_A_FILE}; --overwrite replaces files only"  # replace a pipe or a device whole
         array = levels.permute(1, 2, 0).numpy().astype(np.uint8 if bits == 8 else np.uint16, copy=False)
         data = encode_image(array, path.suffix)

@@ -612,6 +612,10 @@ def test_existing_files_are_kept_unless_overwrite(photos, tmp_path):
     assert summary.failed == [(out / "a.png", "not a regular file (a pipe, a socket or a device); --overwrite "
                                               "replaces files only")] and len(summary.translated) == 2
     assert stat.S_ISFIFO(os.stat(out / "a.png").st_mode) and not [p for p in out.rglob(".*")]
+    (out / "a.png").unlink()  # a link that leads nowhere is replaced, as a file is
+    (out / "a.png").symlink_to(tmp_path / "nowhere.png")
+    summary = translator.translate_folder(photos, out, overwrite=True, progress=False)
+    assert not summary.failed and Image.open(out / "a.png").size == (53, 37) and not (out / "a.png").is_symlink()
 
 
 def test_outputs_another_translation_writes_meanwhile_are_kept_and_counted_as_kept(photos, tmp_path, monkeypatch):

@@ -283,8 +283,8 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, int]:
     return (levels[:, :, None] if levels.ndim == 2 else levels), bits
 
 
-def _special(mode: int) -> bool:
-    """Whether a file's mode is a named pipe's, a socket's or a device's."""
+def special_mode(mode: int) -> bool:
+    """Whether a file's mode (``os.stat``) is a named pipe's, a socket's or a device's."""
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
 
 
@@ -293,7 +293,7 @@ def read_image_levels(path: str | Path) -> tuple[np.ndarray, int]:
     floating-point files), C in {1, 3, 4}, and the bits per channel the file stores (8 or 16)."""
     path = Path(path)
     try:
-        if _special(path.stat().st_mode):  # never opened: a pipe's reader waits for a writer, for ever
+        if special_mode(path.stat().st_mode):  # never opened: a pipe's reader waits for a writer, for ever
             raise UserError(f"{path}: {NOT_A_FILE}")
         try:
             wide = _wide_levels(path)  # 16-bit RGB, RGBA or grey+alpha, which Pillow would cut to 8 bits
