@@ -54,7 +54,7 @@ from img2img.data.paired import check_pairs
 from img2img.errors import UserError
 from img2img.loading import load_model, resolve_device
 from img2img.evaluation.digits import load_classifier
-from img2img.evaluation.features import build_extractor, check_inception
+from img2img.evaluation.features import build_extractor, check_inception, find_inception_weights
 from img2img.evaluation.metrics import (Lpips, PairedMeans, class_statistics, extract_features,
                                         fid_kid_of_features, lpips_backbone_file, nearest_neighbour_distance,
                                         nearest_neighbour_distances)
@@ -759,8 +759,8 @@ def evaluate_checkpoint(path: str | Path, a: str | None = None, b: str | None = 
     checkpoint; None, with a warning said before the evaluation, where that folder cannot be written (weights on
     a read-only file system), so that the metrics are still computed and shown.  A ``json_path`` that cannot be
     written is refused before the evaluation."""
-    if inception_weights is not None and not Path(inception_weights).is_file():
-        raise UserError(f"--inception-weights: {inception_weights} is not a file")
+    if inception_weights is not None:  # refused before the model loads, whether or not the features need it
+        find_inception_weights(inception_weights)
     if json_path is not None:
         check_writable(json_path, "--json")
     torch_device = resolve_device(device)
