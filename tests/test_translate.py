@@ -693,16 +693,18 @@ def test_a_sub_folder_that_cannot_be_read_is_named_not_left_out_unsaid(photos, t
 def test_a_pipe_with_an_images_name_is_named_not_left_out_unsaid(photos, tmp_path):
     """A named pipe (or a socket, a device) called *.png was passed over without a word, its absence from the
     translations and from the summary unexplained; it is never opened (its reader would wait for a writer)."""
-    from img2img.data import images  # noqa: PLC0415
+    from img2img.data import guard, images  # noqa: PLC0415
 
     os.mkfifo(photos / "sub" / "stream.png")
-    os.mkfifo(photos / "notes")  # not an image's name: one of the files that are not images, as before
+    os.mkfifo(photos / "notes")  # not an image's name: counted with the files that are not images
     summary = Translator(Invert(), GeneratorInfo(3, 3, 4)).translate_folder(photos, tmp_path / "out", progress=False)
     assert sorted(p.name for p in summary.translated) == ["a.png", "b.png", "c.png"] and not summary.ok
     assert summary.unreadable == [(photos / "sub" / "stream.png", "not a regular file (a pipe, a socket or a device)")]
+    assert summary.ignored == 2  # notes.txt and notes
+    files = [photos / name for name in images.list_images(photos, "--a")]
     with pytest.raises(UserError, match=re.escape(f"--a: {photos / 'sub' / 'stream.png'}: not a regular file (a "
-                                                  f"pipe, a socket or a device); move it out of {photos}")):
-        images.list_images(photos, "--a")  # training data: refused, as a broken file is
+                                                  "pipe, a socket or a device)")):
+        guard.verify_images(files, "--a")  # training data: refused before step 1, as a broken file is
 
 
 def test_a_pipe_given_as_the_image_is_refused_not_waited_on(tmp_path, cyclegan_run):

@@ -432,8 +432,7 @@ def visible_files(folder: Path, unreadable: list[tuple[Path, str]] | None = None
     to folders kept elsewhere.  A link back to a folder it lies in (a loop) is not walked again, and a link that
     leads nowhere is listed like a file, so that reading it names it instead of its going missing unsaid.  A
     sub-folder that cannot be listed (no permission) goes into ``unreadable`` with the reason, for the caller to
-    name, and so does anything with an image's name that is not a file (a named pipe, whose reading would wait
-    for a writer)."""
+    name.  So is what is not a file (a named pipe): :func:`read_image_levels` names it, without opening it."""
     found: list[Path] = []
 
     def walk(path: Path, ancestors: frozenset[tuple[int, int]]) -> None:
@@ -455,10 +454,8 @@ def visible_files(folder: Path, unreadable: list[tuple[Path, str]] | None = None
                     continue
             except OSError:
                 pass
-            if entry.is_file() or entry.is_symlink() and not os.path.exists(entry.path):  # a file, or a broken link
-                found.append(Path(entry.path))
-            elif unreadable is not None and is_image_name(Path(entry.name)):  # never opened: a pipe's reader waits
-                unreadable.append((Path(entry.path), NOT_A_FILE))
+            # a file, a broken link, or a named pipe, a socket or a device, which reading names (and never opens)
+            found.append(Path(entry.path))
 
     with contextlib.suppress(OSError):
         root = folder.stat()
@@ -509,8 +506,7 @@ def list_images(folder: str | Path, option: str) -> list[Path]:
         path, reason = unreadable[0]
         more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
         where = "" if path == folder else f" or move it out of {folder}"
-        advice = f"fix its permissions{where}" if path.is_dir() else f"move it out of {folder}"
-        raise UserError(f"{option}: {path}: {reason}{more}; {advice}")
+        raise UserError(f"{option}: {path}: {reason}{more}; fix its permissions{where}")
     if not files:
         raise NoImages(f"{option}: {folder} holds no images ({', '.join(sorted(image_extensions()))})")
     return files
