@@ -86,8 +86,9 @@ print("CPUs usable:", available_cpus(), "of", os.cpu_count(), "(affinity", len(o
 # the host's pace at folder translation's own work, one process and 16 side by side: a 256² PNG encoded and a
 # 256² JPEG decoded, as the pipeline does per image (hosts of the same kind ran the pipeline 4-5x apart)
 { uname -r; python3 "$REPO/.ci/host_pace.py"; } >>"$LOGS/machine.log" 2>&1
-# where channels_last is lost in a CycleGAN generator on this GPU, and whether group norm keeps it (a few seconds)
-timeout 60 python3 "$REPO/.ci/layout_probe.py" >>"$LOGS/machine.log" 2>&1
+# where channels_last is lost in a CycleGAN generator on this GPU, whether group norm or a norm by hand keeps it,
+# and what each costs in a whole generator, eager and graphed (under a minute)
+timeout 120 python3 "$REPO/.ci/layout_probe.py" >>"$LOGS/machine.log" 2>&1
 # run from WORK, never from the checkout: there `import img2img` would find the sources, not the installed package
 cd "$WORK" || exit 1
 
