@@ -288,7 +288,8 @@ def line(r):
     keys = ("amp", "cudnn_benchmark", "channels_last", "compile", "cuda_graph", "fused_adam", "workers", "generator")
     return (f"{s['target']} {s['size']}² b{s['batch_size']}: {r['seconds_per_step'] * 1000:.2f} ms, "
             f"{r['images_per_second']:.1f} img/s, {r['peak_memory_bytes'] / 2**30:.2f} GiB held "
-            f"({r.get('peak_tensor_bytes', 0) / 2**30:.2f} in tensors), "
+            f"({r.get('peak_tensor_bytes', 0) / 2**30:.2f} in tensors, {r.get('device_in_use_bytes', 0) / 2**30:.2f} "
+            "of the device in use), "
             f"{r['achieved_tflops']:.1f} TFLOP/s, syncs {r.get('host_syncs_per_step', '-')}; "
             + ", ".join(f"{k}={s[k]}" for k in keys if k in s))
 
