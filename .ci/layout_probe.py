@@ -9,7 +9,9 @@ a forward and backward pass of each.  Then the whole generator's forward and bac
 autotuning, as training runs it), eager and replayed as CUDA graphs (as the default step is), in each layout with
 each way of normalising: ``instance_norm``; ``group_norm`` with one group per channel; and by hand in float32
 (mean and variance over H and W, elementwise ops that keep the layout), with each one's largest difference from
-the first.  Which of them, if any, is worth building into the networks for the stretch target.
+the first.  Which of them, if any, is worth building into the networks for the stretch target: a lead, not a
+verdict, as the default step also compiles its networks (inductor's own kernels between the convolutions), so a
+winner here is then timed in ``img2img bench``.
 """
 from __future__ import annotations
 
