@@ -780,11 +780,15 @@ def plan_folder(source: str | Path, destination: str | Path, format: str = "png"
     if destination.exists() and not destination.is_dir():
         raise UserError(f"OUTPUT: {destination} is a file; give a folder for the translations")
     real_source, real_destination = source.resolve(), destination.resolve()
+    walked: list[Path] = []  # the folders under INPUT, where its links led too
     if source.is_dir():
         if real_destination == real_source or real_destination.is_relative_to(real_source):
             raise UserError(f"OUTPUT: {destination} lies inside INPUT {source}; choose a folder outside it, "
                             "so that translations never mix with (or replace) the inputs")
-        files = visible_files(source, unreadable)
+        if real_source.is_relative_to(real_destination):  # INPUT's sub-folders would be OUTPUT's too
+            raise UserError(f"OUTPUT: {destination} holds INPUT {source}; choose a folder beside it, so that "
+                            "translations never mix with (or replace) the inputs")
+        files = visible_files(source, unreadable, walked)
         inputs = [p for p in files if is_image_name(p)]
         ignored = len(files) - len(inputs)
         relatives = [p.relative_to(source) for p in inputs]
@@ -797,8 +801,11 @@ def plan_folder(source: str | Path, destination: str | Path, format: str = "png"
         raise UserError(f"INPUT: {source} holds no images ({', '.join(sorted(image_extensions()))})")
     jobs, claimed = [], {}
     real_inputs = {p.resolve() for p in inputs}
-    if source.is_dir():  # links are followed: one may lead into OUTPUT, whose translations would be read as inputs
-        inside = next((p for p in sorted(real_inputs) if p.is_relative_to(real_destination)), None)
+    if source.is_dir():  # links are followed: one may lead into OUTPUT, or to a folder that holds it, whose
+        # translations would be read as inputs (at once, or by the same command again, when a run is interrupted)
+        inside = next((real for real in (folder.resolve() for folder in walked[1:])
+                       if real.is_relative_to(real_destination) or real_destination.is_relative_to(real)), None)
+        inside = inside or next((p for p in sorted(real_inputs) if p.is_relative_to(real_destination)), None)
         if inside is not None:
             raise UserError(f"INPUT: {source} leads into OUTPUT {destination} through a link (to {inside}); "
                             "choose a folder outside it, so that translations never mix with the inputs")

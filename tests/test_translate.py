@@ -742,6 +742,27 @@ def test_an_input_link_into_output_is_refused(photos, tmp_path, cyclegan_run):
     assert sorted(p.name for p in out.iterdir()) == ["earlier.png"]
 
 
+def test_a_link_to_a_folder_that_holds_output_is_refused_before_output_holds_anything(photos, tmp_path,
+                                                                                       cyclegan_run):
+    """OUTPUT reached from INPUT through a link was refused only once it held images: the first run translated
+    into it, and the same command again (as an interrupted run is told to) was refused."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (photos / "more").symlink_to(elsewhere, target_is_directory=True)
+    for out in (elsewhere / "out", elsewhere / "out" / "deeper"):  # not there yet, and so not found by the walk
+        result, _ = invoke("translate", cyclegan_run, photos, out, "--device", "cpu")
+        assert_one_line_error(result, f"INPUT: {photos} leads into OUTPUT {out} through a link (to {elsewhere})")
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_an_output_that_holds_input_is_refused_in_its_own_words(photos, tmp_path, cyclegan_run):
+    """Translating photos/ into the folder that holds it was refused as if a link led there."""
+    for out in (tmp_path, tmp_path.parent):
+        result, _ = invoke("translate", cyclegan_run, photos, out, "--device", "cpu")
+        assert_one_line_error(result, f"OUTPUT: {out} holds INPUT {photos}; choose a folder beside it")
+    assert [p.name for p in tmp_path.iterdir()] == ["photos"]
+
+
 def test_two_way_models_translate_both_directions_and_refuse_unknown_ones(photos, tmp_path, cyclegan_run):
     for direction in ("a2b", "b2a"):
         result, output = invoke("translate", cyclegan_run, photos, tmp_path / direction, "--direction", direction,

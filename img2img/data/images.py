@@ -424,7 +424,8 @@ def to_tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).mul(2).sub(1)
 
 
-def visible_files(folder: Path, unreadable: list[tuple[Path, str]] | None = None) -> list[Path]:
+def visible_files(folder: Path, unreadable: list[tuple[Path, str]] | None = None,
+                  folders: list[Path] | None = None) -> list[Path]:
     """Every file under ``folder`` (recursively), sorted, leaving out hidden files and folders (names starting
     with a dot, such as ``.ipynb_checkpoints`` or macOS's ``._`` files; a hidden folder's images became a class).
 
@@ -432,7 +433,8 @@ def visible_files(folder: Path, unreadable: list[tuple[Path, str]] | None = None
     to folders kept elsewhere.  A link back to a folder it lies in (a loop) is not walked again, and a link that
     leads nowhere is listed like a file, so that reading it names it instead of its going missing unsaid.  A
     sub-folder that cannot be listed (no permission) goes into ``unreadable`` with the reason, for the caller to
-    name.  So is what is not a file (a named pipe): :func:`read_image_levels` names it, without opening it."""
+    name.  So is what is not a file (a named pipe): :func:`read_image_levels` names it, without opening it.
+    ``folders``, when given, gets every folder walked, ``folder`` first: where the links led."""
     found: list[Path] = []
 
     def walk(path: Path, ancestors: frozenset[tuple[int, int]]) -> None:
@@ -442,6 +444,8 @@ def visible_files(folder: Path, unreadable: list[tuple[Path, str]] | None = None
             if unreadable is not None:
                 unreadable.append((path, f"a folder that cannot be read ({error.strerror or error})"))
             return
+        if folders is not None:
+            folders.append(path)
         for entry in entries:
             if entry.name.startswith(".") or entry.name == "lost+found":  # the file system's own (root's, mode 700)
                 continue
