@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -64,3 +66,33 @@ def cyclegan_run(tmp_path_factory):
     root = write_unpaired(tmp_path_factory.mktemp("cyclegan"))
     cyclegan_trainer(root, root, steps=2).fit()
     return root / "run"
+
+
+@pytest.fixture(scope="session")
+def demo_task(tmp_path_factory):
+    """``demo_task(kind, destination, test_count, train_count)``: a demo task's folders (``cyclegan``, ``pix2pix``,
+    ``stargan``), with the first ``test_count`` held-out and ``train_count`` training images of each folder, and
+    the demo's mark, which evaluation's ground-truth checks read.  Each demo (thousands of files, seconds to
+    write) is written once a session and copied from."""
+    from img2img.data import demo  # noqa: PLC0415
+
+    writers = {"cyclegan": demo.write_colour_digits, "pix2pix": demo.write_skeleton_pairs,
+               "stargan": demo.write_style_digits}
+    written: dict[str, Path] = {}
+
+    def copy(kind: str, destination: Path, test_count: int, train_count: int) -> Path:
+        if kind not in written:
+            written[kind] = tmp_path_factory.mktemp(f"demo-{kind}") / "demo"
+            writers[kind](written[kind])
+        source = written[kind]
+
+        def left_out(folder: str, names: list[str]) -> list[str]:
+            split = Path(folder).relative_to(source).parts[:1]
+            keep = {("test",): test_count, ("train",): train_count}.get(split)
+            files = sorted(name for name in names if os.path.isfile(os.path.join(folder, name)))
+            return files[keep:] if keep is not None else []
+
+        shutil.copytree(source, destination, ignore=left_out)
+        return destination
+
+    return copy

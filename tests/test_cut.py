@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from PIL import Image
 
 from img2img.config import RunConfig, TrainConfig
-from img2img.data.demo import write_colour_digits
 from img2img.errors import UserError
 from img2img.models.cut import CUT, CutConfig, FastCUT, FastCutConfig
 from img2img import speed
@@ -128,11 +127,9 @@ def test_fastcut_flips_half_of_its_steps_and_both_phases_agree(unpaired_root, tm
 
 
 @pytest.fixture(scope="module")
-def colour_digits(tmp_path_factory):
-    """The CycleGAN demo's data (6,000 files), written once for the tests here that only read it."""
-    demo = tmp_path_factory.mktemp("colour-digits") / "demo"
-    write_colour_digits(demo)
-    return demo
+def colour_digits(tmp_path_factory, demo_task):
+    """The CycleGAN demo's data, 40 images a folder, for the tests here that only read it."""
+    return demo_task("cyclegan", tmp_path_factory.mktemp("colour-digits") / "demo", 40, 40)
 
 
 def test_different_channels_are_read_as_the_same_or_refused(colour_digits):

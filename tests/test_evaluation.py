@@ -313,20 +313,6 @@ def test_held_out_folders_an_evaluation_does_not_read_are_refused_not_dropped(tm
     assert not (tmp_path / "run").exists()
 
 
-def _demo(tmp_path, kind, test_count, train_count):
-    """A demo task's folders cut down to ``test_count`` held-out and ``train_count`` training images a folder."""
-    from img2img.data import demo  # noqa: PLC0415
-
-    write = {"cyclegan": demo.write_colour_digits, "pix2pix": demo.write_skeleton_pairs,
-             "stargan": demo.write_style_digits}[kind]
-    write(tmp_path / "demo")
-    for split, keep in (("test", test_count), ("train", train_count)):
-        for folder in (tmp_path / "demo" / split).iterdir():
-            for extra in sorted(folder.iterdir())[keep:]:
-                extra.unlink()
-    return tmp_path / "demo"
-
-
 TINY = ("--size", 32, "--steps", 1, "--batch-size", 2, "--ngf", 4, "--ndf", 4, "--device", "cpu", "--workers", 0)
 EVALUATED = {  # model: (demo, training options, held-out options), each demo task's ground truth included
     "cyclegan": ("cyclegan", lambda d: ["--a", d / "train/a", "--b", d / "train/b", "--load-size", 32],
@@ -338,12 +324,13 @@ EVALUATED = {  # model: (demo, training options, held-out options), each demo ta
 
 
 @pytest.mark.parametrize("name", sorted(EVALUATED))
-def test_evaluation_holds_a_batch_of_images_at_a_time_and_gives_the_same_figures(tmp_path, monkeypatch, name):
+def test_evaluation_holds_a_batch_of_images_at_a_time_and_gives_the_same_figures(tmp_path, monkeypatch, name,
+                                                                                 demo_task):
     """Every held-out image and every translation was held at once, in float32: a held-out set of a few
     thousand photos was enough for the out-of-memory killer.  Now images pass a batch at a time, and only their
     features and per-image figures are kept; the figures are those of one large batch."""
     kind, train_options, held_out = EVALUATED[name]
-    demo = _demo(tmp_path, kind, test_count=11, train_count=12)
+    demo = demo_task(kind, tmp_path / "demo", test_count=11, train_count=12)
     result, output = invoke("train", name, *train_options(demo), *TINY, "--out", tmp_path / "run")
     assert result.exit_code == 0, output
     evaluate = ["eval", tmp_path / "run", *held_out(demo), "--device", "cpu", "--json"]

@@ -184,14 +184,10 @@ def test_onnx_export_takes_the_target_domain_as_a_second_input(tmp_path):
     assert_one_line_error(result, "--to", "purple")
 
 
-def test_eval_reports_every_target_domain_and_on_the_demo_every_pair_beside_the_colour_map(tmp_path):
+def test_eval_reports_every_target_domain_and_on_the_demo_every_pair_beside_the_colour_map(tmp_path, demo_task):
     import json  # noqa: PLC0415
 
-    write_style_digits(tmp_path / "demo")
-    for style in STYLES:  # a few digits of each: the same 12 held out in every style, 40 to train on
-        for split, keep in (("test", 12), ("train", 40)):
-            for extra in sorted((tmp_path / "demo" / split / style).iterdir())[keep:]:
-                extra.unlink()
+    demo_task("stargan", tmp_path / "demo", 12, 40)  # the same 12 digits held out in every style, 40 to train on
     result, output = invoke("train", "stargan", "--data", tmp_path / "demo" / "train", "--size", 32, "--steps", 2,
                             "--batch-size", 4, "--ngf", 4, "--ndf", 4, "--n-blocks", 1, "--device", "cpu",
                             "--out", tmp_path / "run")
