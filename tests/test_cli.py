@@ -1,7 +1,10 @@
 """The command line: one-line errors that name the option or path, no tracebacks; sample and resume."""
 
+import contextlib
 import json
+import os
 import signal
+import threading
 import warnings
 
 import numpy as np
@@ -34,6 +37,20 @@ def assert_one_line_error(result, *fragments):
     assert len(error_lines) == 1, result.output
     for fragment in fragments:
         assert fragment in error_lines[0], result.output
+
+
+def waited_on(pipe, action, limit):
+    """Whether ``action()`` was still waiting on the named pipe ``pipe`` (for a writer) after ``limit`` seconds.
+    Either way it has ended on return: a waiting reader is let go by a writer that opens the pipe and closes it."""
+    waiting = threading.Thread(target=action, daemon=True)
+    waiting.start()
+    waiting.join(timeout=limit)
+    hung = waiting.is_alive()
+    while waiting.is_alive():
+        with contextlib.suppress(OSError):
+            os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+        waiting.join(timeout=1)
+    return hung
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ run-folder locks, and a corpus of broken images driven through every command."""
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import faulthandler
@@ -25,7 +24,7 @@ from img2img.errors import UserError
 from img2img.train import Trainer
 from img2img.translate import GeneratorInfo, Translator
 
-from test_cli import assert_one_line_error, invoke
+from test_cli import assert_one_line_error, invoke, waited_on
 from test_pix2pix import inverse_pairs  # noqa: F401 - a fixture
 from test_translate import Invert, write_rgb
 
@@ -908,8 +907,6 @@ def test_a_run_folder_that_exists_and_cannot_be_written_is_refused_before_traini
 def test_a_named_pipe_given_as_a_checkpoint_is_refused_not_waited_on(tmp_path):
     """Every command that reads a checkpoint (or official weights) opened a named pipe given for one and waited for
     a writer, for ever: `img2img translate pipe.ckpt ...` hung until it was killed."""
-    import threading  # noqa: PLC0415
-
     pipe = tmp_path / "pipe.ckpt"
     os.mkfifo(pipe)
     (tmp_path / "in").mkdir()
@@ -924,15 +921,7 @@ def test_a_named_pipe_given_as_a_checkpoint_is_refused_not_waited_on(tmp_path):
         for option, argument_lists in commands.items():
             results.extend((option, invoke(*arguments)[0]) for arguments in argument_lists)
 
-    waiting = threading.Thread(target=attempt, daemon=True)
-    waiting.start()
-    waiting.join(timeout=120)
-    hung, done = waiting.is_alive(), len(results)
-    while waiting.is_alive():  # let each waiting reader go: a writer that opens the pipe and closes it
-        with contextlib.suppress(OSError):
-            os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
-        waiting.join(timeout=1)
-    assert not hung, f"waited on the pipe for a writer, after {done} commands had ended"
+    assert not waited_on(pipe, attempt, 120), "waited on the pipe for a writer"
     assert len(results) == 6
     for option, result in results:
         assert_one_line_error(result, f"{option}: {pipe} is not a regular file (a pipe, a socket or a device)")

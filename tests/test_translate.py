@@ -37,7 +37,7 @@ from img2img.translate import (GeneratorInfo, Translator, full_resolution_in_flo
 
 from official_reference import (OfficialResnetGenerator, OfficialUnetGenerator, official_test_output,
                                 settle_batch_norm)
-from test_cli import assert_one_line_error, invoke
+from test_cli import assert_one_line_error, invoke, waited_on
 from test_pix2pix import smooth_images
 
 
@@ -710,8 +710,6 @@ def test_a_pipe_with_an_images_name_is_named_not_left_out_unsaid(photos, tmp_pat
 def test_a_pipe_given_as_the_image_is_refused_not_waited_on(tmp_path, cyclegan_run):
     """`img2img translate RUN pipe.png out/` (and `Translator.translate("pipe.png")`) opened the named pipe and
     waited for a writer, for ever."""
-    import threading  # noqa: PLC0415
-
     pipe = tmp_path / "pipe.png"
     os.mkfifo(pipe)
     outcome = []
@@ -722,13 +720,7 @@ def test_a_pipe_given_as_the_image_is_refused_not_waited_on(tmp_path, cyclegan_r
             Translator(Invert(), GeneratorInfo(3, 3, 4)).translate(pipe)
         outcome.append("refused")
 
-    waiting = threading.Thread(target=attempt, daemon=True)
-    waiting.start()
-    waiting.join(timeout=60)
-    hung = waiting.is_alive()
-    if hung:  # let the reader go: a writer that opens the pipe and closes it
-        os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
-    assert not hung, "waited on the pipe for a writer"
+    assert not waited_on(pipe, attempt, 60), "waited on the pipe for a writer"
     assert_one_line_error(outcome[0], f"INPUT: {pipe} is not a regular file (a pipe, a socket or a device)")
     assert outcome[1:] == ["refused"]
 
