@@ -195,10 +195,15 @@ wait
 # step's time goes), with channels_last added (which removes cuDNN's layout conversions, a quarter of CycleGAN's
 # kernel time, but instance norm's NCHW outputs bring as many copies back: no gain in the seventh run), and with
 # a graph per network (--cuda-graph off, the former default); the folder pipeline's ceiling, and with 8 workers;
-# then each mean's effect (the ladders) and a batch-size sweep
+# then each mean's effect (the ladders) and a batch-size sweep.  An entry's arguments may begin with VAR=value
+# words, set for it alone: translation with one intra-op thread (OMP_NUM_THREADS=1) against the default (one per
+# CPU), because on a 2-core CPU any tensor operation of the main process, beside the writers and the decoders, ran
+# at half speed or less with two threads (the pipeline alone: 140 images/s against 275), and in the seventh run
+# the main thread's tensor copies took milliseconds each
 SPEED=(
     "translate-2048 60 translate --size 256 --steps 2048 --profile $LOGS/profile-translate.txt"
     "io-only-2048 50 translate --size 256 --steps 2048 --io-only --profile $LOGS/profile-io-only.txt"
+    "translate-2048-one-thread 40 OMP_NUM_THREADS=1 translate --size 256 --steps 2048"
     "bench-cyclegan 150 cyclegan --size 256 --batch-size 1 --profile $LOGS/profile-cyclegan.txt"
     "bench-cyclegan-channels-last 150 cyclegan --size 256 --batch-size 1 --channels-last --profile $LOGS/profile-cyclegan-channels-last.txt"
     "bench-pix2pix 90 pix2pix --size 256 --batch-size 1 --profile $LOGS/profile-pix2pix.txt"
@@ -217,6 +222,12 @@ SPEED=(
     "sweep-cyclegan-2 120 cyclegan --size 256 --batch-size 2 --steps 20"
     "sweep-cyclegan-8 120 cyclegan --size 256 --batch-size 8 --steps 20"
 )
+assignments() { local word; for word in $1; do [[ $word == [A-Z]*=* ]] || break; echo "$word"; done; }
+arguments() {  # an entry's arguments after its VAR=value words
+    local rest=$1
+    while [[ $rest == [A-Z]*=* ]]; do rest=${rest#* }; done
+    echo "$rest"
+}
 part_speed() {  # part_speed [tests|tests+demos]: the tests (and the demos) beside the compiling (none timed)
     local entry name limit args
     if [[ ${1:-} == tests* ]]; then
@@ -234,7 +245,8 @@ part_speed() {  # part_speed [tests|tests+demos]: the tests (and the demos) besi
         [[ -n ${GPU_SKIP:-} && $name =~ ^(${GPU_SKIP})$ ]] && continue
         args=${args%% --profile *}
         # shellcheck disable=SC2086
-        run "warm-$name" 999 env TORCHINDUCTOR_COMPILE_THREADS=4 img2img bench $args --steps 1 --warmup 3 --json &
+        run "warm-$name" 999 env TORCHINDUCTOR_COMPILE_THREADS=4 $(assignments "$args") img2img bench \
+            $(arguments "$args") --steps 1 --warmup 3 --json &
     done
     for entry in "ladder-cyclegan cyclegan" "ladder-pix2pix pix2pix"; do  # the ladders' compiled rungs
         read -r name args <<<"$entry"
@@ -250,7 +262,7 @@ part_speed() {  # part_speed [tests|tests+demos]: the tests (and the demos) besi
     for entry in "${SPEED[@]}"; do
         read -r name limit args <<<"$entry"
         # shellcheck disable=SC2086
-        run "$name" "$limit" img2img bench $args --json
+        run "$name" "$limit" env $(assignments "$args") img2img bench $(arguments "$args") --json
     done
 }
 
@@ -315,6 +327,11 @@ for base, target in (("bench-cyclegan", "15 ms"), ("bench-pix2pix", "6 ms"), ("t
         print(f"{base}: {graphed['seconds_per_step'] * 1000:.2f} ms, {graphed['images_per_second']:.1f} img/s "
               f"against {plain['seconds_per_step'] * 1000:.2f} ms, {plain['images_per_second']:.1f} img/s: "
               f"x{graphed['images_per_second'] / plain['images_per_second']:.2f} (target {target})")
+one, default = last_json("translate-2048-one-thread"), last_json("translate-2048")
+if one and default and "settings" in one and "settings" in default:
+    print(f"translate-2048 with one intra-op thread (OMP_NUM_THREADS=1): {one['images_per_second']:.1f} img/s "
+          f"against {default['images_per_second']:.1f} with one per CPU: "
+          f"x{one['images_per_second'] / default['images_per_second']:.2f}")
 print("\n== evaluations")
 for path in sorted(logs.glob("eval-*.json")):
     metrics = json.loads(path.read_text()).get("metrics", {})
