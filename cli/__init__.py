@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import warnings
 
 
 def _interrupted_while_starting(number: int, frame: object) -> None:
@@ -131,6 +132,10 @@ def main(verbose: bool) -> None:
     Every model trains, samples or translates, evaluates, benchmarks and exports through the commands below;
     `img2img COMMAND --help` for each."""
     _setup_logging(verbose)
+    # torch.compile traces each backward pass with autograd's anomaly mode on, which reports any error crossing one
+    # (Ctrl-C, a compiler fault that --compile auto retakes eagerly) with the traceback of its forward call: the
+    # command says what happened, in one line
+    warnings.filterwarnings("ignore", r"Error detected in \S+\. Traceback of forward call", UserWarning)
     cpus = available_cpus()  # a container's CPU quota: torch counts the host's cores, and more threads only wait
     if "OMP_NUM_THREADS" not in os.environ and cpus < torch.get_num_threads():
         torch.set_num_threads(cpus)

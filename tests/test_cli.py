@@ -343,6 +343,35 @@ def test_a_signal_during_a_command_ends_it_in_one_line(name, finished_run, tmp_p
     assert "Traceback" not in result.stderr and not report.exists()
 
 
+def test_a_signal_while_torch_traces_a_backward_pass_ends_the_command_in_one_line(finished_run, tmp_path):
+    """torch.compile traces each backward pass with autograd's anomaly mode on, which reports any error that
+    crosses a backward pass with the traceback of its forward call: Ctrl-C a minute into `bench --compile`
+    printed six lines of torch's, `Error detected in ReflectionPad2DBackward0. Traceback of forward call that
+    caused the error`, before the command's one.  The stand-in traces as torch's compiler does."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    script = ("import os, signal, time, warnings, torch\n"
+              "import img2img.evaluation.evaluate as evaluate\n"
+              "class Stopped(torch.autograd.Function):\n"
+              "    forward = staticmethod(lambda ctx, x: x * 2)\n"
+              "    @staticmethod\n"
+              "    def backward(ctx, grad):\n"
+              "        os.kill(os.getpid(), signal.SIGINT)\n"
+              "        time.sleep(30)\n"
+              "def traced(*args, **kwargs):\n"
+              "    with warnings.catch_warnings():  # as torch's compiler traces\n"
+              "        warnings.filterwarnings('ignore', 'Anomaly Detection has been enabled.')\n"
+              "        with torch.autograd.detect_anomaly(check_nan=False):\n"
+              "            Stopped.apply(torch.ones(2, requires_grad=True)).sum().backward()\n"
+              "evaluate.evaluate_model = traced\n"
+              "from img2img.cli import main\n"
+              f"main(['eval', {str(finished_run)!r}, '--samples', '10', '--device', 'cpu'])\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 128 + signal.SIGINT, result.stderr
+    assert result.stderr == "interrupted (SIGINT) before the command finished\n", result.stderr
+
+
 def test_a_closed_pipe_on_standard_output_ends_the_command_quietly(tmp_path, cyclegan_run):
     """`img2img translate ... | head -c 0`: printing the summary to a pipe no one reads said `Error: OUT: Broken
     pipe`, blaming the translations, which were all written."""
