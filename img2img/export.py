@@ -29,6 +29,7 @@ import torch
 
 from img2img.checkpoint import check_replaceable, check_writable, discard, temporary_path
 from img2img.errors import UserError
+from img2img.interrupt import held
 from img2img.translate import checkpoint_model, load_generator
 
 OPSET = 18
@@ -97,16 +98,19 @@ def _noise_graph(model: Any) -> tuple[torch.nn.Module, tuple, list[str], str, An
 def _write(net: torch.nn.Module, inputs: tuple, names: list[str], output: str, dynamic: Any,
            metadata: dict[str, Any], out: Path) -> Path:
     """Export ``net`` on ``inputs`` to ``out`` (through a temporary file, renamed when whole) with ``metadata``."""
-    import onnx  # noqa: PLC0415
-
     net = net.float().eval()
     temporary = temporary_path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # it reports each stage
+        # Ctrl-C (or SIGTERM) waits for the exporter, which a KeyboardInterrupt raised inside it can crash
+        with held("the export") as stop_if_asked, contextlib.redirect_stdout(io.StringIO()), \
+                warnings.catch_warnings():  # it reports each stage
             warnings.filterwarnings("ignore", message=".*The axis name")  # the inputs share their batch axis
+            import onnx  # noqa: PLC0415
+
             torch.onnx.export(net, inputs, str(temporary), dynamo=True, input_names=names, output_names=[output],
                               dynamic_shapes=dynamic, opset_version=OPSET, external_data=False, verbose=False)
+            stop_if_asked()  # before anything is written where it is asked for
         model = onnx.load(str(temporary))
         for key, value in metadata.items():
             entry = model.metadata_props.add()

@@ -19,7 +19,9 @@ the command while it starts and checks its data.  Elsewhere (folder translation)
 SIGTERM and SIGHUP are Ctrl-C: :func:`terminate_as_interrupt` raises
 :class:`Interrupted` where the program is, as Python's Ctrl-C raises
 ``KeyboardInterrupt``, so that the work under way ends and is said; by default
-they end the process on the spot, without a word.
+they end the process on the spot, without a word.  Work inside a library that an
+exception raised wherever it is could break (torch's ONNX exporter) holds them
+until it ends (:func:`held`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType, TracebackType
 
 log = logging.getLogger("img2img.train")
@@ -99,7 +101,9 @@ class StopRequests:
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM, *((HANGUP,) if HANGUP else ()))
 
-    def __init__(self) -> None:
+    def __init__(self, notice: str = "stopping when this step ends, with a checkpoint (another {again} stops at "
+                                      "once, without one)") -> None:
+        self._notice_text = notice  # said on the first signal; {again}: what a second one is (Ctrl-C, SIGTERM, ...)
         self._again = contextlib.ExitStack()  # an interruption Python dropped is delivered again (delivered_again)
         self._signal: int | None = None
         self._notice: threading.Thread | None = None  # says that the run stops (see _handle)
@@ -147,9 +151,29 @@ class StopRequests:
         # traceback instead; the thread waits for that line to end
         self._notice = threading.Thread(
             target=log.warning, daemon=True, name="img2img-stop-notice",
-            args=("%s: stopping when this step ends, with a checkpoint (another %s stops at once, without one)",
-                  name, "Ctrl-C" if number == signal.SIGINT else name))
+            args=("%s: %s", name, self._notice_text.format(again="Ctrl-C" if number == signal.SIGINT else name)))
         self._notice.start()
+
+
+@contextlib.contextmanager
+def held(what: str) -> Iterator[Callable[[], None]]:
+    """While entered (in the main thread; elsewhere it does nothing), SIGINT, SIGTERM and SIGHUP do not stop the
+    work where it is, however many come: the first is said at once (``SIGINT: stopping when WHAT ends``) and
+    raised as :class:`Interrupted` where the block calls the function it yields, or else where it ends.  For
+    seconds of work inside a library that an exception raised wherever it happens to be can break beyond repair:
+    torch's ONNX exporter, whose dispatch modes abort the process (``terminate called after throwing an instance
+    of 'c10::Error' ... trying to set the current UNKNOWN_MODE, but one already exists``, and a page of C++
+    frames) or crash it when a second Ctrl-C's KeyboardInterrupt lands while the first one's unwinds through
+    them (3 of some 75 double Ctrl-Cs at random moments of ``img2img export``; none of 40 single ones).
+    SIGKILL still ends the process."""
+    with StopRequests(f"stopping when {what} ends") as stops:
+
+        def check() -> None:
+            if stops.signal is not None:
+                raise Interrupted(stops.signal)
+
+        yield check
+    check()
 
 
 def said(error: BaseException) -> BaseException:
@@ -186,4 +210,4 @@ def terminate_as_interrupt() -> Iterator[None]:
             signal.signal(number, signal.SIG_DFL if handler is None else handler)
 
 
-__all__ = ["HANGUP", "Interrupted", "StopRequests", "delivered_again", "said", "terminate_as_interrupt"]
+__all__ = ["HANGUP", "Interrupted", "StopRequests", "delivered_again", "held", "said", "terminate_as_interrupt"]

@@ -220,6 +220,28 @@ def test_a_signal_that_arrives_while_a_log_line_is_written_is_said_after_it(caps
     assert "Logging error" not in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+def test_held_work_ends_before_signals_stop_it_however_many_come(number, caplog):
+    from img2img.interrupt import held  # noqa: PLC0415
+
+    finished = []
+    with pytest.raises(Interrupted) as stopped, held("the work") as stop_if_asked:
+        for _ in range(3):
+            os.kill(os.getpid(), number)  # its handler runs before this returns
+        finished.append(True)  # the work goes on to its end
+        stop_if_asked()
+        finished.append(False)  # not past the check
+    assert finished == [True] and stopped.value.signal_number == number
+    assert caplog.messages == [f"{signal.Signals(number).name}: stopping when the work ends"]  # said once
+    with pytest.raises(Interrupted), held("the work"):
+        os.kill(os.getpid(), number)
+        finished.append(None)  # raised where the block ends, without a check of its own
+    assert finished == [True, None]
+    with held("the work"):  # and with no signal, nothing is raised, and the handlers are as they were after
+        pass
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 @pytest.mark.parametrize("stopper", ["terminate_as_interrupt", "StopRequests", "ctrl-c"])
 def test_an_interruption_python_would_drop_is_delivered_again(stopper, capsys):
     """A signal's handler that raises where Python drops exceptions (here a weak reference's callback, where a

@@ -1005,6 +1005,32 @@ def test_onnx_export_matches_pytorch(cyclegan_run, tmp_path):
     assert ".tmp-" not in result.output and ".img2img-probe" not in result.output
 
 
+def test_ctrl_c_during_the_export_waits_for_the_exporter_then_ends_the_command_in_one_line(cyclegan_run, tmp_path):
+    """A KeyboardInterrupt raised inside torch's exporter can crash the process: two Ctrl-Cs at random moments of
+    `img2img export` aborted it (`terminate called after throwing an instance of 'c10::Error' ... trying to set
+    the current UNKNOWN_MODE, but one already exists`, and a page of C++ frames) or crashed it, 3 times in some
+    75.  The stand-in exporter is as fragile: an exception raised inside it aborts the process."""
+    pytest.importorskip("onnxscript")
+    out = tmp_path / "g.onnx"
+    script = ("import os, signal, time, torch\n"
+              "def fragile(net, inputs, path, **options):\n"
+              "    try:\n"
+              "        for _ in range(2):\n"
+              "            os.kill(os.getpid(), signal.SIGINT)\n"
+              "            time.sleep(0.25)\n"
+              "    except BaseException:\n"
+              "        os.abort()\n"
+              "    open(path, 'wb').write(b'a graph')\n"
+              "torch.onnx.export = fragile\n"
+              "from img2img.cli import main\n"
+              f"main(['export', {str(cyclegan_run)!r}, '--out', {str(out)!r}])\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 128 + signal.SIGINT, result.stderr
+    assert result.stderr.splitlines() == ["warning: SIGINT: stopping when the export ends",
+                                          "interrupted (SIGINT) before the command finished"]
+    assert list(tmp_path.iterdir()) == []  # neither the file asked for nor its temporary
+
+
 def test_onnx_export_on_a_torch_whose_exporter_fails_on_the_networks_is_one_line(cyclegan_run, tmp_path,
                                                                                monkeypatch):
     """torch 2.6 and 2.7 run img2img, but their exporter fails on CUT's, StarGAN's and the noise models' networks
