@@ -53,6 +53,16 @@ def waited_on(pipe, action, limit):
     return hung
 
 
+def command_in_a_process(setup, *arguments):
+    """``img2img ARGUMENTS`` run by Python in a process of its own after the lines of ``setup`` (stand-ins, hooks,
+    signals to come), for what only a whole process shows: its exit status and everything it writes to stderr."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    script = f"{setup}from img2img.cli import main\nmain({[str(a) for a in arguments]!r})\n"
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+
+
 @pytest.fixture
 def finished_run(tmp_path, mnist_run):
     out = tmp_path / "run"
@@ -298,9 +308,6 @@ def test_a_signal_while_the_command_starts_ends_it_in_one_line(name, where):
     """Ctrl-C in the seconds that importing torch takes gave a traceback of the import machinery; the signal
     is sent here exactly while the command imports torch, or while a weak reference's callback runs then,
     where Python drops exceptions (the command went on)."""
-    import subprocess  # noqa: PLC0415
-    import sys  # noqa: PLC0415
-
     send = (f"os.kill(os.getpid(), signal.{name})" if where == "import" else
             f"held = type('Held', (), {{}})(); ref = weakref.ref(held, lambda _: signal.raise_signal(signal.{name})); "
             "del held")
@@ -311,10 +318,8 @@ def test_a_signal_while_the_command_starts_ends_it_in_one_line(name, where):
               f"        hooked.sent = True; {send}\n"
               "    return real(name, *args, **kwargs)\n"
               "hooked.sent = False\n"
-              "builtins.__import__ = hooked\n"
-              "from img2img.cli import main\n"
-              "main(['--help'])\n")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+              "builtins.__import__ = hooked\n")
+    result = command_in_a_process(script, "--help")
     number = getattr(signal, name)
     assert result.returncode == 128 + number, result.stderr
     assert result.stderr == "interrupted while starting; nothing was done\n" and result.stdout == ""
@@ -325,19 +330,14 @@ def test_a_signal_during_a_command_ends_it_in_one_line(name, finished_run, tmp_p
     """Past its start, SIGTERM ended a command that had not set handlers of its own (eval, sample, export, a
     training still checking its data) by the default action, without a word and without removing its temporary
     files, and Ctrl-C ended it with exit status 130 and no line either."""
-    import subprocess  # noqa: PLC0415
-    import sys  # noqa: PLC0415
-
     report = tmp_path / "e.json"
     script = ("import os, signal, time\n"
               "import img2img.evaluation.evaluate as evaluate\n"
               "def stopped(*args, **kwargs):\n"
               f"    os.kill(os.getpid(), signal.{name})\n"
               "    time.sleep(30)\n"
-              "evaluate.evaluate_model = stopped\n"
-              "from img2img.cli import main\n"
-              f"main(['eval', {str(finished_run)!r}, '--samples', '10', '--device', 'cpu', '--json', {str(report)!r}])\n")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+              "evaluate.evaluate_model = stopped\n")
+    result = command_in_a_process(script, "eval", finished_run, "--samples", 10, "--device", "cpu", "--json", report)
     assert result.returncode == 128 + getattr(signal, name), result.stderr
     assert result.stderr.splitlines()[-1] == f"interrupted ({name}) before the command finished", result.stderr
     assert "Traceback" not in result.stderr and not report.exists()
@@ -348,9 +348,6 @@ def test_a_signal_while_torch_traces_a_backward_pass_ends_the_command_in_one_lin
     crosses a backward pass with the traceback of its forward call: Ctrl-C a minute into `bench --compile`
     printed six lines of torch's, `Error detected in ReflectionPad2DBackward0. Traceback of forward call that
     caused the error`, before the command's one.  The stand-in traces as torch's compiler does."""
-    import subprocess  # noqa: PLC0415
-    import sys  # noqa: PLC0415
-
     script = ("import os, signal, time, warnings, torch\n"
               "import img2img.evaluation.evaluate as evaluate\n"
               "class Stopped(torch.autograd.Function):\n"
@@ -364,10 +361,8 @@ def test_a_signal_while_torch_traces_a_backward_pass_ends_the_command_in_one_lin
               "        warnings.filterwarnings('ignore', 'Anomaly Detection has been enabled.')\n"
               "        with torch.autograd.detect_anomaly(check_nan=False):\n"
               "            Stopped.apply(torch.ones(2, requires_grad=True)).sum().backward()\n"
-              "evaluate.evaluate_model = traced\n"
-              "from img2img.cli import main\n"
-              f"main(['eval', {str(finished_run)!r}, '--samples', '10', '--device', 'cpu'])\n")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+              "evaluate.evaluate_model = traced\n")
+    result = command_in_a_process(script, "eval", finished_run, "--samples", 10, "--device", "cpu")
     assert result.returncode == 128 + signal.SIGINT, result.stderr
     assert result.stderr == "interrupted (SIGINT) before the command finished\n", result.stderr
 

@@ -37,7 +37,7 @@ from img2img.translate import (GeneratorInfo, Translator, full_resolution_in_flo
 
 from official_reference import (OfficialResnetGenerator, OfficialUnetGenerator, official_test_output,
                                 settle_batch_norm)
-from test_cli import assert_one_line_error, invoke, waited_on
+from test_cli import assert_one_line_error, command_in_a_process, invoke, waited_on
 from test_pix2pix import smooth_images
 
 
@@ -1021,10 +1021,8 @@ def test_ctrl_c_during_the_export_waits_for_the_exporter_then_ends_the_command_i
               "    except BaseException:\n"
               "        os.abort()\n"
               "    open(path, 'wb').write(b'a graph')\n"
-              "torch.onnx.export = fragile\n"
-              "from img2img.cli import main\n"
-              f"main(['export', {str(cyclegan_run)!r}, '--out', {str(out)!r}])\n")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+              "torch.onnx.export = fragile\n")
+    result = command_in_a_process(script, "export", cyclegan_run, "--out", out)
     assert result.returncode == 128 + signal.SIGINT, result.stderr
     assert result.stderr.splitlines() == ["warning: SIGINT: stopping when the export ends",
                                           "interrupted (SIGINT) before the command finished"]
