@@ -8,7 +8,9 @@ mean that memory ran out, wherever they come from.
 
 from __future__ import annotations
 
+import errno
 import logging
+import math
 import re
 
 import torch
@@ -38,6 +40,22 @@ def out_of_memory(error: BaseException) -> bool:
     """Whether ``error`` says that memory ran out (CUDA's allocator, the CPU's, or OpenCV's)."""
     return isinstance(error, (torch.OutOfMemoryError, MemoryError)) or any(
         text in str(error) for text in ("can't allocate memory", "Insufficient memory", "Failed to allocate"))
+
+
+def too_many_open_files(error: BaseException) -> bool:
+    """Whether ``error`` says that this process (or the system) has as many files open as it may: an OSError, one
+    that a loading worker raised (which the DataLoader raises again without its errno), or torch's own report."""
+    return isinstance(error, (OSError, RuntimeError)) and (
+        getattr(error, "errno", None) in (errno.EMFILE, errno.ENFILE) or "Too many open files" in str(error))
+
+
+def too_many_open_files_message() -> str:
+    """What :func:`too_many_open_files` errors say, in one line, with this process's limit."""
+    from img2img.resources import open_files_limit  # noqa: PLC0415 - resources imports this module
+
+    limit = open_files_limit()
+    at_most = f" (this process may have {limit} open at once: ulimit -n)" if math.isfinite(limit) else ""
+    return f"too many open files{at_most}; raise the limit"
 
 
 def out_of_memory_message(error: BaseException) -> str:

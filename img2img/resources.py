@@ -1,5 +1,5 @@
-"""What this process may use: memory and CPUs, as the machine has them and as a container or a job scheduler
-limits them.
+"""What this process may use: memory, CPUs and open files, as the machine has them and as a container, a job
+scheduler or ``ulimit`` limits them.
 
 A container's limits live in its cgroups (v1 or v2), which the machine-wide
 figures do not show: ``MemAvailable`` reports the host's free memory, and
@@ -60,6 +60,23 @@ def note_workers(workers: int) -> None:
     if workers > cpus:
         say_once(log, logging.WARNING, f"--workers {workers}: more loading processes than the {cpus} "
                                        f"CPU{'' if cpus == 1 else 's'} this process may use; they will take turns")
+
+
+def open_files_limit(need: int = 0) -> float:
+    """How many files this process may hold open at once (its soft ``RLIMIT_NOFILE``, ``ulimit -n``; infinity
+    where it has no limit, or the system none to read), raised first to the hard limit, the most an unprivileged
+    process may set, where it is below ``need``.  The raise lasts for the process and the children it starts."""
+    try:
+        import resource  # noqa: PLC0415 - POSIX only
+    except ImportError:  # Windows: no such limit
+        return math.inf
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        raised = need if hard == resource.RLIM_INFINITY else hard
+        with contextlib.suppress(ValueError, OSError):  # (macOS refuses more than its OPEN_MAX)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+    return math.inf if soft == resource.RLIM_INFINITY else soft
 
 
 def _levels(controller: str, root: Path, proc: Path) -> Iterator[tuple[Path, int]]:
@@ -136,4 +153,4 @@ def cgroup_cpu_quota(root: Path = CGROUPS, proc: Path = OWN_CGROUPS) -> float | 
     return least
 
 
-__all__ = ["available_cpus", "available_memory", "cgroup_cpu_quota", "cgroup_memory_left"]
+__all__ = ["available_cpus", "available_memory", "cgroup_cpu_quota", "cgroup_memory_left", "open_files_limit"]

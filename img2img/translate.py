@@ -46,7 +46,7 @@ from img2img.data.images import (CHANNEL_NAMES, can_write, convert_channels, enc
                                  is_image_name, quantize, read_image_bits, read_image_levels, same_format,
                                  special_mode, to_tensor, to_unit, visible_files)
 from img2img.data.transfer import BoundedBatches, Collate, received
-from img2img.errors import NOT_A_FILE, UserError, out_of_memory
+from img2img.errors import NOT_A_FILE, UserError, out_of_memory, too_many_open_files, too_many_open_files_message
 from img2img.interrupt import said, terminate_as_interrupt
 from img2img.resources import available_cpus, available_memory, note_workers
 from img2img.step_graph import CaptureFault, StepGraphs, check_capture, ran_out_while_capturing
@@ -640,8 +640,14 @@ class Translator:
                 log.warning("interrupted: %d of %d images translated into %s; the same command translates the "
                             "rest (what is written is kept)", len(summary.translated), len(pending), destination)
                 raise said(error)
-            except Exception:  # the error's line on a line of its own, not after the progress bar's
+            except Exception as error:  # the error's line on a line of its own, not after the progress bar's
                 bar.close()
+                if too_many_open_files(error):  # torch's loader, or a writer, past the limit: no file's fault
+                    with contextlib.suppress(BaseException):  # the writes under way end, and are counted
+                        collect(0)
+                    raise UserError(f"{too_many_open_files_message()}, or use fewer --workers "
+                                    f"({len(summary.translated)} of {len(pending)} images translated into "
+                                    f"{destination}; the same command translates the rest)") from None
                 raise
         bar.close()
         summary.seconds = time.perf_counter() - started
@@ -942,7 +948,8 @@ def to_levels(images: Tensor, bits: int) -> Tensor:
     return levels.to(torch.uint8 if bits == 8 else torch.int32)
 
 
-_DESTINATION_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # no space, over quota, read-only file system
+# what every later output would meet too: no space, over quota, a read-only file system, no file to open
+_EVERY_LATER_WRITE_FAILS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EMFILE, errno.ENFILE)
 
 
 # what _write returns for an output that another process wrote since the translation began (a second translation
@@ -976,7 +983,7 @@ def _write(path: Path, levels: Tensor, bits: int, overwrite: bool) -> str | None
                 os.replace(temporary, path)
         return None
     except OSError as error:
-        if error.errno in _DESTINATION_FULL:  # every file after this one would fail too: stop, naming this one
+        if error.errno in _EVERY_LATER_WRITE_FAILS:  # every file after this one would fail too: stop, naming this one
             raise OSError(error.errno, error.strerror, str(path)) from None
         return error.strerror or str(error)
     except ValueError as error:

@@ -493,6 +493,114 @@ def test_translation_stops_at_a_full_disk_naming_the_file(tmp_path, monkeypatch)
     assert len(outputs) == 3 and all(np.asarray(Image.open(p)).shape == (16, 16, 3) for p in outputs)
 
 
+# -- too many open files --------------------------------------------------------------------------------------
+TORCH_SAYS_TOO_MANY_FILES = ("Too many open files. Communication with the workers is no longer possible. Please "
+                             "increase the limit using `ulimit -n` in the shell or change the sharing strategy by "
+                             "calling `torch.multiprocessing.set_sharing_strategy('file_system')` at the beginning "
+                             "of your code")
+
+
+def test_loading_workers_raise_a_low_open_files_limit_or_share_batches_through_files():
+    """A batch's tensors cross from a loading worker as file descriptors, some 5 to 7 a worker in flight; where
+    the limit (``ulimit -n``) left too few, translation stopped with torch's traceback, and training waited for
+    ever on a batch that the worker could not send."""
+    import resource  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 256:
+        pytest.skip(f"the hard limit of open files here is {hard}")
+    script = """if True:
+        import logging, resource, torch.multiprocessing as mp
+        from img2img.data import guard
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (100, hard))
+        guard.loader_options(8)  # 8 workers want 192: the soft limit goes up to the hard one
+        print(resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= 192, mp.get_sharing_strategy())
+        resource.setrlimit(resource.RLIMIT_NOFILE, (100, 100))  # where it cannot go up
+        guard.loader_options(2)  # 2 want 96: room enough
+        print(mp.get_sharing_strategy())
+        guard.loader_options(8)
+        print(mp.get_sharing_strategy())
+    """
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "file_descriptor", "file_descriptor", "file_system"]
+    assert done.stderr.count("this process may have 100 files open at once (ulimit -n): loading workers hand "
+                             "their batches over through shared-memory files instead") == 1, done.stderr
+
+
+def test_folder_translation_under_a_low_open_files_limit_translates_every_image(tmp_path, cyclegan_run):
+    """12 workers under a limit of 76 open files: torch's loader needed more than 88 to hand their batches over
+    as file descriptors (and this one 66 through shared-memory files, on this machine with torch 2.14.1)."""
+    import resource  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 76:
+        pytest.skip(f"the hard limit of open files here is {hard}")
+    for index in range(48):
+        write_rgb(tmp_path / "in" / f"{index}.png", 16, 16, seed=index)
+    done = subprocess.run([sys.executable, "-m", "img2img.cli", "translate", cyclegan_run, tmp_path / "in",
+                           tmp_path / "out", "--workers", "12"], capture_output=True, text=True, timeout=120,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (76, 76)))
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert len(list((tmp_path / "out").iterdir())) == 48
+
+
+def test_too_many_open_files_stop_translation_in_one_line_saying_what_was_translated(tmp_path, monkeypatch):
+    """Each output that could not be opened was reported as a failed file, one by one, and the run went on to
+    fail the same way with every other."""
+    for index in range(12):
+        write_rgb(tmp_path / "in" / f"{index}.png", 16, 16, seed=index)
+    written = []
+
+    def encode(array, suffix):
+        if len(written) == 3:
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        written.append(suffix)
+        return images.encode_image(array, suffix)
+
+    monkeypatch.setattr(translate, "encode_image", encode)
+    translator = Translator(Invert(), GeneratorInfo(3, 3, 4), batch_size=2)
+    with pytest.raises(UserError) as caught:
+        translator.translate_folder(tmp_path / "in", tmp_path / "out", workers=0)
+    assert str(caught.value).startswith("too many open files (this process may have ")
+    assert str(caught.value).endswith(f" open at once: ulimit -n); raise the limit, or use fewer --workers (3 of 12 "
+                                      f"images translated into {tmp_path / 'out'}; the same command translates the "
+                                      "rest)")
+    assert len(list((tmp_path / "out").iterdir())) == 3
+
+
+def test_too_many_open_files_are_said_in_one_line_naming_the_limit_not_a_file(tmp_path, mnist_run, monkeypatch,
+                                                                               cyclegan_run):
+    """Running out of file descriptors is no file's fault: "RUN/checkpoints/step-6.ckpt: Too many open files"
+    blamed the checkpoint, and torch's own report, from a loader, came with its traceback."""
+    trainer = Trainer(mnist_run(steps=8, save_every_steps=3), tmp_path / "run")
+    trainer.fit(stop_after_steps=3)
+
+    def save(payload, handle):
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    monkeypatch.setattr(checkpoint.torch, "save", save)
+    with pytest.raises(UserError) as caught:
+        trainer.fit()
+    limit = errors.too_many_open_files_message()
+    assert str(caught.value) == (f"{limit}, or use fewer --workers at step 6 (the newest checkpoint, "
+                                 f"{tmp_path / 'run' / 'last.ckpt'}, is intact)")
+    assert limit.startswith("too many open files (this process may have ") and limit.endswith(
+        " open at once: ulimit -n); raise the limit")
+
+    def evaluate(*args, **kwargs):
+        raise RuntimeError(TORCH_SAYS_TOO_MANY_FILES)
+
+    monkeypatch.setattr(sys.modules["img2img.cli.evaluate"], "evaluate_checkpoint", evaluate)
+    result, _ = invoke("eval", cyclegan_run, "--a", cyclegan_run.parent / "a", "--b", cyclegan_run.parent / "b")
+    assert_one_line_error(result, f"Error: {limit}")
+    assert result.output.strip().endswith("raise the limit")  # eval takes no --workers
+
+
 def test_an_output_folder_that_cannot_be_written_is_refused_before_any_image_is_translated(tmp_path, monkeypatch,
                                                                                            cyclegan_run):
     """A read-only OUTPUT was found out by the first batch's writes, after its translation (minutes, for large

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import multiprocessing
 import signal
 import sys
@@ -27,12 +28,15 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch.multiprocessing
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from img2img.data import images
-from img2img.errors import UserError
-from img2img.resources import available_cpus
+from img2img.errors import UserError, say_once
+from img2img.resources import available_cpus, open_files_limit
+
+log = logging.getLogger(__name__)
 
 
 def worker_died(error: BaseException) -> bool:
@@ -119,7 +123,27 @@ def loader_options(workers: int, worker_init_fn: Callable[[int], None] | None = 
     with this process's settings); none where there are no workers (a DataLoader refuses them then)."""
     if workers <= 0:
         return {"worker_init_fn": worker_init_fn}
+    _open_files_for(workers)
     return {"multiprocessing_context": child_context(), "worker_init_fn": _WorkerStart(worker_init_fn)}
+
+
+# the files a loading worker keeps open, here and in itself: its pipes, and a file descriptor for each tensor of a
+# batch in flight, which this process asks the worker for (5 to 7 a worker measured, in training and translation);
+# and those open beside the workers (the run's log and lock, writers, the interpreter's own)
+_FILES_A_WORKER, _FILES_BESIDE = 16, 64
+
+
+def _open_files_for(workers: int) -> None:
+    """Make room for ``workers`` loading workers' open files: the limit raised where it is low and may be
+    (:func:`~img2img.resources.open_files_limit`), else the batches handed over through shared-memory files,
+    which keep no file descriptor open.  Past the limit, torch's DataLoader stops with a traceback when this
+    process runs out, and waits for ever when a worker does (its batch is dropped in the sending thread)."""
+    need = _FILES_BESIDE + _FILES_A_WORKER * workers
+    limit = open_files_limit(need)
+    if limit < need and torch.multiprocessing.get_sharing_strategy() == "file_descriptor":
+        torch.multiprocessing.set_sharing_strategy("file_system")
+        say_once(log, logging.INFO, f"this process may have {limit} files open at once (ulimit -n): loading "
+                                    "workers hand their batches over through shared-memory files instead")
 
 
 # what this process had frozen when img2img was imported: the interpreter's own (Python 3.12.1 starts with 375
