@@ -15,6 +15,27 @@ import sys
 import warnings
 
 
+def _standard_streams_open() -> None:
+    """Standard input, output or error closed when the command starts (``2>&-``, a daemon's or a cron job's
+    closed descriptors) become /dev/null.  Python leaves ``sys.stderr`` None then, which the progress bar wrote
+    to (an AttributeError, said nowhere, and exit status 1), and the first file opened would take the free
+    descriptor 2, where torch's native code writes its warnings: into a checkpoint, say."""
+    for number, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(number)
+            continue
+        except OSError:
+            pass
+        null = os.open(os.devnull, os.O_RDWR)  # the lowest free descriptor: this one, once those below are open
+        if null != number:
+            os.dup2(null, number)
+            os.close(null)
+        setattr(sys, name, open(number, "r" if number == 0 else "w", closefd=False))  # noqa: SIM115
+
+
+_standard_streams_open()
+
+
 def _interrupted_while_starting(number: int, frame: object) -> None:
     """Ctrl-C (or SIGTERM, SIGHUP) while the command starts up, importing torch and the rest for some seconds,
     ends it as it ends later: with 128 + the signal and one line, not a traceback of the import machinery.  It

@@ -390,6 +390,34 @@ def test_a_closed_pipe_on_standard_output_ends_the_command_quietly(tmp_path, cyc
     assert (tmp_path / "out" / "a.png").is_file()
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc/self/fd")
+def test_a_command_started_with_its_standard_streams_closed_runs_as_with_them_open(tmp_path, cyclegan_run):
+    """`img2img translate ... 2>&-` (a daemon's or a cron job's closed descriptors) wrote its progress bar to
+    Python's missing sys.stderr, and ended with exit status 1 and nothing translated or said."""
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    source = tmp_path / "in"
+    source.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(source / "a.png")
+    read, write = os.pipe()
+    script = (f"import os, sys\nfrom img2img.cli import main\n"
+              f"os.write({write}, os.readlink('/proc/self/fd/2').encode() + b' ' + str(sys.stderr.isatty()).encode())\n"
+              f"os.close({write})\nmain(sys.argv[1:])\n")
+    try:
+        result = subprocess.run([sys.executable, "-c", script, "translate", str(cyclegan_run), str(source),
+                                 str(tmp_path / "out"), "--device", "cpu", "--workers", "0"], pass_fds=(write,),
+                                preexec_fn=lambda: (os.close(0), os.close(1), os.close(2)), timeout=300)
+        os.close(write)
+        said = os.read(read, 1000).decode()
+    finally:
+        os.close(read)
+    assert result.returncode == 0
+    assert (tmp_path / "out" / "a.png").is_file()
+    assert said == f"{os.devnull} False"  # the descriptor that no file opened later may take
+
+
 @pytest.mark.parametrize("args", [
     ["train", "cyclegan", "--a", "", "--b", "{data}/b", "--size", "32", "--dry-run"],
     ["train", "cyclegan", "--a", "{data}/a", "--b", "{data}/b", "--size", "32", "--steps", "1", "--out", ""],
