@@ -34,6 +34,11 @@ def _standard_streams_open() -> None:
 
 
 _standard_streams_open()
+try:  # torch's import dies in a deleted folder ("Intel oneMKL FATAL ERROR: Cannot load libtorch_cpu.so")
+    os.getcwd()
+except FileNotFoundError:
+    sys.stderr.write("Error: the current folder no longer exists (it was deleted); cd to one that does\n")
+    sys.exit(1)
 
 
 def _interrupted_while_starting(number: int, frame: object) -> None:

@@ -418,6 +418,28 @@ def test_a_command_started_with_its_standard_streams_closed_runs_as_with_them_op
     assert said == f"{os.devnull} False"  # the descriptor that no file opened later may take
 
 
+def test_a_command_started_in_a_deleted_folder_says_so_in_one_line(tmp_path, cyclegan_run):
+    """A folder deleted under a shell still in it: importing torch there died with "Intel oneMKL FATAL ERROR:
+    Cannot load libtorch_cpu.so", which named no cause."""
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    gone = tmp_path / "gone"
+    gone.mkdir()
+
+    def enter_and_delete():
+        os.chdir(gone)
+        os.rmdir(gone)
+
+    result = subprocess.run([sys.executable, "-m", "img2img.cli", "translate", str(cyclegan_run),
+                             str(cyclegan_run.parent / "a"), str(tmp_path / "out")], preexec_fn=enter_and_delete,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert result.stderr == "Error: the current folder no longer exists (it was deleted); cd to one that does\n"
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("args", [
     ["train", "cyclegan", "--a", "", "--b", "{data}/b", "--size", "32", "--dry-run"],
     ["train", "cyclegan", "--a", "{data}/a", "--b", "{data}/b", "--size", "32", "--steps", "1", "--out", ""],
