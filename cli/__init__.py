@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import warnings
+from typing import NoReturn
 
 
 def _standard_streams_open() -> None:
@@ -61,26 +62,46 @@ try:  # SIG_IGN stays (nohup, a background job): only the default actions are re
 except ValueError:  # imported outside the main thread: signals are not ours to set
     _previous = {}
 
-import click  # noqa: E402
-import torch  # noqa: E402
 
-from img2img.errors import (  # noqa: E402
-    UserError,
-    out_of_memory,
-    out_of_memory_message,
-    too_many_open_files,
-    too_many_open_files_message,
-)
-from img2img.interrupt import StopRequests, terminate_as_interrupt  # noqa: E402
-from img2img.resources import available_cpus  # noqa: E402
+def _cannot_start(error: BaseException) -> NoReturn:
+    """torch, or another library, could not be loaded: say why in one line, and where the process may map less
+    memory than importing them takes (``ulimit -v``, a job scheduler's ``h_vmem``: torch's import failed to map
+    its libraries at 2 GiB, and ran out of memory at 4), say so."""
+    reason = "out of memory" if isinstance(error, MemoryError) else (str(error) or type(error).__name__)
+    limit = ""
+    with contextlib.suppress(ImportError, OSError, ValueError):
+        import resource  # noqa: PLC0415
 
-from .bench import bench  # noqa: E402
-from .demo import demo  # noqa: E402
-from .evaluate import evaluate  # noqa: E402
-from .options import OUTPUTS, printable  # noqa: E402
-from .sample import sample  # noqa: E402
-from .train import train  # noqa: E402
-from .translate import export, import_weights, translate  # noqa: E402
+        mappable = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if mappable != resource.RLIM_INFINITY:
+            limit = f"; this process may map at most {mappable / 2**30:.1f} GiB (ulimit -v), which may be too little"
+    sys.stderr.write(f"Error: img2img cannot start: {reason}{limit}\n")
+    sys.exit(1)
+
+
+try:
+    import click  # noqa: E402
+    import torch  # noqa: E402
+
+    from img2img.errors import (  # noqa: E402
+        UserError,
+        out_of_memory,
+        out_of_memory_message,
+        too_many_open_files,
+        too_many_open_files_message,
+    )
+    from img2img.interrupt import StopRequests, terminate_as_interrupt  # noqa: E402
+    from img2img.resources import available_cpus  # noqa: E402
+
+    from .bench import bench  # noqa: E402
+    from .demo import demo  # noqa: E402
+    from .evaluate import evaluate  # noqa: E402
+    from .options import OUTPUTS, printable  # noqa: E402
+    from .sample import sample  # noqa: E402
+    from .train import train  # noqa: E402
+    from .translate import export, import_weights, translate  # noqa: E402
+except (ImportError, MemoryError) as _error:  # a library that cannot be loaded (or no memory to load it)
+    _cannot_start(_error)
 
 for _number, _handler in _previous.items():  # started: the handlers as they were
     if _handler is not None:

@@ -440,6 +440,21 @@ def test_a_command_started_in_a_deleted_folder_says_so_in_one_line(tmp_path, cyc
     assert not (tmp_path / "out").exists()
 
 
+def test_a_library_that_cannot_be_loaded_stops_the_command_in_one_line():
+    """Under ``ulimit -v 2000000`` importing torch failed with an ImportError ("libtorch_cpu.so: failed to map
+    segment from shared object"), and under 4000000 with a MemoryError, each with the import machinery's
+    traceback.  A stand-in for torch that cannot be imported shows it here."""
+    result = command_in_a_process("import sys\nsys.modules['torch'] = None\n", "--version")
+    assert result.returncode == 1
+    assert result.stderr == "Error: img2img cannot start: import of torch halted; None in sys.modules\n"
+    result = command_in_a_process("import resource, sys\nsys.modules['torch'] = None\n"
+                                  "resource.setrlimit(resource.RLIMIT_AS, (64 << 30, resource.getrlimit(resource.RLIMIT_AS)[1]))\n",
+                                  "--version")
+    assert result.returncode == 1
+    assert result.stderr == ("Error: img2img cannot start: import of torch halted; None in sys.modules; this process "
+                             "may map at most 64.0 GiB (ulimit -v), which may be too little\n")
+
+
 @pytest.mark.parametrize("args", [
     ["train", "cyclegan", "--a", "", "--b", "{data}/b", "--size", "32", "--dry-run"],
     ["train", "cyclegan", "--a", "{data}/a", "--b", "{data}/b", "--size", "32", "--steps", "1", "--out", ""],
