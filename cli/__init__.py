@@ -83,13 +83,7 @@ try:
     import click  # noqa: E402
     import torch  # noqa: E402
 
-    from img2img.errors import (  # noqa: E402
-        UserError,
-        out_of_memory,
-        out_of_memory_message,
-        too_many_open_files,
-        too_many_open_files_message,
-    )
+    from img2img.errors import UserError, exhausted, out_of_memory, out_of_memory_message  # noqa: E402
     from img2img.interrupt import StopRequests, terminate_as_interrupt  # noqa: E402
     from img2img.resources import available_cpus  # noqa: E402
 
@@ -118,8 +112,8 @@ class _Group(click.Group):
         except UserError as error:
             raise click.ClickException(printable(str(error))) from None
         except OSError as error:  # a file cannot be written or read: say which, in one line
-            if too_many_open_files(error):  # no file's fault
-                raise click.ClickException(too_many_open_files_message()) from None
+            if exhausted(error):  # open files, processes or threads: no file's fault
+                raise click.ClickException(exhausted(error)) from None
             if isinstance(error, BrokenPipeError) and error.filename is None and _stdout_closed():
                 # `img2img ... | head`: the reader of what the command prints went away, as a shell's pipeline
                 # ends its writers (128 + SIGPIPE); the command's outputs are not at fault, as "OUT: Broken pipe" said
@@ -129,8 +123,8 @@ class _Group(click.Group):
             raise click.ClickException(printable(f"{where}: {error.strerror or error}" if where else
                                                  str(error.strerror or error))) from None
         except (RuntimeError, MemoryError) as error:  # torch.OutOfMemoryError is a RuntimeError
-            if too_many_open_files(error):  # torch's DataLoader's report
-                raise click.ClickException(too_many_open_files_message()) from None
+            if exhausted(error):  # torch's DataLoader's report of open files, or no thread to start
+                raise click.ClickException(exhausted(error)) from None
             if not out_of_memory(error):
                 raise
             # where no command said more (what to make smaller, what was kept): in one line all the same

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import math
 import re
 
 import torch
@@ -42,20 +41,32 @@ def out_of_memory(error: BaseException) -> bool:
         text in str(error) for text in ("can't allocate memory", "Insufficient memory", "Failed to allocate"))
 
 
-def too_many_open_files(error: BaseException) -> bool:
-    """Whether ``error`` says that this process (or the system) has as many files open as it may: an OSError, one
-    that a loading worker raised (which the DataLoader raises again without its errno), or torch's own report."""
-    return isinstance(error, (OSError, RuntimeError)) and (
-        getattr(error, "errno", None) in (errno.EMFILE, errno.ENFILE) or "Too many open files" in str(error))
+def exhausted(error: BaseException) -> str | None:
+    """What ``error`` says, in one line with the limit that was reached, where this process ran out of something
+    that no file or option is at fault for: open files (an OSError, one that a loading worker raised, which the
+    DataLoader raises again without its errno, or torch's own report), or processes and threads (fork's EAGAIN,
+    Python's "can't start new thread"); None for any other error."""
+    if isinstance(error, (OSError, RuntimeError)) and (
+            getattr(error, "errno", None) in (errno.EMFILE, errno.ENFILE) or "Too many open files" in str(error)):
+        return "too many open files" + _limit("NOFILE", " (this process may have {} open at once: ulimit -n)") + \
+            "; raise the limit"
+    if (isinstance(error, BlockingIOError) and error.filename is None) or (
+            isinstance(error, RuntimeError) and "can't start new thread" in str(error)):
+        reason = error.strerror if isinstance(error, OSError) else str(error)
+        return f"no more processes or threads can start ({reason}" + _limit(
+            "NPROC", "; this user may run {} at once: ulimit -u") + "); raise the limit, or free memory"
+    return None
 
 
-def too_many_open_files_message() -> str:
-    """What :func:`too_many_open_files` errors say, in one line, with this process's limit."""
-    from img2img.resources import open_files_limit  # noqa: PLC0415 - resources imports this module
+def _limit(name: str, template: str) -> str:
+    """``template`` holding the soft limit ``RLIMIT_<name>`` of this process; empty where there is none."""
+    try:
+        import resource  # noqa: PLC0415 - POSIX only
 
-    limit = open_files_limit()
-    at_most = f" (this process may have {limit} open at once: ulimit -n)" if math.isfinite(limit) else ""
-    return f"too many open files{at_most}; raise the limit"
+        limit = resource.getrlimit(getattr(resource, f"RLIMIT_{name}"))[0]
+    except (ImportError, AttributeError, OSError, ValueError):
+        return ""
+    return "" if limit == resource.RLIM_INFINITY else template.format(limit)
 
 
 def out_of_memory_message(error: BaseException) -> str:

@@ -41,7 +41,7 @@ from img2img.data.batches import mix_seed
 from img2img.data.images import folder_record
 from img2img.data.transfer import received
 from img2img.distributed import Distributed
-from img2img.errors import UserError, out_of_memory, too_many_open_files, too_many_open_files_message
+from img2img.errors import UserError, exhausted, out_of_memory
 from img2img.interrupt import Interrupted, StopRequests, said
 # load_model, resolve_device and run_config_from_dict live in img2img.loading; importable from here as before
 from img2img.loading import (build_model, load_model, open_checkpoint, resolve_device,  # noqa: F401
@@ -544,7 +544,8 @@ class Trainer:
                 said(error)
             raise
         except OSError as error:  # writing the run's files (a full disk, a folder taken away) or reading eval data
-            what = f"{too_many_open_files_message()}, or use fewer --workers" if too_many_open_files(error) else \
+            limit = exhausted(error)
+            what = f"{limit}, or use fewer --workers" if limit else \
                 f"{error.filename or self.dirs.root}: {error.strerror or error}"
             raise UserError(f"{what} at step {self.step} ({self._newest_checkpoint()})") from None
         except (RuntimeError, MemoryError) as error:  # torch.OutOfMemoryError is a RuntimeError
@@ -590,8 +591,8 @@ class Trainer:
             if not crashed:  # killed from outside, or for the memory it took: no file to fix
                 what, fix = (f"a data-loading worker died ({guard.original_message(error)}), and no file makes it "
                              "die (was it out of memory? fewer --workers take less)"), ""
-        elif too_many_open_files(error):
-            what, fix = f"{too_many_open_files_message()}, or use fewer --workers", ""
+        elif exhausted(error):
+            what, fix = f"{exhausted(error)}, or use fewer --workers", ""
         else:
             what = guard.original_message(error)
         # the other ranks are not waiting to save with this one

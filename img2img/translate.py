@@ -46,7 +46,7 @@ from img2img.data.images import (CHANNEL_NAMES, can_write, convert_channels, enc
                                  is_image_name, quantize, read_image_bits, read_image_levels, same_format,
                                  special_mode, to_tensor, to_unit, visible_files)
 from img2img.data.transfer import BoundedBatches, Collate, received
-from img2img.errors import NOT_A_FILE, UserError, out_of_memory, too_many_open_files, too_many_open_files_message
+from img2img.errors import NOT_A_FILE, UserError, exhausted, out_of_memory
 from img2img.interrupt import said, terminate_as_interrupt
 from img2img.resources import available_cpus, available_memory, note_workers
 from img2img.step_graph import CaptureFault, StepGraphs, check_capture, ran_out_while_capturing
@@ -642,10 +642,11 @@ class Translator:
                 raise said(error)
             except Exception as error:  # the error's line on a line of its own, not after the progress bar's
                 bar.close()
-                if too_many_open_files(error):  # torch's loader, or a writer, past the limit: no file's fault
+                limit = exhausted(error)  # open files, processes or threads: no file's fault
+                if limit is not None:
                     with contextlib.suppress(BaseException):  # the writes under way end, and are counted
                         collect(0)
-                    raise UserError(f"{too_many_open_files_message()}, or use fewer --workers "
+                    raise UserError(f"{limit}, or use fewer --workers "
                                     f"({len(summary.translated)} of {len(pending)} images translated into "
                                     f"{destination}; the same command translates the rest)") from None
                 raise

@@ -549,16 +549,21 @@ def test_folder_translation_under_a_low_open_files_limit_translates_every_image(
     assert len(list((tmp_path / "out").iterdir())) == 48
 
 
-def test_too_many_open_files_stop_translation_in_one_line_saying_what_was_translated(tmp_path, monkeypatch):
+@pytest.mark.parametrize("error, said", [
+    (OSError(errno.EMFILE, os.strerror(errno.EMFILE)), "too many open files (this process may have "),
+    (RuntimeError("can't start new thread"), "no more processes or threads can start (can't start new thread"),
+])
+def test_running_out_of_files_or_threads_stops_translation_in_one_line_saying_what_was_translated(
+        tmp_path, monkeypatch, error, said):
     """Each output that could not be opened was reported as a failed file, one by one, and the run went on to
-    fail the same way with every other."""
+    fail the same way with every other; a writer thread that could not start ended with a traceback."""
     for index in range(12):
         write_rgb(tmp_path / "in" / f"{index}.png", 16, 16, seed=index)
     written = []
 
     def encode(array, suffix):
         if len(written) == 3:
-            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+            raise error
         written.append(suffix)
         return images.encode_image(array, suffix)
 
@@ -566,17 +571,21 @@ def test_too_many_open_files_stop_translation_in_one_line_saying_what_was_transl
     translator = Translator(Invert(), GeneratorInfo(3, 3, 4), batch_size=2)
     with pytest.raises(UserError) as caught:
         translator.translate_folder(tmp_path / "in", tmp_path / "out", workers=0)
-    assert str(caught.value).startswith("too many open files (this process may have ")
-    assert str(caught.value).endswith(f" open at once: ulimit -n); raise the limit, or use fewer --workers (3 of 12 "
-                                      f"images translated into {tmp_path / 'out'}; the same command translates the "
-                                      "rest)")
+    assert str(caught.value).startswith(said)
+    assert str(caught.value).endswith(f"; raise the limit{'' if 'files' in said else ', or free memory'}, or use "
+                                      f"fewer --workers (3 of 12 images translated into {tmp_path / 'out'}; the same "
+                                      "command translates the rest)")
     assert len(list((tmp_path / "out").iterdir())) == 3
 
 
-def test_too_many_open_files_are_said_in_one_line_naming_the_limit_not_a_file(tmp_path, mnist_run, monkeypatch,
-                                                                               cyclegan_run):
+def test_running_out_of_files_or_processes_is_said_in_one_line_naming_the_limit_not_a_file(
+        tmp_path, mnist_run, monkeypatch, cyclegan_run):
     """Running out of file descriptors is no file's fault: "RUN/checkpoints/step-6.ckpt: Too many open files"
-    blamed the checkpoint, and torch's own report, from a loader, came with its traceback."""
+    blamed the checkpoint, and torch's own report, from a loader, came with its traceback; a loading worker that
+    could not be forked (the user's processes used up, ``ulimit -u``) was "OUT: Resource temporarily
+    unavailable"."""
+    import resource  # noqa: PLC0415
+
     trainer = Trainer(mnist_run(steps=8, save_every_steps=3), tmp_path / "run")
     trainer.fit(stop_after_steps=3)
 
@@ -586,19 +595,28 @@ def test_too_many_open_files_are_said_in_one_line_naming_the_limit_not_a_file(tm
     monkeypatch.setattr(checkpoint.torch, "save", save)
     with pytest.raises(UserError) as caught:
         trainer.fit()
-    limit = errors.too_many_open_files_message()
-    assert str(caught.value) == (f"{limit}, or use fewer --workers at step 6 (the newest checkpoint, "
-                                 f"{tmp_path / 'run' / 'last.ckpt'}, is intact)")
-    assert limit.startswith("too many open files (this process may have ") and limit.endswith(
-        " open at once: ulimit -n); raise the limit")
+    files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    limit = "" if files == resource.RLIM_INFINITY else f" (this process may have {files} open at once: ulimit -n)"
+    assert str(caught.value) == (f"too many open files{limit}; raise the limit, or use fewer --workers at step 6 (the "
+                                 f"newest checkpoint, {tmp_path / 'run' / 'last.ckpt'}, is intact)")
 
     def evaluate(*args, **kwargs):
         raise RuntimeError(TORCH_SAYS_TOO_MANY_FILES)
 
     monkeypatch.setattr(sys.modules["img2img.cli.evaluate"], "evaluate_checkpoint", evaluate)
     result, _ = invoke("eval", cyclegan_run, "--a", cyclegan_run.parent / "a", "--b", cyclegan_run.parent / "b")
-    assert_one_line_error(result, f"Error: {limit}")
+    assert_one_line_error(result, f"Error: too many open files{limit}; raise the limit")
     assert result.output.strip().endswith("raise the limit")  # eval takes no --workers
+
+    def fork():
+        raise BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+
+    monkeypatch.setattr(os, "fork", fork)
+    result, _ = invoke("translate", cyclegan_run, cyclegan_run.parent / "a", tmp_path / "out", "--workers", 2)
+    processes = resource.getrlimit(resource.RLIMIT_NPROC)[0]
+    limit = "" if processes == resource.RLIM_INFINITY else f"; this user may run {processes} at once: ulimit -u"
+    assert_one_line_error(result, f"Error: no more processes or threads can start ({os.strerror(errno.EAGAIN)}"
+                                  f"{limit}); raise the limit, or free memory, or use fewer --workers (0 of ")
 
 
 def test_an_output_folder_that_cannot_be_written_is_refused_before_any_image_is_translated(tmp_path, monkeypatch,
