@@ -591,8 +591,8 @@ class Trainer:
             if not crashed:  # killed from outside, or for the memory it took: no file to fix
                 what, fix = (f"a data-loading worker died ({guard.original_message(error)}), and no file makes it "
                              "die (was it out of memory? fewer --workers take less)"), ""
-        elif exhausted(error):
-            what, fix = f"{exhausted(error)}, or use fewer --workers", ""
+        elif (limit := exhausted(error)) is not None:
+            what, fix = f"{limit}, or use fewer --workers", ""
         else:
             what = guard.original_message(error)
         # the other ranks are not waiting to save with this one
