@@ -112,8 +112,8 @@ class _Group(click.Group):
         except UserError as error:
             raise click.ClickException(printable(str(error))) from None
         except OSError as error:  # a file cannot be written or read: say which, in one line
-            if exhausted(error):  # open files, processes or threads: no file's fault
-                raise click.ClickException(exhausted(error)) from None
+            if (limit := exhausted(error)) is not None:  # open files, processes or threads: no file's fault
+                raise click.ClickException(limit) from None
             if isinstance(error, BrokenPipeError) and error.filename is None and _stdout_closed():
                 # `img2img ... | head`: the reader of what the command prints went away, as a shell's pipeline
                 # ends its writers (128 + SIGPIPE); the command's outputs are not at fault, as "OUT: Broken pipe" said
@@ -123,8 +123,8 @@ class _Group(click.Group):
             raise click.ClickException(printable(f"{where}: {error.strerror or error}" if where else
                                                  str(error.strerror or error))) from None
         except (RuntimeError, MemoryError) as error:  # torch.OutOfMemoryError is a RuntimeError
-            if exhausted(error):  # torch's DataLoader's report of open files, or no thread to start
-                raise click.ClickException(exhausted(error)) from None
+            if (limit := exhausted(error)) is not None:  # torch's loader's report of open files, or no thread
+                raise click.ClickException(limit) from None
             if not out_of_memory(error):
                 raise
             # where no command said more (what to make smaller, what was kept): in one line all the same

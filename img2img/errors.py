@@ -3,7 +3,8 @@
 Library code raises :class:`UserError` for anything the user can fix (a bad
 option, a missing or corrupt file).  The CLI turns it into a one-line message
 with a non-zero exit and no traceback.  :func:`out_of_memory` says which errors
-mean that memory ran out, wherever they come from.
+mean that memory ran out, wherever they come from, and :func:`exhausted` which
+mean that open files, processes or threads did.
 """
 
 from __future__ import annotations
