@@ -2,6 +2,7 @@
 # The GPU check, in one call on a machine with a CUDA GPU (BENCHMARKS.md, "GPU", says how it was run):
 #
 #   bash .ci/gpu.sh OUT        # from the repository root; wheels of the packages the machine lacks in .whl/
+#                              # (bash .ci/gpu-wheels.sh writes them, here, before the lease)
 #
 # 1. installs img2img (and the carried wheels) into /tmp/site, without the network;
 # 2. part "tests", alone on the GPU: the tests marked `cuda`;
