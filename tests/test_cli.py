@@ -53,14 +53,16 @@ def waited_on(pipe, action, limit):
     return hung
 
 
-def command_in_a_process(setup, *arguments):
+def command_in_a_process(setup, *arguments, **run):
     """``img2img ARGUMENTS`` run by Python in a process of its own after the lines of ``setup`` (stand-ins, hooks,
-    signals to come), for what only a whole process shows: its exit status and everything it writes to stderr."""
+    signals to come), for what only a whole process shows: its exit status and everything it writes to stderr.
+    ``run`` goes to :func:`subprocess.run` (``preexec_fn``: what the process starts with)."""
     import subprocess  # noqa: PLC0415
     import sys  # noqa: PLC0415
 
     script = f"{setup}from img2img.cli import main\nmain({[str(a) for a in arguments]!r})\n"
-    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-c", script], **{"capture_output": True, "text": True, "timeout": 300,
+                                                            **run})
 
 
 @pytest.fixture
@@ -395,20 +397,18 @@ def test_a_command_started_with_its_standard_streams_closed_runs_as_with_them_op
     """`img2img translate ... 2>&-` (a daemon's or a cron job's closed descriptors) wrote its progress bar to
     Python's missing sys.stderr, and ended with exit status 1 and nothing translated or said."""
     import os  # noqa: PLC0415
-    import subprocess  # noqa: PLC0415
-    import sys  # noqa: PLC0415
 
     source = tmp_path / "in"
     source.mkdir()
     Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(source / "a.png")
     read, write = os.pipe()
-    script = (f"import os, sys\nfrom img2img.cli import main\n"
-              f"os.write({write}, os.readlink('/proc/self/fd/2').encode() + b' ' + str(sys.stderr.isatty()).encode())\n"
-              f"os.close({write})\nmain(sys.argv[1:])\n")
+    setup = (f"import os, sys, img2img.cli\n"
+             f"os.write({write}, os.readlink('/proc/self/fd/2').encode() + b' ' + str(sys.stderr.isatty()).encode())\n"
+             f"os.close({write})\n")
     try:
-        result = subprocess.run([sys.executable, "-c", script, "translate", str(cyclegan_run), str(source),
-                                 str(tmp_path / "out"), "--device", "cpu", "--workers", "0"], pass_fds=(write,),
-                                preexec_fn=lambda: (os.close(0), os.close(1), os.close(2)), timeout=300)
+        result = command_in_a_process(setup, "translate", cyclegan_run, source, tmp_path / "out", "--device", "cpu",
+                                      "--workers", 0, capture_output=False, pass_fds=(write,),
+                                      preexec_fn=lambda: (os.close(0), os.close(1), os.close(2)))
         os.close(write)
         said = os.read(read, 1000).decode()
     finally:
@@ -422,8 +422,6 @@ def test_a_command_started_in_a_deleted_folder_says_so_in_one_line(tmp_path, cyc
     """A folder deleted under a shell still in it: importing torch there died with "Intel oneMKL FATAL ERROR:
     Cannot load libtorch_cpu.so", which named no cause."""
     import os  # noqa: PLC0415
-    import subprocess  # noqa: PLC0415
-    import sys  # noqa: PLC0415
 
     gone = tmp_path / "gone"
     gone.mkdir()
@@ -432,9 +430,8 @@ def test_a_command_started_in_a_deleted_folder_says_so_in_one_line(tmp_path, cyc
         os.chdir(gone)
         os.rmdir(gone)
 
-    result = subprocess.run([sys.executable, "-m", "img2img.cli", "translate", str(cyclegan_run),
-                             str(cyclegan_run.parent / "a"), str(tmp_path / "out")], preexec_fn=enter_and_delete,
-                            capture_output=True, text=True, timeout=300)
+    result = command_in_a_process("", "translate", cyclegan_run, cyclegan_run.parent / "a", tmp_path / "out",
+                                  preexec_fn=enter_and_delete)
     assert result.returncode == 1
     assert result.stderr == "Error: the current folder no longer exists (it was deleted); cd to one that does\n"
     assert not (tmp_path / "out").exists()
@@ -448,8 +445,8 @@ def test_a_library_that_cannot_be_loaded_stops_the_command_in_one_line():
     assert result.returncode == 1
     assert result.stderr == "Error: img2img cannot start: import of torch halted; None in sys.modules\n"
     result = command_in_a_process("import resource, sys\nsys.modules['torch'] = None\n"
-                                  "resource.setrlimit(resource.RLIMIT_AS, (64 << 30, resource.getrlimit(resource.RLIMIT_AS)[1]))\n",
-                                  "--version")
+                                  "hard = resource.getrlimit(resource.RLIMIT_AS)[1]\n"
+                                  "resource.setrlimit(resource.RLIMIT_AS, (64 << 30, hard))\n", "--version")
     assert result.returncode == 1
     assert result.stderr == ("Error: img2img cannot start: import of torch halted; None in sys.modules; this process "
                              "may map at most 64.0 GiB (ulimit -v), which may be too little\n")

@@ -24,7 +24,7 @@ from img2img.errors import UserError
 from img2img.train import Trainer
 from img2img.translate import GeneratorInfo, Translator
 
-from test_cli import assert_one_line_error, invoke, waited_on
+from test_cli import assert_one_line_error, command_in_a_process, invoke, waited_on
 from test_pix2pix import inverse_pairs  # noqa: F401 - a fixture
 from test_translate import Invert, write_rgb
 
@@ -535,16 +535,14 @@ def test_folder_translation_under_a_low_open_files_limit_translates_every_image(
     """12 workers under a limit of 76 open files: torch's loader needed more than 88 to hand their batches over
     as file descriptors (and this one 66 through shared-memory files, on this machine with torch 2.14.1)."""
     import resource  # noqa: PLC0415
-    import subprocess  # noqa: PLC0415
 
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard != resource.RLIM_INFINITY and hard < 76:
         pytest.skip(f"the hard limit of open files here is {hard}")
     for index in range(48):
         write_rgb(tmp_path / "in" / f"{index}.png", 16, 16, seed=index)
-    done = subprocess.run([sys.executable, "-m", "img2img.cli", "translate", cyclegan_run, tmp_path / "in",
-                           tmp_path / "out", "--workers", "12"], capture_output=True, text=True, timeout=120,
-                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (76, 76)))
+    done = command_in_a_process("", "translate", cyclegan_run, tmp_path / "in", tmp_path / "out", "--workers", 12,
+                                preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (76, 76)))
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     assert len(list((tmp_path / "out").iterdir())) == 48
 
