@@ -17,6 +17,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import torch
+
 from img2img.errors import say_once
 
 log = logging.getLogger(__name__)
@@ -154,3 +156,20 @@ def cgroup_cpu_quota(root: Path = CGROUPS, proc: Path = OWN_CGROUPS) -> float | 
 
 
 __all__ = ["available_cpus", "available_memory", "cgroup_cpu_quota", "cgroup_memory_left", "open_files_limit"]
+
+
+@contextlib.contextmanager
+def host_threads(count: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``count`` for the block, then put back; unless ``OMP_NUM_THREADS`` is set,
+    whose number stands (the user's word).  For a process whose CPU work is done by other threads and processes
+    (folder translation on a GPU: decoders, writers, the pinning thread): each tensor operation of its main
+    thread would otherwise wake one thread per CPU, which those keep busy."""
+    if "OMP_NUM_THREADS" in os.environ:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

