@@ -606,8 +606,10 @@ class Translator:
         # while the host gathers the next batch and hands over the last one
         cuda = self.device.type == "cuda"
         # SIGTERM and SIGHUP (kill, a scheduler's time limit, a closed terminal) are Ctrl-C here: the writes under
-        # way end, and what is done is said.  On a GPU the main thread's tensor work is copies alone, with one
-        # thread: over 2,048 256² images on an H200 with 16 CPUs, 1,022 images/s against 948 with one per CPU
+        # way end, and what is done is said.  On a GPU the main thread's tensor work is queueing and copies: one
+        # thread, where one per CPU would contend with the writers and decoders for the cores (on an H200 with 16
+        # CPUs, 941 images/s against 915 over four pairs of runs, within their spread; on a 2-core host such
+        # copies ran at half speed with two threads)
         with ThreadPoolExecutor(max_workers=writers) as writer, terminate_as_interrupt(), \
                 host_threads(1) if cuda else contextlib.nullcontext():
             previous = None
