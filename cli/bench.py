@@ -10,18 +10,18 @@ from img2img import bench as bench_lib
 from img2img.checkpoint import check_writable
 from img2img.config import AMP_HELP, MAX_SIDE
 
-from .options import Output, cuda_graph_option, with_speed_options
+from .options import Output, counts, cuda_graph_option, with_speed_options
 
 
 @click.command()
 @click.argument("target", type=click.Choice(bench_lib.targets()))
 @click.option("--size", type=click.IntRange(min=8, max=MAX_SIDE), default=256, help="Image side (the MNIST GAN is always 28).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+@click.option("--batch-size", type=counts(), default=None,
               help="Images per step.  [default: the model's bench batch (1 for the image models, 64 for mnist-gan), "
                    "8 for translate]")
-@click.option("--steps", type=click.IntRange(min=1), default=None,
+@click.option("--steps", type=counts(), default=None,
               help="Timed steps (translate: images).  [default: 50 on CUDA, 3 on the CPU (translate: 256, 16)]")
-@click.option("--warmup", type=click.IntRange(min=0), default=None,
+@click.option("--warmup", type=counts(0), default=None,
               help="Untimed steps first (at least 3 with --compile).  [default: 5 on CUDA, 1 on the CPU]")
 @click.option("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N.")
 @click.option("--amp/--no-amp", default=True, help=f"{AMP_HELP}.")
@@ -34,7 +34,7 @@ from .options import Output, cuda_graph_option, with_speed_options
                    "foreach Adam, fused Adam, bf16, cuDNN benchmark, channels_last, torch.compile, CUDA graphs, "
                    "then one CUDA graph per step; CUDA-only rungs skipped on the CPU), and print a table "
                    "of each one's effect.  Ignores the speed options above.")
-@click.option("--workers", type=click.IntRange(min=0), default=None,
+@click.option("--workers", type=counts(0), default=None,
               help="translate: decoding processes.  [default: min(4, CPUs)]")
 @click.option("--io-only", is_flag=True,
               help="translate: a 1×1 convolution instead of the ResNet, to measure decoding, transfers and "

@@ -9,7 +9,7 @@ import click
 from img2img.evaluation.features import EXTRACTORS
 from img2img.evaluation.evaluate import evaluate_checkpoint, write_report
 
-from .options import Location, Output
+from .options import SEED, Location, Output, counts
 
 
 @click.command("eval")
@@ -26,9 +26,9 @@ from .options import Location, Output
               help="FID/KID features: auto (digits for digit data, else Inception), digits, inception, random.")
 @click.option("--inception-weights", type=Location(dir_okay=False), default=None,
               help="The FID Inception weights (pt_inception-2015-12-05-6726825d.pth); never downloaded.")
-@click.option("--samples", type=click.IntRange(min=2, max=2**31 - 1), default=None,
+@click.option("--samples", type=counts(2), default=None,
               help="Generated images (MNIST GAN).  [default: 1000]")
-@click.option("--seed", type=int, default=0, help="Seed of the generated images and of the floor's draw.")
+@click.option("--seed", type=SEED, default=0, help="Seed of the generated images and of the floor's draw.")
 @click.option("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N.")
 @click.option("--json", "json_path", type=Output(dir_okay=False), default=None,
               help="Where to write the JSON.  [default: RUN/eval/step-N.json beside the checkpoint]")

@@ -24,7 +24,16 @@ from img2img.config import RESUMABLE_SETTINGS, RunConfig, TrainConfig, cli_optio
 RESUMABLE = {*RESUMABLE_SETTINGS, "resume", "out", "dry_run"}
 
 
-INT_LIMIT = 2**31 - 1
+INT_LIMIT = 2**31 - 1  # the most of anything an integer option counts: beyond it torch refuses sizes with a traceback
+
+
+def counts(minimum: int = 1, maximum: int = INT_LIMIT) -> click.IntRange:
+    """An integer option that counts (images, steps, processes, pixels): ``minimum`` to ``maximum``, so that a
+    value past what torch or numpy take (a 64-bit integer) is one line of click's, never their traceback."""
+    return click.IntRange(min=minimum, max=maximum)
+
+
+SEED = click.IntRange(min=0, max=2**63 - 1)  # what torch.manual_seed takes, as train's --seed
 
 
 class FiniteFloat(click.FloatRange):

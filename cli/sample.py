@@ -6,14 +6,14 @@ import click
 
 from img2img import sampling
 
-from .options import Location, Output, Word
+from .options import SEED, Location, Output, Word, counts
 
 
 @click.command()
 @click.argument("checkpoint", type=Location())
-@click.option("--n", "count", type=click.IntRange(min=1), default=64, help="How many images.")
+@click.option("--n", "count", type=counts(), default=64, help="How many images.")
 @click.option("--out", type=Output(file_okay=False), required=True, help="Folder for the PNG files.")
-@click.option("--seed", type=int, default=0, help="The same seed gives the same images.")
+@click.option("--seed", type=SEED, default=0, help="The same seed gives the same images.")
 @click.option("--grid", type=Output(dir_okay=False), default=None, help="Also write them as one grid PNG.")
 @click.option("--class", "label", type=Word(), default=None,
               help="The class to draw, by name (a digit, or a --data sub-folder), for a conditional model (cgan, "

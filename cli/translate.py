@@ -12,7 +12,7 @@ from img2img import translate as translate_lib
 from img2img.config import AMP_HELP, MAX_SIDE
 from img2img.data.images import is_image_name, pixel_limit
 
-from .options import Location, Output, Word, cuda_graph_option, printable, with_speed_options
+from .options import Location, Output, Word, counts, cuda_graph_option, printable, with_speed_options
 
 ARCH_HELP = "Official weights only: the generator they hold (checked against the weights, which say it anyway)."
 
@@ -23,7 +23,7 @@ def official_options(command):
         click.option("--arch", type=click.Choice(official.ARCHITECTURES), default=None, help=ARCH_HELP),
         click.option("--norm", type=click.Choice(["batch", "instance", "none"]), default=None,
                      help="Official weights only: their normalisation.  [default: read from the weights]"),
-        click.option("--ngf", "base_channels", type=click.IntRange(min=1), default=None,
+        click.option("--ngf", "base_channels", type=counts(), default=None,
                      help="Official weights only: generator base width.  [default: read from the weights]"),
     ]):
         command = option(command)
@@ -45,8 +45,8 @@ def official_options(command):
 @click.option("--tile", type=click.IntRange(min=1, max=MAX_SIDE), default=None,
               help="Translate images larger than N×N in overlapping N×N tiles.  [default: only when an image "
                    "would not fit in memory]")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, help="Images per forward pass.")
-@click.option("--workers", type=click.IntRange(min=0), default=None,
+@click.option("--batch-size", type=counts(), default=8, help="Images per forward pass.")
+@click.option("--workers", type=counts(0), default=None,
               help="Decoding processes; a file that crashes its decoder costs only that file.  0 decodes in this "
                    "process, unguarded.  [default: min(4, CPUs)]")
 @click.option("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N.")
@@ -54,7 +54,7 @@ def official_options(command):
 @click.option("--stochastic", is_flag=True, help="Keep dropout on (pix2pix's noise); batch norm stays in eval mode.")
 @click.option("--ema/--no-ema", "use_ema", default=True, help="Use the averaged weights when the run kept them.")
 @click.option("--overwrite", is_flag=True, help="Replace files that already exist in OUTPUT.")
-@click.option("--max-pixels", type=click.IntRange(min=0), default=None,
+@click.option("--max-pixels", type=counts(0, 2**63 - 1), default=None,
               help="Skip, unread, any file whose header claims more pixels than this (0: no limit).  "
                    "[default: Pillow's limit, about 89 million]")
 @official_options

@@ -173,9 +173,10 @@ COMMANDS = {
     ("export",): (lambda r, m, c: [c, "--out", r / "exported.onnx", "--overwrite"], False),
     ("eval",): (lambda r, m, c: [c, "--a", r / "a", "--b", r / "b", "--features", "random", "--device", "cpu"],
                 False),
+    ("bench",): (lambda r, m, c: ["pix2pix", "--size", 32, "--steps", 1, "--warmup", 0, "--device", "cpu"], False),
 }
 SKIP = {"help", "dry_run", "resume", "out", "overwrite", "json", "profile", "grid", "output", "input_path",
-        "checkpoint"}
+        "checkpoint", "target"}
 
 
 def _cases():
@@ -203,6 +204,28 @@ def test_bad_values_of_every_option_are_one_line_errors_or_accepted(fixtures, tm
              "__MISSING__": tmp_path / "missing" / "img2img"}.get(value, value)
     result, output = invoke(*path, *base(root, mnist, cyclegan), flag, value)
     assert_clean(result, output, flag, flag.lstrip("-"), value)
+
+
+def _commands(command, path=()):
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            yield from _commands(sub, (*path, name))
+    else:
+        yield path, command
+
+
+INTEGER_OPTIONS = [(path, param.opts[0]) for path, command in _commands(main) for param in command.params
+                   if isinstance(param, click.Option) and isinstance(param.type, (click.IntRange, type(click.INT)))]
+
+
+@pytest.mark.parametrize(("path", "flag"), INTEGER_OPTIONS, ids=[f"{'-'.join(p)}{f}" for p, f in INTEGER_OPTIONS])
+def test_an_integer_past_64_bits_is_refused_in_one_line_by_every_option(path, flag):
+    """``--batch-size``, ``--seed`` and the like, given 10**23: torch and numpy take 64-bit integers at most, and
+    ``sample --seed``, ``eval --seed``, ``translate --batch-size`` and ``bench --batch-size`` passed it on to them
+    (a traceback: "Overflow when unpacking long long")."""
+    result, output = invoke(*path, flag, "99999999999999999999999")
+    assert result.exit_code == 2, output
+    assert_clean(result, output, flag)
 
 
 # -- broken checkpoints ---------------------------------------------------------------------------------------
