@@ -144,12 +144,13 @@ def synthetic_run(model: str, size: int, batch_size: int, device: str, speed: Sp
     model_class.check_size(size)
     train = TrainConfig(steps=10**9, batch_size=batch_size, device=device, num_workers=0, save_every_steps=10**9,
                         sample_every_steps=10**9, log_every_steps=10**9, **speed.as_dict())
-    options, batch = model_class.synthetic(size, batch_size, torch.Generator().manual_seed(0))
     from img2img.train import check_runnable  # noqa: PLC0415
 
+    with torch.device("meta"):  # its shapes first: a batch too large for memory is refused before it is made
+        options, shapes = model_class.synthetic(size, batch_size, torch.Generator().manual_seed(0))
     run = RunConfig(model, train, options)
-    check_runnable(run, batch, architecture_options=False)
-    return run, batch
+    check_runnable(run, shapes, architecture_options=False)
+    return run, model_class.synthetic(size, batch_size, torch.Generator().manual_seed(0))[1]
 
 
 def refusal(model: str, size: int, kind: str) -> str | None:

@@ -431,6 +431,30 @@ def test_options_that_do_not_apply_are_refused_or_warned(tmp_path, cyclegan_run,
         output
 
 
+# -- a training step larger than the memory --------------------------------------------------------------------
+def test_a_training_step_that_cannot_fit_in_memory_is_refused_before_it_starts(tmp_path, monkeypatch):
+    """On the CPU, memory is overcommitted: a step too large for it was killed by the kernel, without a word
+    (``bench pix2pix --size 32768 --device cpu``, after 80 s making its batch).  What the step needs at least is
+    measured on the meta device at the run's size, and refused in one line against the memory available."""
+    from img2img import train  # noqa: PLC0415
+    from test_unpaired import write_unpaired  # noqa: PLC0415
+
+    result, _ = invoke("bench", "pix2pix", "--size", 32768, "--device", "cpu")  # 869 GiB: no machine of CI's has it
+    assert_one_line_error(result, "--size 32768 with --batch-size 1", "GiB of memory", "is available")
+    write_unpaired(tmp_path)
+    arguments = ["--a", tmp_path / "a", "--b", tmp_path / "b", "--size", 32, "--batch-size", 2, "--device", "cpu",
+                 "--out", tmp_path / "run"]
+    monkeypatch.setattr(train, "available_memory", lambda: 10 << 20)  # 10 MiB: less than the networks alone
+    result, _ = invoke("train", "cyclegan", *arguments)
+    assert_one_line_error(result, "--size 32 with --batch-size 2", "cyclegan training step needs at least")
+    assert not (tmp_path / "run").exists()  # before any folder is made
+    result, _ = invoke("train", "mnist-gan", "--batch-size", 8, "--device", "cpu", "--dry-run")
+    assert_one_line_error(result, "--batch-size 8:", "use a smaller --batch-size")
+    monkeypatch.setattr(train, "available_memory", lambda: 1 << 40)
+    result, output = invoke("train", "cyclegan", *arguments, "--dry-run")
+    assert result.exit_code == 0, output
+
+
 # -- a full disk --------------------------------------------------------------------------------------------
 def full_disk_save(payload, handle):
     """What torch.save does on a full disk: a partial file, then its zip writer's own error while cleaning up."""
