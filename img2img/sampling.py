@@ -4,6 +4,7 @@ PNG files."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,8 @@ def sample_to_folder(checkpoint: str | Path, count: int, out: str | Path, seed: 
         makers = ", ".join(name for name, model_class in MODELS.items() if hasattr(model_class, "generate"))
         raise UserError(f"CHECKPOINT: {run.model} translates images; sample draws from the models that make images "
                         f"from noise ({makers}); use `img2img translate CHECKPOINT INPUT OUTPUT` with this one")
-    labels = None if label is None else torch.full((count,), model.class_index(label))
+    # one label for every image: a view of one value, whose chunks are made as they are drawn
+    labels = None if label is None else torch.tensor(model.class_index(label)).expand(count)
     if grid is not None and not can_write(Path(grid).suffix):
         raise UserError(f"--grid: {grid} needs the extension of an image format: "
                         f"{', '.join(sorted(WRITABLE_EXTENSIONS))}")
@@ -44,7 +46,7 @@ def sample_to_folder(checkpoint: str | Path, count: int, out: str | Path, seed: 
         _check_grid(model, count, labels is not None, grid)
     out = Path(out)
     width = max(6, len(str(count - 1)))
-    paths = [out / f"{index:0{width}d}.png" for index in range(count)]
+    name = f"{{:0{width}d}}.png".format  # the paths are made as the images are written: --n may be 2**31 - 1
     if grid is not None:
         check_writable(grid, "--grid")  # before --out is made, and before any image is
     try:
@@ -53,9 +55,10 @@ def sample_to_folder(checkpoint: str | Path, count: int, out: str | Path, seed: 
         raise UserError(f"--out: cannot create {out} ({error.strerror or error})") from None
     check_writable(out, "--out")  # a folder that exists and cannot be written
     if not overwrite:
-        existing = [p for p in paths if p.exists()]
+        existing = _existing(out, count, width)
         if existing:
-            raise UserError(f"--out: {existing[0]} exists ({len(existing)} files would be replaced); "
+            raise UserError(f"--out: {out / existing[0]} exists ({len(existing)} file{'s' * (len(existing) > 1)} "
+                            "would be replaced); "
                             "pass --overwrite or choose another folder")
         if grid is not None and Path(grid).exists():
             raise UserError(f"--grid: {grid} exists; pass --overwrite to replace it")
@@ -64,15 +67,28 @@ def sample_to_folder(checkpoint: str | Path, count: int, out: str | Path, seed: 
     # made and written a chunk at a time: memory stays bounded however many are asked for
     for start, images in zip(range(0, count, CHUNK), model.generate_chunks(count, generator, CHUNK, labels)):
         levels = quantize(images.add(1).div(2).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy())
-        for path, image in zip(paths[start:start + CHUNK], levels):
-            replace_file(path, encode_image(image, ".png"))
+        for index, image in enumerate(levels, start):
+            replace_file(out / name(index), encode_image(image, ".png"))
         if grid is not None:
             tiles.append(torch.from_numpy(levels).permute(0, 3, 1, 2))
     if grid is not None:
         sheet = make_grid(torch.cat(tiles), nrow=_grid_columns(model, count, labels is not None), padding=PADDING)
         sheet = sheet[:channels]  # grey images stay grey (make_grid repeats one channel three times)
         replace_file(Path(grid), encode_image(sheet.permute(1, 2, 0).numpy(), Path(grid).suffix))
-    return paths
+    return [out / name(index) for index in range(count)]
+
+
+def _existing(out: Path, count: int, width: int) -> list[str]:
+    """The names of the files among ``out``'s first ``count`` samples (``000000.png`` ...) that exist, in order:
+    read from the folder's listing, however many samples there are."""
+    names = []
+    with os.scandir(out) as entries:
+        for entry in entries:
+            stem, _, extension = entry.name.partition(".")
+            if (extension == "png" and len(stem) == width and stem.isascii() and stem.isdigit()
+                    and int(stem) < count and os.path.exists(entry.path)):  # (a dangling link is no file)
+                names.append(entry.name)
+    return sorted(names)
 
 
 PADDING = 2  # pixels between a grid's images (and around them)
@@ -80,8 +96,9 @@ PADDING = 2  # pixels between a grid's images (and around them)
 
 def _grid_columns(model: Any, count: int, one_class: bool) -> int:
     """Images per row of the grid: a square, or one row per class when a conditional model draws them all."""
-    per_class = model.sample_labels(count)
-    return max(1, int(count ** 0.5)) if per_class is None or one_class else int((per_class == 0).sum())
+    if one_class or not model.conditional:
+        return max(1, int(count ** 0.5))
+    return math.ceil(count / len(model.config.classes))  # the images of one class (sample_labels)
 
 
 def _check_grid(model: Any, count: int, one_class: bool, grid: str | Path) -> None:

@@ -221,6 +221,27 @@ def test_sample_makes_and_writes_a_chunk_at_a_time_the_images_of_one_call(cgan_r
         assert np.array_equal(np.asarray(Image.open(tmp_path / f"{label}.png")), grid)
 
 
+def test_sample_holds_nothing_in_proportion_to_n_before_it_writes(cgan_run, tmp_path):
+    """--n 2147483647, the most it takes: its refusals came after a list of every path (5 GB, still growing at
+    100 s) and every label (17 GB: the kernel killed it, without a word)."""
+    from img2img.loading import load_model  # noqa: PLC0415
+
+    most = 2**31 - 1
+    result, _ = invoke("sample", cgan_run, "--n", most, "--out", tmp_path / "a", "--grid", tmp_path / "g.png",
+                       "--device", "cpu")
+    assert_one_line_error(result, "--grid: 2,147,483,647 images make a grid")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "0000000007.png").write_bytes(b"the user's own")
+    (tmp_path / "b" / "7.png").write_bytes(b"not one of the names it writes")
+    result, _ = invoke("sample", cgan_run, "--n", most, "--out", tmp_path / "b", "--device", "cpu")
+    assert_one_line_error(result, "0000000007.png exists (1 file would be replaced)")
+    model = load_model(cgan_run)[0]
+    for count in (23, 7):  # every class in turn, made a chunk at a time, as sample_labels draws them
+        chunked = torch.cat(list(model.generate_chunks(count, torch.Generator().manual_seed(1), 5)))
+        whole = model.generate_chunks(count, torch.Generator().manual_seed(1), 5, model.sample_labels(count))
+        assert torch.equal(chunked, torch.cat(list(whole)))
+
+
 @pytest.mark.parametrize("value", ["12", "-1", "seven"])
 def test_a_class_the_model_does_not_have_is_a_one_line_error(cgan_run, tmp_path, value):
     result, _ = invoke("sample", cgan_run, "--class", value, "--out", tmp_path / "x", "--device", "cpu")

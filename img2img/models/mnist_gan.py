@@ -213,12 +213,14 @@ class NoiseModel(GANModel):
         writes each chunk away holds one chunk at a time however many are asked for."""
         g = self.nets["g"]
         device = next(g.parameters()).device
-        if self.conditional and labels is None:
-            labels = self.sample_labels(count)
+        # every class in turn, as sample_labels, made a chunk at a time
+        per_class = math.ceil(count / len(self.config.classes)) if self.conditional and labels is None else None
         with evaluating(g):
             for start in range(0, count, batch_size):
                 size = min(batch_size, count - start)
-                part = labels[start:start + size].to(device) if labels is not None else None
+                part = torch.arange(start, start + size) // per_class if per_class else \
+                    labels[start:start + size] if labels is not None else None
+                part = part.to(device) if part is not None else None
                 yield g(*self.generator_inputs(self.noise(size, device, generator), part)).float()
 
     def refresh_statistics(self, nets: Mapping[str, nn.Module], generator: torch.Generator) -> None:
