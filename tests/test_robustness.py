@@ -450,6 +450,10 @@ def test_a_training_step_that_cannot_fit_in_memory_is_refused_before_it_starts(t
     assert not (tmp_path / "run").exists()  # before any folder is made
     result, _ = invoke("train", "mnist-gan", "--batch-size", 8, "--device", "cpu", "--dry-run")
     assert_one_line_error(result, "--batch-size 8:", "use a smaller --batch-size")
+    # one example read at --load-size 32768 (36 GiB) was killed too, before the step was measured
+    monkeypatch.setattr(train, "available_memory", lambda: 1 << 30)
+    result, _ = invoke("train", "cyclegan", *arguments, "--load-size", 16384)
+    assert_one_line_error(result, "--load-size 16384: one training example resized to 16384×16384 needs about 3.0 GiB")
     monkeypatch.setattr(train, "available_memory", lambda: 1 << 40)
     result, output = invoke("train", "cyclegan", *arguments, "--dry-run")
     assert result.exit_code == 0, output
