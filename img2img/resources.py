@@ -155,9 +155,6 @@ def cgroup_cpu_quota(root: Path = CGROUPS, proc: Path = OWN_CGROUPS) -> float | 
     return least
 
 
-__all__ = ["available_cpus", "available_memory", "cgroup_cpu_quota", "cgroup_memory_left", "open_files_limit"]
-
-
 @contextlib.contextmanager
 def host_threads(count: int) -> Iterator[None]:
     """torch's intra-op threads set to ``count`` for the block, then put back; unless ``OMP_NUM_THREADS`` is set,
@@ -173,3 +170,7 @@ def host_threads(count: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+__all__ = ["available_cpus", "available_memory", "cgroup_cpu_quota", "cgroup_memory_left", "host_threads",
+           "open_files_limit"]

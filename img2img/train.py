@@ -42,12 +42,12 @@ from img2img.data.images import folder_record
 from img2img.data.transfer import received
 from img2img.distributed import Distributed
 from img2img.errors import UserError, exhausted, out_of_memory
-from img2img.resources import available_memory
 from img2img.interrupt import Interrupted, StopRequests, said
 # load_model, resolve_device and run_config_from_dict live in img2img.loading; importable from here as before
 from img2img.loading import (build_model, load_model, open_checkpoint, resolve_device,  # noqa: F401
                              run_config_from_dict)
 from img2img.models import GANModel, Phase, get_model_class
+from img2img.resources import available_memory
 from img2img.run import RunDir, held
 from img2img.step_graph import (CaptureFault, StepGraphs, check_capture, portable, ran_out_while_capturing,
                                  resolve as resolve_graphs, signature)
@@ -780,7 +780,7 @@ def check_runnable(run: RunConfig, batch: Any = None, architecture_options: bool
 
 
 def _example_memory(model_class: type[GANModel], options: Any, size: int, load: int) -> int | None:
-    """Bytes that reading one training example takes at least: its images cropped to ``size``, in float32, and
+    """Bytes that reading one training example takes, about: its images cropped to ``size``, in float32, and
     one of them resized to ``load`` beside them (the crop's source); its images and their channels read at 16×16.
     None where that cannot be read (a model without a dataset, say).  A ``--size 8192`` CycleGAN example peaked
     at 3.0 GB over the process's own, against 2.4 GB here; ``--size 32 --load-size 16384``, 3.0 against 3.2."""
