@@ -24,15 +24,17 @@ from img2img.errors import say_once
 log = logging.getLogger(__name__)
 
 CGROUPS = Path("/sys/fs/cgroup")
+MEMINFO = Path("/proc/meminfo")
 OWN_CGROUPS = Path("/proc/self/cgroup")
 
 
-def available_memory() -> int:
-    """Bytes of memory available to this process: Linux's MemAvailable (4 GiB where it cannot be read), or less
-    where a memory cgroup leaves less."""
-    available = 4 << 30
+def available_memory(unknown: int | None = 4 << 30) -> int | None:
+    """Bytes of memory available to this process: Linux's MemAvailable, or less where a memory cgroup leaves
+    less.  ``unknown`` where neither can be read (macOS, say): 4 GiB, a guess that sizes a budget (translation's
+    tiles and queues); None for a caller that would refuse work on it, which a guess must not do."""
+    available = None
     try:
-        with open("/proc/meminfo") as handle:
+        with open(MEMINFO) as handle:
             for line in handle:
                 if line.startswith("MemAvailable:"):
                     available = int(line.split()[1]) * 1024
@@ -40,6 +42,8 @@ def available_memory() -> int:
     except OSError:
         pass
     left = cgroup_memory_left()
+    if available is None:
+        return unknown if left is None else left
     return available if left is None else min(available, left)
 
 

@@ -722,7 +722,8 @@ def check_runnable(run: RunConfig, batch: Any = None, architecture_options: bool
         size = size_option(run.options)
         load = getattr(run.options, "load_size", None) or size
         need = _example_memory(model_class, run.options, size, load) if size and load else None
-        if need is not None and need > (available := available_memory()):  # (the kernel would kill the process)
+        available = available_memory(unknown=None)  # (where it is known: the kernel would kill the process)
+        if need is not None and available is not None and need > available:
             raise UserError(f"--load-size {load}: one training example resized to {load}×{load} needs about "
                             f"{need / 2**30:.1f} GiB of memory, and {available / 2**30:.1f} GiB is available; use a "
                             "smaller --load-size")
@@ -801,8 +802,8 @@ def check_memory(run: RunConfig, model: GANModel, batch: Any, kept: int) -> None
     own gradients come on top (a CycleGAN step at 256² peaked at 3.7 GiB of the process, against 2.5 GiB here)."""
     parameters = sum(p.numel() * p.element_size() for p in model.parameters())
     data = sum(leaf.numel() * leaf.element_size() for leaf in tree_leaves(batch) if isinstance(leaf, Tensor))
-    need, available = 3 * parameters + data + kept, available_memory()
-    if need > available:
+    need, available = 3 * parameters + data + kept, available_memory(unknown=None)
+    if available is not None and need > available:
         size = size_option(run.options)
         where = (f"--size {size} with " if size else "") + f"--batch-size {run.train.batch_size}"
         raise UserError(f"{where}: one {run.model} training step needs at least {need / 2**30:.1f} GiB of memory "
