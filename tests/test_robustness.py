@@ -650,6 +650,12 @@ def test_running_out_of_files_or_processes_is_said_in_one_line_naming_the_limit_
     limit = "" if processes == resource.RLIM_INFINITY else f"; this user may run {processes} at once: ulimit -u"
     assert_one_line_error(result, f"Error: no more processes or threads can start ({os.strerror(errno.EAGAIN)}"
                                   f"{limit}); raise the limit, or free memory, or use fewer --workers (0 of ")
+    # training whose loading workers cannot start (its data's check, before step 1) is told the same
+    result, _ = invoke("train", "cyclegan", "--a", cyclegan_run.parent / "a", "--b", cyclegan_run.parent / "b",
+                       "--size", 32, "--batch-size", 2, "--workers", 2, "--device", "cpu", "--out", tmp_path / "r")
+    assert_one_line_error(result, f"Error: no more processes or threads can start ({os.strerror(errno.EAGAIN)}"
+                                  f"{limit}); raise the limit, or free memory")
+    assert result.output.strip().endswith(", or use fewer --workers")
 
 
 def test_an_output_folder_that_cannot_be_written_is_refused_before_any_image_is_translated(tmp_path, monkeypatch,
