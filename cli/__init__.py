@@ -112,8 +112,9 @@ class _Group(click.Group):
         except UserError as error:
             raise click.ClickException(printable(str(error))) from None
         except OSError as error:  # a file cannot be written or read: say which, in one line
-            if (limit := exhausted(error)) is not None:  # open files, processes or threads: no file's fault
-                raise click.ClickException(limit + self._fewer_workers(ctx)) from None
+            # open files, processes or threads: no file's fault
+            if (limit := exhausted(error, self._takes_workers(ctx))) is not None:
+                raise click.ClickException(limit) from None
             if isinstance(error, BrokenPipeError) and error.filename is None and _stdout_closed():
                 # `img2img ... | head`: the reader of what the command prints went away, as a shell's pipeline
                 # ends its writers (128 + SIGPIPE); the command's outputs are not at fault, as "OUT: Broken pipe" said
@@ -123,8 +124,9 @@ class _Group(click.Group):
             raise click.ClickException(printable(f"{where}: {error.strerror or error}" if where else
                                                  str(error.strerror or error))) from None
         except (RuntimeError, MemoryError) as error:  # torch.OutOfMemoryError is a RuntimeError
-            if (limit := exhausted(error)) is not None:  # torch's loader's report of open files, or no thread
-                raise click.ClickException(limit + self._fewer_workers(ctx)) from None
+            # torch's loader's report of open files, or no thread
+            if (limit := exhausted(error, self._takes_workers(ctx))) is not None:
+                raise click.ClickException(limit) from None
             if not out_of_memory(error):
                 raise
             # where no command said more (what to make smaller, what was kept): in one line all the same
@@ -138,15 +140,14 @@ class _Group(click.Group):
                 click.echo(f"interrupted ({signal.Signals(number).name}) before the command finished", err=True)
             raise click.exceptions.Exit(128 + number) from None
 
-    def _fewer_workers(self, ctx: click.Context) -> str:
-        """The advice to use fewer --workers, where the command has loading workers (train's targets, translate,
-        bench), each a process with its own open files; else nothing."""
+    def _takes_workers(self, ctx: click.Context) -> bool:
+        """Whether the command has loading workers (``--workers``: train's targets, translate, bench)."""
         def takes_workers(command: click.Command | None) -> bool:
             if isinstance(command, click.Group):
                 return any(takes_workers(sub) for sub in command.commands.values())
             return command is not None and any("--workers" in param.opts for param in command.params)
 
-        return ", or use fewer --workers" if takes_workers(self.commands.get(ctx.invoked_subcommand or "")) else ""
+        return takes_workers(self.commands.get(ctx.invoked_subcommand or ""))
 
 
 def _stdout_closed() -> bool:

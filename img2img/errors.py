@@ -42,20 +42,22 @@ def out_of_memory(error: BaseException) -> bool:
         text in str(error) for text in ("can't allocate memory", "Insufficient memory", "Failed to allocate"))
 
 
-def exhausted(error: BaseException) -> str | None:
+def exhausted(error: BaseException, workers: bool = False) -> str | None:
     """What ``error`` says, in one line with the limit that was reached, where this process ran out of something
     that no file or option is at fault for: open files (an OSError, one that a loading worker raised, which the
     DataLoader raises again without its errno, or torch's own report), or processes and threads (fork's EAGAIN,
-    Python's "can't start new thread"); None for any other error."""
+    Python's "can't start new thread"); None for any other error.  ``workers``: the command has loading workers
+    (``--workers``), each a process with its own open files, and the line says to use fewer."""
+    fewer = ", or use fewer --workers" if workers else ""
     if isinstance(error, (OSError, RuntimeError)) and (
             getattr(error, "errno", None) in (errno.EMFILE, errno.ENFILE) or "Too many open files" in str(error)):
         return "too many open files" + _limit("NOFILE", " (this process may have {} open at once: ulimit -n)") + \
-            "; raise the limit"
+            "; raise the limit" + fewer
     if (isinstance(error, BlockingIOError) and error.filename is None) or (
             isinstance(error, RuntimeError) and "can't start new thread" in str(error)):
         reason = error.strerror if isinstance(error, OSError) else str(error)
         return f"no more processes or threads can start ({reason}" + _limit(
-            "NPROC", "; this user may run {} at once: ulimit -u") + "); raise the limit, or free memory"
+            "NPROC", "; this user may run {} at once: ulimit -u") + "); raise the limit, or free memory" + fewer
     return None
 
 

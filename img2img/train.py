@@ -545,9 +545,7 @@ class Trainer:
                 said(error)
             raise
         except OSError as error:  # writing the run's files (a full disk, a folder taken away) or reading eval data
-            limit = exhausted(error)
-            what = f"{limit}, or use fewer --workers" if limit else \
-                f"{error.filename or self.dirs.root}: {error.strerror or error}"
+            what = exhausted(error, workers=True) or f"{error.filename or self.dirs.root}: {error.strerror or error}"
             raise UserError(f"{what} at step {self.step} ({self._newest_checkpoint()})") from None
         except (RuntimeError, MemoryError) as error:  # torch.OutOfMemoryError is a RuntimeError
             if not out_of_memory(error):
@@ -592,8 +590,8 @@ class Trainer:
             if not crashed:  # killed from outside, or for the memory it took: no file to fix
                 what, fix = (f"a data-loading worker died ({guard.original_message(error)}), and no file makes it "
                              "die (was it out of memory? fewer --workers take less)"), ""
-        elif (limit := exhausted(error)) is not None:
-            what, fix = f"{limit}, or use fewer --workers", ""
+        elif (limit := exhausted(error, workers=True)) is not None:
+            what, fix = limit, ""
         else:
             what = guard.original_message(error)
         # the other ranks are not waiting to save with this one

@@ -646,12 +646,11 @@ class Translator:
                 raise said(error)
             except Exception as error:  # the error's line on a line of its own, not after the progress bar's
                 bar.close()
-                limit = exhausted(error)  # open files, processes or threads: no file's fault
+                limit = exhausted(error, workers=True)  # open files, processes or threads: no file's fault
                 if limit is not None:
                     with contextlib.suppress(BaseException):  # the writes under way end, and are counted
                         collect(0)
-                    raise UserError(f"{limit}, or use fewer --workers "
-                                    f"({len(summary.translated)} of {len(pending)} images translated into "
+                    raise UserError(f"{limit} ({len(summary.translated)} of {len(pending)} images translated into "
                                     f"{destination}; the same command translates the rest)") from None
                 raise
         bar.close()
