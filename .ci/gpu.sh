@@ -196,7 +196,7 @@ wait
 # then each mean's effect (the ladders) and a batch-size sweep.  An entry's arguments may begin with VAR=value
 # words, set for it alone: translation with one intra-op thread per CPU (OMP_NUM_THREADS=nproc, the former
 # default) against the default on a GPU, one (resources.host_threads): in the eighth run the main thread's tensor
-# copies beside 14 writers and 4 decoders ran faster with one (1,022 images/s against 948)
+# copies beside 14 writers and 4 decoders: 941 images/s with one against 915 over four pairs, within their spread
 SPEED=(
     "translate-2048 60 translate --size 256 --steps 2048 --profile $LOGS/profile-translate.txt"
     "io-only-2048 50 translate --size 256 --steps 2048 --io-only --profile $LOGS/profile-io-only.txt"
