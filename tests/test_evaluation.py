@@ -20,7 +20,8 @@ from img2img.evaluation import evaluate as evaluate_module
 from img2img.evaluation.digits import held_out_accuracy, load_classifier
 from img2img.evaluation.evaluate import Report
 from img2img.evaluation.features import RandomFeatures, find_inception_weights
-from img2img.evaluation.metrics import class_statistics, fid_kid, nearest_neighbour_distance, paired_metrics
+from img2img.evaluation.metrics import (Distances, class_statistics, fid_kid, fid_kid_of_features,
+                                       nearest_neighbour_distance, paired_metrics)
 from img2img.models.mnist_gan import MnistGanConfig
 from img2img.train import Trainer, resume, train
 
@@ -51,6 +52,29 @@ def test_fid_of_identical_sets_is_zero_and_of_shifted_gaussians_the_closed_form(
     assert shifted["kid"] > 10 * abs(fid_kid(Flatten(), [real], [gaussian(20000, 0.0, 2)])["kid"])
 
 
+def test_generated_features_given_a_batch_at_a_time_keep_a_uniform_draw_for_kid_and_exact_sums_for_fid():
+    """Distances holds no more than `kept` generated features however many come: what eval --samples needs."""
+    real = gaussian(2000, 0.0, 0).flatten(1).double()
+    fake = gaussian(30000, 0.5, 1).flatten(1).double()
+    fake[:, 0] = torch.arange(30000) / 30000  # each feature's first number says which it is
+    distances = Distances(real, kid_subset_size=500, kept=1500)
+    for part in fake.split(700):
+        distances.add(part)
+    whole = fid_kid_of_features(real, fake, kid_subset_size=500)
+    held = (distances.kept[0][:, 0] * 30000).round().long()
+    assert len(distances.kept) == 1 and held.shape == (1500,) and len(held.unique()) == 1500
+    tenths = torch.bincount(held // 3000, minlength=10)  # 150 of each tenth expected: a uniform draw
+    assert tenths.min() > 100 and tenths.max() < 200
+    result = distances.result()
+    assert result["generated_images"] == 30000 and result["fid"] == pytest.approx(whole["fid"], rel=1e-9)
+    assert result["kid"] == pytest.approx(whole["kid"], abs=2 * whole["kid_std"])  # within its spread over subsets
+    below = Distances(real, kid_subset_size=500, kept=1500)  # up to `kept`, every feature: KID as from all of them
+    for part in fake[:1500].split(700):
+        below.add(part)
+    expected = fid_kid_of_features(real, fake[:1500], kid_subset_size=500)
+    assert below.result() == {**expected, "fid": pytest.approx(expected["fid"], rel=1e-12)}
+
+
 def test_paired_metrics_known_values():
     image = torch.rand(3, 1, 32, 32) * 0.6 + 0.2
     exact = paired_metrics(image, image)
@@ -60,9 +84,9 @@ def test_paired_metrics_known_values():
 
 
 def test_class_statistics_and_nearest_neighbours():
-    uniform = class_statistics(torch.arange(10).repeat(10))
+    uniform = class_statistics(torch.full((10,), 10))  # how many samples each class has
     assert uniform["classes_covered"] == 10 and uniform["kl_to_uniform"] == pytest.approx(0.0, abs=1e-12)
-    collapsed = class_statistics(torch.full((50,), 3))
+    collapsed = class_statistics(torch.bincount(torch.full((50,), 3), minlength=10))
     assert collapsed["classes_covered"] == 1 and collapsed["kl_to_uniform"] == pytest.approx(math.log(10))
     reference = torch.rand(20, 1, 8, 8)
     assert nearest_neighbour_distance(reference[:5], reference) == pytest.approx(0.0, abs=1e-5)
@@ -372,10 +396,10 @@ def test_evaluation_of_many_samples_holds_a_chunk_of_them_at_a_time(tmp_path, mn
     generated, chunks, alive = evaluate_module._generated, [], []
 
     def watched(*args, **kwargs):
-        for chunk in generated(*args, **kwargs):
+        for images, labels in generated(*args, **kwargs):
             alive.append(sum(ref() is not None for ref in chunks))
-            chunks.append(weakref.ref(chunk))
-            yield chunk
+            chunks.append(weakref.ref(images))
+            yield images, labels
 
     monkeypatch.setattr(evaluate_module, "_generated", watched)
     result, output = invoke("eval", tmp_path / "run", "--samples", 2500, "--device", "cpu", "--json",

@@ -4,7 +4,9 @@ mode-collapse remedies (minibatch std, feature matching, packing), --data folder
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 
 import numpy as np
 import pytest
@@ -263,6 +265,34 @@ def test_eval_reports_how_often_a_conditional_model_draws_the_class_asked_for(cg
     report = json.loads((cgan_run / "e.json").read_text())
     assert 0 <= report["metrics"]["class_agreement"] <= 1 and "class_agreement" in MODELS["cgan"].metrics()
     assert "class_agreement" not in MODELS["dcgan"].metrics()
+
+
+def test_eval_holds_nothing_in_proportion_to_samples(cgan_run, monkeypatch):
+    """--samples 2147483647, the most it takes: eval made every label at once (16 GiB) before its first image,
+    and kept every sample's features, class and distance as they came.  Here the generator stops after three
+    chunks; the labels each chunk is checked against are those of sample_labels, chunk by chunk."""
+    from img2img.evaluation.digits import load_classifier  # noqa: PLC0415
+    from img2img.loading import load_model  # noqa: PLC0415
+    from img2img.models.mnist_gan import NoiseModel  # noqa: PLC0415
+
+    def agreement(count, first):  # class_agreement over the first `first` of `count` samples, all labels at once
+        model = load_model(cgan_run)[0]
+        images = torch.cat(list(itertools.islice(model.generate_chunks(count, torch.Generator().manual_seed(0)),
+                                                 math.ceil(first / 1000))))[:first]
+        predicted = load_classifier("cpu").classify(images).argmax(1)
+        return (predicted == torch.arange(first) // math.ceil(count / 10)).double().mean().item()  # class by class
+
+    for count, chunks, expected in ((2500, None, agreement(2500, 2500)), (2**31 - 1, 3, None)):
+        if chunks is not None:
+            whole = NoiseModel.generate_chunks
+            monkeypatch.setattr(NoiseModel, "generate_chunks", lambda self, *args, **kwargs: itertools.islice(
+                whole(self, *args, **kwargs), chunks))
+        result, output = invoke("eval", cgan_run, "--samples", count, "--device", "cpu", "--json",
+                                cgan_run / "e.json")
+        assert result.exit_code == 0, output
+        report = json.loads((cgan_run / "e.json").read_text())
+        assert sum(report["metrics"]["class_counts"]) == (count if chunks is None else 1000 * chunks)
+        assert report["metrics"]["class_agreement"] == pytest.approx(expected or agreement(count, 3000), abs=1e-6)
 
 
 # -- data: a folder of images, with or without class sub-folders -------------------------------------------------

@@ -55,7 +55,7 @@ from img2img.errors import UserError
 from img2img.loading import load_model, resolve_device
 from img2img.evaluation.digits import load_classifier
 from img2img.evaluation.features import build_extractor, check_inception, find_inception_weights
-from img2img.evaluation.metrics import (Lpips, PairedMeans, class_statistics, extract_features,
+from img2img.evaluation.metrics import (Distances, Lpips, PairedMeans, class_statistics, extract_features,
                                         fid_kid_of_features, lpips_backbone_file, nearest_neighbour_distance,
                                         nearest_neighbour_distances)
 
@@ -372,10 +372,45 @@ class _Agreement:
 
 
 # -- the MNIST GAN -----------------------------------------------------------------------------------------
-def _generated(model: Any, samples: int, seed: int, labels: Tensor | None = None) -> Iterator[Tensor]:
-    """``model.generate``'s images (``samples`` of them, drawn with ``seed``) as float32 CPU chunks."""
-    for chunk in model.generate_chunks(samples, torch.Generator(device="cpu").manual_seed(seed), labels=labels):
-        yield chunk.float().cpu()
+def _generated(model: Any, samples: int, seed: int) -> Iterator[tuple[Tensor, Tensor | None]]:
+    """``model.generate``'s images (``samples`` of them, drawn with ``seed``; a conditional model's of every class
+    in turn) as float32 CPU chunks, each with the labels it was asked for (None for an unconditional model)."""
+    start = 0
+    for chunk in model.generate_chunks(samples, torch.Generator(device="cpu").manual_seed(seed)):
+        yield chunk.float().cpu(), model.sample_labels(samples, start, start + len(chunk))
+        start += len(chunk)
+
+
+class _Samples:
+    """What the evaluation of generated images keeps as they come, nothing in proportion to their number: FID and
+    KID against a reference (:class:`Distances`), the sum of their distances to the nearest training image and,
+    with the digit classifier, how many it puts in each class and how many in the class asked for."""
+
+    def __init__(self, extractor: Any, reference: Tensor | None, device: Any, classifier: Any = None) -> None:
+        self.extractor, self.device, self.classifier = extractor, device, classifier
+        self.distances = None if extractor is None else Distances(reference, device=device)
+        self.nearest, self.count, self.classes, self.hits, self.asked = 0.0, 0, torch.zeros(10, dtype=torch.int64), 0, 0
+
+    def add(self, images: Tensor, labels: Tensor | None, nearest: Tensor) -> None:
+        if self.distances is not None:
+            self.distances.add(extract_features(self.extractor, images.split(BATCH), self.device))
+        self.nearest += nearest.double().sum().item()
+        self.count += len(images)
+        if self.classifier is not None:
+            predicted = _classify(self.classifier, images, self.device)
+            self.classes += torch.bincount(predicted, minlength=10)
+            if labels is not None:
+                self.hits, self.asked = self.hits + (predicted == labels).sum().item(), self.asked + len(labels)
+
+    def report(self, report: Report) -> None:
+        if self.distances is not None:
+            result = self.distances.result()
+            report.metrics.update({"fid": result["fid"], "kid": result["kid"]})
+        if self.classifier is not None:
+            report.metrics.update(class_statistics(self.classes))
+        if self.asked:
+            report.metrics["class_agreement"] = self.hits / self.asked
+        report.metrics["nn_distance_to_train"] = self.nearest / max(self.count, 1)
 
 
 def _evaluate_digits_gan(model: Any, report: Report, samples: int, seed: int, device: Any, features: str,
@@ -386,29 +421,21 @@ def _evaluate_digits_gan(model: Any, report: Report, samples: int, seed: int, de
     classifier = load_classifier(device)
     extractor = classifier if features in ("auto", "digits") else build_extractor(features, inception_weights, 1)
     report.protocol["features"] = "digits" if features == "auto" else features
-    requested = model.sample_labels(samples)  # a conditional model draws every class in turn
     held_out_digits = load_embedded("test")
     held_out, train = held_out_digits.as_float(), load_embedded("train").as_float()
     floor_draw = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:len(held_out)]]
-    generated, predicted, distances, reference = _Features(extractor, device), [], [], unit(train)
-    # the samples' features, classes and distances, kept
-    for chunk in _counting(_generated(model, samples, seed, requested), samples, "samples"):
+    held_out_features, reference = _features(extractor, [held_out], device), unit(train)
+    generated = _Samples(extractor, held_out_features, device, classifier)
+    for chunk, labels in _counting(_generated(model, samples, seed), samples, "samples", lambda item: len(item[0])):
         chunk = _digit_frame(chunk)
-        generated.add(chunk)
-        predicted.append(_classify(classifier, chunk, device))
-        distances.append(nearest_neighbour_distances(unit(chunk), lambda: [reference]))
-    held_out_features = _features(extractor, [held_out], device)
-    report.metrics.update(_distribution(held_out_features, generated.all(), device))
+        generated.add(chunk, labels, nearest_neighbour_distances(unit(chunk), lambda: [reference]))
+    generated.report(report)
     report.reference["real-vs-real floor"] = _distribution(held_out_features,
                                                            _features(extractor, [floor_draw], device), device)
-    predicted = torch.cat(predicted)
-    report.metrics.update(class_statistics(predicted))
-    if requested is not None:
-        report.metrics["class_agreement"] = (predicted == requested).float().mean().item()
+    if model.conditional:
         report.protocol["classes"] = f"{samples} samples, every class in turn; class_agreement: how often the " \
                                      "digit classifier names the class asked for"
-    report.reference["held-out digits"] = class_statistics(held_out_digits.labels)
-    report.metrics["nn_distance_to_train"] = torch.cat(distances).mean().item()
+    report.reference["held-out digits"] = class_statistics(torch.bincount(held_out_digits.labels, minlength=10))
     report.reference["held-out digits"]["nn_distance_to_train"] = nearest_neighbour_distance(unit(held_out),
                                                                                              reference)
     report.metrics["fid_over_floor"] = report.metrics["fid"] / max(report.reference["real-vs-real floor"]["fid"],
@@ -436,15 +463,14 @@ def _evaluate_folder_gan(model: Any, report: Report, samples: int, seed: int, de
     draw = torch.randperm(len(data.labels), generator=torch.Generator().manual_seed(seed))[:samples]
     as_unit = lambda images: unit(images.float().div(127.5).sub(1.0))  # noqa: E731 - uint8 levels → [0, 1]
     extractor = _extractor_or_note(report, features, inception_weights, (), False, data.images.shape[1])
-    generated, distances = _Features(extractor, device), []
-    for chunk in _counting(_generated(model, samples, seed), samples, "samples"):
-        generated.add(chunk)  # the whole folder is the reference, a part at a time
-        distances.append(nearest_neighbour_distances(unit(chunk), lambda: map(as_unit, data.images.split(4096))))
-    if extractor is not None:
-        reference = _features(extractor, (data.images[part].float().div(127.5).sub(1.0) for part in
-                                          draw.split(BATCH)), device)
-        _record(report, reference, generated.all(), device)
-    report.metrics["nn_distance_to_train"] = torch.cat(distances).mean().item()
+    reference = None if extractor is None else \
+        _features(extractor, (data.images[part].float().div(127.5).sub(1.0) for part in draw.split(BATCH)), device)
+    generated = _Samples(extractor, reference, device)
+    for chunk, _ in _counting(_generated(model, samples, seed), samples, "samples", lambda item: len(item[0])):
+        # the whole folder is the reference, a part at a time
+        generated.add(chunk, None, nearest_neighbour_distances(unit(chunk), lambda: map(as_unit,
+                                                                                       data.images.split(4096))))
+    generated.report(report)
     report.protocol.update({"generated": samples, "reference": f"{len(draw)} training images of {model.config.data} "
                             "(a folder has no held-out split)"})
 

@@ -48,35 +48,70 @@ def extract_features(extractor: nn.Module, batches: Iterable[Tensor], device: to
     return torch.cat(parts) if parts else torch.empty(0, extractor.num_features, dtype=torch.float64, device=device)
 
 
+# KID keeps at most this many generated features (a uniform draw of them past that many), so that memory does not
+# grow with the images generated: 0.1 GB with the digit features, 0.8 GB with Inception's
+KID_KEPT = 50_000
+
+
 @torch.no_grad()
 def fid_kid_of_features(real: Tensor, fake: Tensor, kid_subsets: int = 10, kid_subset_size: int = 1000,
                         device: torch.device | str = "cpu") -> dict[str, float]:
     """FID, KID mean and KID std between two sets of features (:func:`extract_features`)."""
-    with warnings.catch_warnings():  # torchmetrics warns that KID keeps its features in memory; they are small
-        warnings.simplefilter("ignore", UserWarning)
-        return _fid_kid(real.to(device), fake.to(device), kid_subsets, kid_subset_size, device)
+    return Distances(real, kid_subsets, kid_subset_size, device).add(fake).result()
 
 
-def _fid_kid(real_features: Tensor, fake_features: Tensor, kid_subsets: int, kid_subset_size: int,
-             device: torch.device | str) -> dict[str, float]:
-    fid_class, kid_class = _torchmetrics()
-    if min(len(real_features), len(fake_features)) < 2:
-        raise UserError(f"FID needs at least 2 images on each side, got {len(real_features)} real and "
-                        f"{len(fake_features)} generated")
-    # the features, extracted once, are fed to both metrics through an identity "extractor"
-    identity = _Identity(real_features.shape[1])
-    fid = fid_class(feature=identity, normalize=False).to(device)
-    subset = min(kid_subset_size, len(real_features), len(fake_features))
-    kid = kid_class(feature=identity, subsets=kid_subsets, subset_size=subset, normalize=False).to(device)
-    for metric in (fid, kid):
-        metric.update(real_features, real=True)
-        metric.update(fake_features, real=False)
-    generator_state = torch.get_rng_state()
-    torch.manual_seed(0)  # KID draws its subsets at random: the same draw every time
-    kid_mean, kid_std = kid.compute()
-    torch.set_rng_state(generator_state)
-    return {"fid": float(fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std),
-            "real_images": len(real_features), "generated_images": len(fake_features)}
+class Distances:
+    """FID and KID between the features of a reference set, given whole, and of generated images, given a batch
+    at a time (:meth:`add`), holding nothing in proportion to how many are generated: FID's sums (torchmetrics
+    keeps the count, the sum and the sum of outer products, float64), and for KID every feature up to
+    ``kept``, past that a uniform draw of ``kept`` of them (reservoir sampling, seeded), from which KID draws its
+    subsets as it would from all of them."""
+
+    def __init__(self, real: Tensor, kid_subsets: int = 10, kid_subset_size: int = 1000,
+                 device: torch.device | str = "cpu", kept: int = KID_KEPT) -> None:
+        fid_class, self.kid_class = _torchmetrics()
+        self.real, self.device, self.kid_subsets, self.kid_subset_size = real.to(device), device, kid_subsets, \
+            kid_subset_size
+        self.identity = _Identity(real.shape[1])  # the features, extracted once, fed through an identity extractor
+        self.fid = fid_class(feature=self.identity, normalize=False).to(device)
+        self.fid.update(self.real, real=True)
+        self.kept, self.limit, self.count = [], kept, 0
+        self.draw = torch.Generator().manual_seed(0)
+
+    @torch.no_grad()
+    def add(self, fake: Tensor) -> Distances:
+        fake = fake.to(self.device)
+        self.fid.update(fake, real=False)
+        room = max(self.limit - self.count, 0)
+        self.kept.append(fake[:room])
+        rest = fake[room:]
+        if len(rest):  # the reservoir is full: the i-th feature (from 0) takes a place with chance kept / (i + 1)
+            self.kept = [torch.cat(self.kept)]
+            seen = torch.arange(self.count + room, self.count + len(fake), dtype=torch.float64)
+            places = (torch.rand(len(rest), generator=self.draw, dtype=torch.float64) * (seen + 1)).long()
+            for row in (places < self.limit).nonzero().flatten().tolist():  # in order: a later one replaces
+                self.kept[0][places[row]] = rest[row]
+        self.count += len(fake)
+        return self
+
+    def result(self) -> dict[str, float]:
+        if min(len(self.real), self.count) < 2:
+            raise UserError(f"FID needs at least 2 images on each side, got {len(self.real)} real and "
+                            f"{self.count} generated")
+        fake = torch.cat(self.kept)
+        subset = min(self.kid_subset_size, len(self.real), len(fake))
+        with warnings.catch_warnings():  # torchmetrics warns that KID keeps its features in memory: `kept` at most
+            warnings.simplefilter("ignore", UserWarning)
+            kid = self.kid_class(feature=self.identity, subsets=self.kid_subsets, subset_size=subset,
+                                 normalize=False).to(self.device)
+        kid.update(self.real, real=True)
+        kid.update(fake, real=False)
+        generator_state = torch.get_rng_state()
+        torch.manual_seed(0)  # KID draws its subsets at random: the same draw every time
+        kid_mean, kid_std = kid.compute()
+        torch.set_rng_state(generator_state)
+        return {"fid": float(self.fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std),
+                "real_images": len(self.real), "generated_images": self.count}
 
 
 class _Identity(nn.Module):
@@ -117,10 +152,11 @@ class PairedMeans:
         return {name: self.per_image(name).mean().item() for name in self.values}
 
 
-def class_statistics(predicted: Tensor, classes: int = 10) -> dict[str, float]:
-    """Coverage (classes predicted for at least 1% of the samples) and KL(class histogram ‖ uniform), in nats."""
-    counts = torch.bincount(predicted.flatten().cpu(), minlength=classes).double()
-    share = counts / counts.sum()
+def class_statistics(counts: Tensor) -> dict[str, float]:
+    """Coverage (classes predicted for at least 1% of the samples) and KL(class histogram ‖ uniform), in nats, of
+    how many samples each class has (``torch.bincount`` of their labels)."""
+    counts = counts.cpu().double()
+    share, classes = counts / counts.sum(), len(counts)
     kl = float((share[share > 0] * (share[share > 0] * classes).log()).sum())
     return {"classes_covered": int((share >= 0.01).sum()), "kl_to_uniform": kl,
             "class_counts": [int(c) for c in counts]}

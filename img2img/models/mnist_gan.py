@@ -190,13 +190,14 @@ class NoiseModel(GANModel):
                             f"{', '.join(self.config.classes)}")
         return self.config.classes.index(name)
 
-    def sample_labels(self, count: int) -> Tensor | None:
+    def sample_labels(self, count: int, start: int = 0, stop: int | None = None) -> Tensor | None:
         """Labels for ``count`` images of every class in turn, ``ceil(count / classes)`` of each (a grid with
-        that many per row shows one class per row); None for an unconditional model."""
+        that many per row shows one class per row), or for those of them from ``start`` up to ``stop``; None for
+        an unconditional model."""
         if not self.conditional:
             return None
         per_class = math.ceil(count / len(self.config.classes))
-        return torch.arange(count) // per_class
+        return torch.arange(start, count if stop is None else stop) // per_class
 
     def generate(self, count: int, generator: torch.Generator | None = None, batch_size: int = 1000,
                  labels: Tensor | None = None) -> Tensor:
@@ -213,13 +214,11 @@ class NoiseModel(GANModel):
         writes each chunk away holds one chunk at a time however many are asked for."""
         g = self.nets["g"]
         device = next(g.parameters()).device
-        # every class in turn, as sample_labels, made a chunk at a time
-        per_class = math.ceil(count / len(self.config.classes)) if self.conditional and labels is None else None
         with evaluating(g):
             for start in range(0, count, batch_size):
-                size = min(batch_size, count - start)
-                part = torch.arange(start, start + size) // per_class if per_class else \
-                    labels[start:start + size] if labels is not None else None
+                size = min(batch_size, count - start)  # by default every class in turn, made a chunk at a time
+                part = self.sample_labels(count, start, start + size) if labels is None else \
+                    labels[start:start + size]
                 part = part.to(device) if part is not None else None
                 yield g(*self.generator_inputs(self.noise(size, device, generator), part)).float()
 
