@@ -23,6 +23,7 @@ from torch import Tensor
 from img2img.data.guard import verify_images
 from img2img.data.images import convert_channels, list_images, quantize, read_image, say_sub_folders_without_images
 from img2img.errors import UserError
+from img2img.resources import available_memory
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +115,22 @@ def load_image_folder(root: str | Path, size: int, channels: int, option: str = 
     """Every image under ``root`` resized to ``size`` × ``size`` (area interpolation, the aspect ratio not kept)
     with ``channels`` channels, as uint8 ``(N, channels, size, size)``, labelled as :func:`image_folder` says."""
     files, labels, classes = image_folder(root, option)
-    images = np.empty((len(files), size, size, channels), dtype=np.uint8)
+    check_folder_memory(root, len(files), size, channels, option)
+    images = torch.empty((len(files), channels, size, size), dtype=torch.uint8)  # filled in place: no copy after
     for index, path in enumerate(files):
         array = convert_channels(read_image(path), channels)
         resized = cv2.resize(array, (size, size), interpolation=cv2.INTER_AREA).reshape(size, size, channels)
-        images[index] = quantize(resized)
-    return Digits(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels, dtype=torch.int64),
+        images[index] = torch.from_numpy(quantize(resized)).permute(2, 0, 1)
+    return Digits(images, torch.tensor(labels, dtype=torch.int64),
                   f"{root} ({len(files)} images{f', {len(classes)} classes' if classes else ''})", classes)
+
+
+def check_folder_memory(root: str | Path, count: int, size: int, channels: int, option: str = "--data") -> None:
+    """Refuse in one line a folder whose ``count`` images, held in memory at ``size`` × ``size`` with
+    ``channels`` channels, cannot fit in the memory available: filled one image at a time, they were killed by the
+    kernel, without a word, once past it (after decoding every one of them)."""
+    need, available = count * channels * size * size, available_memory(unknown=None)
+    if available is not None and need > available:
+        raise UserError(f"{option}: {root} has {count:,} images, which need {need / 2**30:.1f} GiB of memory held "
+                        f"at {size}×{size}, and {available / 2**30:.1f} GiB is available; use a folder of fewer "
+                        "images or a smaller --size")

@@ -24,7 +24,8 @@ from torch import Tensor, nn
 
 from img2img.config import TrainConfig, option
 from img2img.data.batches import StepSampler, TensorBatches
-from img2img.data.mnist import DIGIT_CLASSES, Digits, folder_channels, image_folder, load_digits, load_image_folder
+from img2img.data.mnist import (DIGIT_CLASSES, Digits, check_folder_memory, folder_channels, image_folder, load_digits,
+                                load_image_folder)
 from img2img.errors import UserError
 from img2img.losses import LOSSES, feature_matching, get_loss
 from img2img.models.base import GANModel, Logs, Phase, evaluating
@@ -113,7 +114,9 @@ class NoiseModel(GANModel):
             if config.mnist_root is not None:
                 raise UserError("--data and --mnist-root both name training data; give one")
             files, _, classes = image_folder(config.data)
+            check_folder_memory(config.data, len(files), config.size, 1)  # the least they need: before decoding
             config = dataclasses.replace(config, channels=folder_channels(files), classes=classes)
+            check_folder_memory(config.data, len(files), config.size, config.channels)  # before the run's folder
         if cls.conditional and not config.classes:
             raise UserError(f"--data: a {cls.name} model learns from labels; put the images of {config.data} in one "
                             "sub-folder per class (two or more)")
