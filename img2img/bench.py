@@ -452,9 +452,15 @@ def bench_translate(size: int = 256, batch_size: int = 8, images: int = 64, devi
     with tempfile.TemporaryDirectory(prefix="img2img-bench-") as folder:
         source = Path(folder) / "in"
         source.mkdir()
-        for index in range(images):
-            low = rng.integers(0, 256, (size // 8, size // 8, 3), dtype=np.uint8)
-            Image.fromarray(low).resize((size, size), Image.BICUBIC).save(source / f"{index:05d}.jpg", quality=90)
+        try:
+            for index in range(images):
+                low = rng.integers(0, 256, (size // 8, size // 8, 3), dtype=np.uint8)
+                Image.fromarray(low).resize((size, size), Image.BICUBIC).save(source / f"{index:05d}.jpg",
+                                                                              quality=90)
+        except OSError as error:  # a full disk: Pillow's error names no file
+            raise UserError(f"--steps {images}: {Path(folder).parent} (TMPDIR), where the synthetic JPEGs are "
+                            f"written, refused JPEG {index + 1:,} of {images:,}: {error.strerror or error}; use "
+                            "fewer --steps, or set TMPDIR to a folder with more room") from None
         warm = Path(folder) / "warm"
         warm.mkdir()
         # compiling takes the first batches, and a batch shape's graph is captured at its third

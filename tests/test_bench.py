@@ -143,3 +143,27 @@ def test_profiling_on_the_cpu_prints_nothing_of_the_profilers_own(tmp_path):
     assert (tmp_path / "p.txt").exists()
     own = [line for line in (result.stdout + result.stderr).splitlines() if re.match(r"[A-Z]+:\d{4}-\d\d-\d\d ", line)]
     assert own == [], own
+
+
+def test_a_full_temporary_folder_is_named_with_the_option_that_filled_it(tmp_path, monkeypatch):
+    """bench translate writes --steps synthetic JPEGs under TMPDIR; on a full disk it ended in "Error: No space
+    left on device", naming neither the folder nor the option (Pillow's error names no file)."""
+    import errno  # noqa: PLC0415
+
+    from PIL import Image  # noqa: PLC0415
+
+    save, written = Image.Image.save, []
+
+    def fill_up(image, path, *args, **kwargs):
+        if str(path).endswith(".jpg") and len(written) == 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written.append(path)
+        return save(image, path, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", fill_up)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)  # read TMPDIR again
+    result, _ = invoke("bench", "translate", "--size", 32, "--steps", 10, "--io-only", "--device", "cpu")
+    assert_one_line_error(result, f"--steps 10: {tmp_path} (TMPDIR), where the synthetic JPEGs are written, refused "
+                          "JPEG 4 of 10: No space left on device; use fewer --steps, or set TMPDIR")
+    assert list(tmp_path.iterdir()) == []  # the temporary folder is gone
