@@ -173,6 +173,13 @@ class _ConsoleFormatter(logging.Formatter):
         return message if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {message}"
 
 
+def _no_cuda_runtime(record: logging.LogRecord) -> bool:
+    """False for torch's "No CUDA runtime is found, using CUDA_HOME=..." (torch.compile on a machine with a CUDA
+    toolkit but no GPU, or a torch without CUDA, logged it in the middle of a CPU run, which says its device
+    itself)."""
+    return not record.getMessage().startswith("No CUDA runtime is found")
+
+
 def _setup_logging(verbose: bool) -> None:
     logger = logging.getLogger("img2img")
     if not any(getattr(h, "_img2img_console", False) for h in logger.handlers):
@@ -198,6 +205,9 @@ def main(verbose: bool) -> None:
     # (Ctrl-C, a compiler fault that --compile auto retakes eagerly) with the traceback of its forward call: the
     # command says what happened, in one line
     warnings.filterwarnings("ignore", r"Error detected in \S+\. Traceback of forward call", UserWarning)
+    toolkit = logging.getLogger("torch.utils.cpp_extension")
+    if _no_cuda_runtime not in toolkit.filters:
+        toolkit.addFilter(_no_cuda_runtime)
     cpus = available_cpus()  # a container's CPU quota: torch counts the host's cores, and more threads only wait
     if "OMP_NUM_THREADS" not in os.environ and cpus < torch.get_num_threads():
         torch.set_num_threads(cpus)

@@ -437,6 +437,21 @@ def test_a_command_started_in_a_deleted_folder_says_so_in_one_line(tmp_path, cyc
     assert not (tmp_path / "out").exists()
 
 
+def test_torchs_line_on_a_cuda_toolkit_without_a_gpu_is_left_out(finished_run, tmp_path):
+    """--compile on the CPU, on a machine with a CUDA toolkit (nvcc) but no GPU, printed torch's "No CUDA runtime
+    is found, using CUDA_HOME='/usr/local'" in the middle of the run, which says its device itself."""
+    import logging  # noqa: PLC0415
+
+    result, output = invoke("sample", finished_run, "--n", 1, "--out", tmp_path / "x", "--device", "cpu")
+    assert result.exit_code == 0, output
+    toolkit = logging.getLogger("torch.utils.cpp_extension")
+    said = lambda message: toolkit.filter(logging.LogRecord(toolkit.name, logging.WARNING, __file__, 1, message,  # noqa
+                                                            ("/usr/local",), None))
+    assert not said("No CUDA runtime is found, using CUDA_HOME='%s'") and said("anything else, at '%s'")
+    invoke("sample", finished_run, "--n", 1, "--out", tmp_path / "y", "--device", "cpu")
+    assert len(toolkit.filters) == 1  # once, however many commands a process runs
+
+
 def test_a_library_that_cannot_be_loaded_stops_the_command_in_one_line():
     """Under ``ulimit -v 2000000`` importing torch failed with an ImportError ("libtorch_cpu.so: failed to map
     segment from shared object"), and under 4000000 with a MemoryError, each with the import machinery's
