@@ -394,6 +394,29 @@ def exact_float32() -> Iterator[None]:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
 
 
+def test_evaluation_on_cuda_gives_the_cpus_figures(tmp_path, devices=("cpu", "cuda")):
+    """img2img eval on the GPU: the generator and the digit classifier run there, and FID's sums and KID's kept
+    features (metrics.Distances) are held there, in float64.  A cGAN's figures match the CPU's."""
+    from test_cli import invoke  # noqa: PLC0415
+
+    run = tmp_path / "run"
+    result, output = invoke("train", "cgan", "--steps", 3, "--batch-size", 8, "--device", "cpu", "--out", run)
+    assert result.exit_code == 0, output
+    reports = []
+    with exact_float32():
+        for index, device in enumerate(devices):
+            result, output = invoke("eval", run, "--samples", 300, "--device", device, "--json",
+                                    tmp_path / f"{index}.json")
+            assert result.exit_code == 0, output
+            reports.append(json.loads((tmp_path / f"{index}.json").read_text())["metrics"])
+    cpu, cuda = reports
+    assert sum(cuda["class_counts"]) == 300
+    assert sum(abs(a - b) for a, b in zip(cpu["class_counts"], cuda["class_counts"])) <= 6  # near a boundary
+    assert cuda["class_agreement"] == pytest.approx(cpu["class_agreement"], abs=0.02)
+    for name in ("fid", "kid", "fid_over_floor", "nn_distance_to_train"):
+        assert cuda[name] == pytest.approx(cpu[name], rel=0.02), name
+
+
 def test_compile_auto_means_cuda_graphs_for_training_on_cuda(tmp_path):
     trainer, _ = tiny_trainer("pix2pix", tmp_path, device="cuda")  # every step one CUDA graph, kernels compiled
     assert trainer.config.cuda_graph == "auto" and trainer.step_graphs
