@@ -10,7 +10,6 @@ from typing import Any
 
 import torch
 from PIL import Image
-from torchvision.utils import make_grid
 
 from img2img.checkpoint import check_writable, replace_file
 from img2img.data.images import CHANNEL_NAMES, WRITABLE_EXTENSIONS, can_write, encode_image, holds, quantize, same_format
@@ -72,6 +71,8 @@ def sample_to_folder(checkpoint: str | Path, count: int, out: str | Path, seed: 
         if grid is not None:
             tiles.append(torch.from_numpy(levels).permute(0, 3, 1, 2))
     if grid is not None:
+        from torchvision.utils import make_grid  # noqa: PLC0415 - torchvision's import takes 1.4 s (torch._dynamo)
+
         sheet = make_grid(torch.cat(tiles), nrow=_grid_columns(model, count, labels is not None), padding=PADDING)
         sheet = sheet[:channels]  # grey images stay grey (make_grid repeats one channel three times)
         replace_file(Path(grid), encode_image(sheet.permute(1, 2, 0).numpy(), Path(grid).suffix))

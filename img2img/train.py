@@ -29,7 +29,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_leaves, tree_map
-from torchvision.utils import make_grid, save_image
 from tqdm import tqdm
 
 from img2img import checkpoint, speed
@@ -422,6 +421,8 @@ class Trainer:
         self.finite_step = self.step
 
     def write_samples(self, inputs: Any) -> Path:
+        from torchvision.utils import make_grid, save_image  # noqa: PLC0415 - 1.4 s to import (torch._dynamo)
+
         images, per_row = self.inference_model().sample_grid(inputs)
         grid = make_grid(images.float().cpu(), nrow=per_row, normalize=True, value_range=(-1, 1))
         path = self.dirs.sample(self.step)

@@ -18,9 +18,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import albumentations as albu
 import cv2
 import numpy as np
 import torch
@@ -29,6 +28,9 @@ from torch.utils.data import Dataset
 from img2img.data.guard import verify_images
 from img2img.data.images import convert_channels, list_images, read_image, to_tensor
 from img2img.errors import UserError
+
+if TYPE_CHECKING:
+    import albumentations as albu
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +133,8 @@ def check_pairs(pairs: Sequence[PairFiles], prefix: str = "--", before: str = "t
 
 def paired_transform(size: int, load_size: int, flip: bool, train: bool) -> albu.Compose:
     """Resize to ``load_size`` then random crop ``size`` and flip (training), or resize to ``size`` (evaluation)."""
+    import albumentations as albu  # noqa: PLC0415 - 0.5 s to import: not for every command line (--help)
+
     if train:
         steps = [albu.Resize(load_size, load_size, interpolation=cv2.INTER_CUBIC),
                  albu.RandomCrop(size, size)]

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import albumentations as albu
 import cv2
 import numpy as np
 from torch import Tensor
@@ -24,6 +23,9 @@ from img2img.data.guard import verify_images
 from img2img.data.images import convert_channels, list_images, read_image, to_tensor
 from img2img.data.paired import infer_channels
 from img2img.errors import UserError
+
+if TYPE_CHECKING:
+    import albumentations as albu
 
 
 def folder_images(folder: str | Path, option: str) -> list[Path]:
@@ -42,6 +44,8 @@ def check_folder(files: Sequence[Path], option: str) -> tuple[int, int]:
 
 
 def single_transform(size: int, load_size: int, flip: bool, train: bool, crop: bool = True) -> albu.Compose:
+    import albumentations as albu  # noqa: PLC0415 - 0.5 s to import: not for every command line (--help)
+
     steps: list[Any] = [albu.Resize(load_size if train else size, load_size if train else size,
                                     interpolation=cv2.INTER_CUBIC)]
     if train and crop:

@@ -15,7 +15,6 @@ import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import kornia
 import torch
 from torch import Tensor, nn
 
@@ -138,6 +137,8 @@ class PairedMeans:
         self.values: dict[str, list[Tensor]] = {"l1": [], "psnr": [], "ssim": []}
 
     def add(self, output: Tensor, target: Tensor) -> PairedMeans:
+        import kornia  # noqa: PLC0415 - 0.2 s to import: not for every command line (--help)
+
         output, target = output.float().clamp(0, 1), target.float()
         mse = (output - target).pow(2).flatten(1).mean(1).clamp_min(1e-10)
         self.values["l1"].append((output - target).abs().flatten(1).mean(1).cpu())
