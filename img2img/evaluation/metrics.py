@@ -88,8 +88,9 @@ class Distances:
             self.kept = [torch.cat(self.kept)]
             seen = torch.arange(self.count + room, self.count + len(fake), dtype=torch.float64)
             places = (torch.rand(len(rest), generator=self.draw, dtype=torch.float64) * (seen + 1)).long()
-            for row in (places < self.limit).nonzero().flatten().tolist():  # in order: a later one replaces
-                self.kept[0][places[row]] = rest[row]
+            rows = (places < self.limit).nonzero().flatten()
+            for row, place in zip(rows.tolist(), places[rows].tolist()):  # in order: a later one replaces
+                self.kept[0][place] = rest[row]
         self.count += len(fake)
         return self
 
