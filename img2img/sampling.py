@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ CHUNK = 1000  # images made at once
 
 
 def sample_to_folder(checkpoint: str | Path, count: int, out: str | Path, seed: int = 0, grid: str | Path | None = None,
-                     device: str = "auto", overwrite: bool = False, label: str | None = None) -> list[Path]:
+                     device: str = "auto", overwrite: bool = False, label: str | None = None) -> Sequence[Path]:
     """Write ``count`` images from the checkpoint's generator to ``out/000000.png`` ...; same seed, same images.
 
     A conditional model draws class ``label`` (by name: ``"7"`` for a digit, a sub-folder's name for ``--data``),
@@ -76,7 +77,22 @@ def sample_to_folder(checkpoint: str | Path, count: int, out: str | Path, seed: 
         sheet = make_grid(torch.cat(tiles), nrow=_grid_columns(model, count, labels is not None), padding=PADDING)
         sheet = sheet[:channels]  # grey images stay grey (make_grid repeats one channel three times)
         replace_file(Path(grid), encode_image(sheet.permute(1, 2, 0).numpy(), Path(grid).suffix))
-    return [out / name(index) for index in range(count)]
+    return Written(out, range(count), name)
+
+
+class Written(Sequence):
+    """The files :func:`sample_to_folder` wrote, in order, each path made when it is asked for: the list of them
+    all, made at the end, would not fit in memory for ``--n 2147483647``, and the command died there, unsaid."""
+
+    def __init__(self, out: Path, indices: range, name: Callable[[int], str]) -> None:
+        self.out, self.indices, self.name = out, indices, name
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: Any) -> Any:  # an index, or a slice (another Written)
+        chosen = self.indices[index]
+        return Written(self.out, chosen, self.name) if isinstance(chosen, range) else self.out / self.name(chosen)
 
 
 def _existing(out: Path, count: int, width: int) -> list[str]:

@@ -244,6 +244,19 @@ def test_sample_holds_nothing_in_proportion_to_n_before_it_writes(cgan_run, tmp_
         assert torch.equal(chunked, torch.cat(list(whole)))
 
 
+def test_sample_says_what_it_wrote_without_a_list_of_every_file(cgan_run, tmp_path, monkeypatch):
+    """--n 2147483647: once every image was written, sample made the list of all their paths (some 300 GB) to say
+    how many it wrote, and died there, unsaid.  Here the generator draws nothing, so that the return is all."""
+    from img2img import sampling  # noqa: PLC0415
+    from img2img.models.mnist_gan import NoiseModel  # noqa: PLC0415
+
+    monkeypatch.setattr(NoiseModel, "generate_chunks", lambda *args, **kwargs: iter(()))
+    written = sampling.sample_to_folder(cgan_run, 2**31 - 1, tmp_path / "x", device="cpu")
+    assert len(written) == 2**31 - 1 and written[-1] == tmp_path / "x" / "2147483646.png"
+    assert list(written[5:7]) == [tmp_path / "x" / "0000000005.png", tmp_path / "x" / "0000000006.png"]
+    assert written[2**31 - 2:][0] == written[-1] and tmp_path / "x" / "0000000009.png" in written
+
+
 @pytest.mark.parametrize("value", ["12", "-1", "seven"])
 def test_a_class_the_model_does_not_have_is_a_one_line_error(cgan_run, tmp_path, value):
     result, _ = invoke("sample", cgan_run, "--class", value, "--out", tmp_path / "x", "--device", "cpu")
@@ -328,7 +341,8 @@ def test_a_folder_too_large_for_memory_is_refused_in_one_line_before_its_images_
     root, decoded = _folder(tmp_path / "pets"), []  # 12 colour images: 36 KiB at 32 × 32
     verify = mnist.verify_images
     monkeypatch.setattr(mnist, "verify_images", lambda *args: decoded.append(args) or verify(*args))
-    arguments = ["--data", root, "--size", 32, "--batch-size", 4, "--steps", 1, "--device", "cpu", "--out", tmp_path / "run"]
+    arguments = ["--data", root, "--size", 32, "--batch-size", 4, "--steps", 1, "--device", "cpu",
+                 "--out", tmp_path / "run"]
     for available, decoding in ((12 * 32 * 32 - 1, False), (12 * 3 * 32 * 32 - 1, True)):  # one channel's, three
         monkeypatch.setattr(mnist, "available_memory", lambda unknown, left=available: left)
         result, _ = invoke("train", "dcgan", *arguments)
