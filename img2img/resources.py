@@ -47,6 +47,14 @@ def available_memory(unknown: int | None = 4 << 30) -> int | None:
     return available if left is None else min(available, left)
 
 
+def memory_short(need: int) -> int | None:
+    """The memory available, where it is less than ``need`` bytes: what a refusal of work that cannot fit quotes
+    (overcommitted, such work is killed by the kernel, without a word).  None where ``need`` fits, or where the
+    memory cannot be read (work is never refused on a guess)."""
+    available = available_memory(unknown=None)
+    return available if available is not None and need > available else None
+
+
 def available_cpus() -> int:
     """CPUs this process may keep busy: those it may run on (its affinity), fewer where a cgroup's CPU quota (a
     container's ``--cpus``, a job scheduler's limit) allows less time, rounded up."""
@@ -177,4 +185,4 @@ def host_threads(count: int) -> Iterator[None]:
 
 
 __all__ = ["available_cpus", "available_memory", "cgroup_cpu_quota", "cgroup_memory_left", "host_threads",
-           "open_files_limit"]
+           "memory_short", "open_files_limit"]

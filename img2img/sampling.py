@@ -46,7 +46,8 @@ def sample_to_folder(checkpoint: str | Path, count: int, out: str | Path, seed: 
         _check_grid(model, count, labels is not None, grid)
     out = Path(out)
     width = max(6, len(str(count - 1)))
-    name = f"{{:0{width}d}}.png".format  # the paths are made as the images are written: --n may be 2**31 - 1
+    # the paths are made as the images are written: --n may be 2**31 - 1
+    written = Written(out, range(count), f"{{:0{width}d}}.png".format)
     if grid is not None:
         check_writable(grid, "--grid")  # before --out is made, and before any image is
     try:
@@ -68,7 +69,7 @@ def sample_to_folder(checkpoint: str | Path, count: int, out: str | Path, seed: 
     for start, images in zip(range(0, count, CHUNK), model.generate_chunks(count, generator, CHUNK, labels)):
         levels = quantize(images.add(1).div(2).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy())
         for index, image in enumerate(levels, start):
-            replace_file(out / name(index), encode_image(image, ".png"))
+            replace_file(written[index], encode_image(image, ".png"))
         if grid is not None:
             tiles.append(torch.from_numpy(levels).permute(0, 3, 1, 2))
     if grid is not None:
@@ -77,7 +78,7 @@ def sample_to_folder(checkpoint: str | Path, count: int, out: str | Path, seed: 
         sheet = make_grid(torch.cat(tiles), nrow=_grid_columns(model, count, labels is not None), padding=PADDING)
         sheet = sheet[:channels]  # grey images stay grey (make_grid repeats one channel three times)
         replace_file(Path(grid), encode_image(sheet.permute(1, 2, 0).numpy(), Path(grid).suffix))
-    return Written(out, range(count), name)
+    return written
 
 
 class Written(Sequence):

@@ -46,7 +46,7 @@ from img2img.interrupt import Interrupted, StopRequests, said
 from img2img.loading import (build_model, load_model, open_checkpoint, resolve_device,  # noqa: F401
                              run_config_from_dict)
 from img2img.models import GANModel, Phase, get_model_class
-from img2img.resources import available_memory
+from img2img.resources import memory_short
 from img2img.run import RunDir, held
 from img2img.step_graph import (CaptureFault, StepGraphs, check_capture, portable, ran_out_while_capturing,
                                  resolve as resolve_graphs, signature)
@@ -721,8 +721,7 @@ def check_runnable(run: RunConfig, batch: Any = None, architecture_options: bool
         size = size_option(run.options)
         load = getattr(run.options, "load_size", None) or size
         need = _example_memory(model_class, run.options, size, load) if size and load else None
-        available = available_memory(unknown=None)  # (where it is known: the kernel would kill the process)
-        if need is not None and available is not None and need > available:
+        if need is not None and (available := memory_short(need)) is not None:
             raise UserError(f"--load-size {load}: one training example resized to {load}×{load} needs about "
                             f"{need / 2**30:.1f} GiB of memory, and {available / 2**30:.1f} GiB is available; use a "
                             "smaller --load-size")
@@ -794,7 +793,7 @@ def _example_memory(model_class: type[GANModel], options: Any, size: int, load: 
 
 
 def check_memory(run: RunConfig, model: GANModel, batch: Any, kept: int) -> None:
-    """Refuse in one line a CPU training step that cannot fit in the memory available (:func:`available_memory`),
+    """Refuse in one line a CPU training step that cannot fit in the memory available (:func:`memory_short`),
     where the kernel would kill the process without a word.  What it needs at least: the networks' parameters,
     their gradients and one optimiser state each, the batch, and the tensors that the largest phase's backward
     pass keeps (``kept``, measured on the ``meta`` device at the run's size).  A lower bound: the backward pass's
@@ -803,8 +802,8 @@ def check_memory(run: RunConfig, model: GANModel, batch: Any, kept: int) -> None
     2.36, 4.89 and 8.42 GiB here: 43% more, then 30%, 19% and 13%)."""
     parameters = sum(p.numel() * p.element_size() for p in model.parameters())
     data = sum(leaf.numel() * leaf.element_size() for leaf in tree_leaves(batch) if isinstance(leaf, Tensor))
-    need, available = 3 * parameters + data + kept, available_memory(unknown=None)
-    if available is not None and need > available:
+    need = 3 * parameters + data + kept
+    if (available := memory_short(need)) is not None:
         size = size_option(run.options)
         where = (f"--size {size} with " if size else "") + f"--batch-size {run.train.batch_size}"
         raise UserError(f"{where}: one {run.model} training step needs at least {need / 2**30:.1f} GiB of memory "

@@ -337,6 +337,7 @@ def test_a_folder_too_large_for_memory_is_refused_in_one_line_before_its_images_
     kernel killed the process, without a word, and one that fitted was copied whole once more at the end."""
     import cv2  # noqa: PLC0415
 
+    from img2img import resources  # noqa: PLC0415
     from img2img.data import mnist  # noqa: PLC0415
 
     root, decoded = _folder(tmp_path / "pets"), []  # 12 colour images: 36 KiB at 32 × 32
@@ -345,12 +346,12 @@ def test_a_folder_too_large_for_memory_is_refused_in_one_line_before_its_images_
     arguments = ["--data", root, "--size", 32, "--batch-size", 4, "--steps", 1, "--device", "cpu",
                  "--out", tmp_path / "run"]
     for available, decoding in ((12 * 32 * 32 - 1, False), (12 * 3 * 32 * 32 - 1, True)):  # one channel's, three
-        monkeypatch.setattr(mnist, "available_memory", lambda unknown, left=available: left)
+        monkeypatch.setattr(resources, "available_memory", lambda unknown, left=available: left)
         result, _ = invoke("train", "dcgan", *arguments)
         assert_one_line_error(result, f"--data: {root} has 12 images, which need 0.0 GiB of memory held at 32×32",
                               "use a folder of fewer images or a smaller --size")
         assert bool(decoded) == decoding and not (tmp_path / "run").exists()
-    monkeypatch.setattr(mnist, "available_memory", lambda unknown: 12 * 3 * 32 * 32)
+    monkeypatch.setattr(resources, "available_memory", lambda unknown: 12 * 3 * 32 * 32)
     data = load_image_folder(root, 32, 3)
     first = cv2.resize(np.asarray(Image.open(root / "cats" / "0-0.png")), (32, 32), interpolation=cv2.INTER_AREA)
     difference = data.images[0].int() - torch.from_numpy(first).permute(2, 0, 1).int()  # 1 level: its rounding

@@ -436,7 +436,7 @@ def test_a_training_step_that_cannot_fit_in_memory_is_refused_before_it_starts(t
     """On the CPU, memory is overcommitted: a step too large for it was killed by the kernel, without a word
     (``bench pix2pix --size 32768 --device cpu``, after 80 s making its batch).  What the step needs at least is
     measured on the meta device at the run's size, and refused in one line against the memory available."""
-    from img2img import resources, train  # noqa: PLC0415
+    from img2img import resources  # noqa: PLC0415
     from test_unpaired import write_unpaired  # noqa: PLC0415
 
     result, _ = invoke("bench", "pix2pix", "--size", 32768, "--device", "cpu")  # 869 GiB: no machine of CI's has it
@@ -444,21 +444,22 @@ def test_a_training_step_that_cannot_fit_in_memory_is_refused_before_it_starts(t
     write_unpaired(tmp_path)
     arguments = ["--a", tmp_path / "a", "--b", tmp_path / "b", "--size", 32, "--batch-size", 2, "--device", "cpu",
                  "--out", tmp_path / "run"]
-    monkeypatch.setattr(train, "available_memory", lambda unknown: 10 << 20)  # 10 MiB: less than the networks alone
+    available_memory = resources.available_memory
+    monkeypatch.setattr(resources, "available_memory", lambda unknown: 10 << 20)  # 10 MiB: less than the networks alone
     result, _ = invoke("train", "cyclegan", *arguments)
     assert_one_line_error(result, "--size 32 with --batch-size 2", "cyclegan training step needs at least")
     assert not (tmp_path / "run").exists()  # before any folder is made
     result, _ = invoke("train", "mnist-gan", "--batch-size", 8, "--device", "cpu", "--dry-run")
     assert_one_line_error(result, "--batch-size 8:", "use a smaller --batch-size")
     # one example read at --load-size 32768 (36 GiB) was killed too, before the step was measured
-    monkeypatch.setattr(train, "available_memory", lambda unknown: 1 << 30)
+    monkeypatch.setattr(resources, "available_memory", lambda unknown: 1 << 30)
     result, _ = invoke("train", "cyclegan", *arguments, "--load-size", 16384)
     assert_one_line_error(result, "--load-size 16384: one training example resized to 16384×16384 needs about 3.0 GiB")
-    monkeypatch.setattr(train, "available_memory", lambda unknown: 1 << 40)
+    monkeypatch.setattr(resources, "available_memory", lambda unknown: 1 << 40)
     result, output = invoke("train", "cyclegan", *arguments, "--dry-run")
     assert result.exit_code == 0, output
     # where the memory cannot be read (no /proc/meminfo, no cgroup: macOS), nothing is refused on a guess
-    monkeypatch.setattr(train, "available_memory", resources.available_memory)
+    monkeypatch.setattr(resources, "available_memory", available_memory)
     monkeypatch.setattr(resources, "MEMINFO", tmp_path / "no-meminfo")
     monkeypatch.setattr(resources, "cgroup_memory_left", lambda: None)
     assert resources.available_memory() == 4 << 30 and resources.available_memory(unknown=None) is None

@@ -23,7 +23,7 @@ from torch import Tensor
 from img2img.data.guard import verify_images
 from img2img.data.images import convert_channels, list_images, quantize, read_image, say_sub_folders_without_images
 from img2img.errors import UserError
-from img2img.resources import available_memory
+from img2img.resources import memory_short
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +129,8 @@ def check_folder_memory(root: str | Path, count: int, size: int, channels: int, 
     """Refuse in one line a folder whose ``count`` images, held in memory at ``size`` × ``size`` with
     ``channels`` channels, cannot fit in the memory available: filled one image at a time, they were killed by the
     kernel, without a word, once past it (after decoding every one of them)."""
-    need, available = count * channels * size * size, available_memory(unknown=None)
-    if available is not None and need > available:
+    need = count * channels * size * size
+    if (available := memory_short(need)) is not None:
         raise UserError(f"{option}: {root} has {count:,} images, which need {need / 2**30:.1f} GiB of memory held "
                         f"at {size}×{size}, and {available / 2**30:.1f} GiB is available; use a folder of fewer "
                         "images or a smaller --size")
