@@ -57,7 +57,7 @@ def test_a_last_checkpoint_that_no_longer_reads_names_the_runs_newest_one_that_d
     message = str(error.value)
     assert "\n" not in message and "last.ckpt is not a readable checkpoint" in message
     assert f"{run / 'checkpoints' / 'step-00000010.ckpt'} is the run's newest checkpoint that reads" in message
-    assert len(message) < 400, message
+    assert len(message.replace(str(run), "RUN")) < 250, message  # short, however long the folder's name
     from test_cli import assert_one_line_error, invoke  # noqa: PLC0415
 
     result, _ = invoke("sample", run, "--n", 2, "--out", tmp_path / "digits")  # every command that reads it
