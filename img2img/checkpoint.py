@@ -194,8 +194,11 @@ def resolve(path: str | Path, option: str = "checkpoint") -> Path:
     path = Path(path)
     if path.is_dir():
         last = path / LAST_NAME
-        if not last.is_file():
-            raise UserError(f"{option}: {path} holds no checkpoint (no {LAST_NAME})")
+        if not last.is_file():  # a run killed (or its disk filled) between its first step checkpoint and the link
+            older = _newest_readable_beside(last)
+            raise UserError(f"{option}: {path} holds no checkpoint (no {LAST_NAME})" if older is None else
+                            f"{option}: {path} has no {LAST_NAME}; {older} is the run's newest checkpoint that "
+                            "reads: give it instead")
         return last
     if not path.exists():
         raise UserError(f"{option}: {path} does not exist")
@@ -236,7 +239,7 @@ def _newest_readable_beside(file: Path) -> Path | None:
         return None
     for candidate in sorted((run / "checkpoints").glob("step-*.ckpt"), reverse=True):
         try:
-            if candidate.samefile(file):
+            if file.exists() and candidate.samefile(file):
                 continue
             validate(_load(candidate), candidate)
         except Exception:  # noqa: BLE001 - unreadable too: the next older one

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -63,6 +64,22 @@ def test_a_last_checkpoint_that_no_longer_reads_names_the_runs_newest_one_that_d
     result, _ = invoke("sample", run, "--n", 2, "--out", tmp_path / "digits")  # every command that reads it
     assert_one_line_error(result, "CHECKPOINT", "step-00000010.ckpt is the run's newest checkpoint that reads")
     assert resume(run / "checkpoints" / "step-00000010.ckpt", steps=30).step == 30
+
+
+def test_a_run_without_its_last_checkpoint_names_its_newest_step_checkpoint(tmp_path, mnist_run):
+    """A run killed between writing its first step checkpoint and linking last.ckpt to it (or whose last.ckpt
+    was deleted) was said to hold no checkpoint at all."""
+    run = tmp_path / "run"
+    train(mnist_run(steps=20, save_every_steps=10), run)
+    (run / "last.ckpt").unlink()
+    with pytest.raises(UserError) as error:
+        resume(run, steps=30)
+    assert str(error.value) == (f"--resume: {run} has no last.ckpt; {run / 'checkpoints' / 'step-00000020.ckpt'} "
+                                "is the run's newest checkpoint that reads: give it instead")
+    for name in os.listdir(run / "checkpoints"):
+        (run / "checkpoints" / name).unlink()
+    with pytest.raises(UserError, match=re.escape(f"--resume: {run} holds no checkpoint (no last.ckpt)")):
+        resume(run, steps=30)
 
 
 def test_a_run_resumes_from_another_working_folder(tmp_path, monkeypatch):
