@@ -353,7 +353,6 @@ def write_profile(step: Callable[[], Any], device: torch.device, path: Path, tit
             break
         except (AttributeError, KeyError, ValueError):
             continue
-    path.parent.mkdir(parents=True, exist_ok=True)
     replace_file(path, ("\n".join(lines) + "\n\n" + table + "\n\n" + python_profile(step, device, steps) + "\n")
                  .encode())
 
@@ -476,7 +475,6 @@ def bench_translate(size: int = 256, batch_size: int = 8, images: int = 64, devi
             title = (f"folder translation of {images} {size}² JPEGs to PNGs, batch {batch_size}, {workers} decoding "
                      f"processes: {images / summary.seconds:.1f} images/s timed, {images / again.seconds:.1f} "
                      "while sampled")
-            Path(profile).parent.mkdir(parents=True, exist_ok=True)
             replace_file(Path(profile), (sampler.report(title) + "\n").encode())
     if not summary.ok or len(summary.translated) != images:
         raise UserError(f"bench translate: only {len(summary.translated)} of {images} images were translated")

@@ -129,9 +129,10 @@ def atomic_save(payload: Any, path: str | Path) -> Path:
 
 def replace_file(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename, so that a file replaced is never left
-    half-written; an error names ``path``, not its temporary.  A link to a file stays a link (the file it names
-    is replaced), and what is not a file (``/dev/stdout``, a FIFO) is written in place: a rename would replace
-    the device itself (as root, ``--json /dev/full`` once left a JSON file where /dev/full had been)."""
+    half-written, making the folders above it where missing; an error names ``path``, not its temporary.  A link
+    to a file stays a link (the file it names is replaced), and what is not a file (``/dev/stdout``, a FIFO) is
+    written in place: a rename would replace the device itself (as root, ``--json /dev/full`` once left a JSON
+    file where /dev/full had been)."""
     path = Path(path)
     try:
         if path.exists() and not path.is_file():
@@ -140,6 +141,7 @@ def replace_file(path: Path, data: bytes) -> None:
             return
         target = Path(os.path.realpath(path)) if path.is_symlink() else path
         temporary = temporary_path(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
         try:
             temporary.write_bytes(data)
             os.replace(temporary, target)

@@ -399,14 +399,15 @@ def test_train_sample_and_eval_on_a_folder(tmp_path):
 def test_a_grid_is_written_in_any_format_that_holds_the_models_images(tmp_path, mnist_run):
     """`sample --grid g.pgm` wrote every sample, then failed with a traceback: the grid was always colour (a grey
     model's too), which a PGM cannot hold.  A grey model's grid is grey now; a colour one's is refused in one
-    line, before anything is drawn, naming the format that holds it."""
+    line, before anything is drawn, naming the format that holds it.  A grid in a folder not yet made is written
+    there (it failed, "No such file or directory", after every sample was written)."""
     from img2img.train import train  # noqa: PLC0415
 
     train(mnist_run(steps=1, batch_size=4), tmp_path / "digits")
     result, output = invoke("sample", tmp_path / "digits", "--n", 4, "--out", tmp_path / "d", "--grid",
-                            tmp_path / "digits.pgm", "--device", "cpu")
+                            tmp_path / "grids" / "digits.pgm", "--device", "cpu")
     assert result.exit_code == 0, output
-    with Image.open(tmp_path / "digits.pgm") as grid, Image.open(tmp_path / "d" / "000000.png") as first:
+    with Image.open(tmp_path / "grids" / "digits.pgm") as grid, Image.open(tmp_path / "d" / "000000.png") as first:
         assert grid.format == "PPM" and grid.mode == "L" and first.mode == "L"
     out = tmp_path / "pets-run"
     result, output = invoke("train", "dcgan", "--data", _folder(tmp_path / "pets"), "--size", 32, "--ngf", 8,

@@ -827,5 +827,4 @@ def evaluate_checkpoint(path: str | Path, a: str | None = None, b: str | None = 
 
 def write_report(report: Report, path: Path) -> None:
     """Write ``report`` as JSON to ``path`` (an earlier report there stays whole until the new one is)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     replace_file(path, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
