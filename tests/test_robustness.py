@@ -612,6 +612,29 @@ def test_folder_translation_under_a_low_open_files_limit_translates_every_image(
     assert len(list((tmp_path / "out").iterdir())) == 48
 
 
+@pytest.mark.parametrize("open_files", [None, 76])
+def test_folder_translation_under_a_long_tmpdir_translates_every_image(tmp_path, cyclegan_run, open_files):
+    """Under a TMPDIR longer than 73 bytes (a cluster job's scratch folder) the workers' sockets could not be
+    bound (a socket's path holds 107 bytes): each batch was dropped with a traceback, and translation waited for
+    ever; under a low limit of open files, where batches cross as shared-memory files, it ended in torch's
+    traceback instead.  Nor does a worker leave a folder of its own behind in TMPDIR."""
+    import resource  # noqa: PLC0415
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if open_files is not None and hard != resource.RLIM_INFINITY and hard < open_files:
+        pytest.skip(f"the hard limit of open files here is {hard}")
+    temporary = tmp_path / ("t" * max(1, 90 - len(str(tmp_path))))
+    temporary.mkdir()
+    for index in range(8):
+        write_rgb(tmp_path / "in" / f"{index}.png", 16, 16, seed=index)
+    limit = None if open_files is None else lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (open_files,) * 2)
+    done = command_in_a_process("", "translate", cyclegan_run, tmp_path / "in", tmp_path / "out", "--workers", 2,
+                                env={**os.environ, "TMPDIR": str(temporary)}, preexec_fn=limit, timeout=120)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert len(list((tmp_path / "out").iterdir())) == 8
+    assert list(temporary.iterdir()) == []
+
+
 @pytest.mark.parametrize("error, said", [
     (OSError(errno.EMFILE, os.strerror(errno.EMFILE)), "too many open files (this process may have "),
     (RuntimeError("can't start new thread"), "no more processes or threads can start (can't start new thread"),

@@ -21,8 +21,11 @@ import contextlib
 import gc
 import logging
 import multiprocessing
+import multiprocessing.util
+import os
 import signal
 import sys
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -107,13 +110,16 @@ def child_context() -> Any:
 
 class _WorkerStart:
     """A loading worker's ``worker_init_fn``: this process's pixel limit (``--max-pixels``), which a worker
-    started by forkserver or spawn would not have (it imports Pillow afresh), then the caller's own."""
+    started by forkserver or spawn would not have (it imports Pillow afresh), and the folder for its sockets
+    where TMPDIR's path is too long for them (:func:`_socket_folder_for_workers`), then the caller's own."""
 
-    def __init__(self, then: Callable[[int], None] | None) -> None:
-        self.pixels, self.then = images.Image.MAX_IMAGE_PIXELS, then
+    def __init__(self, then: Callable[[int], None] | None, sockets: str | None = None) -> None:
+        self.pixels, self.then, self.sockets = images.Image.MAX_IMAGE_PIXELS, then, sockets
 
     def __call__(self, worker_id: int) -> None:
         images.Image.MAX_IMAGE_PIXELS = self.pixels
+        if self.sockets is not None:  # where torch's shared-memory manager, started by this worker, makes its own
+            os.environ["TMPDIR"] = self.sockets
         if self.then is not None:
             self.then(worker_id)
 
@@ -124,7 +130,8 @@ def loader_options(workers: int, worker_init_fn: Callable[[int], None] | None = 
     if workers <= 0:
         return {"worker_init_fn": worker_init_fn}
     _open_files_for(workers)
-    return {"multiprocessing_context": child_context(), "worker_init_fn": _WorkerStart(worker_init_fn)}
+    sockets = _socket_folder_for_workers()
+    return {"multiprocessing_context": child_context(), "worker_init_fn": _WorkerStart(worker_init_fn, sockets)}
 
 
 # the files a loading worker keeps open, here and in itself: its pipes, and a file descriptor for each tensor of a
@@ -144,6 +151,43 @@ def _open_files_for(workers: int) -> None:
         torch.multiprocessing.set_sharing_strategy("file_system")
         say_once(log, logging.INFO, f"this process may have {limit} files open at once (ulimit -n): loading "
                                     "workers hand their batches over through shared-memory files instead")
+
+
+# the longest path of a socket (AF_UNIX) that the system binds, in bytes: 108 on Linux with the closing NUL, 104
+# on macOS and the BSDs; and the most put after the temporary folder for one: torch's shared-memory manager's
+# /torch-shm-dir-XXXXXX/manager.sock (multiprocessing's /pymp-XXXXXXXX/listener-XXXXXXXX is 2 bytes shorter)
+_SOCKET_PATH_MAX = 107 if sys.platform.startswith("linux") else 103
+_SOCKET_BELOW_TEMPORARY = len("/torch-shm-dir-123456/manager.sock")
+
+
+def _socket_folder_for_workers() -> str | None:
+    """Make this process's multiprocessing folder (``pymp-*``) now, before its loading workers start, where the
+    paths of their sockets fit: they inherit it, and this process removes it at its exit.  Returns the folder it
+    is made in when that is not TMPDIR, for the workers' own sockets (torch's shared-memory manager's).
+
+    A worker hands each batch's tensors over as file descriptors, through a socket in that folder (or, under a
+    low limit of open files, as shared-memory files, through torch's manager's socket).  Under a TMPDIR longer
+    than 73 bytes (a cluster job's scratch folder) the socket's path was too long to bind: the worker's sending
+    thread printed a traceback and dropped the batch, and training and translation waited for it for ever (or
+    ended in torch's traceback).  There the sockets go to the system's temporary folder (/tmp) instead, as
+    Python 3.14's multiprocessing does for its own.  And each worker made a folder of its own, which one that
+    crashed or was killed left behind."""
+    if sys.platform == "win32":  # no such sockets there
+        return None
+    base = tempfile.gettempdir()
+    short = None
+    if len(os.fsencode(base)) + _SOCKET_BELOW_TEMPORARY > _SOCKET_PATH_MAX:
+        short = next((folder for folder in ("/tmp", "/var/tmp", "/dev/shm")
+                      if os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK)), None)
+        if short is None:
+            raise UserError(f"TMPDIR: {base} is too long a path for the loading workers' sockets, and no shorter "
+                            "temporary folder (/tmp) can be written; set TMPDIR to a shorter one, or pass --workers 0")
+    previous, tempfile.tempdir = tempfile.tempdir, short or tempfile.tempdir
+    try:
+        multiprocessing.util.get_temp_dir()  # made once, in a process
+    finally:
+        tempfile.tempdir = previous
+    return short
 
 
 # what this process had frozen when img2img was imported: the interpreter's own (Python 3.12.1 starts with 375
