@@ -41,7 +41,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from img2img import checkpoint, official, speed, step_graph
-from img2img.data.guard import resilient
+from img2img.data.guard import resilient, workers_that_start
 from img2img.data.images import (CHANNEL_NAMES, can_write, convert_channels, encode_image, holds, image_extensions,
                                  is_image_name, quantize, read_image_bits, read_image_levels, same_format,
                                  special_mode, to_tensor, to_unit, visible_files)
@@ -549,7 +549,7 @@ class Translator:
             checkpoint.check_writable(pending[0].output, "OUTPUT")  # before any image is decoded
         started = time.perf_counter()
         workers = default_workers() if workers is None else workers
-        workers = min(workers, len(pending))
+        workers = workers_that_start(min(workers, len(pending)))
         note_workers(workers)
 
         def unreadable(index: int, reason: str) -> None:

@@ -25,7 +25,7 @@ from img2img.errors import UserError
 from img2img.train import Trainer
 from img2img.translate import GeneratorInfo, Translator
 
-from test_cli import assert_one_line_error, command_in_a_process, invoke, waited_on
+from test_cli import QUICK, assert_one_line_error, command_in_a_process, invoke, waited_on
 from test_pix2pix import inverse_pairs  # noqa: F401 - a fixture
 from test_translate import Invert, write_rgb
 
@@ -886,6 +886,39 @@ def test_translation_goes_through_where_shared_memory_is_full(tmp_path, full_sha
     for index in range(6):
         source = np.asarray(Image.open(tmp_path / "in" / f"{index}.png")).astype(int)
         assert np.abs(np.asarray(Image.open(tmp_path / "out" / f"{index}.png")) - (255 - source)).max() <= 1
+
+
+def test_where_no_semaphore_can_be_made_the_commands_decode_in_their_own_process(tmp_path, cyclegan_run,
+                                                                              monkeypatch):
+    """/dev/shm read-only (or missing), as in some containers: a loader's queues need semaphores, which live
+    there, so no loading worker could start, and every command that decodes stopped blaming its own output
+    ("Error: OUT: Read-only file system").  They now decode in their own process, and say so once."""
+    import _multiprocessing  # noqa: PLC0415
+
+    from test_unpaired import write_unpaired  # noqa: PLC0415
+
+    def refused(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(_multiprocessing, "SemLock", refused)
+    monkeypatch.setattr(errors, "_SAID", set())
+    guard._no_semaphores.cache_clear()
+    try:
+        for index in range(6):
+            write_rgb(tmp_path / "in" / f"{index}.png", 12, 8, seed=index)
+        result, output = invoke("translate", cyclegan_run, tmp_path / "in", tmp_path / "out", "--workers", 2,
+                                "--device", "cpu")
+        assert result.exit_code == 0 and len(list((tmp_path / "out").iterdir())) == 6, output
+        said = "warning: loading workers cannot start here: no semaphore can be made in "
+        assert output.count(said) == 1 and "(Read-only file system); decoding in this process instead" in output
+        (tmp_path / "data").mkdir()
+        root = write_unpaired(tmp_path / "data")
+        result, output = invoke("train", "cyclegan", "--a", root / "a", "--b", root / "b", "--size", 32,
+                                "--load-size", 32, "--ngf", 8, "--ndf", 8, "--workers", 2, "--out", tmp_path / "run",
+                                *QUICK)
+        assert result.exit_code == 0, output
+    finally:
+        guard._no_semaphores.cache_clear()
 
 
 def test_a_full_disk_while_an_eval_report_is_rewritten_keeps_the_earlier_report(tmp_path, cyclegan_run,

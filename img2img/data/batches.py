@@ -138,7 +138,7 @@ class LoaderBatches:
     def iterate(self, start_step: int) -> Iterator[Any]:
         from torch.utils.data import DataLoader  # noqa: PLC0415
 
-        workers = self.num_workers
+        workers = guard.workers_that_start(self.num_workers)
         note_workers(workers)
         with guard.forking():
             # the loader draws its workers' base seed from a generator of its own, never from torch's global one,

@@ -18,6 +18,7 @@ on, and lets the caller go on without that file:
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
 import multiprocessing
@@ -122,6 +123,32 @@ class _WorkerStart:
             os.environ["TMPDIR"] = self.sockets
         if self.then is not None:
             self.then(worker_id)
+
+
+def workers_that_start(workers: int) -> int:
+    """``workers``, or none where no loading worker can start here, said once: a loader's queues need
+    semaphores, which live in shared memory (/dev/shm on Linux), and a container may have it read-only, or
+    none.  Every command stopped there, blaming its own output folder ("OUT: Read-only file system")."""
+    if workers <= 0:
+        return workers
+    reason = _no_semaphores()
+    if reason is None:
+        return workers
+    where = "/dev/shm" if sys.platform.startswith("linux") else "shared memory"
+    say_once(log, logging.WARNING, f"loading workers cannot start here: no semaphore can be made in {where} "
+                                   f"({reason}); decoding in this process instead, where a file that crashes its "
+                                   "decoder ends the command")
+    return 0
+
+
+@functools.cache
+def _no_semaphores() -> str | None:
+    """Why this system cannot make the semaphores of a loader's queues, or None where it can."""
+    try:
+        child_context().Lock()
+    except OSError as error:
+        return error.strerror or str(error)
+    return None
 
 
 def loader_options(workers: int, worker_init_fn: Callable[[int], None] | None = None) -> dict[str, Any]:
@@ -279,6 +306,8 @@ def resilient(dataset: Callable[[list[int]], Dataset], count: int, paths: Callab
     most ``loader["batch_size"]`` items.
     """
     remaining = list(range(count))
+    if workers_that_start(loader.get("num_workers", 0)) != loader.get("num_workers", 0):
+        loader = {**loader, "num_workers": 0, "prefetch_factor": None}
     in_flight = max(1, loader.get("num_workers", 0)) * (loader.get("prefetch_factor") or 2) * \
         loader.get("batch_size", 1)
     if batches is not None:
