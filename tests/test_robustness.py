@@ -921,6 +921,23 @@ def test_where_no_semaphore_can_be_made_the_commands_decode_in_their_own_process
         guard._no_semaphores.cache_clear()
 
 
+def test_translation_goes_through_under_a_file_size_limit_smaller_than_its_batches(tmp_path, cyclegan_run):
+    """A limit on the size of files (``ulimit -f``, which a cluster's job may carry over from where it was
+    submitted) applies to the files in shared memory too: a batch larger than it failed in its worker, with
+    torch's traceback ("unable to resize file </torch_...> to the right size: File too large").  Such batches
+    now cross by value, as where shared memory is full."""
+    import resource  # noqa: PLC0415
+
+    for index in range(4):
+        write_rgb(tmp_path / "in" / f"{index}.png", 256, 256, seed=index)
+    limit = 60_000  # less than one image the model reads (256² grey: 65.5 kB); more than its JPEG
+    done = command_in_a_process("", "translate", cyclegan_run, tmp_path / "in", tmp_path / "out", "--workers", 2,
+                                "--format", "jpg",
+                                preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert len(list((tmp_path / "out").iterdir())) == 4
+
+
 def test_a_full_disk_while_an_eval_report_is_rewritten_keeps_the_earlier_report(tmp_path, cyclegan_run,
                                                                                monkeypatch):
     """The report was written in place: a full disk left half of the new one where the earlier one had been."""

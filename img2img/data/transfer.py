@@ -33,10 +33,13 @@ class _ByValue:
 
 def shared_memory_full(error: BaseException) -> bool:
     """Whether ``error`` is torch's report that shared memory had no room for a tensor (``unable to allocate
-    shared memory(shm) for file </torch_...>: No space left on device (28)``, and older wordings)."""
+    shared memory(shm) for file </torch_...>: No space left on device (28)``, and older wordings), or that its
+    file there may not be that large (``unable to resize file </torch_...> to the right size: File too large
+    (27)``: a limit on the size of files, ``ulimit -f``, which a cluster's job may carry over from where it
+    was submitted)."""
     text = str(error)
     return isinstance(error, RuntimeError) and any(w in text for w in ("shared memory", "shm", "/torch_")) and any(
-        w in text for w in ("No space left", "unable to allocate", "Cannot allocate memory"))
+        w in text for w in ("No space left", "unable to allocate", "Cannot allocate memory", "File too large"))
 
 
 def _share(value: Any) -> Any:
