@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import faulthandler
 import gc
 import os
@@ -900,17 +901,23 @@ def test_where_no_semaphore_can_be_made_the_commands_decode_in_their_own_process
     def refused(*args, **kwargs):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
+    said = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            said.append(record.getMessage())
+
     monkeypatch.setattr(_multiprocessing, "SemLock", refused)
     monkeypatch.setattr(errors, "_SAID", set())
     guard._no_semaphores.cache_clear()
+    collect = Collect()
+    logging.getLogger("img2img").addHandler(collect)
     try:
         for index in range(6):
             write_rgb(tmp_path / "in" / f"{index}.png", 12, 8, seed=index)
         result, output = invoke("translate", cyclegan_run, tmp_path / "in", tmp_path / "out", "--workers", 2,
                                 "--device", "cpu")
         assert result.exit_code == 0 and len(list((tmp_path / "out").iterdir())) == 6, output
-        said = "warning: loading workers cannot start here: no semaphore can be made in "
-        assert output.count(said) == 1 and "(Read-only file system); decoding in this process instead" in output
         (tmp_path / "data").mkdir()
         root = write_unpaired(tmp_path / "data")
         result, output = invoke("train", "cyclegan", "--a", root / "a", "--b", root / "b", "--size", 32,
@@ -918,7 +925,12 @@ def test_where_no_semaphore_can_be_made_the_commands_decode_in_their_own_process
                                 *QUICK)
         assert result.exit_code == 0, output
     finally:
+        logging.getLogger("img2img").removeHandler(collect)
         guard._no_semaphores.cache_clear()
+    where = "/dev/shm" if sys.platform.startswith("linux") else "shared memory"
+    assert [line for line in said if "loading workers" in line] == [
+        f"loading workers cannot start here: no semaphore can be made in {where} (Read-only file system); decoding "
+        "in this process instead, where a file that crashes its decoder ends the command"]
 
 
 def test_translation_goes_through_under_a_file_size_limit_smaller_than_its_batches(tmp_path, cyclegan_run):
