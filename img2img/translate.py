@@ -610,8 +610,8 @@ class Translator:
         # thread, where one per CPU would contend with the writers and decoders for the cores (on an H200 with 16
         # CPUs, 941 images/s against 915 over four pairs of runs, within their spread; on a 2-core host such
         # copies ran at half speed with two threads)
-        # the loader is closed on the way out, however that is: its workers are told to end, and end tidily,
-        # removing their temporary folders (pymp-*), where an error held them to the process's exit, which kills them
+        # the loader is closed on the way out, however that is: its workers end now, not once the error that
+        # stopped it is let go (the command line's, at its exit, where multiprocessing killed them)
         with contextlib.closing(loader), ThreadPoolExecutor(max_workers=writers) as writer, terminate_as_interrupt(), \
                 host_threads(1) if cuda else contextlib.nullcontext():
             previous = None
