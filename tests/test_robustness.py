@@ -500,9 +500,14 @@ def test_an_error_that_names_no_file_names_where_the_command_writes(tmp_path, cy
     assert_one_line_error(result, "Error: /dev/full: No space left on device")
 
 
-def test_translation_stops_at_a_full_disk_naming_the_file(tmp_path, monkeypatch):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_translation_stops_at_a_full_disk_naming_the_file(tmp_path, monkeypatch, workers):
+    """The loading workers end with the error, too: they lived on while it was held, to the process's exit in
+    the command line, where multiprocessing killed them (each leaving its temporary folder, ``pymp-*``)."""
+    import multiprocessing  # noqa: PLC0415
+
     source = tmp_path / "in"
-    for index in range(12):
+    for index in range(24):  # more than the loader holds ahead: it is still under way when the error comes
         write_rgb(source / f"{index}.png", 16, 16, seed=index)
     written = []
 
@@ -522,36 +527,13 @@ def test_translation_stops_at_a_full_disk_naming_the_file(tmp_path, monkeypatch)
     monkeypatch.setattr(translate, "encode_image", encode)
     monkeypatch.setattr(translate, "tqdm", Bar)
     translator = Translator(Invert(), GeneratorInfo(3, 3, 4), batch_size=2)
-    with pytest.raises(OSError) as caught:
-        translator.translate_folder(source, tmp_path / "out", progress=True, workers=0)
+    with pytest.raises(OSError) as caught:  # held, with its traceback, as the command line holds it to its exit
+        translator.translate_folder(source, tmp_path / "out", progress=True, workers=workers)
     assert caught.value.errno == errno.ENOSPC and caught.value.filename.startswith(str(tmp_path / "out"))
+    assert multiprocessing.active_children() == []
     assert len(bars) == 1 and bars[0].disable  # closed
     outputs = sorted((tmp_path / "out").iterdir())
     assert len(outputs) == 3 and all(np.asarray(Image.open(p)).shape == (16, 16, 3) for p in outputs)
-
-
-def test_translation_stopped_by_an_error_ends_its_loading_workers_then_not_at_exit(tmp_path, monkeypatch):
-    """The loader's workers lived on while the error was held: to the process's exit in the command line, where
-    multiprocessing killed them (and each left its temporary folder, ``pymp-*``, behind in TMPDIR)."""
-    import multiprocessing  # noqa: PLC0415
-
-    source = tmp_path / "in"
-    for index in range(24):
-        write_rgb(source / f"{index}.png", 16, 16, seed=index)
-    written = []
-
-    def encode(array, suffix):
-        if len(written) == 3:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        written.append(suffix)
-        return images.encode_image(array, suffix)
-
-    monkeypatch.setattr(translate, "encode_image", encode)
-    translator = Translator(Invert(), GeneratorInfo(3, 3, 4), batch_size=2)
-    with pytest.raises(OSError) as caught:  # held, with its traceback, as the command line holds it to its exit
-        translator.translate_folder(source, tmp_path / "out", progress=False, workers=2)
-    assert caught.value.errno == errno.ENOSPC
-    assert multiprocessing.active_children() == []
 
 
 # -- too many open files --------------------------------------------------------------------------------------
