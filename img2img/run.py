@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import IO
 
@@ -163,8 +164,11 @@ class RunDir:
             old.unlink(missing_ok=True)
 
     def append_metrics(self, record: dict) -> None:
-        with open(self.metrics, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        try:
+            with open(self.metrics, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+        except OSError as error:  # a full disk fails the buffer's flush, which names no file
+            raise OSError(error.errno, error.strerror, str(error.filename or self.metrics)) from None
 
     def keep_metrics_to(self, step: int) -> None:
         """Drop the metrics records after ``step``, where training (re)starts: what a run that was killed wrote
@@ -178,6 +182,40 @@ class RunDir:
                        if (record_step := _record_step(line)) is not None and record_step <= step)
         if kept != text:
             replace_file(self.metrics, kept.encode())
+
+
+class RunLog(logging.FileHandler):
+    """The run's ``train.log``.  Where it can no longer be written (a full disk, a file-size limit), it says so
+    once on the console and writes no more, and the run goes on: logging's own handling printed a traceback for
+    every line, and closing the file raised the error again over the run's own (what a full disk then stops is
+    the next metrics line or checkpoint, each named in one line)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, encoding="utf-8", errors="backslashreplace")  # a file's name may not be UTF-8
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        self.setLevel(logging.INFO)
+        self.failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        error = sys.exc_info()[1]
+        if not isinstance(error, OSError):
+            super().handleError(record)
+            return
+        self.failed = True
+        with contextlib.suppress(OSError):  # what it could not flush is lost; the file is closed all the same
+            if self.stream is not None:
+                self.stream.close()
+        self.stream = None  # (emit would open it again)
+        log.warning("%s can no longer be written (%s): the rest of the run's log is on the console only",
+                    self.baseFilename, error.strerror or error)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            super().close()
 
 
 def _is_run_config(path: Path) -> bool:

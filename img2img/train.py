@@ -37,7 +37,7 @@ from img2img import distributed as dist_tools
 from img2img.config import RESUMABLE_SETTINGS, RunConfig, TrainConfig, cli_option, option_flag, path_fields
 from img2img.data import guard
 from img2img.data.batches import mix_seed
-from img2img.data.images import folder_record
+from img2img.data.images import encode_image, folder_record
 from img2img.data.transfer import received
 from img2img.distributed import Distributed
 from img2img.errors import UserError, exhausted, out_of_memory
@@ -47,7 +47,7 @@ from img2img.loading import (build_model, load_model, open_checkpoint, resolve_d
                              run_config_from_dict)
 from img2img.models import GANModel, Phase, get_model_class
 from img2img.resources import memory_short
-from img2img.run import RunDir, held
+from img2img.run import RunDir, RunLog, held
 from img2img.step_graph import (CaptureFault, StepGraphs, check_capture, portable, ran_out_while_capturing,
                                  resolve as resolve_graphs, signature)
 
@@ -421,13 +421,16 @@ class Trainer:
         self.finite_step = self.step
 
     def write_samples(self, inputs: Any) -> Path:
-        from torchvision.utils import make_grid, save_image  # noqa: PLC0415 - 1.4 s to import (torch._dynamo)
+        from torchvision.utils import make_grid  # noqa: PLC0415 - 1.4 s to import (torch._dynamo)
 
         images, per_row = self.inference_model().sample_grid(inputs)
         grid = make_grid(images.float().cpu(), nrow=per_row, normalize=True, value_range=(-1, 1))
+        # the levels torchvision's save_image writes, written whole or not at all: a full disk left a cut
+        # last.png, and an error that named no file
+        png = encode_image(grid.mul(255).add(0.5).clamp(0, 255).permute(1, 2, 0).to(torch.uint8).numpy(), ".png")
         path = self.dirs.sample(self.step)
-        save_image(grid, path)
-        save_image(grid, self.dirs.samples / "last.png")
+        checkpoint.replace_file(path, png)
+        checkpoint.replace_file(self.dirs.samples / "last.png", png)
         self.board.image(grid, self.step)
         return path
 
@@ -438,9 +441,7 @@ class Trainer:
         if not self.job.is_main:
             return self._fit(config, stop_after_steps)
         self.dirs.keep_metrics_to(self.step)  # as the board drops a killed run's events after its checkpoint
-        file_log = logging.FileHandler(self.dirs.log)
-        file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        file_log.setLevel(logging.INFO)
+        file_log = RunLog(self.dirs.log)
         logger = logging.getLogger("img2img")
         level = logger.level
         if logger.getEffectiveLevel() > logging.INFO:  # the run's log has its INFO lines however logging is set up

@@ -492,6 +492,63 @@ def test_a_full_disk_stops_training_naming_the_checkpoint_and_keeping_the_previo
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000003.ckpt"]  # no partial file
 
 
+class Collected(logging.Handler):
+    """The img2img log's records, while it is entered."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+    def __enter__(self):
+        logging.getLogger("img2img").addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        logging.getLogger("img2img").removeHandler(self)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+def test_a_train_log_that_can_no_longer_be_written_is_said_once_and_the_run_trains_on(tmp_path, mnist_run, capsys):
+    """logging printed "--- Logging error ---" and a traceback for every line it could not write to train.log (a
+    full disk), and closing the file raised the error again at the end, over whatever the run had come to."""
+    trainer = Trainer(mnist_run(steps=6, save_every_steps=3, log_every_steps=1), tmp_path)
+    trainer.fit(stop_after_steps=3)
+    capsys.readouterr()
+    (tmp_path / "train.log").unlink()
+    (tmp_path / "train.log").symlink_to("/dev/full")  # every write fails with ENOSPC
+    with Collected() as log:
+        trainer.fit()
+    assert trainer.step == 6 and checkpoint.read(tmp_path / "last.ckpt")["step"] == 6
+    lost = [line for line in log.lines if "can no longer be written" in line]
+    assert lost == [f"{tmp_path / 'train.log'} can no longer be written (No space left on device): the rest of the "
+                    "run's log is on the console only"]
+    assert any(line.startswith("step=6 ") for line in log.lines)  # the console still has the log
+    assert "Logging error" not in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+def test_a_full_disk_under_the_metrics_or_a_sample_grid_names_that_file(tmp_path, mnist_run, monkeypatch):
+    """A file object's write names no file when its flush fails: training said "RUN: No space left on device"."""
+    from img2img import run as run_folder  # noqa: PLC0415
+
+    trainer = Trainer(mnist_run(steps=8, save_every_steps=4, sample_every_steps=2, log_every_steps=1), tmp_path)
+    trainer.fit(stop_after_steps=2)
+    (tmp_path / "samples" / "last.png").unlink()
+    (tmp_path / "samples" / "last.png").symlink_to("/dev/full")
+    with pytest.raises(UserError) as caught:
+        trainer.fit()
+    assert str(caught.value) == (f"{tmp_path / 'samples' / 'last.png'}: No space left on device at step 4 "
+                                 f"(the newest checkpoint, {tmp_path / 'last.ckpt'}, is intact)")
+    (tmp_path / "samples" / "last.png").unlink()
+    monkeypatch.setattr(run_folder, "open", lambda path, mode: open("/dev/full", mode), raising=False)
+    with pytest.raises(UserError) as caught:
+        trainer.fit()
+    assert str(caught.value).startswith(f"{tmp_path / 'metrics.jsonl'}: No space left on device at step 5 ")
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
 def test_an_error_that_names_no_file_names_where_the_command_writes(tmp_path, cyclegan_run):
     """/dev/full fails every write with ENOSPC; Python's file objects name no file when the write fails."""
