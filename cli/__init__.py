@@ -8,6 +8,7 @@ It parses and validates options and calls the library; it holds no logic.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import signal
@@ -34,7 +35,73 @@ def _standard_streams_open() -> None:
         setattr(sys, name, open(number, "r" if number == 0 else "w", closefd=False))  # noqa: SIM115
 
 
+class _Console(io.RawIOBase):
+    """Standard output or error under the command's text stream, which a stream that can no longer be written
+    (a full disk or a quota under a job's output file, a file-size limit, a terminal gone after ``disown``) does
+    not stop: the command goes on without it, and says so once, where it still can (the other stream, a run's
+    train.log).  A write that failed there raised in the middle of whatever printed (a progress bar's refresh),
+    and stopped a training run between checkpoints with an error that blamed the run folder.  A reader that went
+    away (a broken pipe) still ends the command, as a shell's pipeline ends its writers."""
+
+    def __init__(self, fd: int, name: str) -> None:
+        super().__init__()
+        self.fd, self.name, self.lost = fd, name, False
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def isatty(self) -> bool:
+        return os.isatty(self.fd)
+
+    def write(self, data) -> int:
+        if self.lost:
+            return len(data)
+        view = memoryview(data)
+        try:
+            while view:  # whole: a text stream straight over this one (stderr's) drops what a short write leaves
+                view = view[os.write(self.fd, view):]
+        except (BrokenPipeError, BlockingIOError):
+            raise
+        except OSError as error:
+            self.lost = True
+            _say_lost(self, error)
+        return len(data)
+
+
+def _say_lost(stream: _Console, error: OSError) -> None:
+    """Say once, wherever else the log goes, that ``stream`` can no longer be written: to every handler of the
+    img2img log but one that writes to ``stream`` itself (whose writer is in the middle of the write that failed)."""
+    where = ""
+    with contextlib.suppress(OSError):  # the file, where /proc says it
+        where = f" ({os.readlink(f'/proc/self/fd/{stream.fd}')})"
+    logger = logging.getLogger("img2img")
+    record = logger.makeRecord(logger.name, logging.WARNING, __file__, 0, "%s%s can no longer be written (%s): "
+                               "the command goes on without it", (stream.name, where, error.strerror or error), None)
+    for handler in logger.handlers:
+        if getattr(getattr(getattr(handler, "stream", None), "buffer", None), "raw", None) is not stream:
+            handler.handle(record)
+
+
+def _console_goes_on() -> None:
+    """Puts a :class:`_Console` under ``sys.stdout`` and ``sys.stderr`` (the process's own, not a test's)."""
+    for number, name in ((1, "stdout"), (2, "stderr")):
+        stream = getattr(sys, name)
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            if type(stream) is not io.TextIOWrapper or stream.fileno() != number:
+                continue
+            stream.flush()
+            console = _Console(number, f"standard {'output' if number == 1 else 'error'}")
+            buffered = isinstance(stream.buffer, io.BufferedIOBase)  # (stderr, redirected, is not)
+            setattr(sys, name, io.TextIOWrapper(
+                io.BufferedWriter(console) if buffered else console, encoding=stream.encoding, errors=stream.errors,
+                line_buffering=stream.line_buffering, write_through=stream.write_through))
+
+
 _standard_streams_open()
+_console_goes_on()
 try:  # torch's import dies in a deleted folder ("Intel oneMKL FATAL ERROR: Cannot load libtorch_cpu.so")
     os.getcwd()
 except FileNotFoundError:

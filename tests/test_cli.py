@@ -14,7 +14,7 @@ from PIL import Image
 from click.testing import CliRunner
 
 from img2img.cli import main
-from img2img import errors
+from img2img import checkpoint, errors
 from img2img.errors import UserError
 from img2img.train import train
 
@@ -416,6 +416,31 @@ def test_a_command_started_with_its_standard_streams_closed_runs_as_with_them_op
     assert result.returncode == 0
     assert (tmp_path / "out" / "a.png").is_file()
     assert said == f"{os.devnull} False"  # the descriptor that no file opened later may take
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+@pytest.mark.parametrize("lost", ["stdout", "stderr"])
+def test_a_standard_stream_that_can_no_longer_be_written_does_not_stop_training(tmp_path, lost):
+    """A job's output file on a full disk or over its quota (/dev/full stands in: every write fails with
+    ENOSPC): training stopped at its first line, or at a progress bar's refresh between checkpoints, saying
+    "RUN: No space left on device", which blamed the run folder."""
+    import subprocess  # noqa: PLC0415
+
+    out = tmp_path / "run"
+    with open("/dev/full", "w") as full:
+        streams = {"stdout": full, "stderr": subprocess.PIPE} if lost == "stdout" else \
+            {"stdout": subprocess.PIPE, "stderr": full}
+        result = command_in_a_process("", "train", "mnist-gan", "--out", out, *QUICK, capture_output=False,
+                                      **streams)
+    said = result.stderr if lost == "stdout" else (out / "train.log").read_text()
+    name = "output" if lost == "stdout" else "error"
+    assert result.returncode == 0, said
+    assert checkpoint.read(out / "last.ckpt")["step"] == 4
+    assert said.count(f"standard {name} (/dev/full) can no longer be written (No space left on device): the command "
+                      "goes on without it\n") == 1
+    assert "Traceback" not in said and "Error" not in said
+    if lost == "stderr":
+        assert f"checkpoint:  {out / 'last.ckpt'}" in result.stdout
 
 
 def test_a_command_started_in_a_deleted_folder_says_so_in_one_line(tmp_path, cyclegan_run):
