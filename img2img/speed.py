@@ -124,9 +124,7 @@ def compile_errors(mode: str, option: str = "--compile", channels_last: bool = F
     try:
         yield
     except torch._dynamo.exc.BackendCompilerFailed as error:
-        lines = [line for line in str(error).splitlines() if line.strip()]
-        reason = lines[1] if len(lines) > 1 else lines[0] if lines else type(error).__name__
-        reason = f"torch.compile failed ({reason.strip()[:200]})"
+        reason = f"torch.compile failed ({_compiler_failure(error)[:200]})"
         raise CompileFault(f"{option} {mode}: {reason}; run without {option}", reason) from None
     except AssertionError as error:
         operator = re.search(r"Error in op: (\S+)", str(error))
@@ -137,6 +135,19 @@ def compile_errors(mode: str, option: str = "--compile", channels_last: bool = F
                   f"with these networks")
         raise CompileFault(f"{option} {mode}: {reason}; run with {option} off"
                            + (" or without --channels-last" if channels_last else ""), reason) from None
+
+
+def _compiler_failure(error: BaseException) -> str:
+    """What a failure of torch's compiler says, in a line: the C++ compiler's first error where there is one
+    (TorchInductor's report quotes the whole command and output, and the cause comes near the end: "fatal error:
+    error writing to /tmp/ccX.s: No space left on device", where it said "Command:"), else the first line under
+    torch's heading ("backend='inductor' raised:")."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in lines:
+        if diagnostic := re.search(r"\b((?:fatal )?error: .+)", line):
+            return diagnostic[1]
+    lines = [line for line in lines if not line.startswith("backend=")]
+    return lines[0] if lines else type(error).__name__
 
 
 def compile_module(module: nn.Module, mode: str, device: torch.device) -> nn.Module:
