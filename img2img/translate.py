@@ -973,7 +973,11 @@ def _write(path: Path, levels: Tensor, bits: int, overwrite: bool) -> str | None
             return f"{NOT_A_FILE}; --overwrite replaces files only"  # replace a pipe or a device whole
         array = levels.permute(1, 2, 0).numpy().astype(np.uint8 if bits == 8 else np.uint16, copy=False)
         data = encode_image(array, path.suffix)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):  # it said "File exists", of the output it had not written
+            blocking = next(folder for folder in path.parents if os.path.lexists(folder))
+            return f"{blocking} is not a folder"
         with open(temporary, "wb") as handle:
             handle.write(data)
         if overwrite:

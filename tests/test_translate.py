@@ -288,6 +288,22 @@ def test_files_whose_names_near_the_limit_are_written_whole(tmp_path, cyclegan_r
     assert not list(tmp_path.rglob(".*.tmp-*"))  # no temporary left behind
 
 
+def test_an_output_folder_that_is_a_file_is_named_and_the_rest_translated(tmp_path):
+    """A file where a sub-folder of the output goes: each of its outputs was skipped saying "File exists", as if
+    the output itself existed."""
+    for name in ("a.png", "sub/b.png", "sub/deeper/c.png"):
+        write_rgb(tmp_path / "in" / name, 8, 8)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "sub").write_bytes(b"a file of the user's")
+    summary = Translator(Invert(), GeneratorInfo(3, 3, 1)).translate_folder(tmp_path / "in", tmp_path / "out",
+                                                                             workers=0, progress=False)
+    assert summary.translated == [tmp_path / "out" / "a.png"] and (tmp_path / "out" / "a.png").is_file()
+    blocked = f"{tmp_path / 'out' / 'sub'} is not a folder"
+    assert sorted(summary.failed) == [(tmp_path / "out" / "sub" / "b.png", blocked),
+                                      (tmp_path / "out" / "sub" / "deeper" / "c.png", blocked)]
+    assert (tmp_path / "out" / "sub").read_bytes() == b"a file of the user's"
+
+
 def _exif(orientation):
     """An EXIF block (TIFF-structured, no "Exif" prefix) holding the orientation tag."""
     return b"MM\x00*" + struct.pack(">IH", 8, 1) + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + \
