@@ -593,6 +593,32 @@ def test_translation_stops_at_a_full_disk_naming_the_file(tmp_path, monkeypatch,
     assert len(outputs) == 3 and all(np.asarray(Image.open(p)).shape == (16, 16, 3) for p in outputs)
 
 
+def test_a_demo_stopped_part_way_leaves_nothing_and_the_same_command_then_writes_it_whole(tmp_path, monkeypatch):
+    """Stopped part way (Ctrl-C, SIGTERM, a full disk), a demo left part of its training folders, which a run took
+    for the dataset, and the same command then refused the folder as not empty."""
+    from img2img.data import demo  # noqa: PLC0415
+
+    real, folders = demo._write, []
+
+    def stopped_after_one_folder(folder, *args):
+        if folders:
+            raise KeyboardInterrupt
+        folders.append(folder)
+        real(folder, *args)
+
+    monkeypatch.setattr(demo, "_write", stopped_after_one_folder)
+    with pytest.raises(KeyboardInterrupt):
+        demo.write_colour_digits(tmp_path / "digits")
+    assert len(folders) == 1 and list(tmp_path.iterdir()) == []  # nor the hidden folder it was written in
+    monkeypatch.setattr(demo, "_write", lambda folder, images, *args: real(folder, images[:1], *args))  # (quicker)
+    result, output = invoke("demo", "cyclegan", tmp_path / "digits")
+    assert result.exit_code == 0, output
+    assert demo.demo_task(tmp_path / "digits" / "train" / "a") == demo.COLOUR_TASK
+    assert [len(list((tmp_path / "digits" / part).iterdir())) for part in ("train/a", "train/b", "test/a", "test/b")] \
+        == [1, 1, 1, 1]
+    assert list(tmp_path.iterdir()) == [tmp_path / "digits"]
+
+
 # -- too many open files --------------------------------------------------------------------------------------
 TORCH_SAYS_TOO_MANY_FILES = ("Too many open files. Communication with the workers is no longer possible. Please "
                              "increase the limit using `ulimit -n` in the shell or change the sharing strategy by "

@@ -22,13 +22,18 @@ source→target pair.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from img2img.checkpoint import temporary_path
 from img2img.data.mnist import load_embedded
 from img2img.errors import UserError
 
@@ -90,31 +95,43 @@ def _pad_to_demo_size(images: np.ndarray) -> np.ndarray:
     return np.pad(images, ((0, 0), (margin, margin), (margin, margin)))
 
 
-def _prepare(out: Path, overwrite: bool) -> None:
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"OUT: {out} is not empty; choose another folder or pass --overwrite")
+@contextlib.contextmanager
+def _whole(out: Path, overwrite: bool) -> Iterator[Path]:
+    """The folder to write a demo dataset into.  A new one is written into a hidden folder beside ``out`` and
+    renamed to ``out`` once it is whole, so that one stopped part way (Ctrl-C, a full disk) leaves nothing: it
+    left part of its training folders, which a run took for the dataset, and the same command then refused the
+    folder as not empty.  Written over a folder that is not empty (``overwrite``), it is written in place."""
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise UserError(f"OUT: {out} is not empty; choose another folder or pass --overwrite")
+        yield out
+        return
+    building = temporary_path(out)
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        building.mkdir()
     except OSError as error:
         raise UserError(f"OUT: cannot create {out} ({error.strerror or error})") from None
+    try:
+        yield building
+        os.replace(building, out)  # (over an empty folder too)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
 
 
 def write_skeleton_pairs(out: str | Path, overwrite: bool = False) -> dict[str, int]:
     """Write ``out/{train,test}/{a,b}/NNNNN_L.png``: skeletons (A) and digits (B). Returns counts per split."""
     out = Path(out)
-    _prepare(out, overwrite)
-    counts = {}
-    for split in ("train", "test"):
-        digits = load_embedded(split)
-        grey = _pad_to_demo_size(digits.images[:, 0].numpy())
-        skeleton = skeletonize(grey >= 128).astype(np.uint8) * 255
-        for side, images in (("a", skeleton), ("b", grey)):
-            folder = out / split / side
-            folder.mkdir(parents=True, exist_ok=True)
-            for index, (image, label) in enumerate(zip(images, digits.labels.tolist())):
-                Image.fromarray(image).save(folder / f"{index:05d}_{label}.png")
-        counts[split] = len(digits.labels)
-    _mark(out, SKELETON_TASK)
+    with _whole(out, overwrite) as root:
+        counts = {}
+        for split in ("train", "test"):
+            digits = load_embedded(split)
+            grey = _pad_to_demo_size(digits.images[:, 0].numpy())
+            skeleton = skeletonize(grey >= 128).astype(np.uint8) * 255
+            for side, images in (("a", skeleton), ("b", grey)):
+                _write(root / split / side, images, digits.labels.numpy(), np.arange(len(digits.labels)))
+            counts[split] = len(digits.labels)
+        _mark(root, SKELETON_TASK)
     return counts
 
 
@@ -159,20 +176,20 @@ def write_colour_digits(out: str | Path, overwrite: bool = False) -> dict[str, i
     half through :func:`orange_on_navy` (no digit is in both); ``test/a`` the held-out digits and ``test/b``
     the same held-out digits mapped, the exact targets for evaluation.  32×32 PNGs named ``NNNNN_L.png``."""
     out = Path(out)
-    _prepare(out, overwrite)
-    train = load_embedded("train")
-    order = np.random.default_rng(UNPAIRED_SPLIT_SEED).permutation(len(train.labels))
-    halves = {"a": np.sort(order[: len(order) // 2]), "b": np.sort(order[len(order) // 2:])}
-    grey = _pad_to_demo_size(train.images[:, 0].numpy())
-    labels = train.labels.numpy()
-    _write(out / "train" / "a", grey[halves["a"]], labels[halves["a"]], halves["a"])
-    _write(out / "train" / "b", orange_on_navy(grey[halves["b"]]), labels[halves["b"]], halves["b"])
-    test = load_embedded("test")
-    test_grey = _pad_to_demo_size(test.images[:, 0].numpy())
-    indices = np.arange(len(test.labels))
-    _write(out / "test" / "a", test_grey, test.labels.numpy(), indices)
-    _write(out / "test" / "b", orange_on_navy(test_grey), test.labels.numpy(), indices)
-    _mark(out, COLOUR_TASK)
+    with _whole(out, overwrite) as root:
+        train = load_embedded("train")
+        order = np.random.default_rng(UNPAIRED_SPLIT_SEED).permutation(len(train.labels))
+        halves = {"a": np.sort(order[: len(order) // 2]), "b": np.sort(order[len(order) // 2:])}
+        grey = _pad_to_demo_size(train.images[:, 0].numpy())
+        labels = train.labels.numpy()
+        _write(root / "train" / "a", grey[halves["a"]], labels[halves["a"]], halves["a"])
+        _write(root / "train" / "b", orange_on_navy(grey[halves["b"]]), labels[halves["b"]], halves["b"])
+        test = load_embedded("test")
+        test_grey = _pad_to_demo_size(test.images[:, 0].numpy())
+        indices = np.arange(len(test.labels))
+        _write(root / "test" / "a", test_grey, test.labels.numpy(), indices)
+        _write(root / "test" / "b", orange_on_navy(test_grey), test.labels.numpy(), indices)
+        _mark(root, COLOUR_TASK)
     return {"train_a": len(halves["a"]), "train_b": len(halves["b"]), "test": len(indices)}
 
 
@@ -241,21 +258,21 @@ def write_style_digits(out: str | Path, overwrite: bool = False) -> dict[str, in
     """Multi-domain demo: ``train/<style>`` a disjoint quarter of the training digits in each of :data:`STYLES`,
     ``test/<style>`` every held-out digit in every style (the exact targets).  32×32 RGB PNGs ``NNNNN_L.png``."""
     out = Path(out)
-    _prepare(out, overwrite)
-    train = load_embedded("train")
-    order = np.random.default_rng(UNPAIRED_SPLIT_SEED).permutation(len(train.labels))
-    grey = _pad_to_demo_size(train.images[:, 0].numpy())
-    labels = train.labels.numpy()
-    counts = {}
-    for part, (name, style) in zip(np.array_split(order, len(STYLES)), STYLES.items()):
-        part = np.sort(part)
-        _write(out / "train" / name, style.render(grey[part]), labels[part], part)
-        counts[name] = len(part)
-    test = load_embedded("test")
-    test_grey = _pad_to_demo_size(test.images[:, 0].numpy())
-    indices = np.arange(len(test.labels))
-    for name, style in STYLES.items():
-        _write(out / "test" / name, style.render(test_grey), test.labels.numpy(), indices)
-    _mark(out, STYLE_TASK)
-    counts["test"] = len(indices)
+    with _whole(out, overwrite) as root:
+        train = load_embedded("train")
+        order = np.random.default_rng(UNPAIRED_SPLIT_SEED).permutation(len(train.labels))
+        grey = _pad_to_demo_size(train.images[:, 0].numpy())
+        labels = train.labels.numpy()
+        counts = {}
+        for part, (name, style) in zip(np.array_split(order, len(STYLES)), STYLES.items()):
+            part = np.sort(part)
+            _write(root / "train" / name, style.render(grey[part]), labels[part], part)
+            counts[name] = len(part)
+        test = load_embedded("test")
+        test_grey = _pad_to_demo_size(test.images[:, 0].numpy())
+        indices = np.arange(len(test.labels))
+        for name, style in STYLES.items():
+            _write(root / "test" / name, style.render(test_grey), test.labels.numpy(), indices)
+        _mark(root, STYLE_TASK)
+        counts["test"] = len(indices)
     return counts
