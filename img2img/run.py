@@ -214,7 +214,7 @@ class RunLog(logging.FileHandler):
                     self.baseFilename, error.strerror or error)
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):  # (NFS says that a write failed only when the file is closed)
             super().close()
 
 
