@@ -772,6 +772,29 @@ def test_an_output_that_holds_input_is_refused_in_its_own_words(photos, tmp_path
     assert [p.name for p in tmp_path.iterdir()] == ["photos"]
 
 
+def test_a_second_name_of_the_input_folder_is_refused_as_output(photos, tmp_path, cyclegan_run, monkeypatch):
+    """A bind mount, or a case-insensitive file system (macOS's ``Photos`` and ``photos``), names one folder twice
+    with no link between the names: `translate RUN photos/ Photos/ --overwrite` replaced every image with its
+    translation.  Here the file system's identities make ``alias`` the same folder as ``photos``, as a bind
+    mount does (checked by hand with ``mount --bind``)."""
+    from img2img.data import images  # noqa: PLC0415
+
+    alias = tmp_path / "alias"
+    alias.mkdir()
+    identity = images._identity
+    monkeypatch.setattr(images, "_identity", lambda path: identity(
+        photos / Path(path).relative_to(alias) if Path(path).is_relative_to(alias) else path))
+    before = {p: p.read_bytes() for p in photos.rglob("*") if p.is_file()}
+    for out in (alias, alias / "out"):
+        result, _ = invoke("translate", cyclegan_run, photos, out, "--overwrite", "--device", "cpu")
+        assert_one_line_error(result, f"OUTPUT: {out} lies inside INPUT {photos}; choose a folder outside it")
+    result, _ = invoke("translate", cyclegan_run, photos / "a.png", alias / "a.png", "--overwrite", "--device", "cpu")
+    assert_one_line_error(result, f"OUTPUT: translating {photos / 'a.png'} would replace the input {alias / 'a.png'}")
+    result, _ = invoke("translate", cyclegan_run, alias, photos.parent, "--device", "cpu")
+    assert_one_line_error(result, f"OUTPUT: {photos.parent} holds INPUT {alias}; choose a folder beside it")
+    assert {p: p.read_bytes() for p in photos.rglob("*") if p.is_file()} == before and list(alias.iterdir()) == []
+
+
 def test_two_way_models_translate_both_directions_and_refuse_unknown_ones(photos, tmp_path, cyclegan_run):
     for direction in ("a2b", "b2a"):
         result, output = invoke("translate", cyclegan_run, photos, tmp_path / direction, "--direction", direction,
