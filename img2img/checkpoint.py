@@ -151,6 +151,38 @@ def replace_file(path: Path, data: bytes) -> None:
         raise OSError(error.errno, error.strerror, str(path)) from None
 
 
+def within(path: str | Path, folder: str | Path) -> bool:
+    """Whether ``path`` is ``folder`` (or the same file) or lies under it, by what the file system says each
+    folder is (its device and inode) as well as by real paths: a bind mount, or a case-insensitive file system
+    (macOS's ``Photos`` and ``photos``), names one folder two ways that no link joins, and translating a folder
+    into such a second name of itself with --overwrite replaced its images with their translations.  Folders of
+    ``path`` not made yet are passed over."""
+    real, real_folder = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    if real.is_relative_to(real_folder):
+        return True
+    target = _identity(real_folder)
+    return target is not None and any(_identity(level) == target for level in (real, *real.parents))
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:  # not there (yet), or not to be looked at
+        return None
+    return info.st_dev, info.st_ino
+
+
+def refuse_replacing(out: Path, option: str, inputs: dict[str, str | Path | None]) -> None:
+    """A one-line error where ``out`` is a file the command reads (``inputs``, by what each is called), which
+    writing ``out`` would replace: --overwrite for one (``import G.pth --out G.pth --overwrite`` replaced the
+    official weights with the checkpoint made of them), and a report at once (``eval RUN --json RUN/last.ckpt``
+    replaced the checkpoint with the JSON)."""
+    for what, path in inputs.items():
+        if path is not None and os.path.lexists(out) and within(out, path):
+            named = what if Path(out) == Path(path) else f"{what} {path} under another name"
+            raise UserError(f"{option}: {out} is {named}, which writing there would replace; choose another file")
+
+
 def check_replaceable(path: Path, option: str, overwrite: bool) -> None:
     """A one-line error unless ``path`` may be written whole: absent, or a file that ``overwrite`` allows
     replacing; never a folder or a device (``--out /dev/null --overwrite`` would, as root, put a file in the

@@ -172,6 +172,7 @@ def to_checkpoint(a2b: str | Path, b2a: str | Path | None, out: str | Path, arch
 
     out = Path(out)
     checkpoint.check_replaceable(out, "--out", overwrite)
+    checkpoint.refuse_replacing(out, "--out", {"WEIGHTS": a2b, "WEIGHTS_B": b2a})
     net_ab, found = load_generator(a2b, arch, norm, base_channels, "WEIGHTS")
     networks = {}
     if found.kind == "resnet":

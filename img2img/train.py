@@ -37,7 +37,7 @@ from img2img import distributed as dist_tools
 from img2img.config import RESUMABLE_SETTINGS, RunConfig, TrainConfig, cli_option, option_flag, path_fields
 from img2img.data import guard
 from img2img.data.batches import mix_seed
-from img2img.data.images import encode_image, folder_record, within
+from img2img.data.images import encode_image, folder_record
 from img2img.data.transfer import received
 from img2img.distributed import Distributed
 from img2img.errors import UserError, exhausted, out_of_memory
@@ -950,7 +950,7 @@ def refuse_run_inside_data(run: RunConfig, root: Path, option: str) -> None:
     """A one-line error for a run folder inside one of the run's data folders: its sample grids would be read
     as images of that folder (on --resume, as training images; at an evaluation, as held-out ones)."""
     for flag, folder in _folder_options(run, images=True):
-        if within(root, folder):
+        if checkpoint.within(root, folder):
             what = "move it out (a run resumes from any folder) and resume it there" if option == "--resume" else \
                 "choose a run folder outside it"
             raise UserError(f"{option}: the run folder {root} lies inside {flag} {folder}, whose images its sample "

@@ -44,7 +44,7 @@ from img2img import checkpoint, official, speed, step_graph
 from img2img.data.guard import resilient, workers_that_start
 from img2img.data.images import (CHANNEL_NAMES, can_write, convert_channels, encode_image, holds, image_extensions,
                                  is_image_name, quantize, read_image_bits, read_image_levels, same_format,
-                                 special_mode, to_tensor, to_unit, visible_files, within)
+                                 special_mode, to_tensor, to_unit, visible_files)
 from img2img.data.transfer import BoundedBatches, Collate, received
 from img2img.errors import NOT_A_FILE, UserError, exhausted, out_of_memory
 from img2img.interrupt import said, terminate_as_interrupt
@@ -786,17 +786,17 @@ def plan_folder(source: str | Path, destination: str | Path, format: str = "png"
         if not holds(destination.suffix, channels):
             raise UserError(f"OUTPUT: a {destination.suffix} file cannot hold this model's {CHANNEL_NAMES[channels]} "
                             f"translations; name the output {same_format(destination.suffix, channels)}")
-        if within(destination, source):
+        if checkpoint.within(destination, source):
             raise UserError(f"OUTPUT: translating {source} would replace the input {destination}")
         return [_Job(source, destination)], 0
     if destination.exists() and not destination.is_dir():
         raise UserError(f"OUTPUT: {destination} is a file; give a folder for the translations")
     walked: list[Path] = []  # the folders under INPUT, where its links led too
     if source.is_dir():
-        if within(destination, source):
+        if checkpoint.within(destination, source):
             raise UserError(f"OUTPUT: {destination} lies inside INPUT {source}; choose a folder outside it, "
                             "so that translations never mix with (or replace) the inputs")
-        if within(source, destination):  # INPUT's sub-folders would be OUTPUT's too
+        if checkpoint.within(source, destination):  # INPUT's sub-folders would be OUTPUT's too
             raise UserError(f"OUTPUT: {destination} holds INPUT {source}; choose a folder beside it, so that "
                             "translations never mix with (or replace) the inputs")
         files = visible_files(source, unreadable, walked)
@@ -814,8 +814,8 @@ def plan_folder(source: str | Path, destination: str | Path, format: str = "png"
     real_inputs = {p.resolve() for p in inputs}
     if source.is_dir():  # links are followed: one may lead into OUTPUT, or to a folder that holds it, whose
         # translations would be read as inputs (at once, or by the same command again, when a run is interrupted)
-        inside = next((folder.resolve() for folder in walked[1:]
-                       if within(folder, destination) or within(destination, folder)), None)
+        inside = next((folder.resolve() for folder in walked[1:] if checkpoint.within(folder, destination)
+                       or checkpoint.within(destination, folder)), None)
         real_destination = destination.resolve()
         inside = inside or next((p for p in sorted(real_inputs) if p.is_relative_to(real_destination)), None)
         if inside is not None:

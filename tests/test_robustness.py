@@ -557,6 +557,16 @@ def test_an_error_that_names_no_file_names_where_the_command_writes(tmp_path, cy
     assert_one_line_error(result, "Error: /dev/full: No space left on device")
 
 
+def test_an_evaluation_report_is_never_written_over_its_checkpoint(cyclegan_run):
+    """`eval RUN --json RUN/last.ckpt` replaced the checkpoint with the report, with no --overwrite to ask for."""
+    before = (cyclegan_run / "last.ckpt").read_bytes()
+    result, _ = invoke("eval", cyclegan_run, "--a", cyclegan_run.parent / "a", "--b", cyclegan_run.parent / "b",
+                       "--features", "random", "--json", cyclegan_run / "last.ckpt")
+    assert_one_line_error(result, f"--json: {cyclegan_run / 'last.ckpt'} is CHECKPOINT, which writing there would "
+                                  "replace; choose another file")
+    assert (cyclegan_run / "last.ckpt").read_bytes() == before
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_translation_stops_at_a_full_disk_naming_the_file(tmp_path, monkeypatch, workers):
     """The loading workers end with the error, too: they lived on while it was held, to the process's exit in

@@ -777,12 +777,12 @@ def test_a_second_name_of_the_input_folder_is_refused_as_output(photos, tmp_path
     with no link between the names: `translate RUN photos/ Photos/ --overwrite` replaced every image with its
     translation.  Here the file system's identities make ``alias`` the same folder as ``photos``, as a bind
     mount does (checked by hand with ``mount --bind``)."""
-    from img2img.data import images  # noqa: PLC0415
+    from img2img import checkpoint  # noqa: PLC0415
 
     alias = tmp_path / "alias"
     alias.mkdir()
-    identity = images._identity
-    monkeypatch.setattr(images, "_identity", lambda path: identity(
+    identity = checkpoint._identity
+    monkeypatch.setattr(checkpoint, "_identity", lambda path: identity(
         photos / Path(path).relative_to(alias) if Path(path).is_relative_to(alias) else path))
     before = {p: p.read_bytes() for p in photos.rglob("*") if p.is_file()}
     for out in (alias, alias / "out"):
@@ -940,6 +940,15 @@ def test_official_weights_with_the_wrong_options_or_foreign_files_are_one_line_e
         result, _ = invoke(*command, "--out", tmp_path / "pipe", "--overwrite")
         assert_one_line_error(result, f"--out: {tmp_path / 'pipe'} is not a file (a folder or a device)")
     assert os.path.exists(tmp_path / "pipe") and not os.path.isfile(tmp_path / "pipe")
+    # nor a file the command reads: `import G.pth --out G.pth --overwrite` replaced the weights with the checkpoint
+    (tmp_path / "link.pth").symlink_to(weights)
+    before = weights.read_bytes()
+    for command, argument in ((["import", weights], "WEIGHTS"), (["export", weights], "CHECKPOINT")):
+        for out, named in ((weights, argument), (tmp_path / "link.pth", f"{argument} {weights} under another name")):
+            result, _ = invoke(*command, "--out", out, "--overwrite")
+            assert_one_line_error(result, f"--out: {out} is {named}, which writing there would replace; choose "
+                                          "another file")
+    assert weights.read_bytes() == before
     write_rgb(tmp_path / "in" / "x.png", 16, 16)
     result, _ = invoke("translate", weights, tmp_path / "in", tmp_path / "out", "--arch", "resnet_9blocks")
     assert_one_line_error(result, "--arch resnet_9blocks", "resnet_6blocks")

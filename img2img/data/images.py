@@ -467,27 +467,6 @@ def visible_files(folder: Path, unreadable: list[tuple[Path, str]] | None = None
     return sorted(found)
 
 
-def within(path: str | Path, folder: str | Path) -> bool:
-    """Whether ``path`` is ``folder`` (or the same file) or lies under it, by what the file system says each
-    folder is (its device and inode) as well as by real paths: a bind mount, or a case-insensitive file system
-    (macOS's ``Photos`` and ``photos``), names one folder two ways that no link joins, and translating a folder
-    into such a second name of itself with --overwrite replaced its images with their translations.  Folders of
-    ``path`` not made yet are passed over."""
-    real, real_folder = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
-    if real.is_relative_to(real_folder):
-        return True
-    target = _identity(real_folder)
-    return target is not None and any(_identity(level) == target for level in (real, *real.parents))
-
-
-def _identity(path: Path) -> tuple[int, int] | None:
-    try:
-        info = os.stat(path)
-    except OSError:  # not there (yet), or not to be looked at
-        return None
-    return info.st_dev, info.st_ino
-
-
 def folder_record(folder: str | Path) -> dict[str, Any]:
     """What a data folder holds, to tell at ``--resume`` whether it changed: how many images, and a digest of
     their relative paths and sizes (not their contents: reading every byte again would cost what decoding

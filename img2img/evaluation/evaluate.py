@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from img2img.checkpoint import check_writable, replace_file, unwritable
+from img2img.checkpoint import check_writable, refuse_replacing, replace_file, unwritable
 from img2img.data.demo import COLOUR_TASK, SKELETON_TASK, colour_map, demo_task, ink_from_colour, label_of
 from img2img.data.guard import verify_images
 from img2img.data.images import convert_channels, folder_record, list_images
@@ -791,6 +791,8 @@ def evaluate_checkpoint(path: str | Path, a: str | None = None, b: str | None = 
         check_writable(json_path, "--json")
     torch_device = resolve_device(device)
     model, run, payload = load_model(path, torch_device, option="CHECKPOINT")
+    if json_path is not None:
+        refuse_replacing(json_path, "--json", {"CHECKPOINT": payload["path"]})
     destination = json_path
     if destination is None:
         folder = Path(payload["path"]).resolve().parent
