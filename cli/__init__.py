@@ -63,7 +63,14 @@ class _Console(io.RawIOBase):
         try:
             while view:  # whole: a text stream straight over this one (stderr's) drops what a short write leaves
                 view = view[os.write(self.fd, view):]
-        except (BrokenPipeError, BlockingIOError):
+        except BrokenPipeError:
+            from img2img.interrupt import StopRequests  # noqa: PLC0415 - (a write before the imports below)
+
+            if StopRequests.reader_gone():  # training stops when its step ends, with a checkpoint
+                self.lost = True
+                return len(data)
+            raise
+        except BlockingIOError:
             raise
         except OSError as error:
             self.lost = True

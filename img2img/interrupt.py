@@ -40,6 +40,7 @@ from types import FrameType, TracebackType
 log = logging.getLogger("img2img.train")
 
 HANGUP = getattr(signal, "SIGHUP", None)  # the terminal went away (POSIX)
+BROKEN_PIPE = getattr(signal, "SIGPIPE", None)  # the reader of what the process prints went away (POSIX)
 
 
 def _kept_ignored(number: int) -> bool:
@@ -100,6 +101,7 @@ class StopRequests:
     a terminal sends it too (the training process ends its workers when it stops), and ends on SIGTERM."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM, *((HANGUP,) if HANGUP else ()))
+    _active: StopRequests | None = None  # the one entered in the main thread, which reader_gone asks
 
     def __init__(self, notice: str = "stopping when this step ends, with a checkpoint (another {again} stops at "
                                       "once, without one)") -> None:
@@ -110,6 +112,7 @@ class StopRequests:
         self._previous: dict[int, object] = {}
         self._pid = os.getpid()
         self.in_step = False  # set by the loop while a step is under way: only that is cut short
+        self._outer: StopRequests | None = None  # the one entered before this one, if any
 
     def __enter__(self) -> StopRequests:
         if threading.current_thread() is threading.main_thread():
@@ -117,6 +120,7 @@ class StopRequests:
             for number in self.SIGNALS:
                 if not _kept_ignored(number):
                     self._previous[number] = signal.signal(number, self._handle)
+            self._outer, StopRequests._active = StopRequests._active, self
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
@@ -125,6 +129,21 @@ class StopRequests:
             signal.signal(number, signal.SIG_DFL if previous is None else previous)  # None: set outside Python
         self._previous.clear()
         self._again.close()
+        if StopRequests._active is self:
+            StopRequests._active = self._outer
+
+    @classmethod
+    def reader_gone(cls) -> bool:
+        """The reader of what this process prints went away (a broken pipe: ``img2img train ... 2>&1 | less``,
+        then q).  Where a StopRequests is entered, the loop stops as on a signal, SIGPIPE: when the step ends,
+        with a checkpoint (the run trained on to its end unseen, and the shell waited for it); True then.  False
+        where none is (the command ends there, as a shell's pipeline ends its writers)."""
+        requests = cls._active
+        if requests is None or BROKEN_PIPE is None or os.getpid() != requests._pid:
+            return False
+        if requests._signal is None:
+            requests._handle(BROKEN_PIPE, None)
+        return True
 
     @property
     def signal(self) -> int | None:
@@ -151,7 +170,8 @@ class StopRequests:
         # traceback instead; the thread waits for that line to end
         self._notice = threading.Thread(
             target=log.warning, daemon=True, name="img2img-stop-notice",
-            args=("%s: %s", name, self._notice_text.format(again="Ctrl-C" if number == signal.SIGINT else name)))
+            args=("%s: %s", name, self._notice_text.format(
+                again={signal.SIGINT: "Ctrl-C", BROKEN_PIPE: "signal"}.get(number, name))))
         self._notice.start()
 
 

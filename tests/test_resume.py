@@ -338,6 +338,29 @@ def test_a_run_whose_terminal_goes_away_stops_with_a_checkpoint(tmp_path):
     assert step >= 10 and f"interrupted at step {step}; checkpoint {run / 'last.ckpt'}" in log
 
 
+def test_a_run_whose_output_reader_goes_away_stops_with_a_checkpoint(tmp_path):
+    """`img2img train ... 2>&1 | less`, then q: the writes to the closed pipe failed unseen (logging swallowed
+    them), and the run trained on to its end with nothing shown, the shell waiting for it; it now stops as on a
+    signal, SIGPIPE, when the step ends, with a checkpoint, and ends as a pipeline's writer does (141)."""
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "img2img.cli", "train", "mnist-gan", "--steps", "100000", "--batch-size", "8",
+               "--log-every", "10", "--save-every", "100000", "--device", "cpu", "--out", str(run)]
+    process = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+    try:
+        while b"training mnist-gan" not in process.stdout.readline():
+            pass
+        process.stdout.close()  # the reader quits
+        code = process.wait(timeout=120)
+    finally:
+        process.kill()
+    assert code == 128 + signal.SIGPIPE
+    log = (run / "train.log").read_text()
+    assert "SIGPIPE: stopping when this step ends, with a checkpoint" in log, log
+    step = checkpoint.read(run)["step"]
+    assert 1 <= step < 100000 and f"interrupted at step {step}; checkpoint {run / 'last.ckpt'}" in log
+
+
 @pytest.mark.parametrize("second", [0.05, 0.3])
 def test_ctrl_c_in_a_terminal_stops_a_run_with_loading_workers_cleanly(tmp_path, second):
     """A terminal's Ctrl-C reaches the whole process group, the loading workers too, and people press it twice,
