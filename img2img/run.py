@@ -173,15 +173,16 @@ class RunDir:
     def keep_metrics_to(self, step: int) -> None:
         """Drop the metrics records after ``step``, where training (re)starts: what a run that was killed wrote
         after its newest checkpoint, which the resumed run writes again (a line cut off by the kill goes too).
-        The file is replaced atomically, and only when something is dropped."""
+        The file is replaced atomically, and only when something is dropped.  Bytes that are not UTF-8 (a disk
+        that failed under it) drop their lines too: they ended the resume in a UnicodeDecodeError's traceback."""
         try:
-            text = self.metrics.read_text()
+            data = self.metrics.read_bytes()
         except FileNotFoundError:
             return
-        kept = "".join(line + "\n" for line in text.splitlines()
-                       if (record_step := _record_step(line)) is not None and record_step <= step)
-        if kept != text:
-            replace_file(self.metrics, kept.encode())
+        kept = "".join(line + "\n" for line in data.decode("utf-8", errors="replace").splitlines()
+                       if (record_step := _record_step(line)) is not None and record_step <= step).encode()
+        if kept != data:
+            replace_file(self.metrics, kept)
 
 
 class RunLog(logging.FileHandler):

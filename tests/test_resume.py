@@ -249,14 +249,15 @@ def _metrics(run):
 
 def test_resume_from_an_older_step_checkpoint_file(tmp_path, mnist_run, caplog):
     """As after a kill: the run wrote checkpoints and metrics past the checkpoint it resumes from (and the kill
-    cut its last metrics line); the resumed run's metrics are the uninterrupted run's, each step once.  Going
-    back is said: it replaces the later checkpoints."""
+    cut its last metrics line, here with bytes that are not UTF-8, which ended the resume in a traceback); the
+    resumed run's metrics are the uninterrupted run's, each step once.  Going back is said: it replaces the later
+    checkpoints."""
     run = mnist_run(steps=20, save_every_steps=10)
     train(run, tmp_path / "whole")
     parts = tmp_path / "parts"
     train(run, parts)
-    with open(parts / "metrics.jsonl", "a") as handle:
-        handle.write('{"step": 25, "g_lo')
+    with open(parts / "metrics.jsonl", "ab") as handle:
+        handle.write(b'{"step": 25, "g_lo\xff\xfe')
     older = parts / "checkpoints" / "step-00000010.ckpt"
     resume(older)
     assert "step-00000010.ckpt is step 10, and the run went on to step 20: training goes on from step 10 " \
