@@ -72,8 +72,11 @@ class RunDir:
         try:
             for folder in (self.root, self.samples, self.checkpoints):
                 folder.mkdir(parents=True, exist_ok=True)
+        except FileExistsError as error:  # a file in a folder's place (it said "cannot write to RUN (File exists)")
+            raise UserError(f"{option}: {error.filename} is not a folder; move it away") from None
         except OSError as error:
-            raise UserError(f"{option}: cannot write to {self.root} ({error.strerror or error})") from None
+            raise UserError(f"{option}: cannot write to {error.filename or self.root} ({error.strerror or error})") \
+                from None
         refusal = unwritable(self.root)  # a folder that exists, on a read-only file system
         if refusal is not None:
             raise UserError(f"{option}: cannot write to {self.root} ({refusal[1]})")
@@ -133,7 +136,8 @@ class RunDir:
             self.root.mkdir(parents=True, exist_ok=True)
             handle = open(self.root / ".lock", "a+")  # noqa: SIM115 - held open for the run's life
         except OSError as error:
-            raise UserError(f"{option}: cannot write to {self.root} ({error.strerror or error})") from None
+            raise UserError(f"{option}: cannot write to {error.filename or self.root} ({error.strerror or error})") \
+                from None
         locked = True
         try:
             _lock_file(handle)

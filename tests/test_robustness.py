@@ -603,6 +603,18 @@ def test_translation_stops_at_a_full_disk_naming_the_file(tmp_path, monkeypatch,
     assert len(outputs) == 3 and all(np.asarray(Image.open(p)).shape == (16, 16, 3) for p in outputs)
 
 
+@pytest.mark.parametrize("taken", ["samples", "checkpoints"])
+def test_a_file_in_place_of_a_run_folders_sub_folder_is_named(tmp_path, taken):
+    """It said "cannot write to RUN (File exists)", which named neither the file nor what was wrong with it."""
+    from img2img.run import RunDir  # noqa: PLC0415
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / taken).write_text("a file of the user's")
+    with pytest.raises(UserError) as caught:
+        RunDir(tmp_path / "run").create("--resume", fresh=False)
+    assert str(caught.value) == f"--resume: {tmp_path / 'run' / taken} is not a folder; move it away"
+
+
 def test_a_demo_stopped_part_way_leaves_nothing_and_the_same_command_then_writes_it_whole(tmp_path, monkeypatch):
     """Stopped part way (Ctrl-C, SIGTERM, a full disk), a demo left part of its training folders, which a run took
     for the dataset, and the same command then refused the folder as not empty."""
