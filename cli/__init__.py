@@ -39,13 +39,16 @@ class _Console(io.RawIOBase):
     """Standard output or error under the command's text stream, which a stream that can no longer be written
     (a full disk or a quota under a job's output file, a file-size limit, a terminal gone after ``disown``) does
     not stop: the command goes on without it, and says so once, where it still can (the other stream, a run's
-    train.log).  A write that failed there raised in the middle of whatever printed (a progress bar's refresh),
+    train.log), and ends with exit status 1 and a line saying so once its work is done, as what it printed is
+    incomplete.  A write that failed there raised in the middle of whatever printed (a progress bar's refresh),
     and stopped a training run between checkpoints with an error that blamed the run folder.  A reader that went
     away (a broken pipe) still ends the command, as a shell's pipeline ends its writers."""
 
     def __init__(self, fd: int, name: str) -> None:
         super().__init__()
         self.fd, self.name, self.lost = fd, name, False
+        self.failure: str | None = None  # what could not be written, and why
+        _CONSOLES.append(self)
 
     def writable(self) -> bool:
         return True
@@ -74,19 +77,23 @@ class _Console(io.RawIOBase):
             raise
         except OSError as error:
             self.lost = True
-            _say_lost(self, error)
+            where = ""
+            with contextlib.suppress(OSError):  # the file, where /proc says it
+                where = f" ({os.readlink(f'/proc/self/fd/{self.fd}')})"
+            self.failure = f"{self.name}{where} could not be written ({error.strerror or error})"
+            _say_lost(self)
         return len(data)
 
 
-def _say_lost(stream: _Console, error: OSError) -> None:
+_CONSOLES: list[_Console] = []
+
+
+def _say_lost(stream: _Console) -> None:
     """Say once, wherever else the log goes, that ``stream`` can no longer be written: to every handler of the
     img2img log but one that writes to ``stream`` itself (whose writer is in the middle of the write that failed)."""
-    where = ""
-    with contextlib.suppress(OSError):  # the file, where /proc says it
-        where = f" ({os.readlink(f'/proc/self/fd/{stream.fd}')})"
     logger = logging.getLogger("img2img")
-    record = logger.makeRecord(logger.name, logging.WARNING, __file__, 0, "%s%s can no longer be written (%s): "
-                               "the command goes on without it", (stream.name, where, error.strerror or error), None)
+    record = logger.makeRecord(logger.name, logging.WARNING, __file__, 0, "%s: the command goes on without it",
+                               (stream.failure,), None)
     for handler in logger.handlers:
         if getattr(getattr(getattr(handler, "stream", None), "buffer", None), "raw", None) is not stream:
             handler.handle(record)
@@ -182,7 +189,12 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             with terminate_as_interrupt():  # SIGTERM and SIGHUP end any command as Ctrl-C does, in one line
-                return super().invoke(ctx)
+                result = super().invoke(ctx)
+            lost = [console.failure for console in _CONSOLES if console.failure]
+            if lost:  # its work is done, and what it printed is incomplete
+                raise UserError(f"{'; '.join(lost)}: what the command printed there is incomplete, though its work "
+                                "is done")
+            return result
         except UserError as error:
             raise click.ClickException(printable(str(error))) from None
         except OSError as error:  # a file cannot be written or read: say which, in one line
