@@ -633,12 +633,13 @@ def test_a_demo_stopped_part_way_leaves_nothing_and_the_same_command_then_writes
         demo.write_colour_digits(tmp_path / "digits")
     assert len(folders) == 1 and list(tmp_path.iterdir()) == []  # nor the hidden folder it was written in
     monkeypatch.setattr(demo, "_write", lambda folder, images, *args: real(folder, images[:1], *args))  # (quicker)
-    result, output = invoke("demo", "cyclegan", tmp_path / "digits")
+    (tmp_path / "link").symlink_to(tmp_path / "digits")  # followed, not replaced by the dataset's folder
+    result, output = invoke("demo", "cyclegan", tmp_path / "link")
     assert result.exit_code == 0, output
     assert demo.demo_task(tmp_path / "digits" / "train" / "a") == demo.COLOUR_TASK
     assert [len(list((tmp_path / "digits" / part).iterdir())) for part in ("train/a", "train/b", "test/a", "test/b")] \
         == [1, 1, 1, 1]
-    assert list(tmp_path.iterdir()) == [tmp_path / "digits"]
+    assert sorted(tmp_path.iterdir()) == [tmp_path / "digits", tmp_path / "link"] and (tmp_path / "link").is_symlink()
 
 
 # -- too many open files --------------------------------------------------------------------------------------

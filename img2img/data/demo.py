@@ -100,21 +100,23 @@ def _whole(out: Path, overwrite: bool) -> Iterator[Path]:
     """The folder to write a demo dataset into.  A new one is written into a hidden folder beside ``out`` and
     renamed to ``out`` once it is whole, so that one stopped part way (Ctrl-C, a full disk) leaves nothing: it
     left part of its training folders, which a run took for the dataset, and the same command then refused the
-    folder as not empty.  Written over a folder that is not empty (``overwrite``), it is written in place."""
+    folder as not empty.  Written over a folder that is not empty (``overwrite``), it is written in place; a
+    link is followed (the dataset goes where it leads, as it went before)."""
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise UserError(f"OUT: {out} is not empty; choose another folder or pass --overwrite")
         yield out
         return
-    building = temporary_path(out)
+    target = Path(os.path.realpath(out))  # the rename would replace a link itself
+    building = temporary_path(target)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
         building.mkdir()
     except OSError as error:
         raise UserError(f"OUT: cannot create {out} ({error.strerror or error})") from None
     try:
         yield building
-        os.replace(building, out)  # (over an empty folder too)
+        os.replace(building, target)  # (over an empty folder too)
     finally:
         shutil.rmtree(building, ignore_errors=True)
 
