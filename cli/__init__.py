@@ -42,7 +42,8 @@ class _Console(io.RawIOBase):
     train.log), and ends with exit status 1 and a line saying so once its work is done, as what it printed is
     incomplete.  A write that failed there raised in the middle of whatever printed (a progress bar's refresh),
     and stopped a training run between checkpoints with an error that blamed the run folder.  A reader that went
-    away (a broken pipe) still ends the command, as a shell's pipeline ends its writers."""
+    away (a broken pipe) still ends the command, as a shell's pipeline ends its writers: training when its step
+    ends, with a checkpoint (:meth:`StopRequests.reader_gone`)."""
 
     def __init__(self, fd: int, name: str) -> None:
         super().__init__()
