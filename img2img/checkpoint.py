@@ -18,6 +18,7 @@ over the target, so a crash mid-save leaves the previous file intact.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import random
@@ -84,13 +85,12 @@ def unwritable(path: str | Path) -> tuple[Path, str] | None:
     result it was to hold (a translation's first batch, an evaluation, a profile, an ONNX conversion).  The
     nearest folder that exists (``path`` itself if it is one, else the folder it is in, or would be made in) is
     tried with a file written and removed at once (asking the system, os.access, can be wrong on network and
-    FUSE mounts).  A file in the way of the folders to be made is left to the write, which names it."""
+    FUSE mounts).  A file where a folder goes is named too: the write, after the work, said "RUN/eval/step-N.json:
+    File exists" of a file RUN/eval."""
     path = Path(path)
-    folder = path if path.is_dir() else path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
+    folder = path if path.is_dir() else in_the_way(path)
     if not folder.is_dir():
-        return None
+        return folder, "a file where a folder goes"
     probe = folder / f".img2img-probe-{os.getpid()}"
     try:
         with open(probe, "xb"):
@@ -141,14 +141,29 @@ def replace_file(path: Path, data: bytes) -> None:
             return
         target = Path(os.path.realpath(path)) if path.is_symlink() else path
         temporary = temporary_path(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):  # a file where a folder goes: named, not the file to write
+            raise _InTheWay(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(in_the_way(target))) from None
         try:
             temporary.write_bytes(data)
             os.replace(temporary, target)
         finally:
             discard(temporary)
+    except _InTheWay:
+        raise
     except OSError as error:
         raise OSError(error.errno, error.strerror, str(path)) from None
+
+
+class _InTheWay(NotADirectoryError):
+    """A file where a folder of the file to write goes (the error names it)."""
+
+
+def in_the_way(path: Path) -> Path:
+    """The nearest of ``path``'s folders that exists: where a folder of it cannot be made (``mkdir`` said "File
+    exists" or "Not a directory"), the file in its place."""
+    return next(folder for folder in Path(path).parents if os.path.lexists(folder))
 
 
 def within(path: str | Path, folder: str | Path) -> bool:

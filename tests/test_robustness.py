@@ -557,6 +557,27 @@ def test_an_error_that_names_no_file_names_where_the_command_writes(tmp_path, cy
     assert_one_line_error(result, "Error: /dev/full: No space left on device")
 
 
+def test_a_file_where_the_report_folder_goes_is_said_before_the_evaluation(tmp_path, cyclegan_run):
+    """With a file RUN/eval, the evaluation ran and then failed to write its report, saying "RUN/eval/step-N.json:
+    File exists" of a file that was not there."""
+    import shutil  # noqa: PLC0415
+
+    run = tmp_path / "run"
+    shutil.copytree(cyclegan_run, run)
+    shutil.rmtree(run / "eval", ignore_errors=True)  # (reports of other tests' evaluations)
+    (run / "eval").write_text("the user's notes")
+    with Collected() as log:  # (the console's handler holds the stream of the first command run in this process)
+        result, output = invoke("eval", run, "--a", cyclegan_run.parent / "a", "--b", cyclegan_run.parent / "b",
+                                "--features", "random")
+    assert result.exit_code == 0, output
+    assert any(line.startswith(f"cannot write the report into {run / 'eval'} (a file where a folder goes)")
+               for line in log.lines), log.lines
+    assert "fid_a2b" in output and (run / "eval").read_text() == "the user's notes"
+    with pytest.raises(OSError) as caught:  # what the other writers say: the file, not the one to write
+        checkpoint.replace_file(run / "eval" / "deeper" / "report.json", b"{}")
+    assert caught.value.errno == errno.ENOTDIR and caught.value.filename == str(run / "eval")
+
+
 def test_an_evaluation_report_is_never_written_over_its_checkpoint(cyclegan_run):
     """`eval RUN --json RUN/last.ckpt` replaced the checkpoint with the report, with no --overwrite to ask for."""
     before = (cyclegan_run / "last.ckpt").read_bytes()
