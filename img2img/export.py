@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from img2img.checkpoint import (LAST_NAME, check_replaceable, check_writable, discard, refuse_replacing,
+from img2img.checkpoint import (check_replaceable, check_writable, discard, refuse_replacing, resolve,
                                 temporary_path)
 from img2img.errors import UserError
 from img2img.interrupt import held
@@ -53,8 +53,7 @@ def export_onnx(checkpoint_path: str | Path, out: str | Path, target: str | None
                         f"networks (this is torch {torch.__version__}): pip install -U \"img2img[export]\"")
     out = Path(out)
     check_replaceable(out, "--out", overwrite)
-    source = Path(checkpoint_path)
-    refuse_replacing(out, "--out", {"CHECKPOINT": source / LAST_NAME if source.is_dir() else source})
+    refuse_replacing(out, "--out", {"CHECKPOINT": resolve(checkpoint_path, "CHECKPOINT")})
     check_writable(out, "--out")  # before the conversion, which takes a while
     model = None if arch or norm or base_channels else checkpoint_model(checkpoint_path, use_ema)
     if model is not None and hasattr(model, "generate"):
