@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from img2img.checkpoint import NO_FOLDER, in_the_way
 from img2img.config import RESUMABLE_SETTINGS, RunConfig, TrainConfig, cli_option, option_flag
 
 # options that may accompany --resume: they do not change what the run computes
@@ -92,11 +93,9 @@ class Output(Location):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         path = super().convert(value, param, ctx)
-        for above in Path(path).parents:  # the nearest that exists must be a folder
-            if above.exists():
-                if not above.is_dir():
-                    self.fail(f"{path}: {above} is a file, so no folder can be made there", param, ctx)
-                break
+        above = in_the_way(Path(path))  # the nearest that exists must be a folder
+        if not above.is_dir():
+            self.fail(f"{path}: {above} {NO_FOLDER}", param, ctx)
         if ctx is not None:
             record_output(ctx, path)
         return path

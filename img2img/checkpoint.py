@@ -49,6 +49,8 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+NO_FOLDER = "is a file, so no folder can be made there"  # said of a file in the way of an output's folders
+
 NAME_MAX = 255  # bytes in a file's name, on the file systems in use (ext4, XFS, btrfs, APFS, NTFS's 255 characters)
 
 
@@ -90,7 +92,7 @@ def unwritable(path: str | Path) -> tuple[Path, str] | None:
     path = Path(path)
     folder = path if path.is_dir() else in_the_way(path)
     if not folder.is_dir():
-        return folder, "a file where a folder goes"
+        return folder, f"it {NO_FOLDER}"
     probe = folder / f".img2img-probe-{os.getpid()}"
     try:
         with open(probe, "xb"):
@@ -134,30 +136,23 @@ def replace_file(path: Path, data: bytes) -> None:
     written in place: a rename would replace the device itself (as root, ``--json /dev/full`` once left a JSON
     file where /dev/full had been)."""
     path = Path(path)
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
     try:
         if path.exists() and not path.is_file():
             with open(path, "wb") as handle:
                 handle.write(data)
             return
-        target = Path(os.path.realpath(path)) if path.is_symlink() else path
         temporary = temporary_path(target)
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-        except (FileExistsError, NotADirectoryError):  # a file where a folder goes: named, not the file to write
-            raise _InTheWay(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(in_the_way(target))) from None
+        target.parent.mkdir(parents=True, exist_ok=True)
         try:
             temporary.write_bytes(data)
             os.replace(temporary, target)
         finally:
             discard(temporary)
-    except _InTheWay:
-        raise
+    except (FileExistsError, NotADirectoryError):  # the folders' mkdir: the file in a folder's place is named
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(in_the_way(target))) from None
     except OSError as error:
         raise OSError(error.errno, error.strerror, str(path)) from None
-
-
-class _InTheWay(NotADirectoryError):
-    """A file where a folder of the file to write goes (the error names it)."""
 
 
 def in_the_way(path: Path) -> Path:

@@ -29,7 +29,7 @@ try:
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 
-from img2img.checkpoint import LAST_NAME, replace_file, unwritable
+from img2img.checkpoint import LAST_NAME, NO_FOLDER, replace_file, unwritable
 from img2img.config import RunConfig
 from img2img.errors import UserError
 
@@ -73,7 +73,7 @@ class RunDir:
             for folder in (self.root, self.samples, self.checkpoints):
                 folder.mkdir(parents=True, exist_ok=True)
         except FileExistsError as error:  # a file in a folder's place (it said "cannot write to RUN (File exists)")
-            raise UserError(f"{option}: {error.filename} is not a folder; move it away") from None
+            raise UserError(f"{option}: {error.filename} {NO_FOLDER}") from None
         except OSError as error:
             raise UserError(f"{option}: cannot write to {error.filename or self.root} ({error.strerror or error})") \
                 from None

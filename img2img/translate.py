@@ -976,7 +976,7 @@ def _write(path: Path, levels: Tensor, bits: int, overwrite: bool) -> str | None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):  # it said "File exists", of the output it had not written
-            return f"{checkpoint.in_the_way(path)} is not a folder"
+            return f"{checkpoint.in_the_way(path)} {checkpoint.NO_FOLDER}"
         with open(temporary, "wb") as handle:
             handle.write(data)
         if overwrite:

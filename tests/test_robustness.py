@@ -570,7 +570,7 @@ def test_a_file_where_the_report_folder_goes_is_said_before_the_evaluation(tmp_p
         result, output = invoke("eval", run, "--a", cyclegan_run.parent / "a", "--b", cyclegan_run.parent / "b",
                                 "--features", "random")
     assert result.exit_code == 0, output
-    assert any(line.startswith(f"cannot write the report into {run / 'eval'} (a file where a folder goes)")
+    assert any(line.startswith(f"cannot write the report into {run / 'eval'} (it is a file, so no folder can be made there)")
                for line in log.lines), log.lines
     assert "fid_a2b" in output and (run / "eval").read_text() == "the user's notes"
     with pytest.raises(OSError) as caught:  # what the other writers say: the file, not the one to write
@@ -633,7 +633,7 @@ def test_a_file_in_place_of_a_run_folders_sub_folder_is_named(tmp_path, taken):
     (tmp_path / "run" / taken).write_text("a file of the user's")
     with pytest.raises(UserError) as caught:
         RunDir(tmp_path / "run").create("--resume", fresh=False)
-    assert str(caught.value) == f"--resume: {tmp_path / 'run' / taken} is not a folder; move it away"
+    assert str(caught.value) == f"--resume: {tmp_path / 'run' / taken} is a file, so no folder can be made there"
 
 
 def test_a_demo_stopped_part_way_leaves_nothing_and_the_same_command_then_writes_it_whole(tmp_path, monkeypatch):

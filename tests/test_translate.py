@@ -298,7 +298,7 @@ def test_an_output_folder_that_is_a_file_is_named_and_the_rest_translated(tmp_pa
     summary = Translator(Invert(), GeneratorInfo(3, 3, 1)).translate_folder(tmp_path / "in", tmp_path / "out",
                                                                              workers=0, progress=False)
     assert summary.translated == [tmp_path / "out" / "a.png"] and (tmp_path / "out" / "a.png").is_file()
-    blocked = f"{tmp_path / 'out' / 'sub'} is not a folder"
+    blocked = f"{tmp_path / 'out' / 'sub'} is a file, so no folder can be made there"
     assert sorted(summary.failed) == [(tmp_path / "out" / "sub" / "b.png", blocked),
                                       (tmp_path / "out" / "sub" / "deeper" / "c.png", blocked)]
     assert (tmp_path / "out" / "sub").read_bytes() == b"a file of the user's"
